@@ -1,0 +1,116 @@
+"""One error hierarchy for the whole package.
+
+Errors carry domain fields (model, task, param), never HTTP codes: the server maps them to statuses in one table
+(`server/errors.py`). Standard-library mixins let callers catch by category, as huggingface_hub does
+(`LocalEntryNotFoundError(FileNotFoundError, EntryNotFoundError)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class ProviderError(Exception):
+    """Base class of every error hf-provider raises on purpose."""
+
+    code: str = "provider_error"
+
+    def __init__(self, message: str, *, model: str | None = None, task: str | None = None,
+                 param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.model = model
+        self.task = task
+        self.param = param
+
+
+class ConfigError(ProviderError, ValueError):
+    """Configuration (hfp.toml, ModelSpec, HFP_ settings) is invalid; raised at start."""
+
+    code = "invalid_config"
+
+
+class ModelNotFound(ProviderError, LookupError):
+    """The name is neither a configured model, nor a local folder, nor a resolvable Hub id."""
+
+    code = "model_not_found"
+
+    def __init__(self, model: str, available: Iterable[str] = (), detail: str | None = None) -> None:
+        self.available = sorted(available)
+        listing = ", ".join(self.available) or "none"
+        msg = f"Unknown model {model!r}. Available models: {listing}."
+        if detail:
+            msg = f"{msg} {detail}"
+        super().__init__(msg, model=model, param="model")
+
+
+class TaskNotSupported(ProviderError, ValueError):
+    """The model's architecture cannot serve the task, or the task is not enabled for it."""
+
+    code = "task_not_supported"
+
+    def __init__(self, model: str, task: str, supported: Iterable[str], reason: str | None = None) -> None:
+        self.supported = sorted(supported)
+        msg = (f"Model {model!r} does not serve task {task!r}"
+               f"{' (' + reason + ')' if reason else ''}. It serves: {', '.join(self.supported) or 'none'}.")
+        super().__init__(msg, model=model, task=task, param="task")
+
+
+class InvalidInput(ProviderError, ValueError):
+    """The request's inputs or parameters are malformed or out of bounds."""
+
+    code = "invalid_input"
+
+
+class TooManyItems(InvalidInput):
+    code = "too_many_items"
+
+
+class ModelLoadError(ProviderError, RuntimeError):
+    """The weights could not be loaded (missing files, bad config, refused quantization)."""
+
+    code = "model_load_failed"
+
+
+class QuantizationRejected(ModelLoadError):
+    """A quantized model failed its accuracy guard; carries the measured figure."""
+
+    code = "quantization_rejected"
+
+    def __init__(self, message: str, *, model: str | None = None, measured: float | None = None) -> None:
+        super().__init__(message, model=model)
+        self.measured = measured
+
+
+class Unavailable(ProviderError, RuntimeError):
+    """The work cannot be done now (model loading past the deadline, queue full, memory exhausted).
+
+    `retry_after` is a hint in seconds for clients.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, message: str, *, model: str | None = None, task: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, model=model, task=task)
+        self.retry_after = retry_after
+
+
+class MemoryBudgetExceeded(Unavailable):
+    """A load does not fit the memory budget even after every evictable model is gone."""
+
+    code = "memory_budget_exceeded"
+
+
+class OutOfMemory(Unavailable, MemoryError):
+    """A batch ran out of device or host memory and every recovery strategy failed."""
+
+    code = "out_of_memory"
+
+
+class DeadlineExceeded(Unavailable, TimeoutError):
+    code = "deadline_exceeded"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"

@@ -1,0 +1,72 @@
+"""LoadedModel: one weight set in memory and the task handlers that share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
+
+    from hf_provider.runtime.tasks.base import TaskHandler
+    from hf_provider.spec import ModelSpec
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """Everything a task handler needs. Handlers keep references to `module`, never copies.
+
+    `module` is the single `nn.Module` holding the weights. For sentence-transformers checkpoints `sentence_model`
+    is the `SentenceTransformer` wrapping that same module (its first module's `auto_model` *is* the base of
+    `module`), so pooling and normalization follow the checkpoint's own configuration.
+    """
+
+    spec: ModelSpec
+    path: Path  # local snapshot folder
+    commit: str | None  # exact Hub commit; None for a plain local folder
+    module: torch.nn.Module
+    config: PretrainedConfig
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    dtype: torch.dtype
+    weight_bytes: int
+    architecture: str  # e.g. "T5ForConditionalGeneration", "BertModel"
+    sentence_model: Any = None  # SentenceTransformer | None
+    handlers: dict[str, TaskHandler] = field(default_factory=dict)
+    load_seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.handlers)
+
+    @property
+    def max_length(self) -> int:
+        """Longest input in tokens this model accepts."""
+        if self.spec.max_length:
+            return self.spec.max_length
+        if self.sentence_model is not None and getattr(self.sentence_model, "max_seq_length", None):
+            return int(self.sentence_model.max_seq_length)
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            v = getattr(self.config, attr, None)
+            if isinstance(v, int) and v > 0:
+                return v
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        return tok_max if isinstance(tok_max, int) and tok_max < 1_000_000 else 512
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.spec.name,
+            "source": self.spec.source,
+            "revision": self.spec.revision,
+            "commit": self.commit,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "tasks": self.tasks,
+            "weight_bytes": self.weight_bytes,
+        }

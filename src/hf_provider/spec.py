@@ -1,0 +1,107 @@
+"""ModelSpec: everything needed to load and serve one model, validated at construction."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASKS: tuple[str, ...] = (
+    "embeddings",
+    "text-classification",
+    "token-classification",
+    "fill-mask",
+    "text-generation",
+    "text2text-generation",
+    "translation",
+    "summarization",
+    "question-answering",
+)
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: str | float | int) -> float:
+    """'5m' -> 300.0; numbers are seconds."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    m = DURATION_RE.match(value)
+    if not m:
+        raise ValueError(f"invalid duration {value!r}: use a number with a unit ms, s, m, h or d, such as '5m'")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+class BatchingSpec(BaseModel):
+    """Dynamic batching bounds for one model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1, le=4096, description="most items in one forward pass")
+    max_batch_tokens: int = Field(16384, ge=1, description="most padded tokens in one forward pass")
+    max_wait_ms: float = Field(2.0, ge=0, le=10_000, description="longest a batch waits to fill up")
+    max_queue: int = Field(4096, ge=1, description="queued items beyond which requests get 503")
+    max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
+
+
+class ModelSpec(BaseModel):
+    """One served model. `name` is how clients address it; `source` is a Hub id or a local folder."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1)
+    revision: str | None = Field(None, description="branch, tag or commit; None means 'main' on the Hub")
+    tasks: list[str] = Field(default_factory=list, description="empty: every task the architecture serves")
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    trust_remote_code: bool = False
+    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-task parameter defaults")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    max_length: int | None = Field(None, ge=1, description="token limit for inputs; default: the model's")
+    # Memory management (issue 5); carried here so one spec describes a model completely.
+    priority: int = 0
+    pinned: bool = False
+    keep_alive: float | None = Field(None, description="seconds idle before unload; None keeps the model")
+    quantization: Literal["none", "int8"] = "none"
+    fallback_to_cpu: bool = False
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, v: list[str]) -> list[str]:
+        unknown = [t for t in v if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; allowed values: {', '.join(TASKS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("defaults")
+    @classmethod
+    def _known_default_tasks(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        unknown = [t for t in v if t not in TASKS]
+        if unknown:
+            raise ValueError(f"defaults for unknown task(s) {unknown}; allowed values: {', '.join(TASKS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(f"invalid device {v!r}; allowed values: auto, cpu, cuda, cuda:N, mps")
+        return v
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, v: Any) -> Any:
+        return None if v is None else parse_duration(v)
+
+    @model_validator(mode="after")
+    def _defaults_within_tasks(self) -> ModelSpec:
+        if self.tasks:
+            extra = [t for t in self.defaults if t not in self.tasks]
+            if extra:
+                raise ValueError(f"defaults given for task(s) {extra} that are not in tasks {self.tasks}")
+        return self

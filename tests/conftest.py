@@ -1,0 +1,36 @@
+"""Shared fixtures. Tests never reach the network (huggingface_hub's own tests/conftest.py does the same)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tiny models are cached across runs here so the suite does not rebuild them each time (still never networked).
+TINY_CACHE = Path(os.environ.get("HFP_TEST_MODELS", Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path_factory.getbasetemp() / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("HFP_HOME", str(tmp_path_factory.getbasetemp() / "hfp-home"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    """name -> folder of each tiny random model (see hf_provider.testing.models)."""
+    from hf_provider.testing.models import build_tiny_models
+
+    return build_tiny_models(TINY_CACHE)
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from hf_provider.testing.models import minilm_path
+
+    return minilm_path()
