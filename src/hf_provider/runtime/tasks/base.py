@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hf_provider.errors import InvalidInput
+from hf_provider.errors import InvalidInput, TooManyItems
 from hf_provider.runtime.model import LoadedModel
 
 # A per-item sink for streamed text deltas (text-generation); None at the end of the stream.
@@ -73,7 +73,7 @@ class TaskHandler(ABC):
         if not isinstance(texts, list) or not texts:
             raise InvalidInput(f"'{param}' must be a non-empty string or a non-empty list of strings", param=param)
         if len(texts) > max_items:
-            raise InvalidInput(f"'{param}' has {len(texts)} items; at most {max_items} are accepted per request",
+            raise TooManyItems(f"'{param}' has {len(texts)} items; at most {max_items} are accepted per request",
                                param=param)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -81,3 +81,94 @@ class TaskHandler(ABC):
             if not t.strip():
                 raise InvalidInput(f"'{param}[{i}]' is empty", param=param)
         return texts, single
+
+    # validation and tokenization helpers ------------------------------------------------------------------------
+    #: parameter names this handler accepts; anything else is rejected by `check_params`
+    allowed_params: ClassVar[frozenset[str]] = frozenset({"truncate"})
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults merged, unknown names rejected with the list of allowed ones."""
+        merged = self.merged(params)
+        unknown = sorted(k for k in merged if k not in self.allowed_params)
+        if unknown:
+            raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)} for task {self.task!r}; allowed: "
+                               f"{', '.join(sorted(self.allowed_params))}", param=unknown[0], task=self.task)
+        truncate = merged.get("truncate", False)
+        if not isinstance(truncate, bool):
+            raise InvalidInput(f"'truncate' must be a boolean, got {type(truncate).__name__}", param="truncate")
+        return merged
+
+    @property
+    def max_items(self) -> int:
+        return self.model.spec.batching.max_items_per_request
+
+    def check_length(self, n: int, index: int, truncate: bool, limit: int | None = None) -> bool:
+        """True when input `index` (n tokens) must be truncated; an error naming length and limit if not allowed."""
+        limit = self.model.max_length if limit is None else limit
+        if n <= limit:
+            return False
+        if not truncate:
+            raise InvalidInput(f"input {index} is {n} tokens long; this model accepts at most {limit} tokens "
+                               f"(pass parameter truncate=true to cut it)", param="inputs", task=self.task)
+        return True
+
+    def tokenize(self, texts: list[str], truncate: bool, limit: int | None = None, left: bool = False,
+                 **kwargs: Any) -> list[dict[str, Any]]:
+        """One dict of token lists per text (one Rust call for the lot), length-checked.
+
+        Truncation keeps the start (the tokenizer re-adds its special tokens), or with `left` the end, which is
+        what a causal LM continues from."""
+        limit = self.model.max_length if limit is None else limit
+        enc = self.model.tokenizer(texts, truncation=False, **kwargs)
+        rows = []
+        for i, text in enumerate(texts):
+            row = {k: list(v[i]) for k, v in enc.items()}
+            if self.check_length(len(row["input_ids"]), i, truncate, limit):
+                if left:
+                    row = {k: v[len(v) - limit:] for k, v in row.items()}
+                else:
+                    one = self.model.tokenizer([text], truncation=True, max_length=limit, **kwargs)
+                    row = {k: list(v[0]) for k, v in one.items()}
+            rows.append(row)
+        return rows
+
+    def pad(self, rows: list[Mapping[str, list[Any]]], keys: tuple[str, ...] = ("input_ids", "attention_mask"),
+            side: str = "right") -> dict[str, Any]:
+        """Pad token lists to one tensor per key on the model's device (pad id for input_ids, 0 elsewhere)."""
+        import torch
+
+        tok = self.model.tokenizer
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        width = max(len(r["input_ids"]) for r in rows)
+        out = {}
+        for key in keys:
+            if key not in rows[0] and key != "attention_mask":
+                continue
+            fill = pad_id if key == "input_ids" else 0
+            data = []
+            for r in rows:
+                vals = list(r[key]) if key in r else [1] * len(r["input_ids"])
+                gap = [fill] * (width - len(vals))
+                data.append(gap + vals if side == "left" else vals + gap)
+            out[key] = torch.tensor(data, dtype=torch.long, device=self.model.device)
+        return out
+
+
+def int_param(params: Mapping[str, Any], name: str, default: Any, lo: int, hi: int | None = None) -> Any:
+    """An int within [lo, hi] (bools refused), or `default` when absent."""
+    v = params.get(name, default)
+    if v is None or v is default:
+        return v
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidInput(f"'{name}' must be an integer, got {type(v).__name__}", param=name)
+    if v < lo or (hi is not None and v > hi):
+        raise InvalidInput(f"'{name}' must be between {lo} and {hi if hi is not None else 'infinity'}, got {v}",
+                           param=name)
+    return v
+
+
+def bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
+    v = params.get(name, default)
+    if not isinstance(v, bool):
+        raise InvalidInput(f"'{name}' must be a boolean, got {type(v).__name__}", param=name)
+    return v

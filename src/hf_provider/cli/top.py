@@ -1,0 +1,121 @@
+"""`hfp top`: a live terminal view of a running server, from /v1/admin/stats and /v1/admin/series."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+WINDOW_S = 60  # the live view looks at the last minute
+SERIES_STEP_S = 5
+
+
+def _bytes(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return "-"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+def _last(values: list[float | None] | None) -> float | None:
+    for v in reversed(values or []):
+        if v is not None:
+            return v
+    return None
+
+
+def _models(client: httpx.Client, series: dict[str, Any]) -> list[str]:
+    names: set[str] = set(series.get("models") or [])
+    try:
+        r = client.get("/v1/admin/models")
+        if r.status_code == 200:
+            for m in r.json().get("models", []):
+                name = m.get("name") if isinstance(m, dict) else m
+                if isinstance(name, str):
+                    names.add(name)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass  # the models endpoint is optional
+    return sorted(names)
+
+
+def frame(client: httpx.Client) -> Group:
+    """One screen: a process line and a table with one row per model."""
+    series = client.get("/v1/admin/series", params={"window": WINDOW_S, "step": SERIES_STEP_S})
+    series.raise_for_status()
+    s = series.json()
+    table = Table(title=f"hf-provider · last {WINDOW_S}s", expand=True)
+    for col, justify in (("model", "left"), ("req/s", "right"), ("p50 ms", "right"), ("p95 ms", "right"),
+                         ("errors", "right"), ("queue", "right"), ("in flight", "right"), ("memory", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for model in _models(client, s):
+        r = client.get("/v1/admin/stats", params={"model": model, "window": WINDOW_S})
+        r.raise_for_status()
+        st = r.json()
+        resident = _last(s.get("resident_bytes", {}).get(model))
+        weight = _last(s.get("weight_bytes", {}).get(model))
+        table.add_row(
+            model, f"{st['throughput_per_s']:.2f}", _ms(st["latency_ms"]["p50"]), _ms(st["latency_ms"]["p95"]),
+            f"{100 * st['error_rate']:.1f}%", _ms(_last(s.get("queue_depth", {}).get(model))).removesuffix(".0"),
+            _ms(_last(s.get("in_flight", {}).get(model))).removesuffix(".0"),
+            _bytes(resident if resident is not None else weight))
+    cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
+    head = Text(f"CPU {'-' if cpu is None else f'{cpu:.0f}%'}   RSS {_bytes(rss)}   "
+                f"system memory used {_bytes(_last(s.get('system_memory_used_bytes')))}")
+    for idx, used in sorted((s.get("gpu") or {}).get("memory_used_bytes", {}).items()):
+        util = _last(s["gpu"].get("utilization_percent", {}).get(idx))
+        head.append(f"   GPU{idx} {_bytes(_last(used))} {'-' if util is None else f'{util:.0f}%'}")
+    return Group(head, table)
+
+
+def _safe_frame(client: httpx.Client, url: str) -> Group | Text:
+    try:
+        return frame(client)
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return Text(f"cannot read {url}: {exc}", style="red")
+
+
+def top(url: str = "http://127.0.0.1:8000", interval: float = 2.0, once: bool = False, *,
+        client: httpx.Client | None = None, console: Console | None = None) -> None:
+    """Poll the server every `interval` seconds and redraw; `once` prints one frame and returns."""
+    if interval <= 0:
+        raise ValueError(f"interval must be positive seconds, got {interval}")
+    own = client is None
+    http = client if client is not None else httpx.Client(base_url=url.rstrip("/"), timeout=10)
+    console = console or Console()
+    try:
+        if once:
+            console.print(_safe_frame(http, url))
+            return
+        with Live(_safe_frame(http, url), console=console, refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(_safe_frame(http, url))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if own:
+            http.close()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("top")
+    def top_command(
+        url: str = typer.Option("http://127.0.0.1:8000", "--url", help="Base URL of a running hfp server."),
+        interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes."),
+        once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
+    ) -> None:
+        """Live per-model throughput, latency, errors, queue depth and memory of a running server."""
+        top(url=url, interval=interval, once=once)

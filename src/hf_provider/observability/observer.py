@@ -1,0 +1,389 @@
+"""The one object the runtime talks to: write-side hooks, read-side summaries, one background thread.
+
+Hooks run on batcher threads and request handlers, so each does O(1) work (cached Prometheus children plus a
+`deque.append`) and never raises: a failing hook logs once and the request carries on (rule 9). psutil, SQLite and
+percentile arithmetic happen on the background thread or on the admin request that asks for them.
+
+Usage::
+
+    obs = Observer(home=settings.home, model_bytes=manager.model_bytes)
+    obs.start()            # one daemon thread: resource sample every sample_interval_s, flush every second,
+    ...                    # retention every minute
+    obs.close()            # stops the thread, flushes what is buffered, closes the database
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from hf_provider.observability import quantiles
+from hf_provider.observability.metrics import Metrics
+from hf_provider.observability.profiler import StageProfiler
+from hf_provider.observability.resources import ModelBytes, ResourceSampler
+from hf_provider.observability.store import HistoryStore, RequestRow, ResourceRow
+
+log = logging.getLogger(__name__)
+
+MAX_BUFFERED = 500_000  # samples held for the writer; beyond this the oldest are dropped, not the request
+MAX_POINTS = 2000
+MAX_WINDOW_S = 30 * 86400.0
+FLUSH_INTERVAL_S = 1.0
+MAINTENANCE_INTERVAL_S = 60.0
+SERIES_POINTS = 120
+
+
+class Observer:
+    def __init__(self, *, home: Path | None, metrics_enabled: bool = True,
+                 registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
+                 raw_retention_s: float = 86400, rollup_retention_s: float = 30 * 86400,
+                 sample_interval_s: float = 5.0, model_bytes: ModelBytes | None = None) -> None:
+        if raw_retention_s <= 0 or rollup_retention_s <= 0:
+            raise ValueError("raw_retention_s and rollup_retention_s must be positive (seconds of history kept)")
+        if rollup_retention_s < raw_retention_s:
+            raise ValueError(f"rollup_retention_s ({rollup_retention_s}) must be at least raw_retention_s "
+                             f"({raw_retention_s}): rollups are what remains once raw samples expire")
+        if sample_interval_s <= 0:
+            raise ValueError(f"sample_interval_s must be positive, got {sample_interval_s}")
+        self.enabled = metrics_enabled
+        self.raw_retention_s = float(raw_retention_s)
+        self.rollup_retention_s = float(rollup_retention_s)
+        self.sample_interval_s = float(sample_interval_s)
+        self._clock = clock
+        self.metrics = Metrics(registry)
+        self.profiler = StageProfiler()
+        self._requests: deque[RequestRow] = deque(maxlen=MAX_BUFFERED)
+        self._resources: deque[ResourceRow] = deque(maxlen=MAX_BUFFERED)
+        self._state_lock = threading.Lock()  # guards the small per-model dicts below, held for a dict update
+        self._in_flight: dict[str, int] = {}
+        self._queue: dict[str, int] = {}
+        self._queue_peak: dict[str, int] = {}
+        self._peak_bytes: dict[str, int] = {}
+        self._failed_hooks: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.store = self._open_store(home if metrics_enabled else None)
+        self.sampler = (ResourceSampler(self.metrics, model_bytes=model_bytes, model_state=self._model_state)
+                        if metrics_enabled else None)
+
+    @staticmethod
+    def _open_store(home: Path | None) -> HistoryStore:
+        if home is None:
+            return HistoryStore(None)
+        try:
+            return HistoryStore(Path(home) / "metrics.db")
+        except Exception as exc:
+            log.error("cannot open metric history under %s (%s); history kept in memory only", home, exc)
+            return HistoryStore(None)
+
+    # -- write side: O(1), never raises ------------------------------------------------------------------------
+
+    def request_done(self, model: str, task: str, revision: str | None, outcome: str, latency_s: float,
+                     items: int, tokens: int, error_type: str | None = None) -> None:
+        if not self.enabled:
+            return
+        try:
+            m = self.metrics
+            m.child(m.requests, model, task, revision or "", outcome).inc()
+            if outcome != "rejected":  # a rejection's near-zero latency would flatter the quantiles
+                m.child(m.request_latency, model, task).observe(latency_s)
+            if items:
+                m.child(m.items, model, task).inc(items)
+            if tokens:
+                m.child(m.tokens, model, task).inc(tokens)
+            if outcome != "ok":
+                m.child(m.errors, model, task, error_type or outcome).inc()
+            self._requests.append((self._clock(), model, task, outcome, latency_s * 1000.0, items, tokens))
+        except Exception:
+            self._hook_failed("request_done")
+
+    def batch_done(self, model: str, task: str, size: int, tokens: int, queue_s: float, preprocess_s: float,
+                   forward_s: float, postprocess_s: float, peak_bytes: int | None = None) -> None:
+        if not self.enabled:
+            return
+        try:
+            m = self.metrics
+            m.child(m.batch_size, model, task).observe(size)
+            m.child(m.queue_wait, model).observe(queue_s)
+            m.child(m.stage_seconds, model, "queue").observe(queue_s)
+            m.child(m.stage_seconds, model, "preprocess").observe(preprocess_s)
+            m.child(m.stage_seconds, model, "forward").observe(forward_s)
+            m.child(m.stage_seconds, model, "postprocess").observe(postprocess_s)
+            self.profiler.record(model, self._clock(), size, queue_s, preprocess_s, forward_s, postprocess_s)
+            if peak_bytes is not None and peak_bytes > self._peak_bytes.get(model, -1):
+                self._peak_bytes[model] = peak_bytes
+                m.child(m.model_peak_working_bytes, model).set(peak_bytes)
+        except Exception:
+            self._hook_failed("batch_done")
+
+    def in_flight(self, model: str, delta: int) -> None:
+        if not self.enabled:
+            return
+        try:
+            self.metrics.child(self.metrics.in_flight, model).inc(delta)
+            with self._state_lock:
+                self._in_flight[model] = self._in_flight.get(model, 0) + delta
+        except Exception:
+            self._hook_failed("in_flight")
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        if not self.enabled:
+            return
+        try:
+            self.metrics.child(self.metrics.queue_depth, model).set(depth)
+            with self._state_lock:
+                self._queue[model] = depth
+                if depth > self._queue_peak.get(model, -1):
+                    self._queue_peak[model] = depth
+        except Exception:
+            self._hook_failed("queue_depth")
+
+    def model_loaded(self, model: str, revision: str | None, seconds: float, weight_bytes: int) -> None:
+        if not self.enabled:
+            return
+        try:
+            m = self.metrics
+            m.child(m.model_load_seconds, model).observe(seconds)
+            m.child(m.model_loads, model, revision or "").inc()
+            m.child(m.model_info, model, revision or "").set(1)
+            m.child(m.model_weight_bytes, model).set(weight_bytes)
+            self._resources.append((self._clock(), "weight_bytes", model, float(weight_bytes)))
+            with self._state_lock:
+                self._queue.setdefault(model, 0)
+                self._in_flight.setdefault(model, 0)
+        except Exception:
+            self._hook_failed("model_loaded")
+
+    def model_unloaded(self, model: str, reason: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            self.metrics.child(self.metrics.model_evictions, model, reason).inc()
+            self.metrics.forget_model(model)
+            with self._state_lock:
+                for d in (self._in_flight, self._queue, self._queue_peak, self._peak_bytes):
+                    d.pop(model, None)
+        except Exception:
+            self._hook_failed("model_unloaded")
+
+    def _hook_failed(self, hook: str) -> None:
+        if hook in self._failed_hooks:
+            log.debug("observability hook %s failed", hook, exc_info=True)
+        else:
+            self._failed_hooks.add(hook)
+            log.warning("observability hook %s failed; the request goes on (further failures at DEBUG)", hook,
+                        exc_info=True)
+
+    def _model_state(self) -> dict[str, dict[str, float]]:
+        """Per-model values the sampler records; the queue peak since the last sample, then reset."""
+        with self._state_lock:
+            out: dict[str, dict[str, float]] = {}
+            for model in set(self._queue) | set(self._in_flight) | set(self._peak_bytes):
+                s = out[model] = {
+                    "queue_depth": float(max(self._queue_peak.get(model, 0), self._queue.get(model, 0))),
+                    "in_flight": float(self._in_flight.get(model, 0)),
+                }
+                if model in self._peak_bytes:
+                    s["peak_working_bytes"] = float(self._peak_bytes[model])
+            self._queue_peak.clear()
+        return out
+
+    # -- background thread -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None or self._closed:
+            return
+        self._thread = threading.Thread(target=self._loop, name="hfp-observer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        next_sample = next_flush = next_maint = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for due, action, every in ((next_sample, self.sample, self.sample_interval_s),
+                                       (next_flush, self.flush, FLUSH_INTERVAL_S),
+                                       (next_maint, self.run_maintenance, MAINTENANCE_INTERVAL_S)):
+                if now >= due:
+                    try:
+                        action()
+                    except Exception:
+                        log.exception("observer background %s failed; retrying next interval", action.__name__)
+            while next_sample <= now:
+                next_sample += self.sample_interval_s
+            while next_flush <= now:
+                next_flush += FLUSH_INTERVAL_S
+            while next_maint <= now:
+                next_maint += MAINTENANCE_INTERVAL_S
+            self._stop.wait(max(0.01, min(next_sample, next_flush, next_maint) - time.monotonic()))
+
+    def sample(self, now: float | None = None) -> None:
+        """Take one resource sample (the background thread does this every sample_interval_s)."""
+        if self.sampler is not None:
+            self._resources.extend(self.sampler.sample(self._clock() if now is None else now))
+
+    def flush(self) -> None:
+        """Write buffered samples to the history store."""
+        reqs = _drain(self._requests)
+        res = _drain(self._resources)
+        if reqs or res:
+            self.store.write(reqs, res)
+
+    def run_maintenance(self, now: float | None = None) -> dict[str, int]:
+        """Apply retention: expire raw samples (their minutes stay as rollups) and old rollups."""
+        return self.store.run_maintenance(self._clock() if now is None else now, self.raw_retention_s,
+                                          self.rollup_retention_s)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("final flush of metric history failed")
+        self.store.close()
+        if self.sampler is not None:
+            self.sampler.close()
+
+    # -- read side ---------------------------------------------------------------------------------------------
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
+
+    def known_models(self) -> list[str]:
+        with self._state_lock:
+            live = set(self._queue) | set(self._in_flight)
+        return sorted(live | set(self.profiler.models()))
+
+    def profile(self, model: str) -> dict[str, Any]:
+        return self.profiler.summary(model)
+
+    def stats(self, model: str | None, task: str | None, window_s: float = 300) -> dict[str, Any]:
+        """Requests in the last window_s seconds. throughput_per_s counts ok requests; error_rate is the share
+        of requests that errored or were rejected; latency percentiles cover ok and errored (not rejected)."""
+        window_s = _check_window(window_s)
+        if not self._closed:
+            self.flush()
+        now = self._clock()
+        w = self.store.window(now - window_s, now, model, task)
+        c = w["counts"]
+        total = sum(c.values())
+        bad = total - c.get("ok", 0)
+        return {
+            "model": model, "task": task, "window_s": window_s,
+            "requests": total,
+            "throughput_per_s": round(c.get("ok", 0) / window_s, 6),
+            "error_rate": round(bad / total, 6) if total else 0.0,
+            "latency_ms": quantiles.summarize(w["latencies"], w["hist"], w["lat_min"], w["lat_max"]),
+            "ok": c.get("ok", 0), "errors": c.get("error", 0), "rejected": c.get("rejected", 0),
+            "items": w["items"], "tokens": w["tokens"],
+        }
+
+    def series(self, window_s: float, step_s: float | None = None, model: str | None = None) -> dict[str, Any]:
+        """Bucketed series for charts. Steps under a minute read raw samples; longer steps read the minute
+        rollups and are rounded up to whole minutes. A bucket with no sample at all is None (a gap)."""
+        window_s = _check_window(window_s)
+        if step_s is None:
+            step_s = max(window_s / SERIES_POINTS, min(self.sample_interval_s, window_s / 10))
+        if not step_s > 0 or not math.isfinite(step_s):
+            raise ValueError(f"step must be a positive number of seconds, got {step_s}")
+        step = float(math.ceil(step_s / 60) * 60) if step_s >= 60 else float(step_s)
+        n = math.ceil(window_s / step)
+        if n > MAX_POINTS:
+            raise ValueError(f"window/step gives {n} points; at most {MAX_POINTS}: use a larger step")
+        if not self._closed:
+            self.flush()
+        now = self._clock()
+        end = (math.floor(now / step) + 1) * step
+        start = end - n * step
+        req = self.store.request_buckets(start, step, n, model)
+        res = self.store.resource_buckets(start, step, n)
+        return _shape_series(now, start, step, n, window_s, model, req, res)
+
+
+def _shape_series(now: float, start: float, step: float, n: int, window_s: float, model: str | None,
+                  req: dict[str, Any], res: dict[str, dict[str, list[float | None]]]) -> dict[str, Any]:
+    # The newest bucket is still filling: rate over the part elapsed, at least a second (or the step) of it.
+    elapsed = [max(min(step, 1.0), min(step, now - (start + i * step))) for i in range(n)]
+    observed = [False] * n
+    for per_key in res.values():
+        for vals in per_key.values():
+            for i, v in enumerate(vals):
+                if v is not None:
+                    observed[i] = True
+    oks = req["ok"]
+    for i in range(n):
+        if req["errors"][i] or any(v[i] for v in oks.values()):
+            observed[i] = True
+    throughput = {m: [round(v[i] / elapsed[i], 4) if observed[i] else None for i in range(n)]
+                  for m, v in sorted(oks.items())}
+    latency: dict[str, list[float | None]] = {"p50": [], "p95": [], "p99": []}
+    error_rate: list[float | None] = []
+    for i in range(n):
+        lo, hi = req["bounds"][i]
+        q = quantiles.summarize(req["latencies"][i], req["hists"][i], lo, hi)
+        for k in latency:
+            latency[k].append(q[k])
+        done = sum(v[i] for v in oks.values()) + req["errors"][i]
+        error_rate.append(round(req["errors"][i] / done, 6) if done else (0.0 if observed[i] else None))
+
+    def per_model(name: str) -> dict[str, list[float | None]]:
+        d = res.get(name, {})
+        return {k: v for k, v in sorted(d.items()) if model is None or k == model}
+
+    def process(name: str) -> list[float | None]:
+        return res.get(name, {}).get("", [None] * n)
+
+    gpu = {name: dict(sorted(res[f"gpu_{name}"].items()))
+           for name in ("memory_used_bytes", "memory_total_bytes", "utilization_percent") if f"gpu_{name}" in res}
+    models = sorted(set(throughput) | set(per_model("weight_bytes")) | set(per_model("queue_depth")))
+    return {
+        "window_s": window_s, "step_s": step, "start": start, "end": start + n * step, "now": now,
+        "model": model, "models": models,
+        "t": [start + i * step for i in range(n)],
+        "throughput": throughput,
+        "throughput_total": [round(sum(v[i] for v in oks.values()) / elapsed[i], 4) if observed[i] else None
+                             for i in range(n)],
+        "latency_ms": latency,
+        "error_rate": error_rate,
+        "queue_depth": per_model("queue_depth"),
+        "in_flight": per_model("in_flight"),
+        "weight_bytes": per_model("weight_bytes"),
+        "resident_bytes": per_model("resident_bytes"),
+        "peak_working_bytes": per_model("peak_working_bytes"),
+        "cpu_percent": process("cpu_percent"),
+        "rss_bytes": process("rss_bytes"),
+        "system_memory_used_bytes": process("system_memory_used_bytes"),
+        "system_memory_total_bytes": process("system_memory_total_bytes"),
+        "gpu": gpu,
+    }
+
+
+def _check_window(window_s: float) -> float:
+    w = float(window_s)
+    if not math.isfinite(w) or w < 1 or w > MAX_WINDOW_S:
+        raise ValueError(f"window must be between 1 second and 30 days ({int(MAX_WINDOW_S)} s), got {window_s}")
+    return w
+
+
+def _drain(d: deque[Any]) -> list[Any]:
+    out = []
+    pop = d.popleft
+    for _ in range(len(d)):
+        try:
+            out.append(pop())
+        except IndexError:
+            break
+    return out

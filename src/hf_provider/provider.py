@@ -1,0 +1,149 @@
+"""Provider: the one Python API. Resolves model and task, admits the request, waits for its result.
+
+    provider = Provider.from_config("hfp.toml")
+    provider.run("t5", "summarization", "Long text ...")
+    vectors = provider.embed("minilm", ["a sentence", "another"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections.abc import AsyncIterator, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from hf_provider.errors import DeadlineExceeded, InvalidInput
+from hf_provider.runtime.manager import ModelManager
+from hf_provider.runtime.tasks.base import DeltaSink
+from hf_provider.scheduling.queue import PRIORITIES
+from hf_provider.settings import Settings, load_settings
+from hf_provider.spec import ModelSpec
+
+# Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
+# worker thread so an async server's event loop never tokenizes a big request.
+_INLINE_PARSE_CHARS = 2048
+
+
+class Provider:
+    def __init__(self, models: list[ModelSpec] | None = None, *, settings: Settings | None = None,
+                 observer: Any = None, allow_adhoc: bool = True) -> None:
+        self.settings = settings or load_settings()
+        specs = list(models) if models is not None else list(self.settings.models)
+        self.observer = observer
+        self.manager = ModelManager(specs, memory=self.settings.memory, observer=observer, allow_adhoc=allow_adhoc)
+
+    @classmethod
+    def from_config(cls, config: Path | str | Mapping[str, Any], **kwargs: Any) -> Provider:
+        settings = load_settings(dict(config) if isinstance(config, Mapping) else config)
+        return cls(settings=settings, **kwargs)
+
+    # lifecycle --------------------------------------------------------------------------------------------------
+    def load(self, name: str) -> dict[str, Any]:
+        e = self.manager.get(name)
+        assert e.model is not None
+        return e.model.info()
+
+    def unload(self, name: str) -> bool:
+        return self.manager.unload(name)
+
+    def add_task(self, name: str, task: str) -> None:
+        self.manager.add_task(name, task)
+
+    def loaded(self) -> list[dict[str, Any]]:
+        return [d for d in self.manager.describe() if d["state"] == "ready"]
+
+    def close(self) -> None:
+        self.manager.close()
+
+    def __enter__(self) -> Provider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # requests ---------------------------------------------------------------------------------------------------
+    def submit(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
+               sink: DeltaSink | None = None, **params: Any) -> Future:
+        """Validate and enqueue one request; returns its future. `sink` receives streamed text deltas."""
+        if priority not in PRIORITIES:
+            raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", param="priority")
+        e = self.manager.get(model)
+        handler = self.manager.handler(e, task)
+        if sink is not None and not handler.streaming:
+            raise InvalidInput(f"task {task!r} does not stream; streaming is available for text-generation",
+                               param="stream")
+        items, resolved, single = handler.parse(inputs, params)
+        if sink is not None and not single:
+            raise InvalidInput("streaming takes a single prompt", param="inputs")
+        assert e.scheduler is not None
+        fut = e.scheduler.submit(handler, items, resolved, single=single, priority=PRIORITIES[priority],
+                                 sinks=[sink] if sink is not None else None)
+        fut.prompt_tokens = sum(i.n_tokens for i in items)  # type: ignore[attr-defined]  # for usage reports
+        return fut
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.settings.server.request_timeout_s if timeout is None else timeout
+
+    def run(self, model: str, task: str, inputs: Any, *, priority: str = "interactive", timeout: float | None = None,
+            **params: Any) -> Any:
+        fut = self.submit(model, task, inputs, priority=priority, **params)
+        try:
+            return fut.result(self._timeout(timeout))
+        except FutureTimeout:
+            fut.cancel()
+            raise self._deadline(model, task, timeout) from None
+
+    async def arun(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
+                   timeout: float | None = None, **params: Any) -> Any:
+        result, _ = await self.arun_usage(model, task, inputs, priority=priority, timeout=timeout, **params)
+        return result
+
+    async def arun_usage(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
+                         timeout: float | None = None, **params: Any) -> tuple[Any, int]:
+        """Like arun, also returning the number of input tokens (for OpenAI `usage`)."""
+        if _size(inputs) <= _INLINE_PARSE_CHARS:
+            fut = self.submit(model, task, inputs, priority=priority, **params)
+        else:
+            fut = await asyncio.to_thread(self.submit, model, task, inputs, priority=priority, **params)
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(fut), self._timeout(timeout))
+        except TimeoutError:
+            fut.cancel()
+            raise self._deadline(model, task, timeout) from None
+        return result, fut.prompt_tokens  # type: ignore[attr-defined]
+
+    def _deadline(self, model: str, task: str, timeout: float | None) -> DeadlineExceeded:
+        return DeadlineExceeded(f"{model}/{task} did not finish within {self._timeout(timeout)}s", model=model,
+                                task=task, retry_after=1.0)
+
+    def embed(self, model: str, texts: list[str] | str, **params: Any) -> list[list[float]]:
+        out = self.run(model, "embeddings", [texts] if isinstance(texts, str) else texts, **params)
+        return out
+
+    def stream(self, model: str, task: str, prompt: str, **params: Any) -> Iterator[str]:
+        """Text deltas as they are generated; an error of the request is raised at the end."""
+        deltas: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        fut = self.submit(model, task, prompt, sink=deltas.put, **params)
+        while (delta := deltas.get(timeout=self._timeout(None))) is not None:
+            yield delta
+        fut.result(self._timeout(None))
+
+    async def astream(self, model: str, task: str, prompt: str, **params: Any) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        fut = self.submit(model, task, prompt, sink=lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d),
+                          **params)
+        while (delta := await deltas.get()) is not None:
+            yield delta
+        await asyncio.wrap_future(fut)
+
+
+def _size(inputs: Any) -> int:
+    if isinstance(inputs, str):
+        return len(inputs)
+    if isinstance(inputs, list):
+        return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
+    return 256

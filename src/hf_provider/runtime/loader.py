@@ -1,0 +1,101 @@
+"""The only place that calls `from_pretrained`.
+
+A checkpoint is loaded once, as the most capable model class its config names (a T5ForConditionalGeneration, a
+BertForTokenClassification...); every task handler then shares that one `nn.Module`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoTokenizer
+
+from hf_provider.errors import ModelLoadError, ProviderError
+from hf_provider.hub.resolve import Resolved, resolve
+from hf_provider.memory.estimate import module_bytes
+from hf_provider.runtime.device import pick_device, pick_dtype
+from hf_provider.runtime.model import LoadedModel
+from hf_provider.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# Architecture-name suffix -> Auto class. Order matters: the first suffix that matches wins.
+_AUTO_BY_SUFFIX: tuple[tuple[str, str], ...] = (
+    ("ForSequenceClassification", "AutoModelForSequenceClassification"),
+    ("ForTokenClassification", "AutoModelForTokenClassification"),
+    ("ForQuestionAnswering", "AutoModelForQuestionAnswering"),
+    ("ForMaskedLM", "AutoModelForMaskedLM"),
+    ("ForCausalLM", "AutoModelForCausalLM"),
+    ("LMHeadModel", "AutoModelForCausalLM"),
+)
+
+
+def auto_class_for(config: transformers.PretrainedConfig) -> type:
+    archs = getattr(config, "architectures", None) or []
+    arch = archs[0] if archs else ""
+    if getattr(config, "is_encoder_decoder", False):
+        return transformers.AutoModelForSeq2SeqLM
+    for suffix, name in _AUTO_BY_SUFFIX:
+        if arch.endswith(suffix):
+            return getattr(transformers, name)
+    if arch.endswith("ForConditionalGeneration"):
+        return transformers.AutoModelForCausalLM
+    return transformers.AutoModel
+
+
+def _has_safetensors(path: Path) -> bool:
+    return any(path.glob("*.safetensors"))
+
+
+def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedModel:
+    """Resolve the spec's source to an exact snapshot and load its weights. Task handlers are attached by the
+    caller (`runtime.tasks.attach`)."""
+    t0 = time.perf_counter()
+    resolved = resolved or resolve(spec.source, spec.revision)
+    device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device)
+    path = resolved.path
+    try:
+        if (path / "modules.json").exists():
+            loaded = _load_sentence_transformer(spec, path, device, dtype)
+        else:
+            loaded = _load_transformers(spec, path, device, dtype)
+    except ProviderError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelLoadError(f"could not load model {spec.name!r} from {spec.source!r}: {e}", model=spec.name) from e
+    module, tokenizer, config, st = loaded
+    module.eval()
+    return LoadedModel(
+        spec=spec, path=path, commit=resolved.commit, module=module, config=config, tokenizer=tokenizer,
+        device=device, dtype=dtype, weight_bytes=module_bytes(st if st is not None else module),
+        architecture=(getattr(config, "architectures", None) or [type(module).__name__])[0],
+        sentence_model=st, load_seconds=time.perf_counter() - t0,
+    )
+
+
+def _load_transformers(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype):
+    config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    cls = auto_class_for(config)
+    module = cls.from_pretrained(
+        path, config=config, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+        use_safetensors=True if _has_safetensors(path) else None,
+    ).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    return module, tokenizer, config, None
+
+
+def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype):
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(
+        str(path), device=str(device), trust_remote_code=spec.trust_remote_code, local_files_only=True,
+        model_kwargs={"dtype": dtype, "use_safetensors": True if _has_safetensors(path) else None},
+    )
+    first = st[0]
+    module = first.auto_model
+    return module, first.tokenizer, module.config, st

@@ -1,0 +1,373 @@
+"""ModelManager: which models are loaded, their memory, loading on demand and unloading by policy.
+
+Memory is managed by bytes: a load is admitted against the budget with an estimate read from safetensors headers
+(memory.estimate), accounted with the actual bytes once loaded (memory.budget.Accountant), and when it does not fit
+the pure policy (memory.eviction) names the models to unload. Models with `keep_alive` are unloaded after idling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_provider.errors import MemoryBudgetExceeded, ModelNotFound, ProviderError, TaskNotSupported, Unavailable
+from hf_provider.hub.resolve import resolve
+from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
+from hf_provider.memory.estimate import estimate
+from hf_provider.memory.eviction import Resident, expired, plan_eviction
+from hf_provider.memory.oom import FaultInjector
+from hf_provider.memory.release import release_memory
+from hf_provider.runtime.device import pick_device, pick_dtype
+from hf_provider.runtime.loader import load_model
+from hf_provider.runtime.model import LoadedModel
+from hf_provider.runtime.quantization import apply_quantization
+from hf_provider.runtime.tasks import build_handler, supported_tasks
+from hf_provider.scheduling.batcher import ModelScheduler
+from hf_provider.scheduling.observer import NullObserver
+from hf_provider.scheduling.worker import StageRunner
+from hf_provider.settings import MemorySettings
+from hf_provider.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Entry:
+    spec: ModelSpec
+    state: str = "unloaded"  # unloaded | loading | ready | evicting
+    model: LoadedModel | None = None
+    scheduler: ModelScheduler | None = None
+    pool: str | None = None
+    estimated_bytes: int | None = None
+    working_bytes: int = 0
+    accounted_bytes: int = 0
+    loaded_at: float = 0.0
+    last_used: float = 0.0
+    loads: int = 0
+    error: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def in_flight(self) -> int:
+        return self.scheduler.in_flight if self.scheduler else 0
+
+
+class ModelManager:
+    def __init__(self, specs: list[ModelSpec], *, memory: MemorySettings | None = None, observer: Any = None,
+                 allow_adhoc: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+        self.memory = memory or MemorySettings()
+        self.observer = observer or NullObserver()
+        self.allow_adhoc = allow_adhoc
+        self.clock = clock
+        self.accountant = Accountant(MemoryBudget.from_settings(self.memory.host_budget, self.memory.gpu_budget))
+        self.fault = FaultInjector.parse(self.memory.fault_inject_oom) if self.memory.fault_inject_oom else None
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._entries: dict[str, Entry] = {}
+        for spec in specs:
+            if spec.name in self._entries:
+                raise ValueError(f"model name {spec.name!r} is configured twice; names must be unique")
+            self._entries[spec.name] = Entry(spec)
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="hfp-keepalive", daemon=True)
+        self._reaper.start()
+
+    # lookup -----------------------------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    def entry(self, name: str) -> Entry:
+        with self._lock:
+            e = self._entries.get(name)
+            if e is not None:
+                return e
+            if not self.allow_adhoc:
+                raise ModelNotFound(name, self._entries)
+            # An unconfigured name is a local folder or a Hub id: register it with default settings.
+            if not (Path(name).is_dir() or _looks_like_repo_id(name)):
+                raise ModelNotFound(name, self._entries, "It is neither a configured name, a folder nor a Hub id.")
+            e = self._entries[name] = Entry(ModelSpec(name=name, source=name))
+            return e
+
+    def add(self, spec: ModelSpec) -> None:
+        with self._lock:
+            if spec.name in self._entries:
+                raise ValueError(f"model {spec.name!r} is already configured")
+            self._entries[spec.name] = Entry(spec)
+
+    # loading ----------------------------------------------------------------------------------------------------
+    def get(self, name: str, *, wait_s: float | None = None) -> Entry:
+        """The ready entry for `name`, loading it if needed; waits at most `wait_s` for another thread's load."""
+        e = self.entry(name)
+        if e.state == "ready":
+            e.last_used = self.clock()
+            return e
+        self._ensure_loaded(e, self.memory.load_wait_s if wait_s is None else wait_s)
+        e.last_used = self.clock()
+        return e
+
+    def _ensure_loaded(self, e: Entry, wait_s: float) -> None:
+        with self._lock:
+            if e.state == "ready":
+                return
+            mine = e.state in ("unloaded",)
+            if mine:
+                e.state, e.error = "loading", None
+                e.ready.clear()
+        if not mine:
+            if not e.ready.wait(wait_s) or e.state != "ready":
+                raise Unavailable(f"model {e.spec.name!r} is {e.state}; retry shortly" +
+                                  (f" ({e.error})" if e.error else ""), model=e.spec.name, retry_after=2.0)
+            return
+        try:
+            self._load(e)
+        except BaseException as exc:
+            with self._lock:
+                e.state, e.error = "unloaded", str(exc)
+                self.accountant.release(e.spec.name)
+                e.ready.set()
+                self._changed.notify_all()
+            raise
+        with self._lock:
+            e.state = "ready"
+            e.ready.set()
+            self._changed.notify_all()
+
+    def _load(self, e: Entry) -> None:
+        spec = e.spec
+        t0 = time.perf_counter()
+        resolved = resolve(spec.source, spec.revision)
+        device = pick_device(spec.device)
+        dtype = pick_dtype(spec.dtype, device)
+        est = estimate(resolved.path, dtype, spec.quantization, task=(spec.tasks or ["embeddings"])[0],
+                       batch_size=spec.batching.max_batch_size, seq_len=min(spec.max_length or 512, 512))
+        pool = pool_for_device(str(device))
+        e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
+        self._admit(spec.name, pool, est.total_bytes)
+        model = load_model(spec, resolved=resolved)
+        try:
+            apply_quantization(model)
+            self.attach_tasks(model, spec.tasks or supported_tasks(model))
+            actual = model.weight_bytes + est.working_bytes
+            self._commit(spec.name, pool, actual)
+        except BaseException:
+            del model
+            release_memory(str(device))
+            raise
+        runner = StageRunner(model, evict=lambda: self._evict_for_oom(spec.name), to_cpu=self._cpu_fallback(e),
+                             fault=self.fault)
+        e.model, e.accounted_bytes = model, actual
+        e.scheduler = ModelScheduler(model, observer=self.observer, runner=runner)
+        e.loaded_at = e.last_used = self.clock()
+        e.loads += 1
+        self.observer.model_loaded(spec.name, model.commit, time.perf_counter() - t0, model.weight_bytes)
+        log.info("loaded %s (%s, commit %s) on %s as %s: %d weight bytes (estimate %d) in %.2fs", spec.name,
+                 spec.source, model.commit, device, dtype, model.weight_bytes, est.weight_bytes,
+                 time.perf_counter() - t0)
+
+    def attach_tasks(self, model: LoadedModel, tasks: list[str]) -> None:
+        """Build handlers on the already-loaded weights; an unservable task raises TaskNotSupported."""
+        for task in tasks:
+            if task not in model.handlers:
+                model.handlers[task] = build_handler(task, model, model.spec.defaults.get(task))
+
+    def add_task(self, name: str, task: str) -> None:
+        """Serve one more task from a loaded model's weights (no reload)."""
+        e = self.get(name)
+        assert e.model is not None
+        self.attach_tasks(e.model, [task])
+
+    def handler(self, e: Entry, task: str):
+        model = e.model
+        if model is None:
+            raise Unavailable(f"model {e.spec.name!r} is not loaded", model=e.spec.name, retry_after=1.0)
+        h = model.handlers.get(task)
+        if h is None:
+            reason = None
+            if task in supported_tasks(model):
+                reason = "the task is supported by the architecture but not enabled in this model's 'tasks'"
+            raise TaskNotSupported(e.spec.name, task, model.handlers, reason)
+        return h
+
+    # memory -----------------------------------------------------------------------------------------------------
+    def _residents(self) -> list[Resident]:
+        return [Resident(name=n, pool=x.pool or "host", bytes=x.accounted_bytes, priority=x.spec.priority,
+                         pinned=x.spec.pinned, last_used=x.last_used, loaded_at=x.loaded_at, in_flight=x.in_flight,
+                         keep_alive=x.spec.keep_alive)
+                for n, x in self._entries.items() if x.state == "ready"]
+
+    def _admit(self, name: str, pool: str, need: int) -> None:
+        deadline = self.clock() + self.memory.load_wait_s
+        while True:
+            with self._lock:
+                if self.accountant.reserve(name, pool, need):
+                    return
+                free = self.accountant.free(pool) or 0
+                plan = plan_eviction(self._residents(), pool, need, free, self.clock(), self.memory.min_residency_s)
+            if plan:
+                for victim in plan:
+                    self.unload(victim, reason="evicted")
+                continue
+            budget = self.accountant.budget.for_pool(pool)
+            if budget is not None and need > budget:
+                raise MemoryBudgetExceeded(
+                    f"model {name!r} needs about {need} bytes but the {pool} budget is {budget} bytes; raise "
+                    "the budget, pick a smaller dtype or quantization", model=name)
+            # Models holding the memory are busy, pinned or too recently loaded: wait for that to change.
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise MemoryBudgetExceeded(
+                    f"model {name!r} needs about {need} bytes in {pool}; only {free} are free and the resident "
+                    "models are pinned, busy or within their minimum residency", model=name)
+            with self._changed:
+                self._changed.wait(min(remaining, 0.05))
+
+    def _commit(self, name: str, pool: str, actual: int) -> None:
+        while True:
+            try:
+                self.accountant.commit(name, pool, actual)
+                return
+            except MemoryBudgetExceeded:
+                with self._lock:
+                    free = self.accountant.free(pool) or 0
+                    plan = plan_eviction([r for r in self._residents() if r.name != name], pool, actual, free,
+                                         self.clock(), self.memory.min_residency_s)
+                if not plan:
+                    raise
+                for victim in plan:
+                    self.unload(victim, reason="evicted")
+
+    def _evict_for_oom(self, name: str) -> bool:
+        """OOM recovery step: unload the coldest other model in the same pool. True if one was unloaded."""
+        with self._lock:
+            me = self._entries.get(name)
+            pool = me.pool if me else None
+            order = [r for r in self._residents() if r.name != name and r.pool == pool and not r.pinned
+                     and r.in_flight == 0]
+            order.sort(key=lambda r: (r.priority, r.last_used))
+        if not order:
+            return False
+        self.unload(order[0].name, reason="evicted")
+        return True
+
+    def _cpu_fallback(self, e: Entry) -> Callable[[], bool] | None:
+        if not e.spec.fallback_to_cpu:
+            return None
+
+        def move() -> bool:
+            m = e.model
+            if m is None or m.device.type == "cpu":
+                return False
+            import torch
+
+            m.module.to("cpu", dtype=torch.float32)
+            if m.sentence_model is not None:
+                m.sentence_model.to("cpu")
+            m.device, m.dtype = torch.device("cpu"), torch.float32
+            log.warning("model %s moved to CPU after out-of-memory on the GPU", e.spec.name)
+            return True
+
+        return move
+
+    def unload(self, name: str, reason: str = "manual") -> bool:
+        """Finish queued work, drop the weights, give the memory back. False if it was not loaded."""
+        with self._lock:
+            e = self._entries.get(name)
+            if e is None:
+                raise ModelNotFound(name, self._entries)
+            if e.state != "ready":
+                return False
+            e.state = "evicting"
+            sched, model = e.scheduler, e.model
+        device = str(model.device) if model else "cpu"
+        if sched is not None:
+            sched.close()
+        with self._lock:
+            e.model = e.scheduler = None
+            e.accounted_bytes = 0
+            e.state = "unloaded"
+            e.ready.clear()
+            self.accountant.release(name)
+            self._changed.notify_all()
+        del model, sched
+        release_memory(device)
+        self.observer.model_unloaded(name, reason)
+        log.info("unloaded %s (%s)", name, reason)
+        return True
+
+    def set_pinned(self, name: str, pinned: bool) -> None:
+        with self._lock:
+            e = self.entry(name)
+            e.spec = e.spec.model_copy(update={"pinned": pinned})
+            if e.model is not None:
+                e.model.spec = e.spec
+
+    # keep-alive -------------------------------------------------------------------------------------------------
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(self.memory.keep_alive_check_s):
+            self.reap()
+
+    def reap(self) -> list[str]:
+        """Unload models idle past their keep_alive. Returns their names."""
+        with self._lock:
+            names = expired(self._residents(), self.clock())
+        for n in names:
+            try:
+                self.unload(n, reason="idle")
+            except ProviderError:
+                log.exception("keep-alive unload of %s failed", n)
+        return names
+
+    # views ------------------------------------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out = []
+            for name, e in self._entries.items():
+                info: dict[str, Any] = {
+                    "name": name, "source": e.spec.source, "revision": e.spec.revision, "commit": None,
+                    "device": e.spec.device, "dtype": e.spec.dtype, "tasks": e.spec.tasks, "weight_bytes": None}
+                if e.model is not None:
+                    info.update(e.model.info())
+                info.update({
+                    "state": e.state, "queue_depth": e.scheduler.queue_depth if e.scheduler else 0,
+                    "in_flight": e.in_flight, "estimated_bytes": e.estimated_bytes,
+                    "accounted_bytes": e.accounted_bytes, "last_used": _wall(e.last_used, self.clock),
+                    "pinned": e.spec.pinned, "priority": e.spec.priority, "keep_alive": e.spec.keep_alive,
+                    "loads": e.loads, "error": e.error})
+                out.append(info)
+            return out
+
+    def memory_view(self) -> dict[str, Any]:
+        snap = self.accountant.snapshot()
+        host = snap["pools"].get("host", {})
+        view: dict[str, Any] = {"host_budget_bytes": host.get("budget_bytes"), "host_used_bytes": host.get("used_bytes", 0)}
+        gpus = {p: v for p, v in snap["pools"].items() if p.startswith("cuda:")}
+        if gpus:
+            view["gpus"] = {p: {"budget_bytes": v["budget_bytes"], "used_bytes": v["used_bytes"]} for p, v in gpus.items()}
+        view["pools"] = snap["pools"]
+        return view
+
+    def close(self) -> None:
+        self._stop.set()
+        for name in self.names():
+            try:
+                self.unload(name, reason="shutdown")
+            except ProviderError:
+                log.exception("unload of %s at shutdown failed", name)
+
+
+def _wall(mono: float, clock: Callable[[], float]) -> float | None:
+    """Convert a monotonic timestamp to wall-clock seconds for display."""
+    return None if not mono else time.time() - (clock() - mono)
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) in (1, 2) and all(p and not p.startswith((".", "-")) and len(p) <= 96 for p in parts) \
+        and all(c.isalnum() or c in "-_./" for c in name)

@@ -1,0 +1,37 @@
+"""Task handlers by task name, and which of them a loaded model's architecture can serve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hf_provider.errors import TaskNotSupported
+from hf_provider.runtime.model import LoadedModel
+from hf_provider.runtime.tasks.base import TaskHandler
+from hf_provider.runtime.tasks.classification import FillMask, TextClassification, TokenClassification
+from hf_provider.runtime.tasks.embeddings import Embeddings
+from hf_provider.runtime.tasks.generation import TextGeneration
+from hf_provider.runtime.tasks.qa import QuestionAnswering
+from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
+
+HANDLERS: dict[str, type[TaskHandler]] = {
+    h.task: h
+    for h in (Embeddings, TextClassification, TokenClassification, FillMask, TextGeneration, Text2TextGeneration,
+              Translation, Summarization, QuestionAnswering)
+}
+
+
+def supported_tasks(model: LoadedModel) -> list[str]:
+    """Every task the model's architecture can serve, in the order of `HANDLERS`."""
+    return [task for task, h in HANDLERS.items() if h.unsupported_reason(model) is None]
+
+
+def build_handler(task: str, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> TaskHandler:
+    handler = HANDLERS.get(task)
+    reason = "unknown task" if handler is None else handler.unsupported_reason(model)
+    if handler is None or reason is not None:
+        raise TaskNotSupported(model.name, task, supported_tasks(model), reason)
+    return handler(model, defaults)
+
+
+__all__ = ["HANDLERS", "TaskHandler", "build_handler", "supported_tasks"]

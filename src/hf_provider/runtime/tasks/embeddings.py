@@ -1,0 +1,78 @@
+"""embeddings: the checkpoint's own sentence-transformers modules when present, else mean pooling."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from hf_provider.runtime.model import LoadedModel
+from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler, bool_param, int_param
+
+
+class Embeddings(TaskHandler):
+    task = "embeddings"
+    allowed_params = frozenset({"normalize", "dimensions", "truncate"})
+
+    @classmethod
+    def unsupported_reason(cls, model: LoadedModel) -> str | None:
+        return None
+
+    @property
+    def hidden_size(self) -> int:
+        st = self.model.sentence_model
+        if st is not None:
+            get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+            dim = get()
+            if dim:
+                return int(dim)
+        cfg = self.model.config
+        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None) or cfg.n_embd)
+
+    def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
+        merged = self.check_params(params)
+        merged["normalize"] = bool_param(merged, "normalize", True)
+        merged["dimensions"] = int_param(merged, "dimensions", None, 1, self.hidden_size)
+        texts, single = self.as_text_list(inputs, self.max_items)
+        rows = self.tokenize(texts, merged.get("truncate", False))
+        if self.model.sentence_model is not None:
+            # the checkpoint tokenizes again in preprocess (same tokenizer, its own settings); here we only measure
+            return [Item(data={"text": t}, n_tokens=len(r["input_ids"])) for t, r in zip(texts, rows, strict=True)], \
+                merged, single
+        return [Item(data=r, n_tokens=len(r["input_ids"])) for r in rows], merged, single
+
+    def batch_key(self, params: Mapping[str, Any]) -> Hashable:
+        return ()  # normalize/dimensions are applied per row in postprocess
+
+    def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
+        st = self.model.sentence_model
+        if st is None:
+            return self.pad([it.data for it in items], keys=("input_ids", "attention_mask", "token_type_ids"))
+        texts = [it.data["text"] for it in items]
+        # sentence-transformers 6 renamed tokenize() to preprocess(); the old name only warns
+        prep = getattr(st, "preprocess", None) or st.tokenize
+        features = prep(texts)
+        return {k: (v.to(self.model.device) if hasattr(v, "to") else v) for k, v in features.items()}
+
+    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
+        st = self.model.sentence_model
+        if st is not None:
+            return st.forward(dict(batch))["sentence_embedding"]
+        module = self.model.module
+        encoder = module.get_encoder() if self.model.config.is_encoder_decoder else module.base_model
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if "token_type_ids" in batch and not self.model.config.is_encoder_decoder:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        hidden = encoder(**kwargs).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
+        import torch
+
+        vecs = outputs.float()
+        dims = params.get("dimensions")
+        if dims is not None:
+            vecs = vecs[:, :dims]
+        if params.get("normalize", True):
+            vecs = torch.nn.functional.normalize(vecs, p=2, dim=1)
+        return vecs.cpu().tolist()

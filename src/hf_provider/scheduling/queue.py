@@ -1,0 +1,189 @@
+"""The per-model request queue and batch formation (pure data structure, no threads).
+
+Batches are formed around an *anchor*: the oldest item of the most urgent priority class, so every item makes
+progress in order. Compatible items (same task and parameters) within a window after the anchor are sorted by length
+and the batch is the run of similar lengths around the anchor, bounded by item count and padded tokens: sorting
+limits padding (TEI and infinity do the same), anchoring keeps FIFO fairness across tasks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler
+
+PRIORITIES: dict[str, int] = {"interactive": 0, "batch": 1}
+
+
+@dataclass(eq=False)
+class Request:
+    """One call: its items are queued individually and may land in different batches."""
+
+    handler: TaskHandler
+    items: list[Item]
+    params: dict[str, Any]
+    key: Hashable
+    single: bool
+    priority: int
+    future: Future
+    submitted: float
+    sinks: list[DeltaSink] | None = None
+    results: list[Any] = field(default_factory=list)
+    remaining: int = 0
+    queue_wait: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+        self.remaining = len(self.items)
+
+    @property
+    def tokens(self) -> int:
+        return sum(i.n_tokens for i in self.items)
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    request: Request
+    index: int
+    enqueued: float
+
+    @property
+    def item(self) -> Item:
+        return self.request.items[self.index]
+
+
+@dataclass(slots=True)
+class Batch:
+    slots: list[Slot]
+    handler: TaskHandler
+    params: dict[str, Any]
+    formed_at: float
+    data: Any = None  # preprocess output
+    outputs: Any = None  # forward output
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+    @property
+    def padded_tokens(self) -> int:
+        return max((s.item.n_tokens for s in self.slots), default=0) * len(self.slots)
+
+
+class BatchQueue:
+    """Not thread-safe on its own: the scheduler guards it with its condition variable."""
+
+    def __init__(self, *, max_batch_size: int, max_batch_tokens: int, aging_s: float = 2.0,
+                 window_factor: int = 4) -> None:
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.aging_s = aging_s
+        self.window = max_batch_size * window_factor
+        self._classes: list[deque[Slot]] = [deque() for _ in PRIORITIES]
+        self._len = 0
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def push(self, request: Request, now: float) -> None:
+        q = self._classes[request.priority]
+        q.extend(Slot(request, i, now) for i in range(len(request.items)))
+        self._len += len(request.items)
+
+    def _anchor_class(self, now: float) -> int | None:
+        # The batch class is served first only when its head has waited past aging_s, so bulk work cannot
+        # starve interactive work, yet is not starved by it either.
+        heads = [(i, q[0]) for i, q in enumerate(self._classes) if q]
+        if not heads:
+            return None
+        for i, head in heads[1:]:
+            if now - head.enqueued >= self.aging_s and head.enqueued < heads[0][1].enqueued:
+                return i
+        return heads[0][0]
+
+    def oldest(self, now: float) -> Slot | None:
+        c = self._anchor_class(now)
+        return self._classes[c][0] if c is not None else None
+
+    def compatible_count(self, key: Hashable, limit: int) -> int:
+        n = 0
+        for q in self._classes:
+            for s in q:
+                if s.request.key == key:
+                    n += 1
+                    if n >= limit:
+                        return n
+        return n
+
+    def drop_cancelled(self, is_dead: Callable[[Request], bool]) -> list[Request]:
+        dead: list[Request] = []
+        for ci, q in enumerate(self._classes):
+            keep = deque(s for s in q if not is_dead(s.request))
+            removed = len(q) - len(keep)
+            if removed:
+                dead.extend({id(s.request): s.request for s in q if is_dead(s.request)}.values())
+                self._classes[ci] = keep
+                self._len -= removed
+        return dead
+
+    def take(self, now: float) -> list[Slot]:
+        """Remove and return the next batch's slots (possibly empty if the queue is empty)."""
+        c = self._anchor_class(now)
+        if c is None:
+            return []
+        anchor = self._classes[c][0]
+        key = anchor.request.key
+        candidates: list[Slot] = []
+        for ci in [c] + [i for i in range(len(self._classes)) if i != c]:
+            for s in self._classes[ci]:
+                if s.request.key == key:
+                    candidates.append(s)
+                    if len(candidates) >= self.window:
+                        break
+            if len(candidates) >= self.window:
+                break
+        chosen = self._around_anchor(anchor, candidates)
+        picked = {id(s) for s in chosen}
+        for ci, q in enumerate(self._classes):
+            if any(id(s) in picked for s in q):
+                self._classes[ci] = deque(s for s in q if id(s) not in picked)
+        self._len -= len(chosen)
+        return chosen
+
+    def _around_anchor(self, anchor: Slot, candidates: list[Slot]) -> list[Slot]:
+        ordered = sorted(candidates, key=lambda s: s.item.n_tokens)
+        pos = next(i for i, s in enumerate(ordered) if s is anchor)
+        lo = hi = pos  # inclusive window [lo, hi] grown toward the neighbour closest in length
+        longest = anchor.item.n_tokens
+
+        def fits(n: int, longest_tokens: int) -> bool:
+            return n <= self.max_batch_size and (n == 1 or n * longest_tokens <= self.max_batch_tokens)
+
+        while True:
+            left = ordered[lo - 1] if lo > 0 else None
+            right = ordered[hi + 1] if hi + 1 < len(ordered) else None
+            if left is None and right is None:
+                break
+            n = hi - lo + 2
+            go_right = right is not None and (
+                left is None or right.item.n_tokens - anchor.item.n_tokens <= anchor.item.n_tokens - left.item.n_tokens)
+            if go_right:
+                if not fits(n, max(longest, right.item.n_tokens)):
+                    if left is None or not fits(n, longest):
+                        break
+                    lo -= 1
+                    continue
+                hi += 1
+                longest = max(longest, right.item.n_tokens)
+            else:
+                if not fits(n, longest):
+                    break
+                lo -= 1
+        return ordered[lo:hi + 1]

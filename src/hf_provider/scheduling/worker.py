@@ -1,0 +1,84 @@
+"""The three stages of a batch (preprocess on CPU, forward on the device, postprocess on CPU), timed, with the
+out-of-memory recovery hook. Threads live in `batcher.py`; this module is what runs on them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import torch
+
+from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
+from hf_provider.runtime.model import LoadedModel
+from hf_provider.runtime.tasks.base import DeltaSink
+from hf_provider.scheduling.queue import Batch, Slot
+
+
+class StageRunner:
+    """Runs a batch's stages for one model. `evict` and `to_cpu` are the memory manager's recovery actions."""
+
+    def __init__(self, model: LoadedModel, *, evict: Callable[[], bool] | None = None,
+                 to_cpu: Callable[[], bool] | None = None, fault: FaultInjector | None = None,
+                 measure_memory: bool = True) -> None:
+        self.model = model
+        self.evict = evict
+        self.to_cpu = to_cpu
+        self.fault = fault
+        self.measure_memory = measure_memory
+        self._proc = psutil.Process()
+
+    def preprocess(self, batch: Batch) -> None:
+        t0 = time.perf_counter()
+        batch.data = batch.handler.preprocess([s.item for s in batch.slots], batch.params)
+        batch.timings["preprocess"] = time.perf_counter() - t0
+
+    def forward(self, batch: Batch, sinks: list[DeltaSink] | None) -> None:
+        device = self.model.device
+        cuda = device.type == "cuda"
+        if self.measure_memory:
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            else:
+                base = self._proc.memory_info().rss
+        t0 = time.perf_counter()
+        if self.fault is not None:
+            self.fault.check(batch.size)
+        with torch.inference_mode():
+            batch.outputs = batch.handler.forward(batch.data, batch.params, sinks)
+        if cuda:
+            torch.cuda.synchronize(device)
+        batch.timings["forward"] = time.perf_counter() - t0
+        if self.measure_memory:
+            peak = torch.cuda.max_memory_allocated(device) if cuda else self._proc.memory_info().rss
+            batch.timings["peak_bytes"] = max(0, peak - base)
+
+    def postprocess(self, batch: Batch) -> list[Any]:
+        t0 = time.perf_counter()
+        results = batch.handler.postprocess(batch.data, batch.outputs, batch.params)
+        batch.timings["postprocess"] = time.perf_counter() - t0
+        batch.data = batch.outputs = None  # free activations before the next batch
+        return results
+
+    @staticmethod
+    def recoverable(error: BaseException) -> bool:
+        return is_oom(error)
+
+    def recover(self, batch: Batch, error: BaseException, sinks: list[DeltaSink] | None) -> list[Any]:
+        """Re-run the batch's items through split / evict / CPU fallback (memory.oom.run_with_recovery)."""
+        batch.data = batch.outputs = None
+        sink_of = {id(s): (sinks[i] if sinks else None) for i, s in enumerate(batch.slots)}
+
+        def run(slots: list[Slot]) -> list[Any]:
+            sub = Batch(slots=slots, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
+            self.preprocess(sub)
+            sub_sinks = [sink_of[id(s)] for s in slots] if sinks else None
+            self.forward(sub, sub_sinks)
+            out = self.postprocess(sub)
+            for k, v in sub.timings.items():
+                batch.timings[k] = batch.timings.get(k, 0.0) + v
+            return out
+
+        return run_with_recovery(list(batch.slots), run, evict=self.evict, to_cpu=self.to_cpu)

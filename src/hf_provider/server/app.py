@@ -1,0 +1,69 @@
+"""create_app: the FastAPI application around one Provider."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from hf_provider.errors import ProviderError
+from hf_provider.provider import Provider
+from hf_provider.server.auth import BearerAuth
+from hf_provider.server.errors import install_error_handlers
+from hf_provider.server.middleware import RequestIdAndLimits
+from hf_provider.server.routes import admin, health, openai, tasks
+
+log = logging.getLogger(__name__)
+
+
+def create_app(provider: Provider, *, load_on_start: bool | None = None) -> FastAPI:
+    settings = provider.settings
+    load_now = settings.load_on_start if load_on_start is None else load_on_start
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.started = False
+        observer = provider.observer
+        if observer is not None and hasattr(observer, "start"):
+            observer.start()
+        loader = asyncio.create_task(_load_all(provider, app)) if load_now else None
+        if loader is None:
+            app.state.started = True
+        try:
+            yield
+        finally:
+            if loader is not None:
+                loader.cancel()
+            await asyncio.to_thread(provider.close)
+            if observer is not None and hasattr(observer, "close"):
+                observer.close()
+
+    app = FastAPI(title="hf-provider", version="0.1.0", lifespan=lifespan)
+    app.state.provider = provider
+    app.state.started = False
+    install_error_handlers(app)
+    for r in (health.router, openai.router, tasks.router, admin.router):
+        app.include_router(r)
+    if provider.observer is not None:
+        from hf_provider.server.routes.observability import build_router
+
+        app.include_router(build_router(lambda: provider.observer, provider.manager.describe))
+    if settings.server.api_key is not None:
+        app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value())
+    app.add_middleware(RequestIdAndLimits, max_body_bytes=settings.server.max_body_bytes)
+    return app
+
+
+async def _load_all(provider: Provider, app: FastAPI) -> None:
+    """Load configured models in the background so /healthz answers at once and /readyz tells when done."""
+    for d in provider.manager.describe():
+        if d["keep_alive"] is not None and d["keep_alive"] == 0:
+            continue  # scale-to-zero models load on their first request
+        try:
+            await asyncio.to_thread(provider.manager.get, d["name"])
+        except ProviderError as e:
+            log.error("loading %s failed: %s", d["name"], e.message)
+    app.state.started = True

@@ -1,0 +1,32 @@
+"""Optional bearer-token check (HFP_SERVER__API_KEY). Health probes stay open for orchestrators."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import orjson
+
+from hf_provider.server.errors import error_body
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+class BearerAuth:
+    def __init__(self, app: Any, api_key: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        got = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(got, self._expected):
+            await self.app(scope, receive, send)
+            return
+        body = orjson.dumps(error_body("Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                                       "invalid_request_error", "invalid_api_key"))
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,87 @@
+"""The one table that maps domain errors to HTTP (MLServer `rest/errors.py`), and OpenAI-style error bodies.
+
+Unknown exceptions become a generic 500 carrying the request id; the detail goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from hf_provider import errors as E
+
+log = logging.getLogger(__name__)
+
+# (error class, HTTP status, OpenAI error type). First match wins, so subclasses come before their bases.
+ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
+    (E.ModelNotFound, 404, "invalid_request_error"),
+    (E.TaskNotSupported, 400, "invalid_request_error"),
+    (E.TooManyItems, 413, "invalid_request_error"),
+    (E.InvalidInput, 400, "invalid_request_error"),
+    (E.Unavailable, 503, "service_unavailable"),
+    (E.ConfigError, 500, "server_error"),
+    (E.ModelLoadError, 500, "server_error"),
+    (E.ProviderError, 500, "server_error"),
+)
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None,
+               headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(error_body(message, type_, code, param)), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def provider_error_response(exc: E.ProviderError) -> Response:
+    for cls, status, type_ in ERROR_TABLE:
+        if isinstance(exc, cls):
+            headers = None
+            retry = getattr(exc, "retry_after", None)
+            if status == 503 and retry is not None:
+                headers = {"Retry-After": str(max(1, math.ceil(retry)))}
+            return json_error(status, exc.message, type_, exc.code, exc.param, headers)
+    raise AssertionError("ProviderError is the table's last row")  # pragma: no cover
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(E.ProviderError)
+    async def _provider(request: Request, exc: E.ProviderError) -> Response:
+        if isinstance(exc, E.ModelLoadError | E.ConfigError):
+            log.error("request %s: %s", request.state.request_id if hasattr(request.state, "request_id") else "-",
+                      exc.message)
+        return provider_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        if first.get("type") == "json_invalid":
+            return json_error(400, "Request body is not valid JSON: " + str(first.get("msg", "")),
+                              "invalid_request_error", "invalid_json")
+        param = ".".join(loc) or None
+        msgs = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs[:5])
+        return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+        return json_error(exc.status_code, str(exc.detail), type_, code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unknown(request: Request, exc: Exception) -> Response:
+        rid = getattr(request.state, "request_id", "-")
+        log.error("request %s failed with %s", rid, type(exc).__name__, exc_info=exc)
+        return json_error(500, f"Internal server error (request id {rid}).", "server_error", "internal_error")

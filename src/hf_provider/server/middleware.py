@@ -1,0 +1,75 @@
+"""Pure ASGI middleware (cheaper than BaseHTTPMiddleware on every request): request ids and a body-size limit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+
+from hf_provider.server.errors import error_body
+
+_RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+
+
+class RequestIdAndLimits:
+    """Adds `x-request-id` to every response (the client's own when well-formed, else a new one) and answers 413
+    when the body exceeds `max_body_bytes`, by Content-Length up front or by counting a chunked body."""
+
+    def __init__(self, app: Any, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        length = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                s = v.decode("latin-1")
+                rid = s if _RID_OK.match(s) else None
+            elif k == b"content-length":
+                length = int(v) if v.isdigit() else None
+        rid = rid or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], rid_header]
+            await send(message)
+
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(send_with_id)
+            return
+
+        seen = 0
+
+        async def limited_receive() -> dict:
+            # FastAPI re-raises an HTTPException met while reading the body, so the 413 flows through the
+            # normal error handlers (OpenAI body, request id) without a second response being started here.
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise HTTPException(413, self._too_large_msg)
+            return message
+
+        await self.app(scope, limited_receive, send_with_id)
+
+    @property
+    def _too_large_msg(self) -> str:
+        return (f"Request body exceeds the {self.max_body_bytes}-byte limit (HFP_SERVER__MAX_BODY_BYTES); "
+                "send fewer or shorter inputs per request.")
+
+    async def _too_large(self, send: Any) -> None:
+        body = orjson.dumps(error_body(self._too_large_msg, "invalid_request_error", "request_too_large"))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

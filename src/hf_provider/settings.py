@@ -1,0 +1,115 @@
+"""Settings: typed, validated, read once (env prefix HFP_, optional hfp.toml) and passed down.
+
+Precedence, highest first: explicit overrides (CLI flags), HFP_ environment variables, the config file, defaults.
+Nested fields use a double underscore in the environment: HFP_SERVER__PORT=9000, HFP_MEMORY__HOST_BUDGET=4GiB.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from hf_provider.errors import ConfigError
+from hf_provider.spec import ModelSpec, parse_duration
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("hfp_file_data", default={})
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    request_timeout_s: float = Field(120.0, gt=0, description="a request waiting longer gets 503")
+    api_key: SecretStr | None = Field(None, description="when set, requests need 'Authorization: Bearer <key>'")
+    log_level: str = "info"
+
+
+class MemorySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host_budget: str | int | float | None = Field(
+        None, description="bytes ('4GiB', '512MB', an int) or a fraction of RAM (0.8); None: no budget")
+    gpu_budget: str | int | float | None = Field(None, description="per GPU, same forms as host_budget")
+    min_residency_s: float = Field(10.0, ge=0, description="a model loaded more recently is not evicted")
+    load_wait_s: float = Field(60.0, gt=0, description="longest a request waits for its model to load")
+    keep_alive_check_s: float = Field(1.0, gt=0, description="how often idle models are looked for")
+    fault_inject_oom: str | None = Field(
+        None, description="TESTING ONLY: comma-separated batch sizes whose forward raises a real OOM error")
+
+    @field_validator("min_residency_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        return parse_duration(v) if isinstance(v, str) else v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HFP_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(Path.home() / ".cache" / "hf-provider", description="state directory (history, registry)")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    metrics_enabled: bool = True
+    history_enabled: bool = True
+    raw_retention: str | float = Field("1d", description="raw request samples kept this long")
+    rollup_retention: str | float = Field("30d", description="one-minute rollups kept this long")
+    load_on_start: bool = Field(True, description="load every configured model at start")
+    models: list[ModelSpec] = Field(default_factory=list)
+
+    @field_validator("raw_retention", "rollup_retention")
+    @classmethod
+    def _retention(cls, v: str | float) -> float:
+        return parse_duration(v)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_source = InitSettingsSource(settings_cls, _FILE_DATA.get())
+        return init_settings, env_settings, file_source
+
+
+def _read_config(config: Path | str | dict[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if isinstance(config, dict):
+        return dict(config)
+    path = Path(config)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from e
+
+
+def format_validation_error(err: ValidationError, where: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(root)"
+        parts.append(f"{loc}: {e['msg']}")
+    return f"invalid configuration in {where}: " + "; ".join(parts)
+
+
+def load_settings(config: Path | str | dict[str, Any] | None = None, **overrides: Any) -> Settings:
+    """Read settings once. Raises ConfigError naming the field and the allowed values."""
+    data = _read_config(config)
+    token = _FILE_DATA.set(data)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        where = "config" if not isinstance(config, Path | str) else str(config)
+        raise ConfigError(format_validation_error(e, where)) from None
+    finally:
+        _FILE_DATA.reset(token)

@@ -1,0 +1,76 @@
+"""`loaded(name)` builds a LoadedModel straight from Auto* classes (until tests switch to runtime/loader.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from hf_provider.runtime.model import LoadedModel
+from hf_provider.runtime.tasks import build_handler
+from hf_provider.runtime.tasks.base import TaskHandler
+from hf_provider.spec import ModelSpec
+
+
+def _weight_bytes(module: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_models: dict[str, Path], minilm_path: Path) -> Callable[..., LoadedModel]:
+    import transformers
+
+    cache: dict[str, LoadedModel] = {}
+
+    def make(name: str, **spec: Any) -> LoadedModel:
+        if name not in cache:
+            path = minilm_path if name == "minilm" else tiny_models[name]
+            tok = transformers.AutoTokenizer.from_pretrained(path)
+            st = None
+            if name == "minilm":
+                from sentence_transformers import SentenceTransformer
+
+                st = SentenceTransformer(str(path), device="cpu")
+                module = st[0].auto_model
+            else:
+                config = transformers.AutoConfig.from_pretrained(path)
+                module = getattr(transformers, config.architectures[0]).from_pretrained(path)
+            module.eval()
+            cache[name] = LoadedModel(
+                spec=ModelSpec(name=name, source=str(path)), path=path, commit=None, module=module,
+                config=module.config, tokenizer=tok, device=torch.device("cpu"), dtype=torch.float32,
+                weight_bytes=_weight_bytes(module), architecture=type(module).__name__, sentence_model=st)
+        base = cache[name]
+        if not spec:
+            return base
+        return LoadedModel(**{**base.__dict__, "spec": base.spec.model_copy(update=spec), "handlers": {}})
+
+    return make
+
+
+def run_stages(handler: TaskHandler, inputs: Any, params: dict[str, Any] | None = None,
+               sinks: list[Any] | None = None) -> Any:
+    """One request through every stage, as the scheduler would run it (single batch)."""
+    items, resolved, single = handler.parse(inputs, params or {})
+    batch = handler.preprocess(items, resolved)
+    with torch.inference_mode():
+        outputs = handler.forward(batch, resolved, sinks)
+    results = handler.postprocess(batch, outputs, resolved)
+    return results[0] if single else results
+
+
+@pytest.fixture(scope="session")
+def handler(loaded: Callable[..., LoadedModel]) -> Callable[..., TaskHandler]:
+    def make(name: str, task: str, defaults: dict[str, Any] | None = None, **spec: Any) -> TaskHandler:
+        return build_handler(task, loaded(name, **spec), defaults)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def run() -> Callable[..., Any]:
+    """`run(handler, inputs, params=None, sinks=None)`: one request through parse/preprocess/forward/postprocess."""
+    return run_stages
