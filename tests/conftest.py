@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# Set before anything imports huggingface_hub, which reads some of these once at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 # Tiny models are cached across runs here so the suite does not rebuild them each time (still never networked).
 TINY_CACHE = Path(os.environ.get("HFP_TEST_MODELS", Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models"))
 

@@ -1,7 +1,8 @@
 """The dashboard in headless Chromium against a real uvicorn server fed synthetic traffic.
 
-Needs Debian's chromium at /usr/bin/chromium (scripts/install-browser.sh) and the playwright Python package; the
-browser is launched from that path, so `playwright install` is never needed. Saves artifacts/dashboard.png.
+Needs Debian's chromium at /usr/bin/chromium (scripts/install-browser.sh) and the playwright Python package;
+the browser is launched from that path, so `playwright install` is never needed.
+Saves artifacts/dashboard.png.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ CHARTS = ("chart-throughput", "chart-latency", "chart-queue", "chart-memory", "c
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(),
-                       reason="no /usr/bin/chromium: run scripts/install-browser.sh (Debian's chromium package)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium: run scripts/install-browser.sh (Debian's chromium package)",
+    ),
 ]
 
 
@@ -52,9 +55,16 @@ def _synthetic_history(obs, clock: Clock, seconds: int = 280) -> None:
             wave = 1 + 0.5 * math.sin(k / 30)
             for _ in range(max(1, int(rate * wave))):
                 ok = rng.random() > 0.03
-                obs.request_done(model, "embed" if model == "minilm" else "text2text", "main",
-                                 "ok" if ok else "error", rng.lognormvariate(math.log(base), 0.4) / 1000, 1, 16,
-                                 None if ok else "InvalidInput")
+                obs.request_done(
+                    model,
+                    "embed" if model == "minilm" else "text2text",
+                    "main",
+                    "ok" if ok else "error",
+                    rng.lognormvariate(math.log(base), 0.4) / 1000,
+                    1,
+                    16,
+                    None if ok else "InvalidInput",
+                )
             obs.batch_done(model, "embed", 4, 64, 0.001, 0.0006, base / 1000, 0.0003, peak_bytes=2_000_000)
             obs.queue_depth(model, int(3 * wave + rng.random() * 2))
         if k % 5 == 0:
@@ -71,9 +81,11 @@ def server() -> Iterator[str]:
     from hf_provider.server.routes.observability import build_router
 
     clock = Clock()
-    sizes = {"minilm": {"weight_bytes": 90_000_000, "resident_bytes": 120_000_000},
-             "tiny-t5": {"weight_bytes": 4_000_000, "resident_bytes": 6_000_000}}
-    obs = Observer(home=None, clock=clock, sample_interval_s=1.0, model_bytes=lambda: sizes)
+    sizes = {
+        "minilm": {"weight_bytes": 90_000_000, "resident_bytes": 120_000_000},
+        "tiny-t5": {"weight_bytes": 4_000_000, "resident_bytes": 6_000_000},
+    }
+    obs = Observer(home=None, clock=clock, sample_interval_s=5.0, model_bytes=lambda: sizes)
     obs.model_loaded("minilm", "main", 1.2, 90_000_000)
     obs.model_loaded("tiny-t5", "main", 0.4, 4_000_000)
     _synthetic_history(obs, clock)
@@ -81,7 +93,9 @@ def server() -> Iterator[str]:
     app = FastAPI()
     app.include_router(build_router(lambda: obs, lambda: [{"name": "minilm"}, {"name": "tiny-t5"}]))
     port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -110,8 +124,16 @@ def test_dashboard_draws_charts_with_data(server: str) -> None:
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             errors: list[str] = []
@@ -119,7 +141,9 @@ def test_dashboard_draws_charts_with_data(server: str) -> None:
             page.goto(f"{server}/dashboard")
             page.wait_for_function(
                 "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
-                arg=list(CHARTS), timeout=30_000)
+                arg=list(CHARTS),
+                timeout=30_000,
+            )
             points = {c: int(page.get_attribute(f"#{c}", "data-points") or 0) for c in CHARTS}
             assert all(v > 0 for v in points.values()), points
             assert points["chart-throughput"] > 40  # ~5 minutes of history at 5 s steps, two models
@@ -129,8 +153,11 @@ def test_dashboard_draws_charts_with_data(server: str) -> None:
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             # Switching the window re-polls and redraws from the minute rollups.
             page.select_option("#window", "3600")
-            page.wait_for_function("() => document.getElementById('chart-throughput').dataset.points !== "
-                                   f"'{points['chart-throughput']}'", timeout=15_000)
+            page.wait_for_function(
+                "() => document.getElementById('chart-throughput').dataset.points !== "
+                f"'{points['chart-throughput']}'",
+                timeout=15_000,
+            )
             assert int(page.get_attribute("#chart-throughput", "data-points") or 0) > 0
             assert not errors, errors
         finally:

@@ -57,8 +57,16 @@ def frame(client: httpx.Client) -> Group:
     series.raise_for_status()
     s = series.json()
     table = Table(title=f"hf-provider · last {WINDOW_S}s", expand=True)
-    for col, justify in (("model", "left"), ("req/s", "right"), ("p50 ms", "right"), ("p95 ms", "right"),
-                         ("errors", "right"), ("queue", "right"), ("in flight", "right"), ("memory", "right")):
+    for col, justify in (
+        ("model", "left"),
+        ("req/s", "right"),
+        ("p50 ms", "right"),
+        ("p95 ms", "right"),
+        ("errors", "right"),
+        ("queue", "right"),
+        ("in flight", "right"),
+        ("memory", "right"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for model in _models(client, s):
         r = client.get("/v1/admin/stats", params={"model": model, "window": WINDOW_S})
@@ -67,13 +75,20 @@ def frame(client: httpx.Client) -> Group:
         resident = _last(s.get("resident_bytes", {}).get(model))
         weight = _last(s.get("weight_bytes", {}).get(model))
         table.add_row(
-            model, f"{st['throughput_per_s']:.2f}", _ms(st["latency_ms"]["p50"]), _ms(st["latency_ms"]["p95"]),
-            f"{100 * st['error_rate']:.1f}%", _ms(_last(s.get("queue_depth", {}).get(model))).removesuffix(".0"),
+            model,
+            f"{st['throughput_per_s']:.2f}",
+            _ms(st["latency_ms"]["p50"]),
+            _ms(st["latency_ms"]["p95"]),
+            f"{100 * st['error_rate']:.1f}%",
+            _ms(_last(s.get("queue_depth", {}).get(model))).removesuffix(".0"),
             _ms(_last(s.get("in_flight", {}).get(model))).removesuffix(".0"),
-            _bytes(resident if resident is not None else weight))
+            _bytes(resident if resident is not None else weight),
+        )
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
-    head = Text(f"CPU {'-' if cpu is None else f'{cpu:.0f}%'}   RSS {_bytes(rss)}   "
-                f"system memory used {_bytes(_last(s.get('system_memory_used_bytes')))}")
+    head = Text(
+        f"CPU {'-' if cpu is None else f'{cpu:.0f}%'}   RSS {_bytes(rss)}   "
+        f"system memory used {_bytes(_last(s.get('system_memory_used_bytes')))}"
+    )
     for idx, used in sorted((s.get("gpu") or {}).get("memory_used_bytes", {}).items()):
         util = _last(s["gpu"].get("utilization_percent", {}).get(idx))
         head.append(f"   GPU{idx} {_bytes(_last(used))} {'-' if util is None else f'{util:.0f}%'}")
@@ -87,8 +102,14 @@ def _safe_frame(client: httpx.Client, url: str) -> Group | Text:
         return Text(f"cannot read {url}: {exc}", style="red")
 
 
-def top(url: str = "http://127.0.0.1:8000", interval: float = 2.0, once: bool = False, *,
-        client: httpx.Client | None = None, console: Console | None = None) -> None:
+def top(
+    url: str = "http://127.0.0.1:8000",
+    interval: float = 2.0,
+    once: bool = False,
+    *,
+    client: httpx.Client | None = None,
+    console: Console | None = None,
+) -> None:
     """Poll the server every `interval` seconds and redraw; `once` prints one frame and returns."""
     if interval <= 0:
         raise ValueError(f"interval must be positive seconds, got {interval}")

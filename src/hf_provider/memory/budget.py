@@ -1,7 +1,9 @@
 """Memory budgets (host and per GPU) and the accountant that admits loads against them.
 
-Pools are named "host" and "cuda:N". A pool without a budget is unlimited. The accountant is a small lock-guarded
-ledger: a load first reserves its estimate, then commits the bytes it actually took; committed plus reserved bytes
+Pools are named "host" and "cuda:N". A pool without a budget is unlimited. The accountant is a small
+lock-guarded
+ledger: a load first reserves its estimate, then commits the bytes it actually took; committed plus
+reserved bytes
 never exceed a pool's budget.
 """
 
@@ -17,7 +19,8 @@ from hf_provider.errors import MemoryBudgetExceeded
 
 HOST = "host"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
-# Bare K/M/G/T are binary (as Docker and Ollama read them); KB/MB/GB/TB are decimal; KiB/MiB/GiB/TiB are binary.
+# Bare K/M/G/T are binary (as Docker and Ollama read them); KB/MB/GB/TB are decimal; KiB/MiB/GiB/TiB are
+# binary.
 _UNITS: dict[str, int] = {"": 1, "b": 1}
 for _i, _p in enumerate("kmgt", start=1):
     _UNITS[_p] = 1024**_i
@@ -54,8 +57,10 @@ def parse_size(value: SizeValue, total: int | None) -> int:
         return _fraction(pct / 100, total, value)
     m = _SIZE_RE.match(text)
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"invalid size {value!r}: use a number with a unit B, KB, KiB, MB, MiB, GB, GiB, TB, TiB "
-                         "(such as '2GiB' or '512MB'), or a fraction of the device such as 0.8")
+        raise ValueError(
+            f"invalid size {value!r}: use a number with a unit B, KB, KiB, MB, MiB, GB, GiB, TB, TiB "
+            "(such as '2GiB' or '512MB'), or a fraction of the device such as 0.8"
+        )
     number = float(m.group(1))
     if m.group(2) == "" and "." not in m.group(1):
         return int(m.group(1))
@@ -72,8 +77,10 @@ def _number(number: float, unit: str, total: int | None, original: str) -> int:
 
 def _fraction(fraction: float, total: int | None, original: str) -> int:
     if total is None:
-        raise ValueError(f"size {original!r} is a fraction, but the device's total memory is unknown; give bytes "
-                         "such as '2GiB'")
+        raise ValueError(
+            f"size {original!r} is a fraction, but the device's total memory is unknown; give bytes "
+            "such as '2GiB'"
+        )
     return int(total * fraction)
 
 
@@ -101,22 +108,33 @@ def pool_for_device(device: str) -> str:
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    """Budget in bytes per pool: `host` (None = unlimited) and `gpus` (device index -> bytes; absent = unlimited)."""
+    """Budget in bytes per pool: `host` (None = unlimited) and `gpus` (device index -> bytes; absent =
+    unlimited)."""
 
     host: int | None = None
     gpus: dict[int, int] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, host_budget: SizeValue | None, gpu_budget: SizeValue | Mapping[int, SizeValue] | None,
-                      *, host_total: int | None = None, gpu_totals: Mapping[int, int] | None = None) -> MemoryBudget:
+    def from_settings(
+        cls,
+        host_budget: SizeValue | None,
+        gpu_budget: SizeValue | Mapping[int, SizeValue] | None,
+        *,
+        host_total: int | None = None,
+        gpu_totals: Mapping[int, int] | None = None,
+    ) -> MemoryBudget:
         """Resolve settings values (bytes, "2GiB", or a fraction such as 0.8) against the machine's totals.
 
-        `gpu_budget` is one value applied to every visible GPU, or a mapping of device index to value. Totals default
-        to psutil's total memory and torch.cuda.mem_get_info; pass them to resolve without touching the machine.
+        `gpu_budget` is one value applied to every visible GPU, or a mapping of device index to value.
+        Totals default
+        to psutil's total memory and torch.cuda.mem_get_info; pass them to resolve without touching the
+        machine.
         """
         host = None
         if host_budget is not None:
-            host = parse_size(host_budget, host_total if host_total is not None else _lazy_host_total(host_budget))
+            host = parse_size(
+                host_budget, host_total if host_total is not None else _lazy_host_total(host_budget)
+            )
         gpus: dict[int, int] = {}
         if gpu_budget is not None:
             totals = dict(gpu_totals) if gpu_totals is not None else gpu_total_bytes()
@@ -153,7 +171,8 @@ class _Entry:
 class Accountant:
     """Lock-guarded ledger of reserved and committed bytes per (model, pool).
 
-    Invariant: for each pool, committed + reserved bytes <= budget. `reserve` returns False instead of breaking it;
+    Invariant: for each pool, committed + reserved bytes <= budget. `reserve` returns False instead of
+    breaking it;
     `commit` raises MemoryBudgetExceeded and leaves the ledger unchanged.
     """
 
@@ -177,7 +196,8 @@ class Accountant:
     def reserve(self, model: str, pool: str, nbytes: int) -> bool:
         """Admit `model` into `pool` for an estimated `nbytes`; False (ledger unchanged) when it does not fit.
 
-        A model already committed in the pool must be released first (ValueError otherwise); reserving again replaces
+        A model already committed in the pool must be released first (ValueError otherwise); reserving
+        again replaces
         an earlier reservation.
         """
         if nbytes < 0:
@@ -185,7 +205,9 @@ class Accountant:
         with self._lock:
             current = self._ledger.get(pool, {}).get(model)
             if current is not None and current.committed:
-                raise ValueError(f"model {model!r} is already committed in {pool!r}; release it before reserving")
+                raise ValueError(
+                    f"model {model!r} is already committed in {pool!r}; release it before reserving"
+                )
             if not self._fits(pool, model, nbytes):
                 return False
             self._set(pool, model, _Entry(nbytes, committed=False))
@@ -194,7 +216,8 @@ class Accountant:
     def commit(self, model: str, pool: str, actual_bytes: int) -> None:
         """Replace the model's reservation in `pool` by the bytes it actually took after loading.
 
-        Raises MemoryBudgetExceeded (ledger unchanged) when the actual bytes do not fit: the caller evicts more and
+        Raises MemoryBudgetExceeded (ledger unchanged) when the actual bytes do not fit: the caller evicts
+        more and
         commits again, or unloads the model and calls `release`.
         """
         if actual_bytes < 0:
@@ -204,8 +227,10 @@ class Accountant:
                 limit = self.budget.for_pool(pool)
                 used = self._used(pool, excluding=model)
                 raise MemoryBudgetExceeded(
-                    f"model {model!r} took {actual_bytes} bytes in {pool}, but only {max(0, (limit or 0) - used)} "
-                    f"of the {limit}-byte budget are free", model=model)
+                    f"model {model!r} took {actual_bytes} bytes in {pool}, but only "
+                    f"{max(0, (limit or 0) - used)} of the {limit}-byte budget are free",
+                    model=model,
+                )
             self._set(pool, model, _Entry(actual_bytes, committed=True))
 
     def release(self, model: str, pool: str | None = None) -> int:
@@ -238,7 +263,8 @@ class Accountant:
             return self._peak.get(pool, 0)
 
     def snapshot(self) -> dict[str, Any]:
-        """{"pools": {pool: budget/used/reserved/committed/free/peak bytes}, "models": {model: {pool: {...}}}}."""
+        """{"pools": {pool: budget/used/reserved/committed/free/peak bytes}, "models": {model: {pool:
+        {...}}}}."""
         with self._lock:
             pools: dict[str, Any] = {}
             models: dict[str, dict[str, Any]] = {}
@@ -257,5 +283,7 @@ class Accountant:
                 }
                 for model, e in entries.items():
                     models.setdefault(model, {})[pool] = {
-                        "bytes": e.nbytes, "state": "committed" if e.committed else "reserved"}
+                        "bytes": e.nbytes,
+                        "state": "committed" if e.committed else "reserved",
+                    }
             return {"pools": pools, "models": models}

@@ -1,7 +1,10 @@
-"""Estimate the bytes a model will take before loading it: weights from safetensors headers, plus working memory.
+"""Estimate the bytes a model will take before loading it: weights from safetensors headers, plus working
+memory.
 
-Only headers are read (8-byte little-endian length, then a JSON table of name -> dtype, shape, offsets), never tensor
-data, so estimating a multi-GB checkpoint costs a few KB of I/O. Without safetensors, the parameter count is derived
+Only headers are read (8-byte little-endian length, then a JSON table of name -> dtype, shape, offsets),
+never tensor
+data, so estimating a multi-GB checkpoint costs a few KB of I/O. Without safetensors, the parameter count
+is derived
 from `config.json` alone (a transformer-shaped approximation).
 """
 
@@ -19,16 +22,38 @@ import torch
 
 # Bytes per element of each safetensors dtype tag; the floating ones are converted by a target dtype.
 _ST_BYTES: dict[str, float] = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F4": 0.5,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F4": 0.5,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
 }
 _ST_FLOAT = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4"}
 _DTYPE_ALIASES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float64": torch.float64,
 }
-# Names of 2-D weights that belong to embeddings, not nn.Linear, so dynamic int8 quantization leaves them alone.
+# Names of 2-D weights that belong to embeddings, not nn.Linear, so dynamic int8 quantization leaves them
+# alone.
 _EMBEDDING_HINTS = ("embed", "wte", "wpe", "shared", "position", "token_type", "relative_attention_bias")
 # Per output channel, torch keeps a float64 scale and an int64 zero point for per-channel qint8 weights.
 _PER_CHANNEL_OVERHEAD = 16
@@ -86,7 +111,8 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def safetensors_files(folder: Path) -> list[Path]:
-    """The weight files of a checkpoint folder: the shards an index names, else model.safetensors, else *.safetensors."""
+    """The weight files of a checkpoint folder: the shards an index names, else model.safetensors, else
+    *.safetensors."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map: Mapping[str, str] = json.loads(index.read_text())["weight_map"]
@@ -98,12 +124,17 @@ def safetensors_files(folder: Path) -> list[Path]:
 
 
 def _is_linear_weight(name: str, shape: list[int], st_dtype: str) -> bool:
-    return (st_dtype in _ST_FLOAT and len(shape) == 2 and name.endswith(".weight")
-            and not any(h in name.lower() for h in _EMBEDDING_HINTS))
+    return (
+        st_dtype in _ST_FLOAT
+        and len(shape) == 2
+        and name.endswith(".weight")
+        and not any(h in name.lower() for h in _EMBEDDING_HINTS)
+    )
 
 
-def _tensor_table_bytes(tensors: Iterable[tuple[str, str, list[int]]], target: int | None,
-                        quantization: str) -> tuple[int, int, int]:
+def _tensor_table_bytes(
+    tensors: Iterable[tuple[str, str, list[int]]], target: int | None, quantization: str
+) -> tuple[int, int, int]:
     """(param_count, bytes, floating element size) over (name, safetensors dtype, shape) rows."""
     count, total, float_sizes = 0, 0.0, {}
     for name, st_dtype, shape in tensors:
@@ -120,11 +151,13 @@ def _tensor_table_bytes(tensors: Iterable[tuple[str, str, list[int]]], target: i
         else:
             total += n * size
     dominant = max(float_sizes, key=lambda s: float_sizes[s]) if float_sizes else 4
-    return count, int(math.ceil(total)), max(1, int(dominant))
+    return count, math.ceil(total), max(1, int(dominant))
 
 
 def _config_param_count(config: Mapping[str, Any]) -> tuple[int, list[tuple[str, int]]]:
-    """Transformer-shaped parameter count from config.json; also the (kind, count) parts for int8 estimates."""
+    """Transformer-shaped parameter count from config.json; also the (kind, count) parts for int8
+    estimates."""
+
     def get(*keys: str, default: int | None = None) -> int | None:
         for k in keys:
             if config.get(k) is not None:
@@ -136,15 +169,18 @@ def _config_param_count(config: Mapping[str, Any]) -> tuple[int, list[tuple[str,
     layers = get("num_hidden_layers", "n_layer", "num_layers", "n_layers", default=0) or 0
     if hidden is None:
         raise ValueError("config.json has no hidden_size / n_embd / d_model: cannot estimate parameters")
-    inter = get("intermediate_size", "n_inner", "d_ff", "ffn_dim", "hidden_dim", default=4 * hidden) or 4 * hidden
+    inter = (
+        get("intermediate_size", "n_inner", "d_ff", "ffn_dim", "hidden_dim", default=4 * hidden) or 4 * hidden
+    )
     heads = get("num_attention_heads", "n_head", "num_heads", default=1) or 1
     head_dim = get("head_dim", "d_kv", default=hidden // heads) or hidden // heads
     kv_heads = get("num_key_value_heads", default=heads) or heads
     positions = get("max_position_embeddings", "n_positions", default=0) or 0
     if config.get("model_type") in {"t5", "mt5", "llama", "mistral", "qwen2", "gemma", "phi3"}:
         positions = 0  # relative / rotary positions: no absolute position table
-    gated = config.get("model_type") in {"llama", "mistral", "qwen2", "gemma", "phi3", "mixtral"} or \
-        str(config.get("feed_forward_proj", "")).startswith("gated")
+    gated = config.get("model_type") in {"llama", "mistral", "qwen2", "gemma", "phi3", "mixtral"} or str(
+        config.get("feed_forward_proj", "")
+    ).startswith("gated")
     attn = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2 + 4 * hidden
     mlp = (3 if gated else 2) * hidden * inter + inter + hidden
     norms = 4 * hidden
@@ -167,12 +203,15 @@ def _config_dtype_bytes(config: Mapping[str, Any]) -> int:
         return 4
 
 
-def estimate_weight_bytes(folder: Path, dtype: str | torch.dtype | None = None,
-                          quantization: str = "none") -> WeightEstimate:
+def estimate_weight_bytes(
+    folder: Path, dtype: str | torch.dtype | None = None, quantization: str = "none"
+) -> WeightEstimate:
     """Bytes the weights of the checkpoint in `folder` will take in memory.
 
-    dtype None keeps each tensor's stored dtype; otherwise floating tensors are counted at the target element size
-    (integer tensors never change). quantization "int8": nn.Linear-shaped weights take 1 byte per element plus a
+    dtype None keeps each tensor's stored dtype; otherwise floating tensors are counted at the target
+    element size
+    (integer tensors never change). quantization "int8": nn.Linear-shaped weights take 1 byte per element
+    plus a
     per-output-channel scale and zero point; everything else is unchanged. Tied embeddings are stored once by
     save_pretrained, so they are counted once.
     """
@@ -190,7 +229,9 @@ def estimate_weight_bytes(folder: Path, dtype: str | torch.dtype | None = None,
         return WeightEstimate(count, nbytes, "safetensors", dbytes)
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{folder} has neither *.safetensors nor config.json: cannot estimate its size")
+        raise FileNotFoundError(
+            f"{folder} has neither *.safetensors nor config.json: cannot estimate its size"
+        )
     config = json.loads(config_path.read_text())
     count, parts = _config_param_count(config)
     elem = target or _config_dtype_bytes(config)
@@ -200,15 +241,18 @@ def estimate_weight_bytes(folder: Path, dtype: str | torch.dtype | None = None,
     return WeightEstimate(count, nbytes, "config", elem)
 
 
-def working_bytes(config: Mapping[str, Any], batch_size: int, seq_len: int, dtype_bytes: int, task: str) -> int:
+def working_bytes(
+    config: Mapping[str, Any], batch_size: int, seq_len: int, dtype_bytes: int, task: str
+) -> int:
     """Activation headroom for one forward pass of `batch_size` sequences of `seq_len` tokens.
 
-    Formula (B = batch, S = seq_len, H = hidden, I = intermediate, A = heads, V = vocab, L = layers, b = dtype bytes):
-      hidden states  B*S*(4H + I)*b       residual, attention output, layer-norm output and the MLP expansion alive
-                                          at once (inference frees each layer's activations before the next)
-      attention      2*B*A*S^2*b          scores and softmax probabilities of one layer (eager attention)
-      logits         B*S*V*4              LM heads only (tasks in LM_TASKS); transformers upcasts logits to float32
-      KV cache       2*L*B*S*H*b          generation tasks only (keys and values of every layer)
+    Formula (B = batch, S = seq_len, H = hidden, I = intermediate, A = heads, V = vocab, L = layers,
+    b = dtype bytes):
+      hidden states  B*S*(4H + I)*b   residual, attention output, layer-norm output and the MLP expansion
+                                      alive at once (inference frees each layer's activations before the next)
+      attention      2*B*A*S^2*b      scores and softmax probabilities of one layer (eager attention)
+      logits         B*S*V*4          LM heads only (LM_TASKS); transformers upcasts logits to float32
+      KV cache       2*L*B*S*H*b      generation tasks only (keys and values of every layer)
     A 10% allocator-fragmentation margin is added on top.
     """
     if batch_size < 1 or seq_len < 1 or dtype_bytes < 1:
@@ -235,8 +279,14 @@ def working_bytes(config: Mapping[str, Any], batch_size: int, seq_len: int, dtyp
     return int(total * 1.1)
 
 
-def estimate(folder: Path, dtype: str | torch.dtype | None = None, quantization: str = "none",
-             task: str = "embeddings", batch_size: int = 1, seq_len: int = 512) -> Estimate:
+def estimate(
+    folder: Path,
+    dtype: str | torch.dtype | None = None,
+    quantization: str = "none",
+    task: str = "embeddings",
+    batch_size: int = 1,
+    seq_len: int = 512,
+) -> Estimate:
     """Weights plus working memory of one batch: the figure a load is admitted against."""
     folder = Path(folder)
     weights = estimate_weight_bytes(folder, dtype, quantization)
@@ -249,7 +299,8 @@ def estimate(folder: Path, dtype: str | torch.dtype | None = None, quantization:
 
 
 def module_bytes(module: torch.nn.Module) -> int:
-    """Actual bytes of a loaded module's state (parameters, buffers, packed quantized weights), shared storage once.
+    """Actual bytes of a loaded module's state (parameters, buffers, packed quantized weights), shared
+    storage once.
 
     The figure to compare with `estimate_weight_bytes` after a load and to commit to the accountant.
     """

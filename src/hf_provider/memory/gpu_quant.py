@@ -28,7 +28,8 @@ def _require_bitsandbytes() -> Any:
     except ImportError as exc:
         raise MissingDependency(
             f"GPU quantization needs bitsandbytes, which is not installed: {INSTALL_HINT} "
-            "(or use quantization 'int8' on CPU)") from exc
+            "(or use quantization 'int8' on CPU)"
+        ) from exc
 
 
 def load_kwargs(mode: GpuQuantMode, compute_dtype: Any = None) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def load_kwargs(mode: GpuQuantMode, compute_dtype: Any = None) -> dict[str, Any]
     if mode == "int8":
         config = BitsAndBytesConfig(load_in_8bit=True)
     else:
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=mode,
-                                    bnb_4bit_compute_dtype=compute_dtype or torch.float16)
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=mode, bnb_4bit_compute_dtype=compute_dtype or torch.float16
+        )
     return {"quantization_config": config}

@@ -1,7 +1,9 @@
 """Out-of-memory recovery for one batch: split, evict, fall back to CPU, and only then fail.
 
-`run_with_recovery` wraps the forward call of a batch. Only allocator out-of-memory errors are handled; every other
-exception propagates unchanged (architecture rule 8). `FaultInjector` provokes genuine allocator errors for tests.
+`run_with_recovery` wraps the forward call of a batch. Only allocator out-of-memory errors are handled;
+every other
+exception propagates unchanged (architecture rule 8). `FaultInjector` provokes genuine allocator errors for
+tests.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memo
 
 
 def is_oom(exc: BaseException) -> bool:
-    """True for torch.OutOfMemoryError (CUDA), MemoryError, and RuntimeErrors of the CPU allocator or CUDA kernels
+    """True for torch.OutOfMemoryError (CUDA), MemoryError, and RuntimeErrors of the CPU allocator or CUDA
+    kernels
     whose message says "out of memory" / "can't allocate memory"."""
     if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return True
@@ -41,20 +44,31 @@ def free_cache() -> None:
 
 
 def _forget_frames(exc: BaseException) -> None:
-    # The traceback keeps the failed forward's frames alive, and their locals hold the activations that filled the
+    # The traceback keeps the failed forward's frames alive, and their locals hold the activations that
+    # filled the
     # memory: clear them before retrying (the traceback itself stays for the final error's chain).
     traceback.clear_frames(exc.__traceback__)
 
 
-def run_with_recovery(items: list[T], run: Callable[[list[T]], list[R]], *,
-                      evict: Callable[[], bool] | None = None, to_cpu: Callable[[], bool] | None = None,
-                      log: logging.Logger | None = None, model: str | None = None,
-                      retry_after: float = 5.0, max_evictions: int = 8) -> list[R]:
+def run_with_recovery(
+    items: list[T],
+    run: Callable[[list[T]], list[R]],
+    *,
+    evict: Callable[[], bool] | None = None,
+    to_cpu: Callable[[], bool] | None = None,
+    log: logging.Logger | None = None,
+    model: str | None = None,
+    retry_after: float = 5.0,
+    max_evictions: int = 8,
+) -> list[R]:
     """run(items), recovering from out-of-memory errors; results are in the order of `items`.
 
-    On OOM the batch is split in halves, recursively, down to single items. A single item that still fails calls
-    `evict()` (True when it freed something; retried up to `max_evictions` times while it does), then `to_cpu()`
-    (True when the model now runs on CPU; retried once), and finally raises errors.OutOfMemory with `retry_after`,
+    On OOM the batch is split in halves, recursively, down to single items. A single item that still fails
+    calls
+    `evict()` (True when it freed something; retried up to `max_evictions` times while it does), then
+    `to_cpu()`
+    (True when the model now runs on CPU; retried once), and finally raises errors.OutOfMemory with
+    `retry_after`,
     chained from the original error. Non-OOM errors propagate unchanged.
     """
     logger = log or _log
@@ -75,13 +89,17 @@ def run_with_recovery(items: list[T], run: Callable[[list[T]], list[R]], *,
         free_cache()
         if len(chunk) > 1:
             mid = len(chunk) // 2
-            logger.warning("out of memory on a batch of %d; retrying as %d + %d", len(chunk), mid, len(chunk) - mid)
+            logger.warning(
+                "out of memory on a batch of %d; retrying as %d + %d", len(chunk), mid, len(chunk) - mid
+            )
             return solve(chunk[:mid]) + solve(chunk[mid:])
         return single(chunk, err)
 
     def single(chunk: list[T], first: BaseException) -> list[R]:
-        for strategy, action, tries in (("evicting cold models", evict, max_evictions),
-                                        ("falling back to CPU", to_cpu, 1)):
+        for strategy, action, tries in (
+            ("evicting cold models", evict, max_evictions),
+            ("falling back to CPU", to_cpu, 1),
+        ):
             for _ in range(tries):
                 if action is None or not action():
                     break
@@ -90,8 +108,11 @@ def run_with_recovery(items: list[T], run: Callable[[list[T]], list[R]], *,
                 result, err = attempt(chunk)
                 if err is None:
                     return result  # type: ignore[return-value]
-        raise OutOfMemory(f"out of memory on a single item after splitting, eviction and CPU fallback: {first}",
-                          model=model, retry_after=retry_after) from first
+        raise OutOfMemory(
+            f"out of memory on a single item after splitting, eviction and CPU fallback: {first}",
+            model=model,
+            retry_after=retry_after,
+        ) from first
 
     if not items:
         return []
@@ -99,9 +120,11 @@ def run_with_recovery(items: list[T], run: Callable[[list[T]], list[R]], *,
 
 
 class FaultInjector:
-    """Raises a genuine allocator out-of-memory error when a forward runs with a chosen batch size (tests, demos).
+    """Raises a genuine allocator out-of-memory error when a forward runs with a chosen batch size (tests,
+    demos).
 
-    The error comes from asking torch for an impossible allocation on `device`, so it is exactly what torch raises
+    The error comes from asking torch for an impossible allocation on `device`, so it is exactly what torch
+    raises
     (RuntimeError "can't allocate memory" on CPU, torch.OutOfMemoryError on CUDA).
     """
 
@@ -125,8 +148,10 @@ class FaultInjector:
                 else:
                     sizes.add(int(part))
             except ValueError:
-                raise ValueError(f"invalid fault injection batch sizes {value!r}: use integers such as '8,16' "
-                                 "or ranges such as '4-64'") from None
+                raise ValueError(
+                    f"invalid fault injection batch sizes {value!r}: use integers such as '8,16' "
+                    "or ranges such as '4-64'"
+                ) from None
         return cls(sizes, device)
 
     def check(self, batch_size: int) -> None:
@@ -136,4 +161,3 @@ class FaultInjector:
 
     def __repr__(self) -> str:
         return f"FaultInjector({sorted(self.batch_sizes)}, device={self.device!r})"
-

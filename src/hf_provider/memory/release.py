@@ -29,7 +29,8 @@ def trim_host_heap() -> bool:
     """Ask glibc to return free heap pages to the OS; False where malloc_trim does not exist (non-glibc).
 
     Why: tensors larger than glibc's mmap threshold are mmapped and unmapped on free, but that threshold grows
-    dynamically (up to 32 MiB) after the first large free, so most weight tensors end up in malloc arenas. Freed
+    dynamically (up to 32 MiB) after the first large free, so most weight tensors end up in malloc arenas.
+    Freed
     arena pages stay in the process (RSS never drops) until malloc_trim releases them with madvise.
     """
     trim = _libc_malloc_trim()

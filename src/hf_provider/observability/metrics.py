@@ -1,12 +1,13 @@
 """Every Prometheus metric hf-provider exports is defined here, and only here.
 
-Each `Metrics` instance owns its own `CollectorRegistry` (or one passed in), so tests and several providers in one
-process never collide on the global registry. Label children are cached in plain dicts: `labels()` parses and
-validates its arguments on every call, a dict hit does not, and the hooks run once per request.
+Each `Metrics` instance owns its own `CollectorRegistry` (or one passed in), so tests and several providers
+in one process never collide on the global registry. Label children are cached in plain dicts: `labels()`
+parses and validates its arguments on every call, a dict hit does not, and the hooks run once per request.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -14,8 +15,25 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 PREFIX = "hfp"
 
 # Millisecond-scale inference: 0.5 ms up to 10 s, roughly 1-2.5-5 per decade.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-                   1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 STAGE_BUCKETS = LATENCY_BUCKETS
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -31,69 +49,124 @@ class Metrics:
         r = self.registry
         p = PREFIX
         # Requests
-        self.requests = Counter(f"{p}_requests", "Requests finished, by outcome (ok, error, rejected).",
-                                ["model", "task", "revision", "outcome"], registry=r)
-        self.request_latency = Histogram(f"{p}_request_latency_seconds",
-                                         "End-to-end request latency inside the provider.",
-                                         ["model", "task"], buckets=LATENCY_BUCKETS, registry=r)
-        self.items = Counter(f"{p}_items", "Input items processed (texts, images, ...).", ["model", "task"],
-                             registry=r)
-        self.tokens = Counter(f"{p}_tokens", "Tokens processed (input plus generated).", ["model", "task"],
-                              registry=r)
-        self.errors = Counter(f"{p}_errors", "Failed or rejected requests, by error type.",
-                              ["model", "task", "type"], registry=r)
-        self.in_flight = Gauge(f"{p}_in_flight_requests", "Requests accepted and not yet finished.", ["model"],
-                               registry=r)
+        self.requests = Counter(
+            f"{p}_requests",
+            "Requests finished, by outcome (ok, error, rejected).",
+            ["model", "task", "revision", "outcome"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            f"{p}_request_latency_seconds",
+            "End-to-end request latency inside the provider.",
+            ["model", "task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.items = Counter(
+            f"{p}_items", "Input items processed (texts, images, ...).", ["model", "task"], registry=r
+        )
+        self.tokens = Counter(
+            f"{p}_tokens", "Tokens processed (input plus generated).", ["model", "task"], registry=r
+        )
+        self.errors = Counter(
+            f"{p}_errors",
+            "Failed or rejected requests, by error type.",
+            ["model", "task", "type"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            f"{p}_in_flight_requests", "Requests accepted and not yet finished.", ["model"], registry=r
+        )
         # Batching and stages
-        self.queue_wait = Histogram(f"{p}_queue_wait_seconds", "Time a batch's requests waited in the queue.",
-                                    ["model"], buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram(f"{p}_batch_size", "Items per executed batch.", ["model", "task"],
-                                    buckets=BATCH_SIZE_BUCKETS, registry=r)
-        self.stage_seconds = Histogram(f"{p}_stage_seconds", "Time per batch in each stage.",
-                                       ["model", "stage"], buckets=STAGE_BUCKETS, registry=r)
-        self.queue_depth = Gauge(f"{p}_queue_depth", "Requests waiting in the model's batch queue.", ["model"],
-                                 registry=r)
+        self.queue_wait = Histogram(
+            f"{p}_queue_wait_seconds",
+            "Time a batch's requests waited in the queue.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            f"{p}_batch_size",
+            "Items per executed batch.",
+            ["model", "task"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            f"{p}_stage_seconds",
+            "Time per batch in each stage.",
+            ["model", "stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            f"{p}_queue_depth", "Requests waiting in the model's batch queue.", ["model"], registry=r
+        )
         # Model lifecycle and memory
-        self.model_load_seconds = Histogram(f"{p}_model_load_seconds", "Time to load a model's weights.",
-                                            ["model"], buckets=LOAD_BUCKETS, registry=r)
+        self.model_load_seconds = Histogram(
+            f"{p}_model_load_seconds",
+            "Time to load a model's weights.",
+            ["model"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
         self.model_loads = Counter(f"{p}_model_loads", "Model loads.", ["model", "revision"], registry=r)
-        self.model_evictions = Counter(f"{p}_model_evictions", "Model unloads, by reason.", ["model", "reason"],
-                                       registry=r)
-        self.model_info = Gauge(f"{p}_model_info", "1 for each loaded model, labelled with its revision.",
-                                ["model", "revision"], registry=r)
-        self.model_weight_bytes = Gauge(f"{p}_model_weight_bytes", "Bytes of the model's weights.", ["model"],
-                                        registry=r)
-        self.model_resident_bytes = Gauge(f"{p}_model_resident_bytes",
-                                          "Bytes attributed to the model in memory (weights + buffers).",
-                                          ["model"], registry=r)
-        self.model_peak_working_bytes = Gauge(f"{p}_model_peak_working_bytes",
-                                              "Largest per-batch working memory observed since load.",
-                                              ["model"], registry=r)
+        self.model_evictions = Counter(
+            f"{p}_model_evictions", "Model unloads, by reason.", ["model", "reason"], registry=r
+        )
+        self.model_info = Gauge(
+            f"{p}_model_info",
+            "1 for each loaded model, labelled with its revision.",
+            ["model", "revision"],
+            registry=r,
+        )
+        self.model_weight_bytes = Gauge(
+            f"{p}_model_weight_bytes", "Bytes of the model's weights.", ["model"], registry=r
+        )
+        self.model_resident_bytes = Gauge(
+            f"{p}_model_resident_bytes",
+            "Bytes attributed to the model in memory (weights + buffers).",
+            ["model"],
+            registry=r,
+        )
+        self.model_peak_working_bytes = Gauge(
+            f"{p}_model_peak_working_bytes",
+            "Largest per-batch working memory observed since load.",
+            ["model"],
+            registry=r,
+        )
         # Process and system
-        self.process_cpu_percent = Gauge(f"{p}_process_cpu_percent",
-                                         "Process CPU use over the last sample interval (100 = one core).",
-                                         registry=r)
-        self.process_resident_bytes = Gauge(f"{p}_process_resident_bytes", "Process resident set size.",
-                                            registry=r)
+        self.process_cpu_percent = Gauge(
+            f"{p}_process_cpu_percent",
+            "Process CPU use over the last sample interval (100 = one core).",
+            registry=r,
+        )
+        self.process_resident_bytes = Gauge(
+            f"{p}_process_resident_bytes", "Process resident set size.", registry=r
+        )
         self.system_memory_total_bytes = Gauge(f"{p}_system_memory_total_bytes", "System memory.", registry=r)
-        self.system_memory_available_bytes = Gauge(f"{p}_system_memory_available_bytes",
-                                                   "System memory available to new allocations.", registry=r)
+        self.system_memory_available_bytes = Gauge(
+            f"{p}_system_memory_available_bytes", "System memory available to new allocations.", registry=r
+        )
         # GPU gauges exist only once a GPU is seen: absent GPU means absent series.
         self.gpu_memory_used_bytes: Gauge | None = None
         self.gpu_memory_total_bytes: Gauge | None = None
         self.gpu_utilization_percent: Gauge | None = None
 
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._request_bundles: dict[tuple[str, str, str | None, str], tuple[Any, ...]] = {}
 
     def enable_gpu(self) -> None:
         if self.gpu_memory_used_bytes is not None:
             return
         p, r = PREFIX, self.registry
-        self.gpu_memory_used_bytes = Gauge(f"{p}_gpu_memory_used_bytes", "GPU memory in use.", ["gpu"],
-                                           registry=r)
+        self.gpu_memory_used_bytes = Gauge(
+            f"{p}_gpu_memory_used_bytes", "GPU memory in use.", ["gpu"], registry=r
+        )
         self.gpu_memory_total_bytes = Gauge(f"{p}_gpu_memory_total_bytes", "GPU memory.", ["gpu"], registry=r)
-        self.gpu_utilization_percent = Gauge(f"{p}_gpu_utilization_percent", "GPU utilisation.", ["gpu"],
-                                             registry=r)
+        self.gpu_utilization_percent = Gauge(
+            f"{p}_gpu_utilization_percent", "GPU utilisation.", ["gpu"], registry=r
+        )
 
     def child(self, metric: Any, *labels: str) -> Any:
         """metric.labels(*labels), cached. Races only build the same child twice, which prometheus dedups."""
@@ -104,18 +177,32 @@ class Metrics:
             self._children[key] = c
         return c
 
+    def request_children(self, model: str, task: str, revision: str | None, outcome: str) -> tuple[Any, ...]:
+        """The four children one finished request touches, in one dict lookup."""
+        key = (model, task, revision, outcome)
+        b = self._request_bundles.get(key)
+        if b is None:
+            b = self._request_bundles[key] = (
+                self.requests.labels(model, task, revision or "", outcome),
+                self.request_latency.labels(model, task),
+                self.items.labels(model, task),
+                self.tokens.labels(model, task),
+            )
+        return b
+
     def forget_model(self, model: str) -> None:
         """Drop per-model gauges of an unloaded model; counters and histograms keep their history."""
-        for g in (self.in_flight, self.queue_depth, self.model_weight_bytes, self.model_resident_bytes,
-                  self.model_peak_working_bytes):
-            try:
+        for g in (
+            self.in_flight,
+            self.queue_depth,
+            self.model_weight_bytes,
+            self.model_resident_bytes,
+            self.model_peak_working_bytes,
+        ):
+            with contextlib.suppress(KeyError):
                 g.remove(model)
-            except KeyError:
-                pass
             self._children.pop((id(g), model), None)
         for key in [k for k in self._children if k[0] == id(self.model_info) and k[1] == model]:
             self._children.pop(key, None)
-            try:
+            with contextlib.suppress(KeyError):
                 self.model_info.remove(*key[1:])
-            except KeyError:
-                pass

@@ -37,7 +37,7 @@ class GpuProbe:
         return self._nvml is not None and bool(self._handles)
 
     def sample(self) -> list[dict[str, float]]:
-        """[{"index", "memory_used_bytes", "memory_total_bytes", "utilization_percent"}] per GPU; [] on failure."""
+        """Per GPU: index, memory_used_bytes, memory_total_bytes, utilization_percent; [] on failure."""
         if not self.available:
             return []
         out = []
@@ -45,8 +45,14 @@ class GpuProbe:
             try:
                 mem = self._nvml.nvmlDeviceGetMemoryInfo(h)
                 util = self._nvml.nvmlDeviceGetUtilizationRates(h)
-                out.append({"index": i, "memory_used_bytes": float(mem.used),
-                            "memory_total_bytes": float(mem.total), "utilization_percent": float(util.gpu)})
+                out.append(
+                    {
+                        "index": i,
+                        "memory_used_bytes": float(mem.used),
+                        "memory_total_bytes": float(mem.total),
+                        "utilization_percent": float(util.gpu),
+                    }
+                )
             except Exception as exc:
                 log.debug("NVML sample of GPU %d failed: %s", i, exc)
         return out

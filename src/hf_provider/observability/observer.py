@@ -1,8 +1,8 @@
 """The one object the runtime talks to: write-side hooks, read-side summaries, one background thread.
 
 Hooks run on batcher threads and request handlers, so each does O(1) work (cached Prometheus children plus a
-`deque.append`) and never raises: a failing hook logs once and the request carries on (rule 9). psutil, SQLite and
-percentile arithmetic happen on the background thread or on the admin request that asks for them.
+`deque.append`) and never raises: a failing hook logs once and the request carries on (rule 9). psutil,
+SQLite and percentile arithmetic happen on the background thread or on the admin request that asks for them.
 
 Usage::
 
@@ -29,6 +29,7 @@ from hf_provider.observability import quantiles
 from hf_provider.observability.metrics import Metrics
 from hf_provider.observability.profiler import StageProfiler
 from hf_provider.observability.resources import ModelBytes, ResourceSampler
+from hf_provider.observability.series import shape_series
 from hf_provider.observability.store import HistoryStore, RequestRow, ResourceRow
 
 log = logging.getLogger(__name__)
@@ -42,15 +43,25 @@ SERIES_POINTS = 120
 
 
 class Observer:
-    def __init__(self, *, home: Path | None, metrics_enabled: bool = True,
-                 registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time,
-                 raw_retention_s: float = 86400, rollup_retention_s: float = 30 * 86400,
-                 sample_interval_s: float = 5.0, model_bytes: ModelBytes | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        home: Path | None,
+        metrics_enabled: bool = True,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        raw_retention_s: float = 86400,
+        rollup_retention_s: float = 30 * 86400,
+        sample_interval_s: float = 5.0,
+        model_bytes: ModelBytes | None = None,
+    ) -> None:
         if raw_retention_s <= 0 or rollup_retention_s <= 0:
-            raise ValueError("raw_retention_s and rollup_retention_s must be positive (seconds of history kept)")
+            raise ValueError("raw_retention_s and rollup_retention_s must be positive seconds")
         if rollup_retention_s < raw_retention_s:
-            raise ValueError(f"rollup_retention_s ({rollup_retention_s}) must be at least raw_retention_s "
-                             f"({raw_retention_s}): rollups are what remains once raw samples expire")
+            raise ValueError(
+                f"rollup_retention_s ({rollup_retention_s}) must be at least raw_retention_s "
+                f"({raw_retention_s}): rollups are what remains once raw samples expire"
+            )
         if sample_interval_s <= 0:
             raise ValueError(f"sample_interval_s must be positive, got {sample_interval_s}")
         self.enabled = metrics_enabled
@@ -72,8 +83,21 @@ class Observer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.store = self._open_store(home if metrics_enabled else None)
-        self.sampler = (ResourceSampler(self.metrics, model_bytes=model_bytes, model_state=self._model_state)
-                        if metrics_enabled else None)
+        self.sampler = (
+            ResourceSampler(self.metrics, model_bytes=model_bytes, model_state=self._model_state)
+            if metrics_enabled
+            else None
+        )
+
+    @property
+    def model_bytes(self) -> ModelBytes | None:
+        """The per-model bytes callback; assignable after construction (the manager is built after us)."""
+        return self.sampler.model_bytes if self.sampler is not None else None
+
+    @model_bytes.setter
+    def model_bytes(self, fn: ModelBytes | None) -> None:
+        if self.sampler is not None:
+            self.sampler.model_bytes = fn
 
     @staticmethod
     def _open_store(home: Path | None) -> HistoryStore:
@@ -85,29 +109,49 @@ class Observer:
             log.error("cannot open metric history under %s (%s); history kept in memory only", home, exc)
             return HistoryStore(None)
 
-    # -- write side: O(1), never raises ------------------------------------------------------------------------
+    # -- write side: O(1), never raises --
 
-    def request_done(self, model: str, task: str, revision: str | None, outcome: str, latency_s: float,
-                     items: int, tokens: int, error_type: str | None = None) -> None:
+    def request_done(
+        self,
+        model: str,
+        task: str,
+        revision: str | None,
+        outcome: str,
+        latency_s: float,
+        items: int,
+        tokens: int,
+        error_type: str | None = None,
+    ) -> None:
         if not self.enabled:
             return
         try:
             m = self.metrics
-            m.child(m.requests, model, task, revision or "", outcome).inc()
+            req, lat, items_c, tokens_c = m.request_children(model, task, revision, outcome)
+            req.inc()
             if outcome != "rejected":  # a rejection's near-zero latency would flatter the quantiles
-                m.child(m.request_latency, model, task).observe(latency_s)
+                lat.observe(latency_s)
             if items:
-                m.child(m.items, model, task).inc(items)
+                items_c.inc(items)
             if tokens:
-                m.child(m.tokens, model, task).inc(tokens)
+                tokens_c.inc(tokens)
             if outcome != "ok":
                 m.child(m.errors, model, task, error_type or outcome).inc()
             self._requests.append((self._clock(), model, task, outcome, latency_s * 1000.0, items, tokens))
         except Exception:
             self._hook_failed("request_done")
 
-    def batch_done(self, model: str, task: str, size: int, tokens: int, queue_s: float, preprocess_s: float,
-                   forward_s: float, postprocess_s: float, peak_bytes: int | None = None) -> None:
+    def batch_done(
+        self,
+        model: str,
+        task: str,
+        size: int,
+        tokens: int,
+        queue_s: float,
+        preprocess_s: float,
+        forward_s: float,
+        postprocess_s: float,
+        peak_bytes: int | None = None,
+    ) -> None:
         if not self.enabled:
             return
         try:
@@ -180,8 +224,11 @@ class Observer:
             log.debug("observability hook %s failed", hook, exc_info=True)
         else:
             self._failed_hooks.add(hook)
-            log.warning("observability hook %s failed; the request goes on (further failures at DEBUG)", hook,
-                        exc_info=True)
+            log.warning(
+                "observability hook %s failed; the request goes on (further failures at DEBUG)",
+                hook,
+                exc_info=True,
+            )
 
     def _model_state(self) -> dict[str, dict[str, float]]:
         """Per-model values the sampler records; the queue peak since the last sample, then reset."""
@@ -197,7 +244,7 @@ class Observer:
             self._queue_peak.clear()
         return out
 
-    # -- background thread -------------------------------------------------------------------------------------
+    # -- background thread --
 
     def start(self) -> None:
         if not self.enabled or self._thread is not None or self._closed:
@@ -209,14 +256,16 @@ class Observer:
         next_sample = next_flush = next_maint = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            for due, action, every in ((next_sample, self.sample, self.sample_interval_s),
-                                       (next_flush, self.flush, FLUSH_INTERVAL_S),
-                                       (next_maint, self.run_maintenance, MAINTENANCE_INTERVAL_S)):
+            for due, action in (
+                (next_sample, self.sample),
+                (next_flush, self.flush),
+                (next_maint, self.run_maintenance),
+            ):
                 if now >= due:
                     try:
                         action()
                     except Exception:
-                        log.exception("observer background %s failed; retrying next interval", action.__name__)
+                        log.exception("observer %s failed; retrying next interval", action.__name__)
             while next_sample <= now:
                 next_sample += self.sample_interval_s
             while next_flush <= now:
@@ -239,8 +288,9 @@ class Observer:
 
     def run_maintenance(self, now: float | None = None) -> dict[str, int]:
         """Apply retention: expire raw samples (their minutes stay as rollups) and old rollups."""
-        return self.store.run_maintenance(self._clock() if now is None else now, self.raw_retention_s,
-                                          self.rollup_retention_s)
+        return self.store.run_maintenance(
+            self._clock() if now is None else now, self.raw_retention_s, self.rollup_retention_s
+        )
 
     def close(self) -> None:
         if self._closed:
@@ -257,7 +307,7 @@ class Observer:
         if self.sampler is not None:
             self.sampler.close()
 
-    # -- read side ---------------------------------------------------------------------------------------------
+    # -- read side --
 
     def render_metrics(self) -> tuple[bytes, str]:
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
@@ -282,16 +332,23 @@ class Observer:
         total = sum(c.values())
         bad = total - c.get("ok", 0)
         return {
-            "model": model, "task": task, "window_s": window_s,
+            "model": model,
+            "task": task,
+            "window_s": window_s,
             "requests": total,
             "throughput_per_s": round(c.get("ok", 0) / window_s, 6),
             "error_rate": round(bad / total, 6) if total else 0.0,
             "latency_ms": quantiles.summarize(w["latencies"], w["hist"], w["lat_min"], w["lat_max"]),
-            "ok": c.get("ok", 0), "errors": c.get("error", 0), "rejected": c.get("rejected", 0),
-            "items": w["items"], "tokens": w["tokens"],
+            "ok": c.get("ok", 0),
+            "errors": c.get("error", 0),
+            "rejected": c.get("rejected", 0),
+            "items": w["items"],
+            "tokens": w["tokens"],
         }
 
-    def series(self, window_s: float, step_s: float | None = None, model: str | None = None) -> dict[str, Any]:
+    def series(
+        self, window_s: float, step_s: float | None = None, model: str | None = None
+    ) -> dict[str, Any]:
         """Bucketed series for charts. Steps under a minute read raw samples; longer steps read the minute
         rollups and are rounded up to whole minutes. A bucket with no sample at all is None (a gap)."""
         window_s = _check_window(window_s)
@@ -310,71 +367,15 @@ class Observer:
         start = end - n * step
         req = self.store.request_buckets(start, step, n, model)
         res = self.store.resource_buckets(start, step, n)
-        return _shape_series(now, start, step, n, window_s, model, req, res)
-
-
-def _shape_series(now: float, start: float, step: float, n: int, window_s: float, model: str | None,
-                  req: dict[str, Any], res: dict[str, dict[str, list[float | None]]]) -> dict[str, Any]:
-    # The newest bucket is still filling: rate over the part elapsed, at least a second (or the step) of it.
-    elapsed = [max(min(step, 1.0), min(step, now - (start + i * step))) for i in range(n)]
-    observed = [False] * n
-    for per_key in res.values():
-        for vals in per_key.values():
-            for i, v in enumerate(vals):
-                if v is not None:
-                    observed[i] = True
-    oks = req["ok"]
-    for i in range(n):
-        if req["errors"][i] or any(v[i] for v in oks.values()):
-            observed[i] = True
-    throughput = {m: [round(v[i] / elapsed[i], 4) if observed[i] else None for i in range(n)]
-                  for m, v in sorted(oks.items())}
-    latency: dict[str, list[float | None]] = {"p50": [], "p95": [], "p99": []}
-    error_rate: list[float | None] = []
-    for i in range(n):
-        lo, hi = req["bounds"][i]
-        q = quantiles.summarize(req["latencies"][i], req["hists"][i], lo, hi)
-        for k in latency:
-            latency[k].append(q[k])
-        done = sum(v[i] for v in oks.values()) + req["errors"][i]
-        error_rate.append(round(req["errors"][i] / done, 6) if done else (0.0 if observed[i] else None))
-
-    def per_model(name: str) -> dict[str, list[float | None]]:
-        d = res.get(name, {})
-        return {k: v for k, v in sorted(d.items()) if model is None or k == model}
-
-    def process(name: str) -> list[float | None]:
-        return res.get(name, {}).get("", [None] * n)
-
-    gpu = {name: dict(sorted(res[f"gpu_{name}"].items()))
-           for name in ("memory_used_bytes", "memory_total_bytes", "utilization_percent") if f"gpu_{name}" in res}
-    models = sorted(set(throughput) | set(per_model("weight_bytes")) | set(per_model("queue_depth")))
-    return {
-        "window_s": window_s, "step_s": step, "start": start, "end": start + n * step, "now": now,
-        "model": model, "models": models,
-        "t": [start + i * step for i in range(n)],
-        "throughput": throughput,
-        "throughput_total": [round(sum(v[i] for v in oks.values()) / elapsed[i], 4) if observed[i] else None
-                             for i in range(n)],
-        "latency_ms": latency,
-        "error_rate": error_rate,
-        "queue_depth": per_model("queue_depth"),
-        "in_flight": per_model("in_flight"),
-        "weight_bytes": per_model("weight_bytes"),
-        "resident_bytes": per_model("resident_bytes"),
-        "peak_working_bytes": per_model("peak_working_bytes"),
-        "cpu_percent": process("cpu_percent"),
-        "rss_bytes": process("rss_bytes"),
-        "system_memory_used_bytes": process("system_memory_used_bytes"),
-        "system_memory_total_bytes": process("system_memory_total_bytes"),
-        "gpu": gpu,
-    }
+        return shape_series(now, start, step, n, window_s, model, req, res)
 
 
 def _check_window(window_s: float) -> float:
     w = float(window_s)
     if not math.isfinite(w) or w < 1 or w > MAX_WINDOW_S:
-        raise ValueError(f"window must be between 1 second and 30 days ({int(MAX_WINDOW_S)} s), got {window_s}")
+        raise ValueError(
+            f"window must be between 1 second and 30 days ({int(MAX_WINDOW_S)} s), got {window_s}"
+        )
     return w
 
 

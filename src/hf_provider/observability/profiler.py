@@ -23,8 +23,16 @@ class StageProfiler:
         self.window = window
         self._batches: dict[str, deque[BatchTiming]] = {}
 
-    def record(self, model: str, ts: float, size: int, queue_s: float, preprocess_s: float, forward_s: float,
-               postprocess_s: float) -> None:
+    def record(
+        self,
+        model: str,
+        ts: float,
+        size: int,
+        queue_s: float,
+        preprocess_s: float,
+        forward_s: float,
+        postprocess_s: float,
+    ) -> None:
         d = self._batches.get(model)
         if d is None:
             d = self._batches.setdefault(model, deque(maxlen=self.window))
@@ -42,8 +50,11 @@ class StageProfiler:
         out: dict[str, Any] = {
             "model": model,
             "batches": len(rows),
-            "window": {"max_batches": self.window, "since": rows[0][0] if rows else None,
-                       "until": rows[-1][0] if rows else None},
+            "window": {
+                "max_batches": self.window,
+                "since": rows[0][0] if rows else None,
+                "until": rows[-1][0] if rows else None,
+            },
             "mean_batch_size": round(sum(r[1] for r in rows) / len(rows), 3) if rows else None,
             "stages": {},
         }
@@ -51,7 +62,9 @@ class StageProfiler:
         grand = sum(totals)
         for i, stage in enumerate(STAGES):
             vals = sorted(r[2 + i] * 1000.0 for r in rows)
-            out["stages"][stage] = _describe(vals, (sum(vals) / 1000.0 / grand * 100.0) if grand > 0 else None)
+            out["stages"][stage] = _describe(
+                vals, (sum(vals) / 1000.0 / grand * 100.0) if grand > 0 else None
+            )
         out["total"] = _describe(sorted(t * 1000.0 for t in totals), 100.0 if grand > 0 else None)
         return out
 

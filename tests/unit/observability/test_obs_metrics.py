@@ -113,7 +113,9 @@ def test_every_metric_is_hfp_prefixed_and_registries_are_separate(fed: Observer)
     other.close()
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed"
+)
 def test_promtool_accepts_the_exposition(fed: Observer) -> None:
     fed.sample()
     body = fed.render_metrics()[0]

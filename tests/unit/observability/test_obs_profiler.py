@@ -13,7 +13,12 @@ def test_percentages_sum_to_100_and_percentiles_match_numpy() -> None:
     p = StageProfiler(window=500)
     rows = []
     for i in range(800):
-        r = (rng.uniform(0, 0.002), rng.uniform(0.001, 0.003), rng.uniform(0.005, 0.05), rng.uniform(0, 0.001))
+        r = (
+            rng.uniform(0, 0.002),
+            rng.uniform(0.001, 0.003),
+            rng.uniform(0.005, 0.05),
+            rng.uniform(0, 0.001),
+        )
         rows.append(r)
         p.record("m", float(i), 8, *r)
     s = p.summary("m")

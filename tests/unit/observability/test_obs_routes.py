@@ -22,8 +22,16 @@ def client():
     obs = Observer(home=None, model_bytes=lambda: {"tiny": {"weight_bytes": 2048, "resident_bytes": None}})
     obs.model_loaded("tiny", "abc", 0.5, 2048)
     for i in range(20):
-        obs.request_done("tiny", "embed", "abc", "ok" if i % 5 else "error", 0.002 * (i + 1), 1, 4,
-                         None if i % 5 else "InvalidInput")
+        obs.request_done(
+            "tiny",
+            "embed",
+            "abc",
+            "ok" if i % 5 else "error",
+            0.002 * (i + 1),
+            1,
+            4,
+            None if i % 5 else "InvalidInput",
+        )
         obs.batch_done("tiny", "embed", 2, 8, 0.001, 0.0005, 0.004, 0.0002)
     obs.queue_depth("tiny", 2)
     obs.sample()
@@ -59,11 +67,23 @@ def test_stats_and_validation(client: TestClient) -> None:
     r = client.get("/v1/admin/stats")
     assert r.status_code == 200
     body = r.json()
-    assert set(body) >= {"model", "task", "window_s", "requests", "throughput_per_s", "error_rate", "latency_ms"}
+    assert set(body) >= {
+        "model",
+        "task",
+        "window_s",
+        "requests",
+        "throughput_per_s",
+        "error_rate",
+        "latency_ms",
+    }
     assert body["window_s"] == 300 and body["requests"] == 20 and body["error_rate"] == pytest.approx(0.2)
     assert set(body["latency_ms"]) == {"p50", "p95", "p99"}
-    assert client.get("/v1/admin/stats", params={"model": "tiny", "task": "embed", "window": "60"}).json()[
-        "requests"] == 20
+    assert (
+        client.get("/v1/admin/stats", params={"model": "tiny", "task": "embed", "window": "60"}).json()[
+            "requests"
+        ]
+        == 20
+    )
     for junk in ("abc", "0", "-5", "nan", "inf", str(31 * 86400)):
         r = client.get("/v1/admin/stats", params={"window": junk})
         assert r.status_code == 400, junk

@@ -1,4 +1,4 @@
-"""`loaded(name)` builds a LoadedModel straight from Auto* classes (until tests switch to runtime/loader.py)."""
+"""`loaded(name)`: a LoadedModel straight from Auto* classes (until tests switch to runtime/loader.py)."""
 
 from __future__ import annotations
 
@@ -40,19 +40,35 @@ def loaded(tiny_models: dict[str, Path], minilm_path: Path) -> Callable[..., Loa
                 module = getattr(transformers, config.architectures[0]).from_pretrained(path)
             module.eval()
             cache[name] = LoadedModel(
-                spec=ModelSpec(name=name, source=str(path)), path=path, commit=None, module=module,
-                config=module.config, tokenizer=tok, device=torch.device("cpu"), dtype=torch.float32,
-                weight_bytes=_weight_bytes(module), architecture=type(module).__name__, sentence_model=st)
+                spec=ModelSpec(name=name, source=str(path)),
+                path=path,
+                commit=None,
+                module=module,
+                config=module.config,
+                tokenizer=tok,
+                device=torch.device("cpu"),
+                dtype=torch.float32,
+                weight_bytes=_weight_bytes(module),
+                architecture=type(module).__name__,
+                sentence_model=st,
+            )
         base = cache[name]
         if not spec:
             return base
-        return LoadedModel(**{**base.__dict__, "spec": base.spec.model_copy(update=spec), "handlers": {}})
+        return LoadedModel(
+            **{
+                **base.__dict__,
+                "spec": ModelSpec.model_validate({**base.spec.model_dump(), **spec}),
+                "handlers": {},
+            }
+        )
 
     return make
 
 
-def run_stages(handler: TaskHandler, inputs: Any, params: dict[str, Any] | None = None,
-               sinks: list[Any] | None = None) -> Any:
+def run_stages(
+    handler: TaskHandler, inputs: Any, params: dict[str, Any] | None = None, sinks: list[Any] | None = None
+) -> Any:
     """One request through every stage, as the scheduler would run it (single batch)."""
     items, resolved, single = handler.parse(inputs, params or {})
     batch = handler.preprocess(items, resolved)
@@ -72,5 +88,5 @@ def handler(loaded: Callable[..., LoadedModel]) -> Callable[..., TaskHandler]:
 
 @pytest.fixture(scope="session")
 def run() -> Callable[..., Any]:
-    """`run(handler, inputs, params=None, sinks=None)`: one request through parse/preprocess/forward/postprocess."""
+    """`run(handler, inputs, params=None, sinks=None)`: one request through every stage."""
     return run_stages

@@ -9,7 +9,9 @@ from hf_provider.errors import InvalidInput, TooManyItems
 
 
 def _cos(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / math.sqrt(
+        sum(x * x for x in a) * sum(y * y for y in b)
+    )
 
 
 @pytest.mark.parametrize("name", ["t5", "decoder", "bert-cls", "minilm"])
@@ -36,7 +38,11 @@ def test_dimensions_and_normalize(handler, run) -> None:
 
 def test_minilm_matches_sentence_transformers(handler, loaded, run) -> None:
     h = handler("minilm", "embeddings")
-    texts = ["A man is eating food.", "A man is eating a piece of bread.", "The stock market fell sharply today."]
+    texts = [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The stock market fell sharply today.",
+    ]
     ours = torch.tensor(run(h, texts))
     ref = loaded("minilm").sentence_model.encode(texts, convert_to_tensor=True)
     assert ours.shape == (3, 384)
@@ -44,16 +50,19 @@ def test_minilm_matches_sentence_transformers(handler, loaded, run) -> None:
     assert _cos(ours[0].tolist(), ours[1].tolist()) > _cos(ours[0].tolist(), ours[2].tolist()) + 0.3
 
 
-@pytest.mark.parametrize(("inputs", "params", "match"), [
-    ("", {}, "empty"),
-    ([], {}, "non-empty"),
-    ([1], {}, "must be a string"),
-    ("hi", {"dimensions": 0}, "dimensions"),
-    ("hi", {"dimensions": 33}, "dimensions"),
-    ("hi", {"dimensions": "8"}, "integer"),
-    ("hi", {"normalize": "yes"}, "boolean"),
-    ("hi", {"colour": 1}, "allowed: dimensions, normalize, truncate"),
-])
+@pytest.mark.parametrize(
+    ("inputs", "params", "match"),
+    [
+        ("", {}, "empty"),
+        ([], {}, "non-empty"),
+        ([1], {}, "must be a string"),
+        ("hi", {"dimensions": 0}, "dimensions"),
+        ("hi", {"dimensions": 33}, "dimensions"),
+        ("hi", {"dimensions": "8"}, "integer"),
+        ("hi", {"normalize": "yes"}, "boolean"),
+        ("hi", {"colour": 1}, "allowed: dimensions, normalize, truncate"),
+    ],
+)
 def test_validation(handler, run, inputs, params, match) -> None:
     with pytest.raises(InvalidInput, match=match):
         run(handler("bert-cls", "embeddings"), inputs, params)

@@ -43,8 +43,11 @@ def test_loads_with_auto_classes(tiny_models: dict[str, Path], name: str) -> Non
     ids = tok(text)["input_ids"]
     assert tok.decode(ids, skip_special_tokens=True) == text
     with torch.inference_mode():
-        out = model(**tok(text, return_tensors="pt")) if name != "t5" else model(
-            **tok(text, return_tensors="pt"), decoder_input_ids=torch.tensor([[0]]))
+        out = (
+            model(**tok(text, return_tensors="pt"))
+            if name != "t5"
+            else model(**tok(text, return_tensors="pt"), decoder_input_ids=torch.tensor([[0]]))
+        )
     assert out[0].shape[0] == 1
 
 
@@ -65,11 +68,15 @@ def test_special_tokens_and_labels(tiny_models: dict[str, Path]) -> None:
 def test_decoder_chat_template(tiny_models: dict[str, Path]) -> None:
     tok = AutoTokenizer.from_pretrained(tiny_models["decoder"])
     assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
-    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|user|>\nhi<|endoftext|>\n<|assistant|>\n"
 
 
-def test_cached_build_is_reused(tmp_path: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_build_is_reused(
+    tmp_path: Path, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tiny_models["t5"].parent
     monkeypatch.setitem(tm.TINY_BUILDERS, "t5", lambda d: pytest.fail("rebuilt a cached model"))
     assert tm.build_tiny_models(out)["t5"] == tiny_models["t5"]
@@ -105,6 +112,11 @@ def test_minilm_path(minilm_path: Path) -> None:
 
 def test_cli_prints_json(tiny_models: dict[str, Path]) -> None:
     out = tiny_models["t5"].parent
-    proc = subprocess.run([sys.executable, "-m", "hf_provider.testing.models", str(out)], capture_output=True,
-                          text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_provider.testing.models", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
     assert json.loads(proc.stdout) == {k: str(v) for k, v in tiny_models.items()}

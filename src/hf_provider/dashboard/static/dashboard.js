@@ -104,6 +104,7 @@ class LineChart {
     const ticks = Math.min(6, n);
     for (let k = 0; k < ticks; k++) {
       const i = Math.round((k * (n - 1)) / Math.max(1, ticks - 1));
+      ctx.textAlign = k === ticks - 1 && ticks > 1 ? "right" : "center";
       ctx.fillText(timeLabel(this.t[i], span), x(i), g.h - g.bottom + 6);
     }
     // lines: null breaks a line; a lone point is drawn as a dot

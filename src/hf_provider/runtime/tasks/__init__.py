@@ -16,8 +16,17 @@ from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration
 
 HANDLERS: dict[str, type[TaskHandler]] = {
     h.task: h
-    for h in (Embeddings, TextClassification, TokenClassification, FillMask, TextGeneration, Text2TextGeneration,
-              Translation, Summarization, QuestionAnswering)
+    for h in (
+        Embeddings,
+        TextClassification,
+        TokenClassification,
+        FillMask,
+        TextGeneration,
+        Text2TextGeneration,
+        Translation,
+        Summarization,
+        QuestionAnswering,
+    )
 }
 
 

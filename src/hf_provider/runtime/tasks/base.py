@@ -60,7 +60,7 @@ class TaskHandler(ABC):
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         """One JSON-serialisable result per item, in batch order."""
 
-    # helpers shared by handlers -------------------------------------------------------------------------------
+    # helpers shared by handlers ---------------------------------------------------------------------------
     def merged(self, params: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(self.defaults)
         out.update({k: v for k, v in params.items() if v is not None})
@@ -71,9 +71,12 @@ class TaskHandler(ABC):
         single = isinstance(inputs, str)
         texts = [inputs] if single else inputs
         if not isinstance(texts, list) or not texts:
-            raise InvalidInput(f"'{param}' must be a non-empty string or a non-empty list of strings", param=param)
+            raise InvalidInput(
+                f"'{param}' must be a non-empty string or a non-empty list of strings", param=param
+            )
         if len(texts) > max_items:
-            raise TooManyItems(f"'{param}' has {len(texts)} items; at most {max_items} are accepted per request",
+            raise TooManyItems(
+                f"'{param}' has {len(texts)} items; at most {max_items} are accepted per request",
                                param=param)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -82,7 +85,7 @@ class TaskHandler(ABC):
                 raise InvalidInput(f"'{param}[{i}]' is empty", param=param)
         return texts, single
 
-    # validation and tokenization helpers ------------------------------------------------------------------------
+    # validation and tokenization helpers -------------------------------------------------------------------
     #: parameter names this handler accepts; anything else is rejected by `check_params`
     allowed_params: ClassVar[frozenset[str]] = frozenset({"truncate"})
 
@@ -95,7 +98,9 @@ class TaskHandler(ABC):
                                f"{', '.join(sorted(self.allowed_params))}", param=unknown[0], task=self.task)
         truncate = merged.get("truncate", False)
         if not isinstance(truncate, bool):
-            raise InvalidInput(f"'truncate' must be a boolean, got {type(truncate).__name__}", param="truncate")
+            raise InvalidInput(
+                f"'truncate' must be a boolean, got {type(truncate).__name__}", param="truncate"
+            )
         return merged
 
     @property
@@ -103,7 +108,8 @@ class TaskHandler(ABC):
         return self.model.spec.batching.max_items_per_request
 
     def check_length(self, n: int, index: int, truncate: bool, limit: int | None = None) -> bool:
-        """True when input `index` (n tokens) must be truncated; an error naming length and limit if not allowed."""
+        """True when input `index` (n tokens) must be truncated; an error naming length and limit when the
+        caller did not allow truncation."""
         limit = self.model.max_length if limit is None else limit
         if n <= limit:
             return False
@@ -116,8 +122,8 @@ class TaskHandler(ABC):
                  **kwargs: Any) -> list[dict[str, Any]]:
         """One dict of token lists per text (one Rust call for the lot), length-checked.
 
-        Truncation keeps the start (the tokenizer re-adds its special tokens), or with `left` the end, which is
-        what a causal LM continues from."""
+        Truncation keeps the start (the tokenizer re-adds its special tokens), or with `left` the end,
+        which is what a causal LM continues from."""
         limit = self.model.max_length if limit is None else limit
         enc = self.model.tokenizer(texts, truncation=False, **kwargs)
         rows = []
@@ -132,8 +138,12 @@ class TaskHandler(ABC):
             rows.append(row)
         return rows
 
-    def pad(self, rows: list[Mapping[str, list[Any]]], keys: tuple[str, ...] = ("input_ids", "attention_mask"),
-            side: str = "right") -> dict[str, Any]:
+    def pad(
+        self,
+        rows: list[Mapping[str, list[Any]]],
+        keys: tuple[str, ...] = ("input_ids", "attention_mask"),
+        side: str = "right",
+    ) -> dict[str, Any]:
         """Pad token lists to one tensor per key on the model's device (pad id for input_ids, 0 elsewhere)."""
         import torch
 
@@ -162,7 +172,8 @@ def int_param(params: Mapping[str, Any], name: str, default: Any, lo: int, hi: i
     if isinstance(v, bool) or not isinstance(v, int):
         raise InvalidInput(f"'{name}' must be an integer, got {type(v).__name__}", param=name)
     if v < lo or (hi is not None and v > hi):
-        raise InvalidInput(f"'{name}' must be between {lo} and {hi if hi is not None else 'infinity'}, got {v}",
+        upper = hi if hi is not None else "infinity"
+        raise InvalidInput(f"'{name}' must be between {lo} and {upper}, got {v}",
                            param=name)
     return v
 

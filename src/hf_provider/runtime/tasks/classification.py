@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
@@ -21,7 +21,7 @@ def _needs_suffix(model: LoadedModel, suffix: str) -> str | None:
 class _EncoderHandler(TaskHandler):
     """Tokenize, pad, one forward pass returning logits; subclasses read them."""
 
-    tokenize_kwargs: Mapping[str, Any] = {}
+    tokenize_kwargs: ClassVar[Mapping[str, Any]] = {}
 
     def items(self, inputs: Any, merged: Mapping[str, Any]) -> tuple[list[Item], bool]:
         texts, single = self.as_text_list(inputs, self.max_items)
@@ -60,8 +60,10 @@ class TextClassification(_EncoderHandler):
         probs = torch.sigmoid(logits) if multi else torch.softmax(logits, dim=-1)
         scores, idx = probs.topk(params["top_k"], dim=-1)
         labels = self.model.config.id2label
-        return [[{"label": labels[i], "score": s} for s, i in zip(srow, irow, strict=True)]
-                for srow, irow in zip(scores.cpu().tolist(), idx.cpu().tolist(), strict=True)]
+        return [
+            [{"label": labels[i], "score": s} for s, i in zip(srow, irow, strict=True)]
+            for srow, irow in zip(scores.cpu().tolist(), idx.cpu().tolist(), strict=True)
+        ]
 
 
 def _tag(label: str) -> tuple[str, str]:
@@ -76,7 +78,10 @@ class TokenClassification(_EncoderHandler):
 
     task = "token-classification"
     allowed_params = frozenset({"truncate", "ignore_labels"})
-    tokenize_kwargs = {"return_offsets_mapping": True, "return_special_tokens_mask": True}
+    tokenize_kwargs: ClassVar[Mapping[str, Any]] = {
+        "return_offsets_mapping": True,
+        "return_special_tokens_mask": True,
+    }
 
     @classmethod
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
@@ -100,14 +105,24 @@ class TokenClassification(_EncoderHandler):
         results = []
         for b, row in enumerate(batch["rows"]):
             n = len(row["input_ids"])
-            tokens = [(labels[i], s, start, end) for i, s, (start, end), special in zip(
-                idx[b, :n].tolist(), scores[b, :n].tolist(), row["offset_mapping"], row["special_tokens_mask"],
-                strict=True) if not special and end > start]
+            tokens = [
+                (labels[i], s, start, end)
+                for i, s, (start, end), special in zip(
+                    idx[b, :n].tolist(),
+                    scores[b, :n].tolist(),
+                    row["offset_mapping"],
+                    row["special_tokens_mask"],
+                    strict=True,
+                )
+                if not special and end > start
+            ]
             results.append(self._group(tokens, row["text"], set(params["ignore_labels"])))
         return results
 
     @staticmethod
-    def _group(tokens: list[tuple[str, float, int, int]], text: str, ignore: set[str]) -> list[dict[str, Any]]:
+    def _group(
+        tokens: list[tuple[str, float, int, int]], text: str, ignore: set[str]
+    ) -> list[dict[str, Any]]:
         groups: list[list[tuple[str, float, int, int]]] = []
         for tok in tokens:
             bi, tag = _tag(tok[0])
@@ -121,8 +136,15 @@ class TokenClassification(_EncoderHandler):
             if tag in ignore or g[0][0] in ignore:
                 continue
             start, end = g[0][2], g[-1][3]
-            out.append({"entity_group": tag, "score": sum(t[1] for t in g) / len(g), "word": text[start:end],
-                        "start": start, "end": end})
+            out.append(
+                {
+                    "entity_group": tag,
+                    "score": sum(t[1] for t in g) / len(g),
+                    "word": text[start:end],
+                    "start": start,
+                    "end": end,
+                }
+            )
         return out
 
 
@@ -132,9 +154,10 @@ class FillMask(_EncoderHandler):
 
     @classmethod
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
-        if model.tokenizer.mask_token is None:
+        reason = _needs_suffix(model, "ForMaskedLM")
+        if reason is None and model.tokenizer.mask_token is None:
             return "the tokenizer has no mask token"
-        return _needs_suffix(model, "ForMaskedLM")
+        return reason
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
@@ -144,8 +167,12 @@ class FillMask(_EncoderHandler):
         for i, it in enumerate(items):
             n = it.data["input_ids"].count(mask_id)
             if n != 1 or it.data["text"].count(mask) != 1:
-                raise InvalidInput(f"input {i} must contain the mask token {mask} exactly once, found "
-                                   f"{it.data['text'].count(mask)}", param="inputs", task=self.task)
+                raise InvalidInput(
+                    f"input {i} must contain the mask token {mask} exactly once, found "
+                    f"{it.data['text'].count(mask)}",
+                    param="inputs",
+                    task=self.task,
+                )
         return items, merged, single
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
@@ -164,7 +191,13 @@ class FillMask(_EncoderHandler):
             for s, t in zip(srow, trow, strict=True):
                 filled = row.clone()
                 filled[mpos] = t
-                cands.append({"token_str": tok.decode([t]).strip(), "token": t, "score": s,
-                              "sequence": tok.decode(filled.tolist(), skip_special_tokens=True)})
+                cands.append(
+                    {
+                        "token_str": tok.decode([t]).strip(),
+                        "token": t,
+                        "score": s,
+                        "sequence": tok.decode(filled.tolist(), skip_special_tokens=True),
+                    }
+                )
             results.append(cands)
         return results

@@ -35,9 +35,16 @@ class Embeddings(TaskHandler):
         texts, single = self.as_text_list(inputs, self.max_items)
         rows = self.tokenize(texts, merged.get("truncate", False))
         if self.model.sentence_model is not None:
-            # the checkpoint tokenizes again in preprocess (same tokenizer, its own settings); here we only measure
-            return [Item(data={"text": t}, n_tokens=len(r["input_ids"])) for t, r in zip(texts, rows, strict=True)], \
-                merged, single
+            # the checkpoint tokenizes again in preprocess (same tokenizer, its own settings);
+            # here we only measure
+            return (
+                [
+                    Item(data={"text": t}, n_tokens=len(r["input_ids"]))
+                    for t, r in zip(texts, rows, strict=True)
+                ],
+                merged,
+                single,
+            )
         return [Item(data=r, n_tokens=len(r["input_ids"])) for r in rows], merged, single
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:

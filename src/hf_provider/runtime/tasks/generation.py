@@ -1,4 +1,7 @@
-"""text-generation on causal LMs, with per-row streaming and stop strings; `run_generate` is shared with seq2seq."""
+"""text-generation on causal LMs, with per-row streaming and stop strings.
+
+`run_generate` and `finish_rows` are shared with seq2seq and generative question answering.
+"""
 
 from __future__ import annotations
 
@@ -42,13 +45,19 @@ class _Row:
 class BatchStreamer(BaseStreamer):
     """Receives the whole batch's new token ids per step; decodes each row incrementally.
 
-    It also finds stop strings (cutting them out) and end-of-sequence tokens, so it is the one source of the text,
-    finish reason and token count of every row. Text that could still become a stop string, or that ends in an
-    incomplete multi-byte character, is held back so streamed deltas always concatenate to the final text.
+    It also finds stop strings (cutting them out) and end-of-sequence tokens, so it is the one source of the
+    text, finish reason and token count of every row. Text that could still become a stop string, or that ends
+    in an incomplete multi-byte character, is held back: streamed deltas always concatenate to the final text.
     """
 
-    def __init__(self, tokenizer: Any, batch_size: int, eos: set[int], stops: tuple[str, ...] = (),
-                 sinks: list[DeltaSink] | None = None) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        batch_size: int,
+        eos: set[int],
+        stops: tuple[str, ...] = (),
+        sinks: list[DeltaSink] | None = None,
+    ) -> None:
         self.tokenizer = tokenizer
         self.rows = [_Row() for _ in range(batch_size)]
         self.eos = eos
@@ -85,19 +94,19 @@ class BatchStreamer(BaseStreamer):
 
     # -------------------------------------------------------------------------------------------------------
     def _decode(self, row: _Row) -> None:
-        head = self.tokenizer.decode(row.tokens[row.prefix:row.read], skip_special_tokens=True)
-        full = self.tokenizer.decode(row.tokens[row.prefix:], skip_special_tokens=True)
+        head = self.tokenizer.decode(row.tokens[row.prefix : row.read], skip_special_tokens=True)
+        full = self.tokenizer.decode(row.tokens[row.prefix :], skip_special_tokens=True)
         if len(full) > len(head) and not full.endswith("\ufffd"):
-            row.text += full[len(head):]
+            row.text += full[len(head) :]
             row.prefix, row.read = row.read, len(row.tokens)
         self._find_stop(row)
 
     def _flush(self, row: _Row) -> None:
         """Decode what was held back; an incomplete character stays as the tokenizer renders it."""
         if row.read < len(row.tokens):
-            head = self.tokenizer.decode(row.tokens[row.prefix:row.read], skip_special_tokens=True)
-            full = self.tokenizer.decode(row.tokens[row.prefix:], skip_special_tokens=True)
-            row.text += full[len(head):]
+            head = self.tokenizer.decode(row.tokens[row.prefix : row.read], skip_special_tokens=True)
+            full = self.tokenizer.decode(row.tokens[row.prefix :], skip_special_tokens=True)
+            row.text += full[len(head) :]
             row.read = len(row.tokens)
             self._find_stop(row)
 
@@ -107,7 +116,7 @@ class BatchStreamer(BaseStreamer):
         start = max(0, row.sent - max(len(s) for s in self.stops))
         hits = [i for i in (row.text.find(s, start) for s in self.stops) if i >= 0]
         if hits:
-            row.text = row.text[:min(hits)]
+            row.text = row.text[: min(hits)]
             row.done, row.finish_reason = True, "stop"
 
     def _emit(self, i: int, row: _Row) -> None:
@@ -117,7 +126,7 @@ class BatchStreamer(BaseStreamer):
         if not row.done:
             upto -= _held_back(row.text, self.stops)
         if upto > row.sent:
-            self.sinks[i](row.text[row.sent:upto])
+            self.sinks[i](row.text[row.sent : upto])
             row.sent = upto
 
     def results(self) -> list[tuple[str, str, int]]:
@@ -147,8 +156,12 @@ class _StreamerStop(StoppingCriteria):
         return torch.tensor([r.done for r in self.streamer.rows], device=input_ids.device)
 
 
-def run_generate(model: LoadedModel, batch: Mapping[str, Any], gp: genparams.GenParams,
-                 sinks: list[DeltaSink] | None = None) -> dict[str, Any]:
+def run_generate(
+    model: LoadedModel,
+    batch: Mapping[str, Any],
+    gp: genparams.GenParams,
+    sinks: list[DeltaSink] | None = None,
+) -> dict[str, Any]:
     """Call `generate` on the shared module; returns what `finish_rows` needs."""
     import torch
 
@@ -168,7 +181,9 @@ def run_generate(model: LoadedModel, batch: Mapping[str, Any], gp: genparams.Gen
     return {"sequences": sequences, "streamer": streamer}
 
 
-def finish_rows(model: LoadedModel, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+def finish_rows(
+    model: LoadedModel, batch: Mapping[str, Any], outputs: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     """{"text", "finish_reason", "prompt_tokens", "completion_tokens"} per row."""
     mask = batch["attention_mask"]
     prompt_tokens = mask.sum(dim=1).tolist()
@@ -183,8 +198,10 @@ def finish_rows(model: LoadedModel, batch: Mapping[str, Any], outputs: Mapping[s
             toks = seq if cut is None else seq[:cut]
             text = model.tokenizer.decode(toks, skip_special_tokens=True)
             rows.append((text, "length" if cut is None else "stop", len(seq) if cut is None else cut + 1))
-    return [{"text": t, "finish_reason": f, "prompt_tokens": int(p), "completion_tokens": c}
-            for (t, f, c), p in zip(rows, prompt_tokens, strict=True)]
+    return [
+        {"text": t, "finish_reason": f, "prompt_tokens": int(p), "completion_tokens": c}
+        for (t, f, c), p in zip(rows, prompt_tokens, strict=True)
+    ]
 
 
 def is_causal_lm(model: LoadedModel) -> bool:
@@ -214,13 +231,20 @@ class TextGeneration(TaskHandler):
         texts, single = self.as_text_list(inputs, self.max_items)
         limit = self.model.max_length - gp.max_new_tokens
         if limit < 1:
-            raise InvalidInput(f"max_new_tokens={gp.max_new_tokens} leaves no room for a prompt within this "
-                               f"model's {self.model.max_length} tokens", param="max_new_tokens")
+            raise InvalidInput(
+                f"max_new_tokens={gp.max_new_tokens} leaves no room for a prompt within this "
+                f"model's {self.model.max_length} tokens",
+                param="max_new_tokens",
+            )
         try:
             rows = self.tokenize(texts, merged.get("truncate", False), limit=limit, left=True)
         except InvalidInput as e:
-            raise InvalidInput(f"{e.message}; the prompt plus max_new_tokens={gp.max_new_tokens} must fit in "
-                               f"{self.model.max_length}", param="inputs", task=self.task) from None
+            raise InvalidInput(
+                f"{e.message}; the prompt plus max_new_tokens={gp.max_new_tokens} must fit in "
+                f"{self.model.max_length}",
+                param="inputs",
+                task=self.task,
+            ) from None
         items = [Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens) for r in rows]
         return items, {**merged, "_gen": gp}, single
 

@@ -1,6 +1,7 @@
 """Generation parameters shared by text-generation, the seq2seq tasks and generative question answering.
 
-Validated in one place so every task accepts the same names, bounds and types. `GenParams` is frozen and hashable:
+Validated in one place so every task accepts the same names, bounds and types. `GenParams` is frozen and
+hashable:
 handlers return it from `batch_key`, so only requests with the same decoding settings share a forward pass.
 """
 
@@ -29,9 +30,14 @@ class GenParams:
     seed: int | None = None
 
     def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `generate`; explicit so a checkpoint's generation_config cannot turn on sampling or
+        """Keyword arguments for `generate`; explicit so a checkpoint's generation_config cannot turn on
+        sampling or
         beam search behind the caller's back."""
-        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "num_beams": 1}
+        kw: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "num_beams": 1,
+        }
         if self.do_sample:
             kw["temperature"] = self.temperature
             kw["top_p"] = 1.0 if self.top_p is None else self.top_p
@@ -57,8 +63,9 @@ def resolve(params: Mapping[str, Any], max_length: int) -> GenParams:
 
     temperature = _float(params, "temperature")
     if temperature is not None and not 0 <= temperature <= 5:
-        raise InvalidInput(f"'temperature' must be between 0 and 5 (0 means greedy), got {temperature}",
-                           param="temperature")
+        raise InvalidInput(
+            f"'temperature' must be between 0 and 5 (0 means greedy), got {temperature}", param="temperature"
+        )
     top_p = _float(params, "top_p")
     if top_p is not None and not 0 < top_p <= 1:
         raise InvalidInput(f"'top_p' must be greater than 0 and at most 1, got {top_p}", param="top_p")
@@ -83,9 +90,18 @@ def resolve(params: Mapping[str, Any], max_length: int) -> GenParams:
         if not isinstance(items, list | tuple) or not all(isinstance(s, str) for s in items):
             raise InvalidInput("'stop' must be a string or a list of strings", param="stop")
         if len(items) > MAX_STOPS:
-            raise InvalidInput(f"'stop' has {len(items)} strings; at most {MAX_STOPS} are accepted", param="stop")
+            raise InvalidInput(
+                f"'stop' has {len(items)} strings; at most {MAX_STOPS} are accepted", param="stop"
+            )
         if any(not s for s in items):
             raise InvalidInput("'stop' strings must not be empty", param="stop")
         stops = tuple(dict.fromkeys(items))
-    return GenParams(max_new_tokens=max_new, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                     top_k=top_k, stop=stops, seed=seed)
+    return GenParams(
+        max_new_tokens=max_new,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        stop=stops,
+        seed=seed,
+    )

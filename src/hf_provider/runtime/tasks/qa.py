@@ -1,4 +1,4 @@
-"""question-answering: span extraction on *ForQuestionAnswering heads, generation on encoder-decoder models."""
+"""question-answering: span extraction on *ForQuestionAnswering heads, generation on encoder-decoders."""
 
 from __future__ import annotations
 
@@ -18,19 +18,26 @@ def _pairs(inputs: Any, max_items: int) -> tuple[list[tuple[str, str]], bool]:
     single = isinstance(inputs, dict)
     rows = [inputs] if single else inputs
     if not isinstance(rows, list) or not rows:
-        raise InvalidInput("'inputs' must be an object {\"question\": ..., \"context\": ...} or a non-empty list "
-                           "of them", param="inputs")
+        raise InvalidInput(
+            '\'inputs\' must be an object {"question": ..., "context": ...} or a non-empty list of them',
+            param="inputs",
+        )
     if len(rows) > max_items:
-        raise TooManyItems(f"'inputs' has {len(rows)} items; at most {max_items} are accepted per request",
-                           param="inputs")
+        raise TooManyItems(
+            f"'inputs' has {len(rows)} items; at most {max_items} are accepted per request", param="inputs"
+        )
     out = []
     for i, r in enumerate(rows):
         if not isinstance(r, dict):
-            raise InvalidInput(f"'inputs[{i}]' must be an object with 'question' and 'context'", param="inputs")
+            raise InvalidInput(
+                f"'inputs[{i}]' must be an object with 'question' and 'context'", param="inputs"
+            )
         extra = sorted(set(r) - {"question", "context"})
         if extra:
-            raise InvalidInput(f"'inputs[{i}]' has unknown key(s) {', '.join(extra)}; allowed: question, context",
-                               param="inputs")
+            raise InvalidInput(
+                f"'inputs[{i}]' has unknown key(s) {', '.join(extra)}; allowed: question, context",
+                param="inputs",
+            )
         for key in ("question", "context"):
             v = r.get(key)
             if not isinstance(v, str) or not v.strip():
@@ -51,7 +58,9 @@ class QuestionAnswering(TaskHandler):
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
         if model.config.is_encoder_decoder or model.architecture.endswith("ForQuestionAnswering"):
             return None
-        return f"{model.architecture} is neither an encoder-decoder model nor has a *ForQuestionAnswering head"
+        return (
+            f"{model.architecture} is neither an encoder-decoder model nor has a *ForQuestionAnswering head"
+        )
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
@@ -62,8 +71,11 @@ class QuestionAnswering(TaskHandler):
             rows = self.tokenize([f"question: {q} context: {c}" for q, c in pairs], truncate)
             for row, (_, c) in zip(rows, pairs, strict=True):
                 row["context"] = c
-            return [Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens) for r in rows], \
-                {**merged, "_gen": gp}, single
+            return (
+                [Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens) for r in rows],
+                {**merged, "_gen": gp},
+                single,
+            )
         merged["max_answer_len"] = int_param(merged, "max_answer_len", 15, 1, self.model.max_length)
         tok = self.model.tokenizer
         enc = tok([q for q, _ in pairs], [c for _, c in pairs], truncation=False, return_offsets_mapping=True)
@@ -71,8 +83,13 @@ class QuestionAnswering(TaskHandler):
         for i, (q, c) in enumerate(pairs):
             row = {k: list(v[i]) for k, v in enc.items()}
             if self.check_length(len(row["input_ids"]), i, truncate):
-                one = tok([q], [c], truncation="only_second", max_length=self.model.max_length,
-                          return_offsets_mapping=True)
+                one = tok(
+                    [q],
+                    [c],
+                    truncation="only_second",
+                    max_length=self.model.max_length,
+                    return_offsets_mapping=True,
+                )
                 row = {k: list(v[0]) for k, v in one.items()}
                 seq_ids = one.sequence_ids(0)
             else:
@@ -87,7 +104,10 @@ class QuestionAnswering(TaskHandler):
 
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         rows = [it.data for it in items]
-        return {"inputs": self.pad(rows, keys=("input_ids", "attention_mask", "token_type_ids")), "rows": rows}
+        return {
+            "inputs": self.pad(rows, keys=("input_ids", "attention_mask", "token_type_ids")),
+            "rows": rows,
+        }
 
     def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
         if self.generative:
@@ -101,12 +121,21 @@ class QuestionAnswering(TaskHandler):
             for r, row in zip(finish_rows(self.model, batch["inputs"], outputs), batch["rows"], strict=True):
                 answer = r["text"].strip()
                 start = row["context"].find(answer) if answer else -1
-                results.append({"answer": answer, "score": None, "start": start if start >= 0 else None,
-                                "end": start + len(answer) if start >= 0 else None})
+                results.append(
+                    {
+                        "answer": answer,
+                        "score": None,
+                        "start": start if start >= 0 else None,
+                        "end": start + len(answer) if start >= 0 else None,
+                    }
+                )
             return results
-        return [self._span(row, s, e, params["max_answer_len"])
-                for row, s, e in zip(batch["rows"], outputs[0].float().cpu(), outputs[1].float().cpu(),
-                                     strict=True)]
+        return [
+            self._span(row, s, e, params["max_answer_len"])
+            for row, s, e in zip(
+                batch["rows"], outputs[0].float().cpu(), outputs[1].float().cpu(), strict=True
+            )
+        ]
 
     @staticmethod
     def _span(row: Mapping[str, Any], start_logits: Any, end_logits: Any, max_len: int) -> dict[str, Any]:

@@ -74,11 +74,15 @@ class Translation(Text2TextGeneration):
             langs.append(v.strip())
         key = f"translation_{langs[0]}_to_{langs[1]}"
         tsp = task_params(self.model)
-        pairs = sorted(k.removeprefix("translation_").replace("_to_", "->") for k in tsp
-                       if k.startswith("translation_"))
+        pairs = sorted(
+            k.removeprefix("translation_").replace("_to_", "->") for k in tsp if k.startswith("translation_")
+        )
         if key in tsp:
             return str(tsp[key].get("prefix", ""))
         if pairs:  # the checkpoint lists its language pairs and this is not one of them
-            raise InvalidInput(f"model {self.model.name!r} translates {', '.join(pairs)}; "
-                               f"not {langs[0]}->{langs[1]}", param="target_lang", task=self.task)
+            raise InvalidInput(
+                f"model {self.model.name!r} translates {', '.join(pairs)}; not {langs[0]}->{langs[1]}",
+                param="target_lang",
+                task=self.task,
+            )
         return ""  # a single-pair model (such as Marian) needs no prefix

@@ -13,14 +13,22 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from hf_provider.dashboard import STATIC_DIR
 from hf_provider.observability.observer import MAX_WINDOW_S, Observer
 
-_ASSET_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".txt": "text/plain; charset=utf-8"}
+_ASSET_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+}
 
 
-def _error(status: int, message: str, *, code: str, param: str | None = None,
-           type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": type_, "param": param, "code": code}})
+def _error(
+    status: int, message: str, *, code: str, param: str | None = None, type_: str = "invalid_request_error"
+) -> JSONResponse:
+    return JSONResponse(
+        status_code=status,
+        content={"error": {"message": message, "type": type_, "param": param, "code": code}},
+    )
 
 
 def _seconds(raw: str | None, param: str, default: float | None) -> float | None:
@@ -44,8 +52,9 @@ def _window(raw: str | None) -> float:
     return w
 
 
-def build_router(observer_getter: Callable[[], Observer],
-                 models_getter: Callable[[], list[dict[str, Any]]]) -> APIRouter:
+def build_router(
+    observer_getter: Callable[[], Observer], models_getter: Callable[[], list[dict[str, Any]]]
+) -> APIRouter:
     router = APIRouter()
 
     def known(model: str) -> bool:
@@ -65,8 +74,12 @@ def build_router(observer_getter: Callable[[], Observer],
             return {"models": {name: obs.profile(name) for name in names}}
         if not known(model):
             available = ", ".join(sorted(m["name"] for m in models_getter() if "name" in m)) or "none"
-            return _error(404, f"Unknown model {model!r}. Available models: {available}.", code="model_not_found",
-                          param="model")
+            return _error(
+                404,
+                f"Unknown model {model!r}. Available models: {available}.",
+                code="model_not_found",
+                param="model",
+            )
         return obs.profile(model)
 
     @router.get("/v1/admin/stats")
@@ -94,8 +107,9 @@ def build_router(observer_getter: Callable[[], Observer],
 
     @router.get("/dashboard", include_in_schema=False)
     def dashboard() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type=_ASSET_TYPES[".html"],
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            STATIC_DIR / "index.html", media_type=_ASSET_TYPES[".html"], headers={"Cache-Control": "no-cache"}
+        )
 
     @router.get("/dashboard/static/{name}", include_in_schema=False)
     def asset(name: str) -> Response:
@@ -103,7 +117,10 @@ def build_router(observer_getter: Callable[[], Observer],
         path = STATIC_DIR / name
         if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
             return _error(404, f"No dashboard asset {name!r}.", code="not_found", type_="not_found_error")
-        return FileResponse(path, media_type=_ASSET_TYPES.get(path.suffix, "application/octet-stream"),
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(
+            path,
+            media_type=_ASSET_TYPES.get(path.suffix, "application/octet-stream"),
+            headers={"Cache-Control": "no-cache"},
+        )
 
     return router

@@ -130,7 +130,6 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     prompt = _chat_prompt(provider, body)
     params = _gen_params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop,
                          body.seed)
-    params["add_special_tokens"] = False  # the chat template already placed them
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
     if body.stream:
