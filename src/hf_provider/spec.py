@@ -67,7 +67,9 @@ class ModelSpec(BaseModel):
     priority: int = 0
     pinned: bool = False
     keep_alive: float | None = Field(None, description="seconds idle before unload; None keeps the model")
-    quantization: Literal["none", "int8"] = "none"
+    quantization: Literal["none", "int8", "int8-weight-only"] = Field(
+        "none", description="CPU int8: 'int8' is torch's dynamic quantization (int8 matmuls), 'int8-weight-only' "
+        "keeps float activations (more accurate); both must pass the accuracy guard")
     fallback_to_cpu: bool = False
 
     @field_validator("tasks")

@@ -79,10 +79,10 @@ def _check_cpu(module: torch.nn.Module) -> None:
         )
 
 
-def _weight_only(module: torch.nn.Module) -> torch.nn.Module:
+def _weight_only(module: torch.nn.Module, inplace: bool) -> torch.nn.Module:
     import copy
 
-    out = copy.deepcopy(module)
+    out = module if inplace else copy.deepcopy(module)
     targets = [(name, m) for name, m in out.named_modules() if type(m) is torch.nn.Linear]
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
@@ -91,21 +91,23 @@ def _weight_only(module: torch.nn.Module) -> torch.nn.Module:
     return out
 
 
-def quantize_int8(module: torch.nn.Module, scheme: Scheme = "dynamic") -> torch.nn.Module:
-    """A copy of `module` whose nn.Linear layers hold int8 weights (per output channel); the input is
-    unchanged.
+def quantize_int8(
+    module: torch.nn.Module, scheme: Scheme = "dynamic", *, inplace: bool = False
+) -> torch.nn.Module:
+    """`module` with its nn.Linear layers holding int8 weights (per output channel): a copy by default.
 
     scheme "dynamic": torch's own dynamic quantization (torch.ao quantize_dynamic, qint8): int8 GEMMs,
     activations
     quantized per batch at run time; fastest, but activation outliers can cost accuracy.
     scheme "weight_only": `Int8WeightOnlyLinear`, float activations; same weight bytes, near-fp32 accuracy.
-    CPU only: ValueError for a module on another device (use the GPU adapter, memory/gpu_quant.py).
+    inplace=True swaps the layers inside `module` itself (needed when a wrapper such as a SentenceTransformer
+    holds it) and returns it. CPU only: ValueError for a module on another device (GPU: memory/gpu_quant.py).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"unknown int8 scheme {scheme!r}; use one of: {', '.join(SCHEMES)}")
     _check_cpu(module)
     if scheme == "weight_only":
-        return _weight_only(module)
+        return _weight_only(module, inplace)
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
@@ -114,7 +116,7 @@ def quantize_int8(module: torch.nn.Module, scheme: Scheme = "dynamic") -> torch.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=UserWarning)
         return quantize_dynamic(
-            module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=False
+            module, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=inplace
         )
 
 

@@ -145,7 +145,7 @@ class ModelManager:
         resolved = resolve(spec.source, spec.revision)
         device = pick_device(spec.device)
         dtype = pick_dtype(spec.dtype, device)
-        est = estimate(resolved.path, dtype, spec.quantization, task=(spec.tasks or ["embeddings"])[0],
+        est = estimate(resolved.path, dtype, "none" if spec.quantization == "none" else "int8", task=(spec.tasks or ["embeddings"])[0],
                        batch_size=spec.batching.max_batch_size, seq_len=min(spec.max_length or 512, 512))
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool

@@ -32,13 +32,17 @@ def guard_embeddings(model: LoadedModel) -> list[list[float]]:
     return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().tolist()
 
 
+SCHEMES = {"int8": "dynamic", "int8-weight-only": "weight_only"}
+
+
 def apply_quantization(model: LoadedModel, *, quantize=quantize_int8, threshold: float = GUARD_THRESHOLD) -> float | None:
     """Quantize in place per the spec; returns the guard's minimum cosine, or None when nothing was done.
-    Raises QuantizationRejected when the guard fails (the caller drops the model)."""
+    Raises QuantizationRejected with the measured figure when the guard fails (the caller drops the model)."""
     if model.spec.quantization == "none":
         return None
     reference = guard_embeddings(model)
-    quantize(model.module)
+    # In place, so a SentenceTransformer wrapping the module keeps pointing at the quantized weights.
+    quantize(model.module, SCHEMES[model.spec.quantization], inplace=True)
     measured = accuracy_guard(reference, guard_embeddings(model), threshold=threshold, model=model.name)
     model.weight_bytes = module_bytes(model.sentence_model if model.sentence_model is not None else model.module)
     return measured

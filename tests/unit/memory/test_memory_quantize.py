@@ -120,3 +120,15 @@ def test_gpu_adapter_missing_package_hint() -> None:
     assert isinstance(info.value, ImportError) and isinstance(info.value, ModelLoadError)
     with pytest.raises(ValueError, match="nf4"):
         gpu_quant.load_kwargs("int3")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scheme", ["dynamic", "weight_only"])
+def test_inplace_swaps_layers_inside_a_wrapper(scheme: str) -> None:
+    torch.manual_seed(0)
+    inner = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    wrapper = torch.nn.Sequential(inner)  # stands for a SentenceTransformer holding the transformer module
+    x = torch.randn(4, 16)
+    ref = wrapper(x)
+    out = quantize_int8(inner, scheme, inplace=True)  # type: ignore[arg-type]
+    assert out is inner and type(wrapper[0][0]) is not torch.nn.Linear
+    assert torch.nn.functional.cosine_similarity(wrapper(x), ref).min() > 0.99

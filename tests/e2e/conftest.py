@@ -1,0 +1,109 @@
+"""The real server (factory.build: Observer + Provider + app) under uvicorn on loopback, once for the e2e package.
+
+Models: MiniLM (embeddings), the tiny decoder (text-generation, has a chat template), tiny T5 (seq2seq tasks) and
+the tiny BERT classifier. The body limit is small (64 KiB) so the 413 paths are cheap to provoke.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+MAX_BODY = 65536
+MAX_ITEMS = 64  # max_items_per_request of "minilm" and "cls"
+
+
+@dataclass
+class Served:
+    url: str
+    app: object
+    settings: object
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def e2e_config(tiny_models: dict[str, Path], minilm_path: Path, home: Path) -> dict:
+    few = {"max_items_per_request": MAX_ITEMS}
+    return {
+        "home": str(home),
+        "server": {"max_body_bytes": MAX_BODY},
+        "models": [
+            {"name": "minilm", "source": str(minilm_path), "tasks": ["embeddings"], "device": "cpu",
+             "batching": few},
+            {"name": "lm", "source": str(tiny_models["decoder"]), "tasks": ["text-generation"], "device": "cpu"},
+            {"name": "t5", "source": str(tiny_models["t5"]), "device": "cpu",
+             "tasks": ["summarization", "translation", "question-answering", "text2text-generation"]},
+            {"name": "cls", "source": str(tiny_models["bert-cls"]), "tasks": ["text-classification"],
+             "device": "cpu", "batching": few},
+        ],
+    }
+
+
+@pytest.fixture(scope="package")
+def server(tiny_models: dict[str, Path], minilm_path: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    import uvicorn
+
+    from hf_provider.server.factory import build
+    from hf_provider.settings import load_settings
+
+    base = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as mp:
+        # The suite's autouse offline fixture is function-scoped; this server outlives single tests.
+        mp.setenv("HF_HOME", str(base / "hf-home"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        settings = load_settings(e2e_config(tiny_models, minilm_path, base / "hfp-home"))
+        app = build(settings)
+        port = _free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
+                                access_log=False)
+        srv = uvicorn.Server(config)
+        thread = threading.Thread(target=srv.run, name="e2e-uvicorn", daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, thread)
+            yield Served(url=url, app=app, settings=settings)
+        finally:
+            srv.should_exit = True
+            thread.join(30)
+            assert not thread.is_alive(), "uvicorn did not shut down within 30 s"
+
+
+def _wait_ready(url: str, thread: threading.Thread, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("uvicorn exited during start-up")
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=2.0)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.TransportError as e:
+            last = repr(e)
+        time.sleep(0.05)
+    raise TimeoutError(f"server not ready after {timeout_s}s: {last}")
+
+
+@pytest.fixture(scope="package")
+def url(server: Served) -> str:
+    return server.url
+
+
+@pytest.fixture(scope="package")
+def http(url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=url, timeout=60.0) as c:
+        yield c
