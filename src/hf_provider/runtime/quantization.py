@@ -21,7 +21,8 @@ def guard_embeddings(model: LoadedModel) -> list[list[float]]:
     """Sentence vectors from the model's own encoder: the checkpoint's pooling for sentence-transformers models,
     else mean pooling of the base model's last hidden state (the encoder for encoder-decoders)."""
     if model.sentence_model is not None:
-        feats = model.sentence_model.tokenize(list(GUARD_SENTENCES))
+        st = model.sentence_model
+        feats = (st.preprocess if hasattr(st, "preprocess") else st.tokenize)(list(GUARD_SENTENCES))
         feats = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
         return model.sentence_model.forward(feats)["sentence_embedding"].float().cpu().tolist()
     tok = model.tokenizer(list(GUARD_SENTENCES), padding=True, truncation=True, max_length=128, return_tensors="pt")
