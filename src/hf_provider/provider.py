@@ -70,17 +70,20 @@ class Provider:
         """Validate and enqueue one request; returns its future. `sink` receives streamed text deltas."""
         if priority not in PRIORITIES:
             raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", param="priority")
-        e = self.manager.get(model)
-        handler = self.manager.handler(e, task)
-        if sink is not None and not handler.streaming:
-            raise InvalidInput(f"task {task!r} does not stream; streaming is available for text-generation",
-                               param="stream")
-        items, resolved, single = handler.parse(inputs, params)
-        if sink is not None and not single:
-            raise InvalidInput("streaming takes a single prompt", param="inputs")
-        assert e.scheduler is not None
-        fut = e.scheduler.submit(handler, items, resolved, single=single, priority=PRIORITIES[priority],
-                                 sinks=[sink] if sink is not None else None)
+        # The lease keeps the model from eviction and keep-alive unloading until the request is queued.
+        with self.manager.acquire(model) as e:
+            handler = self.manager.handler(e, task)
+            if sink is not None and not handler.streaming:
+                raise InvalidInput(f"task {task!r} does not stream; streaming is available for text-generation",
+                                   param="stream")
+            items, resolved, single = handler.parse(inputs, params)
+            if sink is not None and not single:
+                raise InvalidInput("streaming takes a single prompt", param="inputs")
+            assert e.scheduler is not None
+            fut = e.scheduler.submit(handler, items, resolved, single=single, priority=PRIORITIES[priority],
+                                     sinks=[sink] if sink is not None else None)
+        name = e.spec.name
+        fut.add_done_callback(lambda _: self.manager.touch(name))  # keep-alive idles from the request's end
         fut.prompt_tokens = sum(i.n_tokens for i in items)  # type: ignore[attr-defined]  # for usage reports
         return fut
 
@@ -104,7 +107,8 @@ class Provider:
     async def arun_usage(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
                          timeout: float | None = None, **params: Any) -> tuple[Any, int]:
         """Like arun, also returning the number of input tokens (for OpenAI `usage`)."""
-        if _size(inputs) <= _INLINE_PARSE_CHARS:
+        # Small inputs of a ready model are parsed inline; a load (seconds) must never block the event loop.
+        if _size(inputs) <= _INLINE_PARSE_CHARS and self.manager.is_ready(model):
             fut = self.submit(model, task, inputs, priority=priority, **params)
         else:
             fut = await asyncio.to_thread(self.submit, model, task, inputs, priority=priority, **params)

@@ -1,7 +1,7 @@
-"""The real server (factory.build: Observer + Provider + app) under uvicorn on loopback, once for the e2e package.
-
-Models: MiniLM (embeddings), the tiny decoder (text-generation, has a chat template), tiny T5 (seq2seq tasks) and
-the tiny BERT classifier. The body limit is small (64 KiB) so the 413 paths are cheap to provoke.
+"""The real server (factory.build: Observer + Provider + app) under uvicorn on loopback, once for the e2e
+package. Models: MiniLM (embeddings), the tiny decoder (text-generation, has a chat template), tiny T5
+(seq2seq tasks) and the tiny BERT classifier. The body limit is small (64 KiB) so the 413 paths are cheap
+to provoke.
 """
 
 from __future__ import annotations
@@ -39,20 +39,40 @@ def e2e_config(tiny_models: dict[str, Path], minilm_path: Path, home: Path) -> d
         "home": str(home),
         "server": {"max_body_bytes": MAX_BODY},
         "models": [
-            {"name": "minilm", "source": str(minilm_path), "tasks": ["embeddings"], "device": "cpu",
-             "batching": few},
-            {"name": "lm", "source": str(tiny_models["decoder"]), "tasks": ["text-generation"], "device": "cpu"},
-            {"name": "t5", "source": str(tiny_models["t5"]), "device": "cpu",
-             "tasks": ["summarization", "translation", "question-answering", "text2text-generation"]},
-            {"name": "cls", "source": str(tiny_models["bert-cls"]), "tasks": ["text-classification"],
-             "device": "cpu", "batching": few},
+            {
+                "name": "minilm",
+                "source": str(minilm_path),
+                "tasks": ["embeddings"],
+                "device": "cpu",
+                "batching": few,
+            },
+            {
+                "name": "lm",
+                "source": str(tiny_models["decoder"]),
+                "tasks": ["text-generation"],
+                "device": "cpu",
+            },
+            {
+                "name": "t5",
+                "source": str(tiny_models["t5"]),
+                "device": "cpu",
+                "tasks": ["summarization", "translation", "question-answering", "text2text-generation"],
+            },
+            {
+                "name": "cls",
+                "source": str(tiny_models["bert-cls"]),
+                "tasks": ["text-classification"],
+                "device": "cpu",
+                "batching": few,
+            },
         ],
     }
 
 
 @pytest.fixture(scope="package")
-def server(tiny_models: dict[str, Path], minilm_path: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def server(
+    tiny_models: dict[str, Path], minilm_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     import uvicorn
 
     from hf_provider.server.factory import build
@@ -66,8 +86,9 @@ def server(tiny_models: dict[str, Path], minilm_path: Path,
         settings = load_settings(e2e_config(tiny_models, minilm_path, base / "hfp-home"))
         app = build(settings)
         port = _free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-                                access_log=False)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+        )
         srv = uvicorn.Server(config)
         thread = threading.Thread(target=srv.run, name="e2e-uvicorn", daemon=True)
         thread.start()

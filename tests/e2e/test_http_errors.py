@@ -1,4 +1,4 @@
-"""Every error path over real HTTP (OpenAI error body, right 4xx, request id), health, admin, task endpoints."""
+"""Every error path over real HTTP (OpenAI error body, right 4xx, request id); health, admin, task routes."""
 
 from __future__ import annotations
 
@@ -31,11 +31,14 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None, param:
     return err
 
 
-def post_raw(http: httpx.Client, path: str, content: bytes | Iterator[bytes], **headers: str) -> httpx.Response:
+def post_raw(
+    http: httpx.Client, path: str, content: bytes | Iterator[bytes], **headers: str
+) -> httpx.Response:
     return http.post(path, content=content, headers={"content-type": "application/json", **headers})
 
 
-# ---- error paths -------------------------------------------------------------------------------------------------
+# ---- error paths -------------------------------------------------------------------------------------------
+
 
 def test_invalid_json_is_400(http: httpx.Client) -> None:
     r = post_raw(http, "/v1/embeddings", b'{"model": "minilm", "input": ')
@@ -46,7 +49,9 @@ def test_client_request_id_is_echoed_on_errors_and_success(http: httpx.Client) -
     r = post_raw(http, "/v1/embeddings", b"{nope", **{"X-Request-ID": "client-rid-123"})
     assert_error(r, 400)
     assert r.headers["x-request-id"] == "client-rid-123"
-    ok = http.post("/v1/embeddings", json={"model": "minilm", "input": "hi"}, headers={"X-Request-ID": "abc.def"})
+    ok = http.post(
+        "/v1/embeddings", json={"model": "minilm", "input": "hi"}, headers={"X-Request-ID": "abc.def"}
+    )
     assert ok.status_code == 200 and ok.headers["x-request-id"] == "abc.def"
     # a malformed id is replaced by a fresh one rather than reflected
     bad = http.get("/healthz", headers={"X-Request-ID": "has space/and slash"})
@@ -58,15 +63,18 @@ def test_distinct_generated_request_ids(http: httpx.Client) -> None:
     assert len(ids) == 3
 
 
-@pytest.mark.parametrize("path,body,param", [
-    ("/v1/embeddings", {"model": "minilm", "input": 42}, "input"),
-    ("/v1/embeddings", {"input": "hi"}, "model"),
-    ("/v1/embeddings", {"model": "minilm", "input": "hi", "encoding_format": "hex"}, "encoding_format"),
-    ("/v1/chat/completions", {"model": "lm", "messages": []}, "messages"),
-    ("/v1/chat/completions", {"model": "lm", "messages": [{"role": "wizard", "content": "x"}]}, None),
-    ("/v1/completions", {"model": "lm", "prompt": "x", "n": 2}, "n"),
-    ("/v1/tasks/embeddings", {"model": "minilm"}, "inputs"),
-])
+@pytest.mark.parametrize(
+    "path,body,param",
+    [
+        ("/v1/embeddings", {"model": "minilm", "input": 42}, "input"),
+        ("/v1/embeddings", {"input": "hi"}, "model"),
+        ("/v1/embeddings", {"model": "minilm", "input": "hi", "encoding_format": "hex"}, "encoding_format"),
+        ("/v1/chat/completions", {"model": "lm", "messages": []}, "messages"),
+        ("/v1/chat/completions", {"model": "lm", "messages": [{"role": "wizard", "content": "x"}]}, None),
+        ("/v1/completions", {"model": "lm", "prompt": "x", "n": 2}, "n"),
+        ("/v1/tasks/embeddings", {"model": "minilm"}, "inputs"),
+    ],
+)
 def test_schema_violation_is_400(http: httpx.Client, path: str, body: dict, param: str | None) -> None:
     err = assert_error(http.post(path, json=body), 400, code="invalid_request")
     if param is not None:
@@ -77,13 +85,19 @@ def test_json_array_body_is_400(http: httpx.Client) -> None:
     assert_error(post_raw(http, "/v1/embeddings", b"[1, 2]"), 400)
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/embeddings", {"model": "nope", "input": "hi"}),
-    ("/v1/completions", {"model": "nope", "prompt": "hi"}),
-    ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
-    ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}], "stream": True}),
-    ("/v1/tasks/summarization", {"model": "nope", "inputs": "hi"}),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/embeddings", {"model": "nope", "input": "hi"}),
+        ("/v1/completions", {"model": "nope", "prompt": "hi"}),
+        ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+        (
+            "/v1/chat/completions",
+            {"model": "nope", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        ),
+        ("/v1/tasks/summarization", {"model": "nope", "inputs": "hi"}),
+    ],
+)
 def test_unknown_model_is_404(http: httpx.Client, path: str, body: dict) -> None:
     err = assert_error(http.post(path, json=body), 404)
     assert "nope" in err["message"]
@@ -94,20 +108,27 @@ def test_unknown_admin_model_is_404(http: httpx.Client) -> None:
 
 
 def test_task_not_served_is_400_listing_served_tasks(http: httpx.Client) -> None:
-    err = assert_error(http.post("/v1/embeddings", json={"model": "cls", "input": "hi"}), 400,
-                       code="task_not_supported")
+    err = assert_error(
+        http.post("/v1/embeddings", json={"model": "cls", "input": "hi"}), 400, code="task_not_supported"
+    )
     assert "text-classification" in err["message"]
-    err = assert_error(http.post("/v1/tasks/summarization", json={"model": "minilm", "inputs": "hi"}), 400,
-                       code="task_not_supported")
+    err = assert_error(
+        http.post("/v1/tasks/summarization", json={"model": "minilm", "inputs": "hi"}),
+        400,
+        code="task_not_supported",
+    )
     assert "embeddings" in err["message"]
     # completions on a model without a generation task
-    err = assert_error(http.post("/v1/completions", json={"model": "minilm", "prompt": "hi"}), 400,
-                       code="task_not_supported")
+    err = assert_error(
+        http.post("/v1/completions", json={"model": "minilm", "prompt": "hi"}), 400, code="task_not_supported"
+    )
     assert "embeddings" in err["message"]
 
 
 def test_unknown_task_name_is_400(http: httpx.Client) -> None:
-    err = assert_error(http.post("/v1/tasks/levitation", json={"model": "t5", "inputs": "hi"}), 400, param="task")
+    err = assert_error(
+        http.post("/v1/tasks/levitation", json={"model": "t5", "inputs": "hi"}), 400, param="task"
+    )
     assert "summarization" in err["message"]
 
 
@@ -118,7 +139,9 @@ def test_unknown_route_is_404_with_openai_body(http: httpx.Client) -> None:
 
 def test_oversize_body_with_content_length_is_413(http: httpx.Client) -> None:
     big = json.dumps({"model": "minilm", "input": "x" * (MAX_BODY + 10)}).encode()
-    assert_error(post_raw(http, "/v1/embeddings", big, **{"X-Request-ID": "big-1"}), 413, code="request_too_large")
+    assert_error(
+        post_raw(http, "/v1/embeddings", big, **{"X-Request-ID": "big-1"}), 413, code="request_too_large"
+    )
 
 
 def test_oversize_chunked_body_is_413(http: httpx.Client) -> None:
@@ -144,28 +167,42 @@ def test_too_many_items_is_413(http: httpx.Client) -> None:
     assert_error(r, 413)
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/embeddings", {"model": "minilm", "input": ""}),
-    ("/v1/embeddings", {"model": "minilm", "input": []}),
-    ("/v1/embeddings", {"model": "minilm", "input": ["ok", "   "]}),
-    ("/v1/completions", {"model": "lm", "prompt": ""}),
-    ("/v1/tasks/text-classification", {"model": "cls", "inputs": []}),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/embeddings", {"model": "minilm", "input": ""}),
+        ("/v1/embeddings", {"model": "minilm", "input": []}),
+        ("/v1/embeddings", {"model": "minilm", "input": ["ok", "   "]}),
+        ("/v1/completions", {"model": "lm", "prompt": ""}),
+        ("/v1/tasks/text-classification", {"model": "cls", "inputs": []}),
+    ],
+)
 def test_empty_input_is_400(http: httpx.Client, path: str, body: dict) -> None:
     assert_error(http.post(path, json=body), 400)
 
 
-@pytest.mark.parametrize("path,body", [
-    ("/v1/completions", {"model": "lm", "prompt": "hi", "temperature": -1}),
-    ("/v1/chat/completions", {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}),
-    ("/v1/chat/completions", {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "top_p": 0,
-                              "stream": True}),
-    ("/v1/completions", {"model": "lm", "prompt": "hi", "max_tokens": 0}),
-    ("/v1/tasks/text-generation", {"model": "lm", "inputs": "hi", "parameters": {"temperature": -1}}),
-    ("/v1/tasks/text-generation", {"model": "lm", "inputs": "hi", "parameters": {"max_new_tokens": "lots"}}),
-    ("/v1/tasks/text-generation", {"model": "lm", "inputs": "hi", "parameters": {"bogus": 1}}),
-    ("/v1/embeddings", {"model": "minilm", "input": "hi", "dimensions": 100000}),
-])
+@pytest.mark.parametrize(
+    "path,body",
+    [
+        ("/v1/completions", {"model": "lm", "prompt": "hi", "temperature": -1}),
+        (
+            "/v1/chat/completions",
+            {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "temperature": -1},
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "top_p": 0, "stream": True},
+        ),
+        ("/v1/completions", {"model": "lm", "prompt": "hi", "max_tokens": 0}),
+        ("/v1/tasks/text-generation", {"model": "lm", "inputs": "hi", "parameters": {"temperature": -1}}),
+        (
+            "/v1/tasks/text-generation",
+            {"model": "lm", "inputs": "hi", "parameters": {"max_new_tokens": "lots"}},
+        ),
+        ("/v1/tasks/text-generation", {"model": "lm", "inputs": "hi", "parameters": {"bogus": 1}}),
+        ("/v1/embeddings", {"model": "minilm", "input": "hi", "dimensions": 100000}),
+    ],
+)
 def test_bad_generation_param_is_400(http: httpx.Client, path: str, body: dict) -> None:
     assert_error(http.post(path, json=body), 400)
 
@@ -173,16 +210,21 @@ def test_bad_generation_param_is_400(http: httpx.Client, path: str, body: dict) 
 def test_bad_priority_is_400(http: httpx.Client) -> None:
     r = http.post("/v1/embeddings", json={"model": "minilm", "input": "hi"}, headers={"X-Priority": "urgent"})
     assert_error(r, 400, param="priority")
-    r = http.post("/v1/tasks/embeddings", json={"model": "minilm", "inputs": "hi", "parameters": {"priority": "vip"}})
+    r = http.post(
+        "/v1/tasks/embeddings", json={"model": "minilm", "inputs": "hi", "parameters": {"priority": "vip"}}
+    )
     assert_error(r, 400, param="priority")
 
 
 def test_streaming_on_task_endpoint_is_400(http: httpx.Client) -> None:
-    r = http.post("/v1/tasks/text-generation", json={"model": "lm", "inputs": "hi", "parameters": {"stream": True}})
+    r = http.post(
+        "/v1/tasks/text-generation", json={"model": "lm", "inputs": "hi", "parameters": {"stream": True}}
+    )
     assert_error(r, 400)
 
 
-# ---- health, admin, task endpoints -------------------------------------------------------------------------------
+# ---- health, admin, task endpoints -------------------------------------------------------------------------
+
 
 def test_healthz_and_readyz(http: httpx.Client) -> None:
     h = http.get("/healthz")
@@ -210,23 +252,44 @@ def test_admin_models_shape(http: httpx.Client) -> None:
     assert "summarization" in by["t5"]["tasks"]
 
 
-QA = {"question": "Who announced the plan?", "context": "The city council announced a plan to rebuild the harbour."}
+QA = {
+    "question": "Who announced the plan?",
+    "context": "The city council announced a plan to rebuild the harbour.",
+}
 
 
-@pytest.mark.parametrize("task,model,inputs,check", [
-    ("embeddings", "minilm", ["one", "two"], lambda o: len(o) == 2 and len(o[0]) == 384),
-    ("text-classification", "cls", ["good", "bad"],
-     lambda o: len(o) == 2 and {"label", "score"} <= set(o[0] if isinstance(o[0], dict) else o[0][0])),
-    ("summarization", "t5", "The council met for hours and agreed on a plan.",
-     lambda o: isinstance(o["summary_text"], str)),
-    ("translation", "t5", ["The house is small.", "Good morning."],
-     lambda o: len(o) == 2 and all(isinstance(x["translation_text"], str) for x in o)),
-    ("question-answering", "t5", QA, lambda o: isinstance(o["answer"], str)),
-    ("text-generation", "lm", "once upon", lambda o: isinstance(o["generated_text"], str)),
-])
+@pytest.mark.parametrize(
+    "task,model,inputs,check",
+    [
+        ("embeddings", "minilm", ["one", "two"], lambda o: len(o) == 2 and len(o[0]) == 384),
+        (
+            "text-classification",
+            "cls",
+            ["good", "bad"],
+            lambda o: len(o) == 2 and {"label", "score"} <= set(o[0] if isinstance(o[0], dict) else o[0][0]),
+        ),
+        (
+            "summarization",
+            "t5",
+            "The council met for hours and agreed on a plan.",
+            lambda o: isinstance(o["summary_text"], str),
+        ),
+        (
+            "translation",
+            "t5",
+            ["The house is small.", "Good morning."],
+            lambda o: len(o) == 2 and all(isinstance(x["translation_text"], str) for x in o),
+        ),
+        ("question-answering", "t5", QA, lambda o: isinstance(o["answer"], str)),
+        ("text-generation", "lm", "once upon", lambda o: isinstance(o["generated_text"], str)),
+    ],
+)
 def test_task_endpoint(http: httpx.Client, task: str, model: str, inputs, check) -> None:
-    params = {"max_new_tokens": 4} if task in ("summarization", "translation", "question-answering",
-                                                "text-generation") else {}
+    params = (
+        {"max_new_tokens": 4}
+        if task in ("summarization", "translation", "question-answering", "text-generation")
+        else {}
+    )
     r = http.post(f"/v1/tasks/{task}", json={"model": model, "inputs": inputs, "parameters": params})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -235,10 +298,14 @@ def test_task_endpoint(http: httpx.Client, task: str, model: str, inputs, check)
 
 
 def test_batch_priority_header_accepted(http: httpx.Client) -> None:
-    r = http.post("/v1/embeddings", json={"model": "minilm", "input": ["a", "b"]}, headers={"X-Priority": "batch"})
+    r = http.post(
+        "/v1/embeddings", json={"model": "minilm", "input": ["a", "b"]}, headers={"X-Priority": "batch"}
+    )
     assert r.status_code == 200 and len(r.json()["data"]) == 2
-    r = http.post("/v1/tasks/text-classification",
-                  json={"model": "cls", "inputs": "fine", "parameters": {"priority": "batch"}})
+    r = http.post(
+        "/v1/tasks/text-classification",
+        json={"model": "cls", "inputs": "fine", "parameters": {"priority": "batch"}},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -249,3 +316,18 @@ def test_metrics_count_requests_after_traffic(http: httpx.Client) -> None:
     lines = [ln for ln in r.text.splitlines() if ln.startswith("hfp_requests_total{")]
     assert any('model="minilm"' in ln for ln in lines), r.text[:2000]
     assert sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if 'model="minilm"' in ln) >= 1
+
+
+def test_unexpected_exception_is_a_generic_500_with_request_id(server, http: httpx.Client) -> None:
+    """The one path that may give 500: a bug, not bad input. No detail leaks; the request id is on it."""
+
+    async def boom() -> None:
+        raise RuntimeError("secret internal detail")
+
+    server.app.add_api_route("/_e2e/boom", boom, methods=["GET"], include_in_schema=False)
+    r = http.get("/_e2e/boom", headers={"X-Request-ID": "rid-500"})
+    assert r.status_code == 500
+    assert r.headers["x-request-id"] == "rid-500"
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "server_error"
+    assert "secret" not in r.text and "rid-500" in err["message"]

@@ -44,7 +44,9 @@ def test_embeddings_single_and_list(client: OpenAI) -> None:
 def test_embeddings_base64_decodes_to_the_float_vectors(client: OpenAI) -> None:
     floats = client.embeddings.create(model="minilm", input=SENTENCES, encoding_format="float")
     # an explicit base64 request is returned undecoded by the client: read the raw body
-    raw = client.embeddings.with_raw_response.create(model="minilm", input=SENTENCES, encoding_format="base64")
+    raw = client.embeddings.with_raw_response.create(
+        model="minilm", input=SENTENCES, encoding_format="base64"
+    )
     body = raw.http_response.json()
     for f, b in zip(floats.data, body["data"], strict=True):
         assert isinstance(b["embedding"], str)
@@ -89,7 +91,10 @@ def test_completions_stream_matches_non_stream(client: OpenAI) -> None:
     assert "".join(parts) == whole
 
 
-MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me about the harbour."}]
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "Tell me about the harbour."},
+]
 
 
 def test_chat_non_stream(client: OpenAI) -> None:
@@ -121,15 +126,28 @@ def test_chat_stream_several_concurrently_each_equal_greedy(client: OpenAI) -> N
     prompts = [f"Tell me about item {i}." for i in range(4)]
 
     def greedy(p: str) -> str:
-        return client.chat.completions.create(model="lm", messages=[{"role": "user", "content": p}],
-                                              max_tokens=8, temperature=0).choices[0].message.content
+        return (
+            client.chat.completions.create(
+                model="lm", messages=[{"role": "user", "content": p}], max_tokens=8, temperature=0
+            )
+            .choices[0]
+            .message.content
+        )
 
     def streamed(p: str) -> str:
-        s = client.chat.completions.create(model="lm", messages=[{"role": "user", "content": p}], max_tokens=8,
-                                           temperature=0, stream=True)
+        s = client.chat.completions.create(
+            model="lm", messages=[{"role": "user", "content": p}], max_tokens=8, temperature=0, stream=True
+        )
         return "".join(c.choices[0].delta.content or "" for c in s)
 
     expected = [greedy(p) for p in prompts]
     with ThreadPoolExecutor(4) as ex:
         got = list(ex.map(streamed, prompts))
     assert got == expected
+
+
+def test_completions_stream_echo_starts_with_the_prompt(client: OpenAI) -> None:
+    kw = dict(model="lm", prompt="the river", max_tokens=4, temperature=0)
+    whole = client.completions.create(echo=True, **kw).choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, echo=True, **kw))
+    assert whole.startswith("the river") and streamed == whole

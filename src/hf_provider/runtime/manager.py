@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,18 @@ class Entry:
     loaded_at: float = 0.0
     last_used: float = 0.0
     loads: int = 0
+    leases: int = 0  # callers between "model is ready" and "request is queued" (see ModelManager.acquire)
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
     @property
     def in_flight(self) -> int:
         return self.scheduler.in_flight if self.scheduler else 0
+
+    @property
+    def busy(self) -> int:
+        """Requests in flight plus callers holding a lease: either keeps the model from eviction."""
+        return self.in_flight + self.leases
 
 
 class ModelManager:
@@ -111,6 +118,48 @@ class ModelManager:
         self._ensure_loaded(e, self.memory.load_wait_s if wait_s is None else wait_s)
         e.last_used = self.clock()
         return e
+
+    @contextmanager
+    def acquire(self, name: str, *, wait_s: float | None = None) -> Iterator[Entry]:
+        """The ready entry for `name` (loading it if needed), kept from eviction and keep-alive unloading until the
+        block ends: submit the request inside it, and the request's own in-flight count takes over from there.
+
+        Without the lease, another thread's load could evict the model between `get` and the submit, and the
+        request would fail although memory management is working as intended.
+        """
+        e = self.entry(name)
+        wait = self.memory.load_wait_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait
+        while True:
+            with self._lock:
+                if e.state == "ready":
+                    e.leases += 1
+                    e.last_used = self.clock()
+                    break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Unavailable(f"model {name!r} was unloaded again while the request waited; retry shortly",
+                                  model=name, retry_after=2.0)
+            self._ensure_loaded(e, remaining)
+        try:
+            yield e
+        finally:
+            with self._lock:
+                e.leases -= 1
+                self._changed.notify_all()
+
+    def is_ready(self, name: str) -> bool:
+        """True when `name` is configured and loaded (never loads nor registers anything)."""
+        with self._lock:
+            e = self._entries.get(name)
+            return e is not None and e.state == "ready"
+
+    def touch(self, name: str) -> None:
+        """Mark the model used now (a request finished): keep-alive idles from here."""
+        with self._lock:
+            e = self._entries.get(name)
+            if e is not None and e.state == "ready":
+                e.last_used = self.clock()
 
     def _ensure_loaded(self, e: Entry, wait_s: float) -> None:
         with self._lock:
@@ -198,7 +247,7 @@ class ModelManager:
     # memory -----------------------------------------------------------------------------------------------------
     def _residents(self) -> list[Resident]:
         return [Resident(name=n, pool=x.pool or "host", bytes=x.accounted_bytes, priority=x.spec.priority,
-                         pinned=x.spec.pinned, last_used=x.last_used, loaded_at=x.loaded_at, in_flight=x.in_flight,
+                         pinned=x.spec.pinned, last_used=x.last_used, loaded_at=x.loaded_at, in_flight=x.busy,
                          keep_alive=x.spec.keep_alive)
                 for n, x in self._entries.items() if x.state == "ready"]
 
@@ -212,7 +261,7 @@ class ModelManager:
                 plan = plan_eviction(self._residents(), pool, need, free, self.clock(), self.memory.min_residency_s)
             if plan:
                 for victim in plan:
-                    self.unload(victim, reason="evicted")
+                    self._evict(victim)
                 continue
             budget = self.accountant.budget.for_pool(pool)
             if budget is not None and need > budget:
@@ -224,7 +273,8 @@ class ModelManager:
             if remaining <= 0:
                 raise MemoryBudgetExceeded(
                     f"model {name!r} needs about {need} bytes in {pool}; only {free} are free and the resident "
-                    "models are pinned, busy or within their minimum residency", model=name)
+                    "models are pinned, busy or within their minimum residency", model=name,
+                    retry_after=max(1.0, self.memory.min_residency_s))
             with self._changed:
                 self._changed.wait(min(remaining, 0.05))
 
@@ -241,7 +291,7 @@ class ModelManager:
                 if not plan:
                     raise
                 for victim in plan:
-                    self.unload(victim, reason="evicted")
+                    self._evict(victim)
 
     def _evict_for_oom(self, name: str) -> bool:
         """OOM recovery step: unload the coldest other model in the same pool. True if one was unloaded."""
@@ -251,10 +301,15 @@ class ModelManager:
             order = [r for r in self._residents() if r.name != name and r.pool == pool and not r.pinned
                      and r.in_flight == 0]
             order.sort(key=lambda r: (r.priority, r.last_used))
-        if not order:
-            return False
-        self.unload(order[0].name, reason="evicted")
-        return True
+        return any(self._evict(r.name) for r in order)
+
+    def _evict(self, name: str) -> bool:
+        """Unload `name` for memory unless it became busy or pinned since the plan was made (the caller re-plans)."""
+        with self._lock:
+            e = self._entries.get(name)
+            if e is None or e.state != "ready" or e.busy or e.spec.pinned:
+                return False
+        return self.unload(name, reason="evicted", only_if_idle=True)
 
     def _cpu_fallback(self, e: Entry) -> Callable[[], bool] | None:
         if not e.spec.fallback_to_cpu:
@@ -275,13 +330,14 @@ class ModelManager:
 
         return move
 
-    def unload(self, name: str, reason: str = "manual") -> bool:
-        """Finish queued work, drop the weights, give the memory back. False if it was not loaded."""
+    def unload(self, name: str, reason: str = "manual", *, only_if_idle: bool = False) -> bool:
+        """Finish queued work, drop the weights, give the memory back. False if it was not loaded (or, with
+        `only_if_idle`, if it is busy or pinned: eviction and keep-alive never take a model from under a request)."""
         with self._lock:
             e = self._entries.get(name)
             if e is None:
                 raise ModelNotFound(name, self._entries)
-            if e.state != "ready":
+            if e.state != "ready" or (only_if_idle and (e.busy or e.spec.pinned)):
                 return False
             e.state = "evicting"
             sched, model = e.scheduler, e.model
@@ -319,7 +375,7 @@ class ModelManager:
             names = expired(self._residents(), self.clock())
         for n in names:
             try:
-                self.unload(n, reason="idle")
+                self.unload(n, reason="idle", only_if_idle=True)
             except ProviderError:
                 log.exception("keep-alive unload of %s failed", n)
         return names

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,10 @@ class LoadedModel:
     sentence_model: Any = None  # SentenceTransformer | None
     handlers: dict[str, TaskHandler] = field(default_factory=dict)
     load_seconds: float = 0.0
+    # A fast tokenizer keeps truncation/padding settings as state on its Rust backend and every call with other
+    # settings rewrites them, so concurrent calls (request threads parse while the collector preprocesses) can
+    # truncate with another call's settings. Every call that encodes holds this lock.
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:

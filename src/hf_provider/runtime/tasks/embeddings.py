@@ -57,7 +57,8 @@ class Embeddings(TaskHandler):
         texts = [it.data["text"] for it in items]
         # sentence-transformers 6 renamed tokenize() to preprocess(); the old name only warns
         prep = getattr(st, "preprocess", None) or st.tokenize
-        features = prep(texts)
+        with self.model.tokenizer_lock:
+            features = prep(texts)
         return {k: (v.to(self.model.device) if hasattr(v, "to") else v) for k, v in features.items()}
 
     def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:

@@ -28,8 +28,8 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
-    vectors, tokens = await provider.arun_usage(body.model, "embeddings", texts, priority=priority_of(request),
-                                                **params)
+    vectors, tokens = await provider.arun_usage(body.model, "embeddings", texts,
+                                                priority=priority_of(request), **params)
     if body.encoding_format == "base64":
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()}
@@ -84,10 +84,14 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
         async def events() -> AsyncIterator[bytes]:
             base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
+            if body.echo:
+                yield _sse({**base, "choices": [{"index": 0, "text": body.prompt, "finish_reason": None,
+                                                 "logprobs": None}]})
             async for delta in _chain(first, chunks):
                 yield _sse({**base, "choices": [{"index": 0, "text": delta, "finish_reason": None,
                                                  "logprobs": None}]})
-            yield _sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]})
+            yield _sse({**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop",
+                                             "logprobs": None}]})
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -109,8 +113,8 @@ def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
     e = provider.manager.get(body.model)
     tok = e.model.tokenizer if e.model else None
     if tok is None or not getattr(tok, "chat_template", None):
-        raise InvalidInput(f"model {body.model!r} has no chat template; use /v1/completions with a plain prompt",
-                           param="messages")
+        raise InvalidInput(f"model {body.model!r} has no chat template; use /v1/completions with a plain "
+                           "prompt", param="messages")
     messages = []
     for m in body.messages:
         content = m.content
@@ -120,7 +124,8 @@ def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
     try:
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     except Exception as exc:  # template errors (e.g. roles out of order) are the caller's to fix
-        raise InvalidInput(f"the model's chat template rejected the messages: {exc}", param="messages") from exc
+        raise InvalidInput(f"the model's chat template rejected the messages: {exc}",
+                           param="messages") from exc
 
 
 @router.post("/v1/chat/completions")
@@ -128,8 +133,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     provider = provider_of(request)
     task = _gen_task(provider, body.model)
     prompt = _chat_prompt(provider, body)
-    params = _gen_params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop,
-                         body.seed)
+    params = _gen_params(body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p,
+                         body.stop, body.seed)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
     if body.stream:
@@ -140,7 +145,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
             yield _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                              "finish_reason": None}]})
             async for delta in _chain(first, chunks):
-                yield _sse({**base, "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]})
+                yield _sse({**base, "choices": [{"index": 0, "delta": {"content": delta},
+                                                 "finish_reason": None}]})
             yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
             yield b"data: [DONE]\n\n"
 

@@ -1,0 +1,18 @@
+"""Five models whose total accounted size is three times the host budget, served in rotation by several threads:
+no request fails, the accounted memory never exceeds the budget, and models are evicted and loaded again."""
+
+from __future__ import annotations
+
+from hf_provider.testing.workload import run_rotation
+from tests.conftest import TINY_CACHE
+
+
+def test_rotating_workload_over_three_times_the_budget() -> None:
+    result = run_rotation(TINY_CACHE, ratio=3.0, threads=4, rounds=10)
+
+    assert result.failed == 0, result.errors[:5]
+    assert result.requests == 40
+    assert 2.9 <= result.total_bytes / result.budget_bytes <= 3.1
+    assert 0 < result.peak_bytes <= result.budget_bytes, result.summary()
+    assert any(n > 1 for n in result.loads.values()), result.loads  # evicted and loaded again
+    assert sum(result.loads.values()) > len(result.loads)
