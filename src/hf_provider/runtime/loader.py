@@ -70,11 +70,13 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
         raise ModelLoadError(f"could not load model {spec.name!r} from {spec.source!r}: {e}", model=spec.name) from e
     module, tokenizer, config, st = loaded
     module.eval()
+    from hf_provider.runtime.tasks.encoding import fast_encoder
+
     return LoadedModel(
         spec=spec, path=path, commit=resolved.commit, module=module, config=config, tokenizer=tokenizer,
         device=device, dtype=dtype, weight_bytes=module_bytes(st if st is not None else module),
         architecture=(getattr(config, "architectures", None) or [type(module).__name__])[0],
-        sentence_model=st, load_seconds=time.perf_counter() - t0,
+        sentence_model=st, load_seconds=time.perf_counter() - t0, fast_encoder=fast_encoder(tokenizer),
     )
 
 

@@ -50,6 +50,7 @@ class Entry:
     loaded_at: float = 0.0
     last_used: float = 0.0
     loads: int = 0
+    quantization_cosine: float | None = None  # the accuracy guard's measured figure for a quantized load
     leases: int = 0  # callers between "model is ready" and "request is queued" (see ModelManager.acquire)
     error: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
@@ -201,7 +202,7 @@ class ModelManager:
         self._admit(spec.name, pool, est.total_bytes)
         model = load_model(spec, resolved=resolved)
         try:
-            apply_quantization(model)
+            e.quantization_cosine = apply_quantization(model)
             self.attach_tasks(model, spec.tasks or supported_tasks(model))
             actual = model.weight_bytes + est.working_bytes
             self._commit(spec.name, pool, actual)
@@ -252,7 +253,9 @@ class ModelManager:
                 for n, x in self._entries.items() if x.state == "ready"]
 
     def _admit(self, name: str, pool: str, need: int) -> None:
-        deadline = self.clock() + self.memory.load_wait_s
+        # The wait bound is real time: the injectable clock drives policy (residency, recency, keep-alive) and
+        # may stand still in tests, which must not turn a bounded wait into an endless one.
+        deadline = time.monotonic() + self.memory.load_wait_s
         while True:
             with self._lock:
                 if self.accountant.reserve(name, pool, need):
@@ -269,7 +272,7 @@ class ModelManager:
                     f"model {name!r} needs about {need} bytes but the {pool} budget is {budget} bytes; raise "
                     "the budget, pick a smaller dtype or quantization", model=name)
             # Models holding the memory are busy, pinned or too recently loaded: wait for that to change.
-            remaining = deadline - self.clock()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise MemoryBudgetExceeded(
                     f"model {name!r} needs about {need} bytes in {pool}; only {free} are free and the resident "
@@ -395,7 +398,8 @@ class ModelManager:
                     "in_flight": e.in_flight, "estimated_bytes": e.estimated_bytes,
                     "accounted_bytes": e.accounted_bytes, "last_used": _wall(e.last_used, self.clock),
                     "pinned": e.spec.pinned, "priority": e.spec.priority, "keep_alive": e.spec.keep_alive,
-                    "loads": e.loads, "error": e.error})
+                    "loads": e.loads, "error": e.error, "quantization": e.spec.quantization,
+                    "quantization_cosine": e.quantization_cosine})
                 out.append(info)
             return out
 

@@ -41,6 +41,7 @@ class LoadedModel:
     # settings rewrites them, so concurrent calls (request threads parse while the collector preprocesses) can
     # truncate with another call's settings. Every call that encodes holds this lock.
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+    fast_encoder: Any = None  # tasks.encoding.FastEncoder when it mirrors the tokenizer exactly
 
     @property
     def name(self) -> str:

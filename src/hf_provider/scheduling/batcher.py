@@ -2,9 +2,10 @@
 
     submit() -> BatchQueue -> [collect + preprocess] -> [forward] -> [postprocess + resolve futures]
 
-The collector forms the next batch only once the forward stage has taken the previous one (a one-slot hand-off),
-so under load each batch holds everything that queued during the last forward pass, and tokenization of batch N+1
-overlaps the forward pass of batch N. Futures are `concurrent.futures.Future`, so the same scheduler serves
+Batches are bound late: while the device is busy the collector keeps waiting (unless a full batch is queued), so
+under load each batch holds everything that queued during the previous forward pass instead of whatever arrived in
+the first milliseconds; while the device is idle a batch leaves after at most `max_wait_ms`. A one-slot hand-off
+lets a full batch be preprocessed while the previous one computes. Futures are `concurrent.futures.Future`, so the same scheduler serves
 synchronous callers and asyncio (`asyncio.wrap_future`) without an event loop of its own.
 """
 
@@ -58,6 +59,7 @@ class ModelScheduler:
         self._resolve_lock = threading.Lock()
         self._closed = False
         self._in_flight = 0
+        self._device_busy = False  # guarded by _cv; the forward stage sets it around each batch
         self.batches = 0
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
         self._threads = [
@@ -136,12 +138,17 @@ class ModelScheduler:
                 head = self._queue.oldest(self.clock())
                 if head is None:
                     continue
-                # Wait for the batch to fill, but never past max_wait after the oldest item arrived.
+                # Wait for the batch to fill: while the device is busy (it will want a batch when it is done), or
+                # up to max_wait after the oldest item arrived while it is idle.
                 deadline = head.enqueued + self.max_wait_s
                 limit = self._queue.max_batch_size
-                while (not self._closed and self._queue.compatible_count(head.request.key, limit) < limit
-                       and (remaining := deadline - self.clock()) > 0):
-                    self._cv.wait(remaining)
+                while not self._closed and self._queue.compatible_count(head.request.key, limit) < limit:
+                    if self._device_busy:
+                        self._cv.wait()
+                    elif (remaining := deadline - self.clock()) > 0:
+                        self._cv.wait(remaining)
+                    else:
+                        break
                 slots = self._queue.take(self.clock())
                 if slots:
                     depth = len(self._queue)
@@ -156,6 +163,7 @@ class ModelScheduler:
             if batch is _STOP:
                 self._to_post.put(_STOP)
                 return
+            self._set_busy(True)
             try:
                 self.runner.forward(batch, self._sinks(batch))
             except BaseException as e:  # noqa: BLE001
@@ -164,7 +172,16 @@ class ModelScheduler:
                 else:
                     self._fail(batch, e)
                 continue
+            finally:
+                if self._to_forward.empty():
+                    self._set_busy(False)
             self._to_post.put(batch)
+
+    def _set_busy(self, busy: bool) -> None:
+        with self._cv:
+            self._device_busy = busy
+            if not busy:
+                self._cv.notify_all()
 
     def _post_loop(self) -> None:
         while True:

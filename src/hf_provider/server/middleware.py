@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from typing import Any
 
 import orjson
@@ -12,6 +13,9 @@ from starlette.exceptions import HTTPException
 from hf_provider.server.errors import error_body
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+# Request ids: a random per-process prefix and a counter, unique without a uuid4 (os.urandom) per request.
+_RID_PREFIX = os.urandom(6).hex()
+_RID_SEQ = itertools.count(1)
 
 
 class RequestIdAndLimits:
@@ -34,7 +38,7 @@ class RequestIdAndLimits:
                 rid = s if _RID_OK.match(s) else None
             elif k == b"content-length":
                 length = int(v) if v.isdigit() else None
-        rid = rid or uuid.uuid4().hex
+        rid = rid or f"{_RID_PREFIX}-{next(_RID_SEQ):x}"
         scope.setdefault("state", {})["request_id"] = rid
         rid_header = (b"x-request-id", rid.encode())
 

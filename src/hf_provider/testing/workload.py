@@ -15,6 +15,7 @@ from typing import Any
 # (hidden, layers) of the five models: from about 3 MB to 16 MB accounted each.
 ROTATION_SIZES: tuple[tuple[int, int], ...] = ((128, 2), (192, 2), (256, 2), (256, 3), (256, 4))
 TASK = "text-classification"
+_GENERATIVE = {"text-generation", "text2text-generation", "summarization", "translation"}
 TEXTS = ("Alice likes the good book.", "The movie in Paris is terrible.", "Bob reads the new report in Oslo.")
 
 
@@ -113,3 +114,61 @@ def run_rotation(out_dir: Path, *, ratio: float = 3.0, threads: int = 4, rounds:
         result = rotating_workload(provider, [s.name for s in specs], threads=threads, rounds=rounds)
     result.total_bytes, result.budget_bytes = total, budget
     return result
+
+
+def unload_rss(source: Path, *, warmup: Path | None = None, task: str = "text2text-generation") -> dict[str, int]:
+    """RSS of this process before loading `source`, after loading it and after unloading it (bytes).
+
+    Run it in a fresh process for a clean figure. `warmup` (a small model of the same architecture) is loaded and
+    unloaded first, so the one-off imports of its modeling code do not count as memory the unload failed to return.
+    """
+    import psutil
+
+    from hf_provider.provider import Provider
+    from hf_provider.settings import MemorySettings, Settings
+    from hf_provider.spec import ModelSpec
+
+    proc = psutil.Process()
+    specs = [ModelSpec(name="model", source=str(source), tasks=[task], device="cpu",
+                       batching={"max_batch_size": 4})]
+    if warmup is not None:
+        specs.append(ModelSpec(name="warmup", source=str(warmup), tasks=[task], device="cpu"))
+    settings = Settings(memory=MemorySettings(), metrics_enabled=False, history_enabled=False)
+    with Provider(specs, settings=settings, allow_adhoc=False) as p:
+        if warmup is not None:
+            p.manager.get("warmup")
+            p.unload("warmup")
+        before = proc.memory_info().rss
+        weight_bytes = p.manager.get("model").model.weight_bytes  # type: ignore[union-attr]
+        # Weights may be memory-mapped from the safetensors file and only paged in when used: serve one request
+        # so that "loaded" is the model as it sits in memory while serving.
+        p.run("model", task, TEXTS[0], **({"max_new_tokens": 4} if task in _GENERATIVE else {}))
+        loaded = proc.memory_info().rss
+        p.unload("model")
+        after = proc.memory_info().rss
+    return {"before": before, "loaded": loaded, "after": after, "weight_bytes": weight_bytes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m hf_provider.testing.workload")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    rss = sub.add_parser("rss", help="print RSS before load / after load / after unload as JSON")
+    rss.add_argument("source", type=Path)
+    rss.add_argument("--warmup", type=Path)
+    rss.add_argument("--task", default="text2text-generation")
+    rot = sub.add_parser("rotation", help="run the rotating workload and print its summary")
+    rot.add_argument("out_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.cmd == "rss":
+        json.dump(unload_rss(args.source, warmup=args.warmup, task=args.task), sys.stdout)
+    else:
+        print(run_rotation(args.out_dir).summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""`loaded(name)`: a LoadedModel straight from Auto* classes (until tests switch to runtime/loader.py)."""
+"""`loaded(name)`: a LoadedModel from the real loader; `run_stages` runs one request through every stage."""
 
 from __future__ import annotations
 
@@ -15,43 +15,17 @@ from hf_provider.runtime.tasks.base import TaskHandler
 from hf_provider.spec import ModelSpec
 
 
-def _weight_bytes(module: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-
-
 @pytest.fixture(scope="session")
 def loaded(tiny_models: dict[str, Path], minilm_path: Path) -> Callable[..., LoadedModel]:
-    import transformers
+    """LoadedModel through the real loader (runtime/loader.py), cached per name; spec overrides copy it."""
+    from hf_provider.runtime.loader import load_model
 
     cache: dict[str, LoadedModel] = {}
 
     def make(name: str, **spec: Any) -> LoadedModel:
         if name not in cache:
             path = minilm_path if name == "minilm" else tiny_models[name]
-            tok = transformers.AutoTokenizer.from_pretrained(path)
-            st = None
-            if name == "minilm":
-                from sentence_transformers import SentenceTransformer
-
-                st = SentenceTransformer(str(path), device="cpu")
-                module = st[0].auto_model
-            else:
-                config = transformers.AutoConfig.from_pretrained(path)
-                module = getattr(transformers, config.architectures[0]).from_pretrained(path)
-            module.eval()
-            cache[name] = LoadedModel(
-                spec=ModelSpec(name=name, source=str(path)),
-                path=path,
-                commit=None,
-                module=module,
-                config=module.config,
-                tokenizer=tok,
-                device=torch.device("cpu"),
-                dtype=torch.float32,
-                weight_bytes=_weight_bytes(module),
-                architecture=type(module).__name__,
-                sentence_model=st,
-            )
+            cache[name] = load_model(ModelSpec(name=name, source=str(path), device="cpu"))
         base = cache[name]
         if not spec:
             return base

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 from hf_provider.errors import InvalidInput, TooManyItems
 from hf_provider.runtime.model import LoadedModel
 
+_FAST_KWARGS = frozenset({"return_offsets_mapping", "return_special_tokens_mask"})
+
 # A per-item sink for streamed text deltas (text-generation); None at the end of the stream.
 DeltaSink = Callable[[str | None], None]
 
@@ -125,19 +127,22 @@ class TaskHandler(ABC):
         Truncation keeps the start (the tokenizer re-adds its special tokens), or with `left` the end,
         which is what a causal LM continues from."""
         limit = self.model.max_length if limit is None else limit
-        with self.model.tokenizer_lock:
-            enc = self.model.tokenizer(texts, truncation=False, **kwargs)
-        rows = []
+        fast = self.model.fast_encoder
+        if fast is not None and set(kwargs) <= _FAST_KWARGS:
+            rows = fast.encode(texts, offsets=bool(kwargs.get("return_offsets_mapping")),
+                               special_mask=bool(kwargs.get("return_special_tokens_mask")))
+        else:
+            with self.model.tokenizer_lock:
+                enc = self.model.tokenizer(texts, truncation=False, **kwargs)
+            rows = [{k: list(v[i]) for k, v in enc.items()} for i in range(len(texts))]
         for i, text in enumerate(texts):
-            row = {k: list(v[i]) for k, v in enc.items()}
-            if self.check_length(len(row["input_ids"]), i, truncate, limit):
+            if self.check_length(len(rows[i]["input_ids"]), i, truncate, limit):
                 if left:
-                    row = {k: v[len(v) - limit:] for k, v in row.items()}
+                    rows[i] = {k: v[len(v) - limit:] for k, v in rows[i].items()}
                 else:
                     with self.model.tokenizer_lock:
                         one = self.model.tokenizer([text], truncation=True, max_length=limit, **kwargs)
-                    row = {k: list(v[0]) for k, v in one.items()}
-            rows.append(row)
+                    rows[i] = {k: list(v[0]) for k, v in one.items()}
         return rows
 
     def pad(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -17,24 +18,13 @@ class Embeddings(TaskHandler):
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
         return None
 
-    @property
-    def hidden_size(self) -> int:
-        st = self.model.sentence_model
-        if st is not None:
-            get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-            dim = get()
-            if dim:
-                return int(dim)
-        cfg = self.model.config
-        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None) or cfg.n_embd)
-
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
         merged["normalize"] = bool_param(merged, "normalize", True)
         merged["dimensions"] = int_param(merged, "dimensions", None, 1, self.hidden_size)
         texts, single = self.as_text_list(inputs, self.max_items)
         rows = self.tokenize(texts, merged.get("truncate", False))
-        if self.model.sentence_model is not None:
+        if self.model.sentence_model is not None and not self.st_features_from_ids:
             # the checkpoint tokenizes again in preprocess (same tokenizer, its own settings);
             # here we only measure
             return (
@@ -50,10 +40,37 @@ class Embeddings(TaskHandler):
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:
         return ()  # normalize/dimensions are applied per row in postprocess
 
+    @functools.cached_property
+    def st_features_from_ids(self) -> bool:
+        """True when the checkpoint's modules are a plain Transformer + Pooling (+ Normalize) with no prompts and
+        no lower-casing: then the ids from `parse` are exactly what its own preprocess would produce, and the batch
+        is padded from them instead of being tokenized a second time."""
+        st = self.model.sentence_model
+        if st is None or self.model.fast_encoder is None:
+            return False
+        kinds = [type(m).__name__ for m in st]
+        plain = kinds[:2] == ["Transformer", "Pooling"] and all(k == "Normalize" for k in kinds[2:])
+        return (plain and not getattr(st[0], "do_lower_case", False) and not getattr(st, "default_prompt_name", None)
+                and not any(getattr(st, "prompts", {}).values()))
+
+    @functools.cached_property
+    def hidden_size(self) -> int:
+        st = self.model.sentence_model
+        if st is not None:
+            get = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+            dim = get()
+            if dim:
+                return int(dim)
+        cfg = self.model.config
+        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None) or cfg.n_embd)
+
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         st = self.model.sentence_model
-        if st is None:
-            return self.pad([it.data for it in items], keys=("input_ids", "attention_mask", "token_type_ids"))
+        if st is None or self.st_features_from_ids:
+            batch = self.pad([it.data for it in items], keys=("input_ids", "attention_mask", "token_type_ids"))
+            if st is not None:
+                batch["modality"] = "text"
+            return batch
         texts = [it.data["text"] for it in items]
         # sentence-transformers 6 renamed tokenize() to preprocess(); the old name only warns
         prep = getattr(st, "preprocess", None) or st.tokenize

@@ -1,0 +1,58 @@
+"""Fast, lock-free encoding on a private copy of the model's Rust tokenizer.
+
+`tokenizer(texts)` from transformers spends most of a short input's time in Python (argument resolution,
+BatchEncoding), and it rewrites truncation/padding state on the shared Rust backend on every call, so concurrent
+callers need a lock. A private `tokenizers.Tokenizer` copy with truncation and padding switched off once never
+changes state: request threads encode with it concurrently, in Rust, without the GIL. Its output is checked against
+the transformers call at load; a tokenizer whose output differs (Python-side special-token handling) keeps the
+slow path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_PROBES = ("Hello world.", "The city council announced a plan, after months of debate!", "a")
+
+
+class FastEncoder:
+    def __init__(self, tokenizer: Any) -> None:
+        from tokenizers import Tokenizer
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError("not a fast tokenizer")
+        self._tok = Tokenizer.from_str(backend.to_str())
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self._names = list(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
+
+    def encode(self, texts: Sequence[str], offsets: bool = False, special_mask: bool = False) -> list[dict]:
+        rows = []
+        for e in self._tok.encode_batch(list(texts), add_special_tokens=True):
+            row: dict[str, list] = {"input_ids": e.ids}
+            if "token_type_ids" in self._names:
+                row["token_type_ids"] = e.type_ids
+            if "attention_mask" in self._names:
+                row["attention_mask"] = e.attention_mask
+            if offsets:
+                row["offset_mapping"] = e.offsets
+            if special_mask:
+                row["special_tokens_mask"] = e.special_tokens_mask
+            rows.append(row)
+        return rows
+
+    def agrees_with(self, tokenizer: Any) -> bool:
+        """True when this encoder gives exactly what `tokenizer(texts)` gives on a few probes."""
+        ref = tokenizer(list(_PROBES), truncation=False)
+        mine = self.encode(_PROBES)
+        return all(list(ref[k][i]) == row[k] for i, row in enumerate(mine) for k in row)
+
+
+def fast_encoder(tokenizer: Any) -> FastEncoder | None:
+    try:
+        enc = FastEncoder(tokenizer)
+        return enc if enc.agrees_with(tokenizer) else None
+    except Exception:  # noqa: BLE001 - any tokenizer we cannot mirror simply keeps the transformers path
+        return None

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from hf_provider.errors import ConfigError
+from hf_provider.settings import load_settings
+from hf_provider.spec import ModelSpec
+
+
+def test_toml_file_models_and_defaults(tmp_path):
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text('''
+[server]
+port = 9123
+
+[[models]]
+name = "t5"
+source = "org/t5"
+revision = "v1"
+tasks = ["summarization", "translation"]
+keep_alive = "5m"
+defaults = { summarization = { max_new_tokens = 20 } }
+''')
+    s = load_settings(cfg)
+    assert s.server.port == 9123 and s.server.host == "127.0.0.1"
+    m = s.models[0]
+    assert (m.name, m.source, m.revision, m.keep_alive) == ("t5", "org/t5", "v1", 300.0)
+    assert m.defaults["summarization"]["max_new_tokens"] == 20
+    assert m.trust_remote_code is False
+
+
+def test_env_overrides_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text("[server]\nport = 9000\n")
+    monkeypatch.setenv("HFP_SERVER__PORT", "9555")
+    assert load_settings(cfg).server.port == 9555
+    assert load_settings(cfg, server={"port": 1234}).server.port == 1234  # explicit beats env
+
+
+@pytest.mark.parametrize(("models", "field", "hint"), [
+    ([{"name": "a", "source": "x", "dtype": "float8"}], "models.0.dtype", "'float32'"),
+    ([{"name": "a", "source": "x", "device": "tpu"}], "models.0.device", "cuda:N"),
+    ([{"name": "a", "source": "x", "tasks": ["dance"]}], "models.0.tasks", "summarization"),
+    ([{"name": "a", "source": "x", "keep_alive": "soon"}], "models.0.keep_alive", "unit"),
+    ([{"name": "a"}], "models.0.source", "required"),
+    ([{"name": "a", "source": "x", "colour": "red"}], "models.0.colour", "Extra inputs"),
+])
+def test_invalid_config_names_field_and_allowed_values(models, field, hint):
+    with pytest.raises(ConfigError) as e:
+        load_settings({"models": models})
+    assert field in e.value.message and hint in e.value.message
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[models]\nname=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_spec_validation_messages():
+    with pytest.raises(ValueError, match="allowed values"):
+        ModelSpec(name="a", source="x", tasks=["nope"])
+    with pytest.raises(ValueError, match="not in tasks"):
+        ModelSpec(name="a", source="x", tasks=["summarization"], defaults={"translation": {}})
