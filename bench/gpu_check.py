@@ -21,11 +21,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
 
-from hf_provider.provider import Provider  # noqa: E402
-from hf_provider.settings import load_settings  # noqa: E402
-from hf_provider.spec import ModelSpec  # noqa: E402
+from hf_provider.provider import Provider
+from hf_provider.settings import load_settings
+from hf_provider.spec import ModelSpec
 
 # SMOKE=1 runs every check small on the CPU, to catch mistakes before spending device time.
 SMOKE = os.environ.get("SMOKE") == "1"
@@ -190,7 +190,6 @@ def dtype_check(root: Path) -> dict:
             raw(texts[k:k + 128]).cpu()
         sync()
         raw_rate = len(texts) / (time.perf_counter() - t0)
-    del model
     out: dict = {"raw_fp32_sentences_per_s_batch128": raw_rate}
     for dtype in ("auto", "float32"):
         spec = ModelSpec(name="m", source=str(path), tasks=["embeddings"], dtype=dtype, device=DEV,
@@ -217,7 +216,7 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             report[name] = fn()
-        except Exception as e:  # noqa: BLE001 - report and go on to the next check
+        except Exception as e:
             import traceback
 
             report[name] = {"error": repr(e), "trace": traceback.format_exc()[-3000:]}

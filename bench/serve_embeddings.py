@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _http import run_client, start_server, stop_server  # noqa: E402
-from sentences import sentences  # noqa: E402
+from _http import run_client, start_server, stop_server
+from sentences import sentences
 
 MODEL = "all-MiniLM-L6-v2"
 

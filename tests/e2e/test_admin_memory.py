@@ -87,7 +87,7 @@ def test_list_shows_memory_fields(http: httpx.Client) -> None:
     models = {m["name"]: m for m in body["models"]}
     assert set(models) == {"cls", "ner"}
     for m in models.values():
-        assert MODEL_FIELDS <= set(m), MODEL_FIELDS - set(m)
+        assert set(m) >= MODEL_FIELDS, MODEL_FIELDS - set(m)
     cls = models["cls"]
     assert cls["state"] == "ready" and cls["priority"] == 2 and cls["pinned"] is False
     assert cls["weight_bytes"] > 0 and cls["estimated_bytes"] >= cls["weight_bytes"]

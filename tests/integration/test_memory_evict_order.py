@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import MemoryBudgetExceeded
 from hf_provider.provider import Provider
@@ -19,7 +20,6 @@ from hf_provider.settings import MemorySettings, Settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.models import build_sized_bert
 from hf_provider.testing.workload import accounted_estimate
-from tests.conftest import TINY_CACHE
 
 
 class Clock:

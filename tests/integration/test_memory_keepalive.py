@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import MemoryBudgetExceeded
 from hf_provider.provider import Provider
@@ -15,7 +16,6 @@ from hf_provider.settings import MemorySettings, Settings, load_settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.models import build_sized_bert
 from hf_provider.testing.workload import accounted_estimate
-from tests.conftest import TINY_CACHE
 
 TASK = "text-classification"
 

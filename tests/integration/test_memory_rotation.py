@@ -3,8 +3,9 @@ no request fails, the accounted memory never exceeds the budget, and models are 
 
 from __future__ import annotations
 
-from hf_provider.testing.workload import run_rotation
 from tests.conftest import TINY_CACHE
+
+from hf_provider.testing.workload import run_rotation
 
 
 def test_rotating_workload_over_three_times_the_budget() -> None:

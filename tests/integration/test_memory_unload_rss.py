@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hf_provider.testing.models import build_t5_small_random
 from tests.conftest import TINY_CACHE
+
+from hf_provider.testing.models import build_t5_small_random
 
 
 def test_rss_returns_within_ten_percent_after_unload(tiny_models: dict[str, Path]) -> None:

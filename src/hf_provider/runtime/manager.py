@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hf_provider.errors import MemoryBudgetExceeded, ModelNotFound, ProviderError, TaskNotSupported, Unavailable
+from hf_provider.errors import (
+    MemoryBudgetExceeded,
+    ModelNotFound,
+    ProviderError,
+    TaskNotSupported,
+    Unavailable,
+)
 from hf_provider.hub.resolve import resolve
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.estimate import estimate

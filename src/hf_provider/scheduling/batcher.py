@@ -121,7 +121,7 @@ class ModelScheduler:
             batch = Batch(slots=slots, handler=first.handler, params=first.params, formed_at=self.clock())
             try:
                 self.runner.preprocess(batch)
-            except BaseException as e:  # noqa: BLE001 - the batch's own futures carry the real error
+            except BaseException as e:
                 self._handoff.release()
                 self._fail(batch, e)
                 continue
@@ -166,7 +166,7 @@ class ModelScheduler:
             self._set_busy(True)
             try:
                 self.runner.forward(batch, self._sinks(batch))
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 if self.runner.recoverable(e):
                     self._recover(batch, e)
                 else:
@@ -190,7 +190,7 @@ class ModelScheduler:
                 return
             try:
                 results = self.runner.postprocess(batch)
-            except BaseException as e:  # noqa: BLE001
+            except BaseException as e:
                 self._fail(batch, e)
                 continue
             self._resolve(batch, results)
@@ -205,14 +205,14 @@ class ModelScheduler:
         """Out-of-memory on a batch: split / evict / fall back (memory.oom), then resolve or fail its requests."""
         try:
             results = self.runner.recover(batch, error, self._sinks(batch))
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             self._fail(batch, e)
             return
         self._resolve(batch, results)
 
     def _resolve(self, batch: Batch, results: list[Any]) -> None:
         self.batches += 1
-        self.last_batch_sizes = (self.last_batch_sizes + [batch.size])[-256:]
+        self.last_batch_sizes = [*self.last_batch_sizes[-255:], batch.size]
         now = self.clock()
         t = batch.timings
         queue_s = sum(batch.formed_at - s.enqueued for s in batch.slots) / batch.size

@@ -3,11 +3,10 @@ out-of-memory recovery hook. Threads live in `batcher.py`; this module is what r
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
-
-import os
 
 import torch
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 _GENERATIVE = {"text-generation", "text2text-generation", "translation", "summarization", "question-answering"}
 _SAMPLE = {"question-answering": {"question": "What was rebuilt?", "context": "The harbour was rebuilt."},
            "fill-mask": "The harbour was [MASK]."}

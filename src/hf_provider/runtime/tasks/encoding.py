@@ -54,5 +54,5 @@ def fast_encoder(tokenizer: Any) -> FastEncoder | None:
     try:
         enc = FastEncoder(tokenizer)
         return enc if enc.agrees_with(tokenizer) else None
-    except Exception:  # noqa: BLE001 - any tokenizer we cannot mirror simply keeps the transformers path
+    except Exception:
         return None
