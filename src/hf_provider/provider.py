@@ -74,8 +74,8 @@ class Provider:
         with self.manager.acquire(model) as e:
             handler = self.manager.handler(e, task)
             if sink is not None and not handler.streaming:
-                raise InvalidInput(f"task {task!r} does not stream; streaming is available for text-generation",
-                                   param="stream")
+                raise InvalidInput(f"task {task!r} does not stream; streaming is available for "
+                                   "text-generation", param="stream")
             items, resolved, single = handler.parse(inputs, params)
             if sink is not None and not single:
                 raise InvalidInput("streaming takes a single prompt", param="inputs")

@@ -27,13 +27,26 @@ def admin_url(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFac
 
     base = tmp_path_factory.mktemp("admin-e2e")
     config = {
-        "home": str(base / "home"), "history_enabled": False, "load_on_start": False,
+        "home": str(base / "home"),
+        "history_enabled": False,
+        "load_on_start": False,
         "memory": {"host_budget": BUDGET, "min_residency_s": 0},
         "models": [
-            {"name": "cls", "source": str(tiny_models["bert-cls"]), "tasks": ["text-classification"],
-             "device": "cpu", "priority": 2, "batching": {"max_batch_size": 8}},
-            {"name": "ner", "source": str(tiny_models["bert-ner"]), "tasks": ["token-classification"],
-             "device": "cpu", "batching": {"max_batch_size": 8}},
+            {
+                "name": "cls",
+                "source": str(tiny_models["bert-cls"]),
+                "tasks": ["text-classification"],
+                "device": "cpu",
+                "priority": 2,
+                "batching": {"max_batch_size": 8},
+            },
+            {
+                "name": "ner",
+                "source": str(tiny_models["bert-ner"]),
+                "tasks": ["token-classification"],
+                "device": "cpu",
+                "batching": {"max_batch_size": 8},
+            },
         ],
     }
     with pytest.MonkeyPatch.context() as mp:
@@ -41,8 +54,11 @@ def admin_url(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFac
         mp.setenv("HF_HUB_OFFLINE", "1")
         app = build(load_settings(config))
         port = _free_port()
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                            lifespan="on", access_log=False))
+        srv = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+            )
+        )
         thread = threading.Thread(target=srv.run, name="admin-e2e-uvicorn", daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
@@ -115,7 +131,9 @@ def test_load_unload_pin_unpin_change_state(http: httpx.Client) -> None:
     assert _models(http)["ner"]["state"] == "unloaded"
 
     # A task request loads it again on demand.
-    r = http.post("/v1/tasks/token-classification", json={"model": "ner", "inputs": ["Alice lives in Paris."]})
+    r = http.post(
+        "/v1/tasks/token-classification", json={"model": "ner", "inputs": ["Alice lives in Paris."]}
+    )
     assert r.status_code == 200, r.text
     assert _models(http)["ner"]["state"] == "ready" and _models(http)["ner"]["loads"] == 2
 

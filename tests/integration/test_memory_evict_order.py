@@ -1,5 +1,6 @@
-"""Eviction order through the ModelManager with real models: priority, then least recently used; pinned models
-are never evicted; a model with a request in flight is not evicted while busy; minimum residency holds a model.
+"""Eviction order through the ModelManager with real models: priority, then least recently used;
+pinned models are never evicted; a model with a request in flight is not evicted while busy; minimum residency
+holds a model.
 
 The manager runs on an injected clock, so residency and recency are set without sleeping."""
 
@@ -37,8 +38,14 @@ def bert() -> Path:
 
 def _spec(name: str, source: Path, **kw) -> ModelSpec:
     kw.setdefault("tasks", ["text-classification"])
-    return ModelSpec(name=name, source=str(source), device="cpu", max_length=64,
-                     batching={"max_batch_size": kw.pop("batch", 4), "max_wait_ms": 1.0}, **kw)
+    return ModelSpec(
+        name=name,
+        source=str(source),
+        device="cpu",
+        max_length=64,
+        batching={"max_batch_size": kw.pop("batch", 4), "max_wait_ms": 1.0},
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -48,8 +55,9 @@ def clock() -> Clock:
 
 def _manager(specs: list[ModelSpec], budget: int, clock: Clock, **memory) -> ModelManager:
     memory.setdefault("min_residency_s", 0)
-    return ModelManager(specs, memory=MemorySettings(host_budget=budget, **memory), clock=clock,
-                        allow_adhoc=False)
+    return ModelManager(
+        specs, memory=MemorySettings(host_budget=budget, **memory), clock=clock, allow_adhoc=False
+    )
 
 
 @pytest.fixture
@@ -70,7 +78,13 @@ def _use(m: ModelManager, clock: Clock, name: str) -> None:
 
 
 def test_lowest_priority_then_least_recently_used(bert: Path, clock: Clock, managed: list) -> None:
-    specs = [_spec("a", bert, priority=1), _spec("b", bert), _spec("c", bert), _spec("d", bert), _spec("e", bert)]
+    specs = [
+        _spec("a", bert, priority=1),
+        _spec("b", bert),
+        _spec("c", bert),
+        _spec("d", bert),
+        _spec("e", bert),
+    ]
     one = accounted_estimate(specs[0])
     m = _manager(specs, 3 * one + one // 2, clock)  # room for three
     managed.append(m)
@@ -120,16 +134,19 @@ def test_minimum_residency_holds_a_fresh_model(bert: Path, clock: Clock, managed
     assert done and _ready(m) == {"b"}
 
 
-def test_busy_model_is_not_evicted_until_its_request_finishes(tiny_models: dict[str, Path], bert: Path,
-                                                              clock: Clock) -> None:
+def test_busy_model_is_not_evicted_until_its_request_finishes(
+    tiny_models: dict[str, Path], bert: Path, clock: Clock
+) -> None:
     gen = _spec("gen", tiny_models["decoder"], tasks=["text-generation"], batch=1)
     specs = [gen, _spec("x", bert), _spec("y", bert)]
     sizes = {s.name: accounted_estimate(s) for s in specs}
     # Room for gen and one BERT, and short of a second BERT by less than gen's size.
     budget = sizes["gen"] // 2 + 2 * sizes["x"] - 1
-    settings = Settings(memory=MemorySettings(host_budget=budget,
-                                              min_residency_s=0, load_wait_s=600),
-                        metrics_enabled=False, history_enabled=False)
+    settings = Settings(
+        memory=MemorySettings(host_budget=budget, min_residency_s=0, load_wait_s=600),
+        metrics_enabled=False,
+        history_enabled=False,
+    )
     release, started = threading.Event(), threading.Event()
 
     def sink(delta: str | None) -> None:  # runs on the forward thread: holds the generation in flight
@@ -149,6 +166,7 @@ def test_busy_model_is_not_evicted_until_its_request_finishes(tiny_models: dict[
         # Pin y: the only candidate left is busy, so loading x waits for the generation to finish.
         p.manager.set_pinned("y", True)
         loaded: list[object] = []
+
         def load_x() -> None:
             try:
                 loaded.append(p.run("x", "text-classification", ["hi"]))

@@ -1,5 +1,6 @@
-"""keep_alive unloads an idle model and a later request loads it again on demand; a request whose model cannot be
-admitted within load_wait_s (the budget is full of pinned models) gets a 503 with Retry-After over HTTP."""
+"""keep_alive unloads an idle model and a later request loads it again on demand; a request whose model
+cannot be admitted within load_wait_s (the budget is full of pinned models) gets a 503 with Retry-After over
+HTTP."""
 
 from __future__ import annotations
 
@@ -22,8 +23,14 @@ TASK = "text-classification"
 
 def _spec(name: str, source: Path, **kw) -> ModelSpec:
     kw.setdefault("tasks", [TASK])
-    return ModelSpec(name=name, source=str(source), device="cpu", max_length=64,
-                     batching={"max_batch_size": 4, "max_wait_ms": 1.0}, **kw)
+    return ModelSpec(
+        name=name,
+        source=str(source),
+        device="cpu",
+        max_length=64,
+        batching={"max_batch_size": 4, "max_wait_ms": 1.0},
+        **kw,
+    )
 
 
 def _state(p: Provider, name: str) -> dict:
@@ -31,8 +38,9 @@ def _state(p: Provider, name: str) -> dict:
 
 
 def test_keep_alive_zero_unloads_after_use_and_reloads_on_demand(tiny_models: dict[str, Path]) -> None:
-    settings = Settings(memory=MemorySettings(keep_alive_check_s=3600), metrics_enabled=False,
-                        history_enabled=False)
+    settings = Settings(
+        memory=MemorySettings(keep_alive_check_s=3600), metrics_enabled=False, history_enabled=False
+    )
     with Provider([_spec("cls", tiny_models["bert-cls"], keep_alive="0s")], settings=settings) as p:
         first = p.run("cls", TASK, ["Alice likes the good book."])
         assert _state(p, "cls")["state"] == "ready"
@@ -45,10 +53,13 @@ def test_keep_alive_zero_unloads_after_use_and_reloads_on_demand(tiny_models: di
 
 
 def test_reaper_thread_unloads_after_keep_alive(tiny_models: dict[str, Path]) -> None:
-    settings = Settings(memory=MemorySettings(keep_alive_check_s=0.05), metrics_enabled=False,
-                        history_enabled=False)
-    specs = [_spec("short", tiny_models["bert-cls"], keep_alive="300ms"),
-             _spec("kept", tiny_models["bert-ner"], tasks=["token-classification"])]
+    settings = Settings(
+        memory=MemorySettings(keep_alive_check_s=0.05), metrics_enabled=False, history_enabled=False
+    )
+    specs = [
+        _spec("short", tiny_models["bert-cls"], keep_alive="300ms"),
+        _spec("kept", tiny_models["bert-ner"], tasks=["token-classification"]),
+    ]
     with Provider(specs, settings=settings) as p:
         p.run("short", TASK, ["hello"])
         p.manager.get("kept")
@@ -66,14 +77,29 @@ def test_load_wait_bound_gives_503_with_retry_after(tmp_path: Path) -> None:
     need_big, need_small = (accounted_estimate(_spec("x", f)) for f in (big, small))
     budget = need_big + need_small // 2  # the small one fits the budget, not next to the pinned big one
     config = {
-        "home": str(tmp_path / "home"), "metrics_enabled": False, "history_enabled": False,
+        "home": str(tmp_path / "home"),
+        "metrics_enabled": False,
+        "history_enabled": False,
         "load_on_start": False,
         "memory": {"host_budget": budget, "load_wait_s": 0.5, "min_residency_s": 0},
         "models": [
-            {"name": "big", "source": str(big), "tasks": [TASK], "device": "cpu", "max_length": 64,
-             "pinned": True, "batching": {"max_batch_size": 4}},
-            {"name": "small", "source": str(small), "tasks": [TASK], "device": "cpu", "max_length": 64,
-             "batching": {"max_batch_size": 4}},
+            {
+                "name": "big",
+                "source": str(big),
+                "tasks": [TASK],
+                "device": "cpu",
+                "max_length": 64,
+                "pinned": True,
+                "batching": {"max_batch_size": 4},
+            },
+            {
+                "name": "small",
+                "source": str(small),
+                "tasks": [TASK],
+                "device": "cpu",
+                "max_length": 64,
+                "batching": {"max_batch_size": 4},
+            },
         ],
     }
     from hf_provider.server.factory import build
@@ -99,13 +125,25 @@ def test_load_wait_bound_gives_503_with_retry_after(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("keep_alive", ["0s"])
-def test_scale_to_zero_model_is_not_loaded_at_start(tiny_models: dict[str, Path], tmp_path: Path,
-                                                    keep_alive: str) -> None:
+def test_scale_to_zero_model_is_not_loaded_at_start(
+    tiny_models: dict[str, Path], tmp_path: Path, keep_alive: str
+) -> None:
     from hf_provider.server.factory import build
 
-    config = {"home": str(tmp_path / "home"), "metrics_enabled": False, "history_enabled": False,
-              "models": [{"name": "cls", "source": str(tiny_models["bert-cls"]), "tasks": [TASK],
-                          "device": "cpu", "keep_alive": keep_alive}]}
+    config = {
+        "home": str(tmp_path / "home"),
+        "metrics_enabled": False,
+        "history_enabled": False,
+        "models": [
+            {
+                "name": "cls",
+                "source": str(tiny_models["bert-cls"]),
+                "tasks": [TASK],
+                "device": "cpu",
+                "keep_alive": keep_alive,
+            }
+        ],
+    }
     with TestClient(build(load_settings(config))) as client:
         assert client.get("/v1/admin/models").json()["models"][0]["state"] == "unloaded"
         r = client.post("/v1/tasks/text-classification", json={"model": "cls", "inputs": ["hi"]})

@@ -1,6 +1,7 @@
-"""Out-of-memory recovery through the fault injection setting, which raises the CPU allocator's real error
-("can't allocate memory") at forward for chosen batch sizes: splitting saves batches of several items; a single
-item that still fails evicts a cold model first, then fails with OutOfMemory (HTTP 503), and serving goes on."""
+"""Out-of-memory recovery through the fault injection setting, which raises the CPU allocator's real
+error ("can't allocate memory") at forward for chosen batch sizes: splitting saves batches of several items; a
+single item that still fails evicts a cold model first, then fails with OutOfMemory (HTTP 503), and serving
+goes on."""
 
 from __future__ import annotations
 
@@ -21,10 +22,16 @@ TEXTS = [f"Sentence number {i} about the good book." for i in range(8)]
 
 
 def test_splitting_recovers_concurrent_requests(tiny_models: dict[str, Path], caplog) -> None:
-    settings = Settings(memory=MemorySettings(fault_inject_oom="4-64"), metrics_enabled=False,
-                        history_enabled=False)
-    spec = ModelSpec(name="cls", source=str(tiny_models["bert-cls"]), tasks=[TASK], device="cpu",
-                     batching={"max_batch_size": 16, "max_wait_ms": 20})
+    settings = Settings(
+        memory=MemorySettings(fault_inject_oom="4-64"), metrics_enabled=False, history_enabled=False
+    )
+    spec = ModelSpec(
+        name="cls",
+        source=str(tiny_models["bert-cls"]),
+        tasks=[TASK],
+        device="cpu",
+        batching={"max_batch_size": 16, "max_wait_ms": 20},
+    )
     caplog.set_level(logging.WARNING, logger="hf_provider.memory.oom")
     with Provider([spec], settings=settings, allow_adhoc=False) as p:
         expected = {t: p.run("cls", TASK, [t])[0] for t in TEXTS[:3]}  # batches of < 4 run unharmed
@@ -37,7 +44,7 @@ def test_splitting_recovers_concurrent_requests(tiny_models: dict[str, Path], ca
 
         def client(i: int) -> None:
             try:
-                results.append(p.run("cls", TASK, TEXTS[i % 7: i % 7 + 2]))
+                results.append(p.run("cls", TASK, TEXTS[i % 7 : i % 7 + 2]))
             except Exception as exc:
                 results.append(exc)
 
@@ -51,15 +58,27 @@ def test_splitting_recovers_concurrent_requests(tiny_models: dict[str, Path], ca
     assert any("out of memory on a batch of 8; retrying as 4 + 4" in r.getMessage() for r in caplog.records)
 
 
-def test_single_item_oom_evicts_cold_model_then_fails_with_503(tiny_models: dict[str, Path], tmp_path: Path,
-                                                               caplog) -> None:
+def test_single_item_oom_evicts_cold_model_then_fails_with_503(
+    tiny_models: dict[str, Path], tmp_path: Path, caplog
+) -> None:
     from hf_provider.server.factory import build
 
-    config = {"home": str(tmp_path / "home"), "metrics_enabled": False, "history_enabled": False,
-              "load_on_start": False, "memory": {"fault_inject_oom": "1-64"},
-              "models": [{"name": "hot", "source": str(tiny_models["bert-cls"]), "tasks": [TASK], "device": "cpu"},
-                         {"name": "cold", "source": str(tiny_models["bert-ner"]),
-                          "tasks": ["token-classification"], "device": "cpu"}]}
+    config = {
+        "home": str(tmp_path / "home"),
+        "metrics_enabled": False,
+        "history_enabled": False,
+        "load_on_start": False,
+        "memory": {"fault_inject_oom": "1-64"},
+        "models": [
+            {"name": "hot", "source": str(tiny_models["bert-cls"]), "tasks": [TASK], "device": "cpu"},
+            {
+                "name": "cold",
+                "source": str(tiny_models["bert-ner"]),
+                "tasks": ["token-classification"],
+                "device": "cpu",
+            },
+        ],
+    }
     caplog.set_level(logging.WARNING, logger="hf_provider.memory.oom")
     app = build(load_settings(config))
     with TestClient(app) as client:
@@ -79,5 +98,7 @@ def test_single_item_oom_evicts_cold_model_then_fails_with_503(tiny_models: dict
         provider.manager.fault.batch_sizes = frozenset()
         r = client.post("/v1/tasks/text-classification", json={"model": "hot", "inputs": ["hello", "world"]})
         assert r.status_code == 200 and len(r.json()["outputs"]) == 2
-        r = client.post("/v1/tasks/token-classification", json={"model": "cold", "inputs": ["Alice in Paris"]})
+        r = client.post(
+            "/v1/tasks/token-classification", json={"model": "cold", "inputs": ["Alice in Paris"]}
+        )
         assert r.status_code == 200, r.text

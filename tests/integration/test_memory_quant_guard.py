@@ -1,6 +1,6 @@
-"""The accuracy guard on quantized loads, with the real MiniLM: int8 weight-only passes (cosine >= 0.99 to fp32
-on the guard sentences), torch's dynamic int8 is refused with the measured figure, and a deliberately broken
-quantization is refused."""
+"""The accuracy guard on quantized loads, with the real MiniLM: int8 weight-only passes (cosine >= 0.99
+to fp32 on the guard sentences), torch's dynamic int8 is refused with the measured figure, and a deliberately
+broken quantization is refused."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ def _settings() -> Settings:
 
 
 def _spec(name: str, path: Path, quantization: str) -> ModelSpec:
-    return ModelSpec(name=name, source=str(path), tasks=["embeddings"], device="cpu", quantization=quantization,
-                     max_length=128, batching={"max_batch_size": 8})
+    return ModelSpec(
+        name=name,
+        source=str(path),
+        tasks=["embeddings"],
+        device="cpu",
+        quantization=quantization,
+        max_length=128,
+        batching={"max_batch_size": 8},
+    )
 
 
 def test_weight_only_int8_is_accepted_with_its_figure(minilm_path: Path) -> None:

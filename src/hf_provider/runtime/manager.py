@@ -42,6 +42,12 @@ from hf_provider.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
+# One from_pretrained at a time in this process: transformers swaps globals while it loads (torch.nn.init
+# functions in no_init_weights, PreTrainedModel.tie_weights in no_tie_weights) and restores them in `finally`.
+# Two loads on two threads interleave the save and the restore, leaving the no-op versions installed for good:
+# every later model then skips weight tying (an untied, uninitialized LM head) and initialization.
+_LOAD_LOCK = threading.Lock()
+
 
 @dataclass(eq=False)
 class Entry:
@@ -128,8 +134,8 @@ class ModelManager:
 
     @contextmanager
     def acquire(self, name: str, *, wait_s: float | None = None) -> Iterator[Entry]:
-        """The ready entry for `name` (loading it if needed), kept from eviction and keep-alive unloading until the
-        block ends: submit the request inside it, and the request's own in-flight count takes over from there.
+        """The ready entry for `name` (loading it if needed), kept from eviction and keep-alive unloading
+        until the block ends: submit the request inside it; its own in-flight count takes over from there.
 
         Without the lease, another thread's load could evict the model between `get` and the submit, and the
         request would fail although memory management is working as intended.
@@ -145,8 +151,8 @@ class ModelManager:
                     break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Unavailable(f"model {name!r} was unloaded again while the request waited; retry shortly",
-                                  model=name, retry_after=2.0)
+                raise Unavailable(f"model {name!r} was unloaded again while the request waited; retry "
+                                  "shortly", model=name, retry_after=2.0)
             self._ensure_loaded(e, remaining)
         try:
             yield e
@@ -206,7 +212,8 @@ class ModelManager:
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(spec.name, pool, est.total_bytes)
-        model = load_model(spec, resolved=resolved)
+        with _LOAD_LOCK:
+            model = load_model(spec, resolved=resolved)
         try:
             e.quantization_cosine = apply_quantization(model)
             self.attach_tasks(model, spec.tasks or supported_tasks(model))
@@ -313,7 +320,8 @@ class ModelManager:
         return any(self._evict(r.name) for r in order)
 
     def _evict(self, name: str) -> bool:
-        """Unload `name` for memory unless it became busy or pinned since the plan was made (the caller re-plans)."""
+        """Unload `name` for memory unless it became busy or pinned since the plan was made (then the caller
+        plans again)."""
         with self._lock:
             e = self._entries.get(name)
             if e is None or e.state != "ready" or e.busy or e.spec.pinned:
@@ -341,7 +349,8 @@ class ModelManager:
 
     def unload(self, name: str, reason: str = "manual", *, only_if_idle: bool = False) -> bool:
         """Finish queued work, drop the weights, give the memory back. False if it was not loaded (or, with
-        `only_if_idle`, if it is busy or pinned: eviction and keep-alive never take a model from under a request)."""
+        `only_if_idle`, if it is busy or pinned: eviction and keep-alive never take a model from under a
+        request)."""
         with self._lock:
             e = self._entries.get(name)
             if e is None:

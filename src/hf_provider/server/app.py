@@ -43,6 +43,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
 
     app = FastAPI(title="hf-provider", version="0.1.0", lifespan=lifespan)
     app.state.provider = provider
+    app.state.load_on_start = load_now
     app.state.started = False
     install_error_handlers(app)
     for r in (health.router, openai.router, tasks.router, admin.router):

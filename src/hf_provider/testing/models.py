@@ -425,8 +425,8 @@ def _sized_gpt2(hidden: int, layers: int) -> Callable[[Path], None]:
 
 
 def build_sized_bert(out_dir: Path, hidden: int, layers: int, name: str | None = None) -> Path:
-    """A random BERT sequence classifier (labels NEGATIVE/POSITIVE) of chosen width and depth, for memory tests
-    that need models between tiny and medium: hidden 256 x 4 layers is about 3.5M parameters (14 MB fp32)."""
+    """A random BERT sequence classifier (labels NEGATIVE/POSITIVE) of chosen width and depth, for memory
+    tests that need models between tiny and medium: hidden 256 x 4 layers is about 3.5M parameters (14 MB)."""
     name = name or f"bert-h{hidden}-l{layers}"
     return _cached(Path(out_dir), name, _sized_bert(hidden, layers))
 

@@ -1,7 +1,9 @@
-"""A rotating workload over more models than fit the memory budget: shared by the memory tests and bench/memory.py.
+"""A rotating workload over more models than fit the memory budget: shared by the memory tests and
+bench/memory.py.
 
-Five random BERT classifiers of growing size are served by one Provider whose host budget is a third of their total
-accounted size (weights plus one batch's working memory), so serving them in rotation forces evictions and reloads.
+Five random BERT classifiers of growing size are served by one Provider whose host budget is a third of their
+total accounted size (weights plus one batch's working memory), so serving them in rotation forces evictions
+and reloads.
 """
 
 from __future__ import annotations
@@ -29,19 +31,34 @@ def build_rotation_models(out_dir: Path) -> dict[str, Path]:
 def rotation_specs(paths: dict[str, Path], *, max_batch_size: int = 4, max_length: int = 64) -> list[Any]:
     from hf_provider.spec import ModelSpec
 
-    return [ModelSpec(name=name, source=str(path), tasks=[TASK], device="cpu", max_length=max_length,
-                      batching={"max_batch_size": max_batch_size, "max_wait_ms": 1.0})
-            for name, path in paths.items()]
+    return [
+        ModelSpec(
+            name=name,
+            source=str(path),
+            tasks=[TASK],
+            device="cpu",
+            max_length=max_length,
+            batching={"max_batch_size": max_batch_size, "max_wait_ms": 1.0},
+        )
+        for name, path in paths.items()
+    ]
 
 
 def accounted_estimate(spec: Any) -> int:
-    """Bytes the manager will admit `spec` against (the same call ModelManager._load makes, on CPU in fp32)."""
+    """Bytes the manager will admit `spec` against (the same call ModelManager._load makes, on CPU in
+    fp32)."""
     import torch
 
     from hf_provider.memory.estimate import estimate
 
-    est = estimate(Path(spec.source), torch.float32, "none", task=(spec.tasks or ["embeddings"])[0],
-                   batch_size=spec.batching.max_batch_size, seq_len=min(spec.max_length or 512, 512))
+    est = estimate(
+        Path(spec.source),
+        torch.float32,
+        "none",
+        task=(spec.tasks or ["embeddings"])[0],
+        batch_size=spec.batching.max_batch_size,
+        seq_len=min(spec.max_length or 512, 512),
+    )
     return est.total_bytes
 
 
@@ -57,14 +74,17 @@ class WorkloadResult:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        return (f"{self.requests} requests, {self.failed} failed, {sum(self.loads.values())} loads "
-                f"({', '.join(f'{k}: {v}' for k, v in self.loads.items())}); models total {self.total_bytes} B "
-                f"= {self.total_bytes / self.budget_bytes:.2f}x the {self.budget_bytes} B budget; accounted peak "
-                f"{self.peak_bytes} B; {self.seconds:.1f}s")
+        return (
+            f"{self.requests} requests, {self.failed} failed, {sum(self.loads.values())} loads "
+            f"({', '.join(f'{k}: {v}' for k, v in self.loads.items())}); models total {self.total_bytes} B "
+            f"= {self.total_bytes / self.budget_bytes:.2f}x the {self.budget_bytes} B budget; accounted peak "
+            f"{self.peak_bytes} B; {self.seconds:.1f}s"
+        )
 
 
-def rotating_workload(provider: Any, names: list[str], *, threads: int = 4, rounds: int = 10,
-                      timeout_s: float = 60.0) -> WorkloadResult:
+def rotating_workload(
+    provider: Any, names: list[str], *, threads: int = 4, rounds: int = 10, timeout_s: float = 60.0
+) -> WorkloadResult:
     """Each thread sends `rounds` requests, to the models in rotation (thread i starts at model i)."""
     result = WorkloadResult()
     lock = threading.Lock()
@@ -107,20 +127,28 @@ def run_rotation(out_dir: Path, *, ratio: float = 3.0, threads: int = 4, rounds:
     total = sum(sizes)
     budget = int(total / ratio)
     if max(sizes) > budget:
-        raise ValueError(f"the largest model ({max(sizes)} B) exceeds the budget ({budget} B); lower the ratio")
-    settings = Settings(memory=MemorySettings(host_budget=budget, min_residency_s=0, load_wait_s=60),
-                        metrics_enabled=False, history_enabled=False)
+        raise ValueError(
+            f"the largest model ({max(sizes)} B) exceeds the budget ({budget} B); lower the ratio"
+        )
+    settings = Settings(
+        memory=MemorySettings(host_budget=budget, min_residency_s=0, load_wait_s=60),
+        metrics_enabled=False,
+        history_enabled=False,
+    )
     with Provider(specs, settings=settings, allow_adhoc=False) as provider:
         result = rotating_workload(provider, [s.name for s in specs], threads=threads, rounds=rounds)
     result.total_bytes, result.budget_bytes = total, budget
     return result
 
 
-def unload_rss(source: Path, *, warmup: Path | None = None, task: str = "text2text-generation") -> dict[str, int]:
+def unload_rss(
+    source: Path, *, warmup: Path | None = None, task: str = "text2text-generation"
+) -> dict[str, int]:
     """RSS of this process before loading `source`, after loading it and after unloading it (bytes).
 
-    Run it in a fresh process for a clean figure. `warmup` (a small model of the same architecture) is loaded and
-    unloaded first, so the one-off imports of its modeling code do not count as memory the unload failed to return.
+    Run it in a fresh process for a clean figure. `warmup` (a small model of the same architecture) is loaded
+    and unloaded first, so the one-off imports of its modeling code do not count as memory the unload failed
+    to return.
     """
     import psutil
 
@@ -129,8 +157,11 @@ def unload_rss(source: Path, *, warmup: Path | None = None, task: str = "text2te
     from hf_provider.spec import ModelSpec
 
     proc = psutil.Process()
-    specs = [ModelSpec(name="model", source=str(source), tasks=[task], device="cpu",
-                       batching={"max_batch_size": 4})]
+    specs = [
+        ModelSpec(
+            name="model", source=str(source), tasks=[task], device="cpu", batching={"max_batch_size": 4}
+        )
+    ]
     if warmup is not None:
         specs.append(ModelSpec(name="warmup", source=str(warmup), tasks=[task], device="cpu"))
     settings = Settings(memory=MemorySettings(), metrics_enabled=False, history_enabled=False)
@@ -140,7 +171,8 @@ def unload_rss(source: Path, *, warmup: Path | None = None, task: str = "text2te
             p.unload("warmup")
         before = proc.memory_info().rss
         weight_bytes = p.manager.get("model").model.weight_bytes  # type: ignore[union-attr]
-        # Weights may be memory-mapped from the safetensors file and only paged in when used: serve one request
+        # Weights may be memory-mapped from the safetensors file and only paged in when used: serve one
+        # request
         # so that "loaded" is the model as it sits in memory while serving.
         p.run("model", task, TEXTS[0], **({"max_new_tokens": 4} if task in _GENERATIVE else {}))
         loaded = proc.memory_info().rss

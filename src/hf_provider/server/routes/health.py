@@ -17,10 +17,12 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """Ready when every model configured to load at start is loaded (models with keep_alive may sleep)."""
+    """Ready once start-up loading is done and every model it loads has loaded once. A model evicted or put to
+    sleep later (memory budget, keep_alive) reloads on demand, so it does not make the server unready."""
     provider = provider_of(request)
     models = provider.manager.describe()
-    waiting = [m["name"] for m in models if m["state"] != "ready" and m["keep_alive"] is None]
+    waiting = [m["name"] for m in models if m["loads"] == 0 and m["keep_alive"] != 0] \
+        if request.app.state.load_on_start else []
     if waiting or not request.app.state.started:
         return JSONResponse({"status": "loading", "waiting_for": waiting}, status_code=503)
     return JSONResponse({"status": "ready", "models": [m["name"] for m in models]})
