@@ -112,12 +112,30 @@ class Provider:
             fut = self.submit(model, task, inputs, priority=priority, **params)
         else:
             fut = await asyncio.to_thread(self.submit, model, task, inputs, priority=priority, **params)
+        return await self._await(fut, model, task, timeout), fut.prompt_tokens  # type: ignore[attr-defined]
+
+    async def _await(self, fut: Future, model: str, task: str, timeout: float | None) -> Any:
+        """Await a scheduler future with a deadline. A timer callback instead of asyncio.wait_for, which wraps
+        every request in an extra Task (measurable per request on small CPUs)."""
+        loop = asyncio.get_running_loop()
+        waiter = asyncio.wrap_future(fut, loop=loop)
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            waiter.cancel()  # also cancels `fut`, so a request still queued is dropped
+
+        timer = loop.call_later(self._timeout(timeout), expire)
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(fut), self._timeout(timeout))
-        except TimeoutError:
-            fut.cancel()
-            raise self._deadline(model, task, timeout) from None
-        return result, fut.prompt_tokens  # type: ignore[attr-defined]
+            return await waiter
+        except asyncio.CancelledError:
+            if expired:
+                raise self._deadline(model, task, timeout) from None
+            fut.cancel()  # the caller went away (client disconnected): drop the work if still queued
+            raise
+        finally:
+            timer.cancel()
 
     def _deadline(self, model: str, task: str, timeout: float | None) -> DeadlineExceeded:
         return DeadlineExceeded(f"{model}/{task} did not finish within {self._timeout(timeout)}s", model=model,

@@ -43,7 +43,11 @@ class BatchingSpec(BaseModel):
 
     max_batch_size: int = Field(32, ge=1, le=4096, description="most items in one forward pass")
     max_batch_tokens: int = Field(16384, ge=1, description="most padded tokens in one forward pass")
-    max_wait_ms: float = Field(2.0, ge=0, le=10_000, description="longest a batch waits to fill up")
+    max_wait_ms: float | None = Field(
+        None, ge=0, le=10_000,
+        description="longest a batch waits to fill up while the device is idle (under load batches fill while it "
+        "is busy). None: 0 for encoder tasks, so a lone request never waits; 10 ms for generation, where a batch "
+        "that starts alone holds the device for the whole generation")
     max_queue: int = Field(4096, ge=1, description="queued items beyond which requests get 503")
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
 

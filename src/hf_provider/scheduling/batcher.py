@@ -28,6 +28,9 @@ from hf_provider.scheduling.worker import StageRunner
 
 log = logging.getLogger(__name__)
 _STOP = object()
+GENERATIVE_TASKS = frozenset({"text-generation", "text2text-generation", "translation", "summarization",
+                              "question-answering"})
+GENERATION_WAIT_S = 0.010
 
 
 def freeze(params: dict[str, Any]) -> Hashable:
@@ -49,7 +52,7 @@ class ModelScheduler:
         self.observer = observer or NullObserver()
         self.runner = runner or StageRunner(model)
         self.clock = clock
-        self.max_wait_s = b.max_wait_ms / 1000.0
+        self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self.max_queue = b.max_queue
         self._queue = BatchQueue(max_batch_size=b.max_batch_size, max_batch_tokens=b.max_batch_tokens)
         self._cv = threading.Condition()
@@ -78,6 +81,12 @@ class ModelScheduler:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    def max_wait_s(self, handler: TaskHandler) -> float:
+        if self._max_wait_s is not None:
+            return self._max_wait_s
+        generative = getattr(handler, "generative", handler.task in GENERATIVE_TASKS)  # QA can be either
+        return GENERATION_WAIT_S if generative else 0.0
 
     def submit(self, handler: TaskHandler, items: list[Item], params: dict[str, Any], *, single: bool,
                priority: int = 0, sinks: list[DeltaSink] | None = None) -> Future:
@@ -140,7 +149,7 @@ class ModelScheduler:
                     continue
                 # Wait for the batch to fill: while the device is busy (it will want a batch when it is done), or
                 # up to max_wait after the oldest item arrived while it is idle.
-                deadline = head.enqueued + self.max_wait_s
+                deadline = head.enqueued + self.max_wait_s(head.request.handler)
                 limit = self._queue.max_batch_size
                 while not self._closed and self._queue.compatible_count(head.request.key, limit) < limit:
                     if self._device_busy:

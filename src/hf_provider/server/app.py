@@ -13,6 +13,7 @@ from hf_provider.errors import ProviderError
 from hf_provider.provider import Provider
 from hf_provider.server.auth import BearerAuth
 from hf_provider.server.errors import install_error_handlers
+from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.middleware import RequestIdAndLimits
 from hf_provider.server.routes import admin, health, openai, tasks
 
@@ -52,6 +53,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         from hf_provider.server.routes.observability import build_router
 
         app.include_router(build_router(lambda: provider.observer, provider.manager.describe))
+    app.add_middleware(EmbeddingsFastPath, provider=provider)
     if settings.server.api_key is not None:
         app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value())
     app.add_middleware(RequestIdAndLimits, max_body_bytes=settings.server.max_body_bytes)

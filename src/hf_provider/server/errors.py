@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -54,6 +55,19 @@ def provider_error_response(exc: E.ProviderError) -> Response:
     raise AssertionError("ProviderError is the table's last row")  # pragma: no cover
 
 
+def validation_error_response(errs: Sequence[Any]) -> Response:
+    """400 for a body that is not JSON or does not fit the schema, naming the first offending field."""
+    first = errs[0] if errs else {}
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    if first.get("type") == "json_invalid":
+        return json_error(400, "Request body is not valid JSON: " + str(first.get("msg", "")),
+                          "invalid_request_error", "invalid_json")
+    param = ".".join(loc) or None
+    msgs = "; ".join(
+        f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs[:5])
+    return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.ProviderError)
     async def _provider(request: Request, exc: E.ProviderError) -> Response:
@@ -63,17 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        errs = exc.errors()
-        first = errs[0] if errs else {}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        if first.get("type") == "json_invalid":
-            return json_error(400, "Request body is not valid JSON: " + str(first.get("msg", "")),
-                              "invalid_request_error", "invalid_json")
-        param = ".".join(loc) or None
-        msgs = "; ".join(
-            f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
-            for e in errs[:5])
-        return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
+        return validation_error_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

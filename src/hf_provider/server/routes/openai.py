@@ -23,21 +23,24 @@ router = APIRouter()
 
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-    provider = provider_of(request)
+    """Served by `server/fastpath.py` in practice; kept for the OpenAPI schema and as the reference path."""
+    return JSONResponse(await embeddings_payload(provider_of(request), body, priority_of(request)))
+
+
+async def embeddings_payload(provider: Provider, body: EmbeddingsRequest, priority: str) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
-    vectors, tokens = await provider.arun_usage(body.model, "embeddings", texts,
-                                                priority=priority_of(request), **params)
+    vectors, tokens = await provider.arun_usage(body.model, "embeddings", texts, priority=priority, **params)
     if body.encoding_format == "base64":
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()}
                 for i, v in enumerate(vectors)]
     else:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
-    return JSONResponse({"object": "list", "data": data, "model": body.model,
-                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+    return {"object": "list", "data": data, "model": body.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def _gen_task(provider: Provider, model: str) -> str:

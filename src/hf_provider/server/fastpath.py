@@ -1,0 +1,72 @@
+"""A direct ASGI path for POST /v1/embeddings, the route that sees the most (and the smallest) requests.
+
+Written by hand because FastAPI's per-request machinery (route matching over every route, dependency solving, body
+re-validation, its telemetry hooks reading the environment) costs more CPU than encoding one sentence on a small
+CPU, and that CPU is taken from the model: on 2 cores it cut served throughput for one-sentence requests by a
+quarter. The body is parsed with orjson and validated with the same pydantic schema; errors go through the same
+table (server/errors.py) as every other route, so clients see no difference. The FastAPI route stays registered
+for the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter, ValidationError
+from starlette.responses import Response
+
+from hf_provider.errors import ProviderError
+from hf_provider.provider import Provider
+from hf_provider.scheduling.queue import PRIORITIES
+from hf_provider.server.errors import json_error, provider_error_response, validation_error_response
+from hf_provider.server.routes.openai import embeddings_payload
+from hf_provider.server.schemas import EmbeddingsRequest
+
+log = logging.getLogger(__name__)
+_BODY = TypeAdapter(EmbeddingsRequest)
+_PATH = "/v1/embeddings"
+
+
+class EmbeddingsFastPath:
+    def __init__(self, app: Any, provider: Provider) -> None:
+        self.app = app
+        self.provider = provider
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != _PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        response = await self._handle(scope, receive)
+        await response(scope, receive, send)
+
+    async def _handle(self, scope: dict, receive: Any) -> Response:
+        chunks = []
+        while True:
+            message = await receive()  # the body-size limit is enforced by RequestIdAndLimits' receive
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        try:
+            body = _BODY.validate_python(orjson.loads(b"".join(chunks)))
+        except orjson.JSONDecodeError as e:
+            return json_error(400, f"Request body is not valid JSON: {e}", "invalid_request_error", "invalid_json")
+        except ValidationError as e:
+            return validation_error_response(e.errors())
+        priority = "interactive"
+        for k, v in scope["headers"]:
+            if k == b"x-priority":
+                priority = v.decode("latin-1")
+        if priority not in PRIORITIES:
+            return json_error(400, f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority), got "
+                              f"{priority!r}", "invalid_request_error", None, "priority")
+        try:
+            payload = await embeddings_payload(self.provider, body, priority)
+        except ProviderError as e:
+            return provider_error_response(e)
+        except Exception as e:
+            rid = scope.get("state", {}).get("request_id", "-")
+            log.error("request %s failed with %s", rid, type(e).__name__, exc_info=e)
+            return json_error(500, f"Internal server error (request id {rid}).", "server_error", "internal_error")
+        return Response(orjson.dumps(payload), media_type="application/json")
