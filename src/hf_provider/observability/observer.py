@@ -83,6 +83,9 @@ class Observer:
         self._thread: threading.Thread | None = None
         self._closed = False
         self.store = self._open_store(home if metrics_enabled else None)
+        # In-flight counts read at scrape and sample time from the scheduler's own counters (assignable after
+        # construction): cheaper than two gauge updates on every request.
+        self.in_flight_source: Callable[[], dict[str, int]] | None = None
         self.sampler = (
             ResourceSampler(self.metrics, model_bytes=model_bytes, model_state=self._model_state)
             if metrics_enabled
@@ -232,7 +235,9 @@ class Observer:
 
     def _model_state(self) -> dict[str, dict[str, float]]:
         """Per-model values the sampler records; the queue peak since the last sample, then reset."""
+        live = self._refresh_in_flight()
         with self._state_lock:
+            self._in_flight.update(live)
             out: dict[str, dict[str, float]] = {}
             for model in set(self._queue) | set(self._in_flight) | set(self._peak_bytes):
                 s = out[model] = {
@@ -310,7 +315,20 @@ class Observer:
     # -- read side --
 
     def render_metrics(self) -> tuple[bytes, str]:
+        self._refresh_in_flight()
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
+
+    def _refresh_in_flight(self) -> dict[str, int]:
+        if self.in_flight_source is None:
+            return {}
+        try:
+            live = self.in_flight_source()
+            for model, n in live.items():
+                self.metrics.child(self.metrics.in_flight, model).set(n)
+            return live
+        except Exception:
+            self._hook_failed("in_flight_source")
+            return {}
 
     def known_models(self) -> list[str]:
         with self._state_lock:

@@ -418,6 +418,17 @@ class ModelManager:
                 out.append(info)
             return out
 
+    def in_flight_by_model(self) -> dict[str, int]:
+        """Requests accepted and not finished, per loaded model (read by metrics at scrape time)."""
+        with self._lock:
+            return {n: e.in_flight for n, e in self._entries.items() if e.scheduler is not None}
+
+    def model_bytes(self) -> dict[str, dict[str, int | None]]:
+        """Per loaded model: actual weight bytes and the bytes accounted against the budget (weights + working)."""
+        with self._lock:
+            return {n: {"weight_bytes": e.model.weight_bytes, "resident_bytes": e.accounted_bytes}
+                    for n, e in self._entries.items() if e.model is not None}
+
     def memory_view(self) -> dict[str, Any]:
         snap = self.accountant.snapshot()
         host = snap["pools"].get("host", {})

@@ -104,10 +104,9 @@ class ModelScheduler:
                     "retry shortly", model=self.model.name, task=handler.task, retry_after=1.0)
             self._queue.push(req, now)
             self._in_flight += 1
-            depth = len(self._queue)
             self._cv.notify()
-        self.observer.in_flight(self.model.name, 1)
-        self.observer.queue_depth(self.model.name, depth)
+        # No observer call per request here: in-flight counts are read from this object at scrape time and the
+        # queue depth is reported once per batch (its peak, just before the batch leaves).
         return fut
 
     def close(self, timeout: float = 30.0) -> None:
@@ -158,10 +157,12 @@ class ModelScheduler:
                         self._cv.wait(remaining)
                     else:
                         break
+                peak = len(self._queue)
                 slots = self._queue.take(self.clock())
                 if slots:
                     depth = len(self._queue)
                     break
+        self.observer.queue_depth(self.model.name, peak)
         self.observer.queue_depth(self.model.name, depth)
         return slots
 
@@ -263,7 +264,6 @@ class ModelScheduler:
     def _finish(self, req: Request, outcome: str, now: float, error_type: str | None = None) -> None:
         with self._cv:
             self._in_flight -= 1
-        self.observer.in_flight(self.model.name, -1)
         self.observer.request_done(self.model.name, req.handler.task, self.model.commit, outcome,
                                    now - req.submitted, len(req.items), req.tokens, error_type)
 

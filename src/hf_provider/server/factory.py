@@ -21,5 +21,6 @@ def build(settings: Settings) -> FastAPI:
 
     observer = make_observer(settings)
     provider = Provider(settings=settings, observer=observer, allow_adhoc=False)
-    observer.model_bytes = provider.manager.model_bytes if hasattr(provider.manager, "model_bytes") else None
+    observer.model_bytes = provider.manager.model_bytes
+    observer.in_flight_source = provider.manager.in_flight_by_model
     return create_app(provider)

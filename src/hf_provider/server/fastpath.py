@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from hf_provider.errors import ProviderError
@@ -43,11 +44,14 @@ class EmbeddingsFastPath:
 
     async def _handle(self, scope: dict, receive: Any) -> Response:
         chunks = []
-        while True:
-            message = await receive()  # the body-size limit is enforced by RequestIdAndLimits' receive
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        try:
+            while True:
+                message = await receive()  # RequestIdAndLimits' receive raises 413 past the body limit
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+        except HTTPException as e:
+            return json_error(e.status_code, str(e.detail), "invalid_request_error", "request_too_large")
         try:
             body = _BODY.validate_python(orjson.loads(b"".join(chunks)))
         except orjson.JSONDecodeError as e:
