@@ -78,6 +78,10 @@ def concurrent(fn, n: int) -> tuple[list, float]:
 
 
 def generation_check(root: Path) -> dict:
+    """Served (64 concurrent single-prompt requests through the Provider) vs one static generate over the same
+    prompts, interleaved over several rounds after warm-up on both sides; medians and bests reported."""
+    import statistics
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sentences import sentences
@@ -85,44 +89,48 @@ def generation_check(root: Path) -> dict:
     path = build_gpt2_124m(root)
     prompts = sentences(N_GEN, seed=1)
     new = 8 if SMOKE else 64
-    # Raw static baseline: one generate over the 64 prompts, left-padded, greedy.
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).to(DEV).eval()
     n_params = sum(p.numel() for p in model.parameters())
     enc = tok(prompts, return_tensors="pt", padding=True).to(DEV)
-    with torch.inference_mode():
-        model.generate(**enc, max_new_tokens=8, do_sample=False)  # warm-up
-        sync()
-        best = None
-        for _ in range(3):
+
+    def static() -> float:
+        with torch.inference_mode():
+            sync()
             t0 = time.perf_counter()
             out = model.generate(**enc, max_new_tokens=new, do_sample=False, num_beams=1)
             sync()
             dt = time.perf_counter() - t0
-            gen = out[:, enc["input_ids"].shape[1]:]
-            tokens = int((gen != tok.pad_token_id).sum())
-            best = max(best or 0, tokens / dt)
-    del model
-    if not SMOKE:
-        torch.cuda.empty_cache()
+        gen = out[:, enc["input_ids"].shape[1]:]
+        return int((gen != tok.pad_token_id).sum()) / dt
+
     spec = ModelSpec(name="gpt2", source=str(path), tasks=["text-generation"], dtype="bfloat16", device=DEV,
-                     batching={"max_batch_size": 64, "max_wait_ms": 20})
+                     batching={"max_batch_size": 64})
     with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
         p.load("gpt2")
-        p.run("gpt2", "text-generation", prompts[:8], max_new_tokens=8)  # warm-up
-        rates, sizes = [], []
-        for _ in range(3):
+
+        def served() -> float:
             res, dt = concurrent(lambda i: p.run("gpt2", "text-generation", prompts[i], max_new_tokens=new), N_GEN)
-            rates.append(sum(r["completion_tokens"] for r in res) / dt)
-            sizes.append(list(p.manager.get("gpt2").scheduler.last_batch_sizes[-4:]))
-        # Streaming: the same load with every request streamed token by token.
+            return sum(r["completion_tokens"] for r in res) / dt
+
+        for _ in range(3):  # warm-up both paths
+            static()
+            served()
+        rounds = 2 if SMOKE else 5
+        st_rates, sv_rates = [], []
+        for _ in range(rounds):
+            st_rates.append(static())
+            sv_rates.append(served())
+        sizes = list(p.manager.get("gpt2").scheduler.last_batch_sizes[-rounds:])
+
         def streamed(i: int) -> int:
             return sum(1 for _ in p.stream("gpt2", "text-generation", prompts[i], max_new_tokens=new))
 
-        sres, sdt = concurrent(streamed, N_GEN)
-    return {"params": n_params, "static_tokens_per_s": best, "served_tokens_per_s": max(rates),
-            "served_runs": rates, "ratio": max(rates) / best, "batch_sizes": sizes,
-            "streamed_deltas_total": sum(sres), "streamed_seconds": sdt}
+        _, sdt = concurrent(streamed, N_GEN)
+    med_st, med_sv = statistics.median(st_rates), statistics.median(sv_rates)
+    return {"params": n_params, "static_tokens_per_s": st_rates, "served_tokens_per_s": sv_rates,
+            "ratio_median": med_sv / med_st, "ratio_best": max(sv_rates) / max(st_rates), "batch_sizes": sizes,
+            "streamed_all_64_seconds": sdt, "streamed_tokens_per_s": N_GEN * new / sdt}
 
 
 def oom_check(root: Path) -> dict:
@@ -149,13 +157,20 @@ def oom_check(root: Path) -> dict:
         sched = p.manager.get("bert").scheduler
         before = sched.batches
         t0 = time.perf_counter()
+        # One request of 256 inputs: the scheduler forms one batch of 256, which cannot fit under the cap.
+        single = p.run("bert", "embeddings", [text] * 256, truncate=True)
+        single_dt = time.perf_counter() - t0
+        recoveries_single = sched.runner.oom_recoveries
         res, dt = concurrent(lambda i: p.run("bert", "embeddings", text, truncate=True), 256)
         ok = sum(1 for r in res if isinstance(r, list) and len(r) == 768)
         sizes = sched.last_batch_sizes[-(sched.batches - before):]
         # Then a normal request still works.
         after = p.run("bert", "embeddings", "still serving", truncate=True)
         torch.cuda.set_per_process_memory_fraction(1.0)
-    return {"weights_bytes": base, "peak_bytes_batch32": peak32, "cap_bytes": cap, "requests": 256, "ok": ok,
+    return {"single_request_256_ok": len(single) == 256 and all(len(v) == 768 for v in single),
+            "single_request_seconds": single_dt, "oom_recoveries_single_request": recoveries_single,
+            "oom_recoveries_total": sched.runner.oom_recoveries,
+            "weights_bytes": base, "peak_bytes_batch32": peak32, "cap_bytes": cap, "requests": 256, "ok": ok,
             "seconds": dt, "resolved_batch_sizes": sizes, "elapsed": time.perf_counter() - t0,
             "later_request_ok": len(after) == 768}
 
@@ -191,14 +206,15 @@ def dtype_check(root: Path) -> dict:
         sync()
         raw_rate = len(texts) / (time.perf_counter() - t0)
     out: dict = {"raw_fp32_sentences_per_s_batch128": raw_rate}
-    for dtype in ("auto", "float32"):
+    for dtype in ("float32", "auto"):
         spec = ModelSpec(name="m", source=str(path), tasks=["embeddings"], dtype=dtype, device=DEV,
                          batching={"max_batch_size": 128})
         with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
             info = p.load("m")
             vec = np.asarray(p.embed("m", texts[:64]))
             cos = float((vec * ref).sum(1).min())
-            p.embed("m", texts[:256])
+            for _ in range(3):  # warm-up: kernel selection for this dtype and these shapes
+                concurrent(lambda i: p.embed("m", texts[i * 32:(i + 1) * 32]), len(texts) // 32)
             _, dt = concurrent(lambda i: p.embed("m", texts[i * 32:(i + 1) * 32]), len(texts) // 32)
             out[dtype] = {"dtype": info["dtype"], "weight_bytes": info["weight_bytes"], "min_cosine_vs_fp32": cos,
                           "served_sentences_per_s_x32": len(texts) / dt,
@@ -211,8 +227,10 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     root = Path("/tmp/hfp-gpu-models")
     report: dict = {"device": "cpu-smoke" if SMOKE else torch.cuda.get_device_name(0), "torch": torch.__version__}
-    for name, fn in (("generation", lambda: generation_check(root)), ("oom", lambda: oom_check(root)),
-                     ("dtype", lambda: dtype_check(root))):
+    only = set(sys.argv[2].split(",")) if len(sys.argv) > 2 else {"generation", "oom", "dtype"}
+    checks = (("generation", lambda: generation_check(root)), ("oom", lambda: oom_check(root)),
+              ("dtype", lambda: dtype_check(root)))
+    for name, fn in [c for c in checks if c[0] in only]:
         t0 = time.perf_counter()
         try:
             report[name] = fn()

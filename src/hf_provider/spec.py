@@ -46,8 +46,9 @@ class BatchingSpec(BaseModel):
     max_wait_ms: float | None = Field(
         None, ge=0, le=10_000,
         description="longest a batch waits to fill up while the device is idle (under load batches fill while it "
-        "is busy). None: 0 for encoder tasks, so a lone request never waits; 10 ms for generation, where a batch "
-        "that starts alone holds the device for the whole generation")
+        "is busy). None: 0 for encoder tasks, so a lone request never waits; for generation, where a batch that "
+        "starts alone holds the device for the whole generation, it follows a burst of arrivals (requests less "
+        "than 3 ms apart) for up to 50 ms")
     max_queue: int = Field(4096, ge=1, description="queued items beyond which requests get 503")
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 _STOP = object()
 GENERATIVE_TASKS = frozenset({"text-generation", "text2text-generation", "translation", "summarization",
                               "question-answering"})
-GENERATION_WAIT_S = 0.010
+GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
+BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
 
 
 def freeze(params: dict[str, Any]) -> Hashable:
@@ -63,6 +64,7 @@ class ModelScheduler:
         self._closed = False
         self._in_flight = 0
         self._device_busy = False  # guarded by _cv; the forward stage sets it around each batch
+        self._last_arrival = 0.0  # guarded by _cv
         self.batches = 0
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
         self._threads = [
@@ -85,7 +87,7 @@ class ModelScheduler:
     def max_wait_s(self, handler: TaskHandler) -> float:
         if self._max_wait_s is not None:
             return self._max_wait_s
-        generative = getattr(handler, "generative", handler.task in GENERATIVE_TASKS)  # QA can be either
+        generative = getattr(handler, "generative", handler.task in GENERATIVE_TASKS)  # QA can be either way
         return GENERATION_WAIT_S if generative else 0.0
 
     def submit(self, handler: TaskHandler, items: list[Item], params: dict[str, Any], *, single: bool,
@@ -103,6 +105,7 @@ class ModelScheduler:
                     f"model {self.model.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
                     "retry shortly", model=self.model.name, task=handler.task, retry_after=1.0)
             self._queue.push(req, now)
+            self._last_arrival = now
             self._in_flight += 1
             self._cv.notify()
         # No observer call per request here: in-flight counts are read from this object at scrape time and the
@@ -146,14 +149,20 @@ class ModelScheduler:
                 head = self._queue.oldest(self.clock())
                 if head is None:
                     continue
-                # Wait for the batch to fill: while the device is busy (it will want a batch when it is done), or
-                # up to max_wait after the oldest item arrived while it is idle.
-                deadline = head.enqueued + self.max_wait_s(head.request.handler)
+                # Wait for the batch to fill: while the device is busy (it will want a batch when it is done), or,
+                # while it is idle, up to max_wait after the oldest item arrived. For generation with the default
+                # wait, a burst is followed while it lasts (items keep arriving less than BURST_GAP_S apart, up to
+                # GENERATION_WAIT_S): a generation that starts alone would hold the device for its whole length.
+                handler = head.request.handler
+                deadline = head.enqueued + self.max_wait_s(handler)
+                follow_burst = self._max_wait_s is None and deadline > head.enqueued
                 limit = self._queue.max_batch_size
                 while not self._closed and self._queue.compatible_count(head.request.key, limit) < limit:
                     if self._device_busy:
                         self._cv.wait()
-                    elif (remaining := deadline - self.clock()) > 0:
+                        continue
+                    until = min(deadline, self._last_arrival + BURST_GAP_S) if follow_burst else deadline
+                    if (remaining := until - self.clock()) > 0:
                         self._cv.wait(remaining)
                     else:
                         break

@@ -27,6 +27,7 @@ class StageRunner:
         self.to_cpu = to_cpu
         self.fault = fault
         self.measure_memory = measure_memory
+        self.oom_recoveries = 0  # batches that hit out-of-memory and went through recovery
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def preprocess(self, batch: Batch) -> None:
@@ -76,6 +77,7 @@ class StageRunner:
 
     def recover(self, batch: Batch, error: BaseException, sinks: list[DeltaSink] | None) -> list[Any]:
         """Re-run the batch's items through split / evict / CPU fallback (memory.oom.run_with_recovery)."""
+        self.oom_recoveries += 1
         batch.data = batch.outputs = None
         sink_of = {id(s): (sinks[i] if sinks else None) for i, s in enumerate(batch.slots)}
 
