@@ -31,9 +31,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     path = str(minilm_path())
-    load = [sys.executable, "-c", f"from sentence_transformers import SentenceTransformer; SentenceTransformer({path!r})"]
-    encode = [sys.executable, "-c", "from sentence_transformers import SentenceTransformer; "
-              f"SentenceTransformer({path!r}).encode(['a cat'])"]
+    load = [
+        sys.executable,
+        "-c",
+        f"from sentence_transformers import SentenceTransformer; SentenceTransformer({path!r})",
+    ]
+    encode = [
+        sys.executable,
+        "-c",
+        "from sentence_transformers import SentenceTransformer; "
+        f"SentenceTransformer({path!r}).encode(['a cat'])",
+    ]
     hfp = [HFP, "run", "all-MiniLM-L6-v2", "embeddings", "a cat", "--json"]
     wall(load)  # warm the page cache so neither side pays first-read disk costs
     times: dict[str, list[float]] = {"raw_load": [], "raw_load_encode": [], "hfp_run": []}

@@ -49,8 +49,14 @@ def build_gpt2_124m(root: Path) -> Path:
         return dest
     tok = AutoTokenizer.from_pretrained(tiny["decoder"])
     big = dict(n_embd=64, n_layer=2, n_head=2) if SMOKE else dict(n_embd=768, n_layer=12, n_head=12)
-    cfg = GPT2Config(vocab_size=50257, n_positions=1024, **big,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = GPT2Config(
+        vocab_size=50257,
+        n_positions=1024,
+        **big,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(cfg)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -101,16 +107,24 @@ def generation_check(root: Path) -> dict:
             out = model.generate(**enc, max_new_tokens=new, do_sample=False, num_beams=1)
             sync()
             dt = time.perf_counter() - t0
-        gen = out[:, enc["input_ids"].shape[1]:]
+        gen = out[:, enc["input_ids"].shape[1] :]
         return int((gen != tok.pad_token_id).sum()) / dt
 
-    spec = ModelSpec(name="gpt2", source=str(path), tasks=["text-generation"], dtype="bfloat16", device=DEV,
-                     batching={"max_batch_size": 64})
+    spec = ModelSpec(
+        name="gpt2",
+        source=str(path),
+        tasks=["text-generation"],
+        dtype="bfloat16",
+        device=DEV,
+        batching={"max_batch_size": 64},
+    )
     with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
         p.load("gpt2")
 
         def served() -> float:
-            res, dt = concurrent(lambda i: p.run("gpt2", "text-generation", prompts[i], max_new_tokens=new), N_GEN)
+            res, dt = concurrent(
+                lambda i: p.run("gpt2", "text-generation", prompts[i], max_new_tokens=new), N_GEN
+            )
             return sum(r["completion_tokens"] for r in res) / dt
 
         for _ in range(3):  # warm-up both paths
@@ -128,21 +142,37 @@ def generation_check(root: Path) -> dict:
 
         _, sdt = concurrent(streamed, N_GEN)
     med_st, med_sv = statistics.median(st_rates), statistics.median(sv_rates)
-    return {"params": n_params, "static_tokens_per_s": st_rates, "served_tokens_per_s": sv_rates,
-            "ratio_median": med_sv / med_st, "ratio_best": max(sv_rates) / max(st_rates), "batch_sizes": sizes,
-            "streamed_all_64_seconds": sdt, "streamed_tokens_per_s": N_GEN * new / sdt}
+    return {
+        "params": n_params,
+        "static_tokens_per_s": st_rates,
+        "served_tokens_per_s": sv_rates,
+        "ratio_median": med_sv / med_st,
+        "ratio_best": max(sv_rates) / max(st_rates),
+        "batch_sizes": sizes,
+        "streamed_all_64_seconds": sdt,
+        "streamed_tokens_per_s": N_GEN * new / sdt,
+    }
 
 
 def oom_check(root: Path) -> dict:
     from hf_provider.testing.models import build_sized_bert
 
-    path = build_sized_bert(root, hidden=64 if SMOKE else 768, layers=2 if SMOKE else 12,
-                            name="bert-small-random" if SMOKE else "bert-base-random")
+    path = build_sized_bert(
+        root,
+        hidden=64 if SMOKE else 768,
+        layers=2 if SMOKE else 12,
+        name="bert-small-random" if SMOKE else "bert-base-random",
+    )
     if SMOKE:
         return {"skipped": "needs CUDA", "built": str(path)}
     text = " ".join(["the harbour was rebuilt after the storm"] * 60)  # ~360 tokens
-    spec = ModelSpec(name="bert", source=str(path), tasks=["embeddings"], dtype="float32",
-                     batching={"max_batch_size": 256, "max_batch_tokens": 1 << 20, "max_wait_ms": 50})
+    spec = ModelSpec(
+        name="bert",
+        source=str(path),
+        tasks=["embeddings"],
+        dtype="float32",
+        batching={"max_batch_size": 256, "max_batch_tokens": 1 << 20, "max_wait_ms": 50},
+    )
     with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
         p.load("bert")
         sync()
@@ -163,16 +193,25 @@ def oom_check(root: Path) -> dict:
         recoveries_single = sched.runner.oom_recoveries
         res, dt = concurrent(lambda i: p.run("bert", "embeddings", text, truncate=True), 256)
         ok = sum(1 for r in res if isinstance(r, list) and len(r) == 768)
-        sizes = sched.last_batch_sizes[-(sched.batches - before):]
+        sizes = sched.last_batch_sizes[-(sched.batches - before) :]
         # Then a normal request still works.
         after = p.run("bert", "embeddings", "still serving", truncate=True)
         torch.cuda.set_per_process_memory_fraction(1.0)
-    return {"single_request_256_ok": len(single) == 256 and all(len(v) == 768 for v in single),
-            "single_request_seconds": single_dt, "oom_recoveries_single_request": recoveries_single,
-            "oom_recoveries_total": sched.runner.oom_recoveries,
-            "weights_bytes": base, "peak_bytes_batch32": peak32, "cap_bytes": cap, "requests": 256, "ok": ok,
-            "seconds": dt, "resolved_batch_sizes": sizes, "elapsed": time.perf_counter() - t0,
-            "later_request_ok": len(after) == 768}
+    return {
+        "single_request_256_ok": len(single) == 256 and all(len(v) == 768 for v in single),
+        "single_request_seconds": single_dt,
+        "oom_recoveries_single_request": recoveries_single,
+        "oom_recoveries_total": sched.runner.oom_recoveries,
+        "weights_bytes": base,
+        "peak_bytes_batch32": peak32,
+        "cap_bytes": cap,
+        "requests": 256,
+        "ok": ok,
+        "seconds": dt,
+        "resolved_batch_sizes": sizes,
+        "elapsed": time.perf_counter() - t0,
+        "later_request_ok": len(after) == 768,
+    }
 
 
 def dtype_check(root: Path) -> dict:
@@ -202,23 +241,33 @@ def dtype_check(root: Path) -> dict:
         sync()
         t0 = time.perf_counter()
         for k in range(0, len(texts), 128):
-            raw(texts[k:k + 128]).cpu()
+            raw(texts[k : k + 128]).cpu()
         sync()
         raw_rate = len(texts) / (time.perf_counter() - t0)
     out: dict = {"raw_fp32_sentences_per_s_batch128": raw_rate}
     for dtype in ("float32", "auto"):
-        spec = ModelSpec(name="m", source=str(path), tasks=["embeddings"], dtype=dtype, device=DEV,
-                         batching={"max_batch_size": 128})
+        spec = ModelSpec(
+            name="m",
+            source=str(path),
+            tasks=["embeddings"],
+            dtype=dtype,
+            device=DEV,
+            batching={"max_batch_size": 128},
+        )
         with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
             info = p.load("m")
             vec = np.asarray(p.embed("m", texts[:64]))
             cos = float((vec * ref).sum(1).min())
             for _ in range(3):  # warm-up: kernel selection for this dtype and these shapes
-                concurrent(lambda i: p.embed("m", texts[i * 32:(i + 1) * 32]), len(texts) // 32)
-            _, dt = concurrent(lambda i: p.embed("m", texts[i * 32:(i + 1) * 32]), len(texts) // 32)
-            out[dtype] = {"dtype": info["dtype"], "weight_bytes": info["weight_bytes"], "min_cosine_vs_fp32": cos,
-                          "served_sentences_per_s_x32": len(texts) / dt,
-                          "ratio_to_raw_fp32": len(texts) / dt / raw_rate}
+                concurrent(lambda i: p.embed("m", texts[i * 32 : (i + 1) * 32]), len(texts) // 32)
+            _, dt = concurrent(lambda i: p.embed("m", texts[i * 32 : (i + 1) * 32]), len(texts) // 32)
+            out[dtype] = {
+                "dtype": info["dtype"],
+                "weight_bytes": info["weight_bytes"],
+                "min_cosine_vs_fp32": cos,
+                "served_sentences_per_s_x32": len(texts) / dt,
+                "ratio_to_raw_fp32": len(texts) / dt / raw_rate,
+            }
     return out
 
 
@@ -226,10 +275,16 @@ def main() -> None:
     out_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("gpu-out")
     out_dir.mkdir(parents=True, exist_ok=True)
     root = Path("/tmp/hfp-gpu-models")
-    report: dict = {"device": "cpu-smoke" if SMOKE else torch.cuda.get_device_name(0), "torch": torch.__version__}
+    report: dict = {
+        "device": "cpu-smoke" if SMOKE else torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+    }
     only = set(sys.argv[2].split(",")) if len(sys.argv) > 2 else {"generation", "oom", "dtype"}
-    checks = (("generation", lambda: generation_check(root)), ("oom", lambda: oom_check(root)),
-              ("dtype", lambda: dtype_check(root)))
+    checks = (
+        ("generation", lambda: generation_check(root)),
+        ("oom", lambda: oom_check(root)),
+        ("dtype", lambda: dtype_check(root)),
+    )
     for name, fn in [c for c in checks if c[0] in only]:
         t0 = time.perf_counter()
         try:

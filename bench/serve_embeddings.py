@@ -59,7 +59,7 @@ def c1x1(url: str, texts: list[str]) -> dict:
 
 
 def c8x32(url: str, texts: list[str]) -> dict:
-    payloads = [{"model": MODEL, "input": texts[i:i + 32]} for i in range(0, len(texts), 32)]
+    payloads = [{"model": MODEL, "input": texts[i : i + 32]} for i in range(0, len(texts), 32)]
     r = run_client(url, "/v1/embeddings", payloads, 8)
     return {"rate": len(texts) / r["seconds"], "errors": r["errors"]}
 
@@ -67,7 +67,9 @@ def c8x32(url: str, texts: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
-    ap.add_argument("--metrics-compare", action="store_true", help="also a server with metrics and history off")
+    ap.add_argument(
+        "--metrics-compare", action="store_true", help="also a server with metrics and history off"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     args = ap.parse_args()
     texts = sentences(2048)
@@ -84,7 +86,9 @@ def main() -> None:
 
     try:
         for _, url in servers.values():
-            run_client(url, "/v1/embeddings", [{"model": MODEL, "input": t} for t in texts[:64]], 8)  # warm-up
+            run_client(
+                url, "/v1/embeddings", [{"model": MODEL, "input": t} for t in texts[:64]], 8
+            )  # warm-up
         # Rounds interleave the raw baseline with the served runs (servers idle while raw runs), so a drift in
         # this machine's speed moves both sides of each ratio together.
         for _ in range(args.rounds):
@@ -96,7 +100,7 @@ def main() -> None:
                 errors += r["errors"]
             r = c1x1(servers["on"][1], texts[:100])
             add("on_c1x1_p50_ms", r["p50_ms"])
-            r2 = c8x32(servers["on"][1], texts[:n // 2])
+            r2 = c8x32(servers["on"][1], texts[: n // 2])
             add("on_c8x32", r2["rate"])
             errors += r["errors"] + r2["errors"]
     finally:
@@ -111,15 +115,25 @@ def main() -> None:
         "ratio_c8x32": med["on_c8x32"] / med["raw_rate"],
         "failed_requests": errors,
     }
-    print(f"raw: {med['raw_rate']:.1f} sentences/s at batch 32; single sentence {med['raw_single_ms']:.2f} ms "
-          f"(medians of {args.rounds} interleaved rounds)")
-    print(f"32 clients x 1 sentence: {med['on_c32x1']:.1f}/s -> ratio {report['ratio_c32x1']:.3f} (target >= 0.85)")
-    print(f"1 client x 1 sentence: p50 {med['on_c1x1_p50_ms']:.2f} ms -> +{report['added_p50_ms_c1x1']:.2f} ms "
-          "over raw (target <= 2 ms)")
-    print(f"8 clients x 32 sentences: {med['on_c8x32']:.1f}/s -> ratio {report['ratio_c8x32']:.3f} (target >= 0.95)")
+    print(
+        f"raw: {med['raw_rate']:.1f} sentences/s at batch 32; single sentence {med['raw_single_ms']:.2f} ms "
+        f"(medians of {args.rounds} interleaved rounds)"
+    )
+    print(
+        f"32 clients x 1 sentence: {med['on_c32x1']:.1f}/s -> ratio {report['ratio_c32x1']:.3f} (target >= 0.85)"
+    )
+    print(
+        f"1 client x 1 sentence: p50 {med['on_c1x1_p50_ms']:.2f} ms -> +{report['added_p50_ms_c1x1']:.2f} ms "
+        "over raw (target <= 2 ms)"
+    )
+    print(
+        f"8 clients x 32 sentences: {med['on_c8x32']:.1f}/s -> ratio {report['ratio_c8x32']:.3f} (target >= 0.95)"
+    )
     if "off" in servers:
         report["metrics_on_off_ratio_c32x1"] = med["on_c32x1"] / med["off_c32x1"]
-        print(f"metrics on/off throughput (32 x 1): {report['metrics_on_off_ratio_c32x1']:.3f} (target >= 0.97)")
+        print(
+            f"metrics on/off throughput (32 x 1): {report['metrics_on_off_ratio_c32x1']:.3f} (target >= 0.97)"
+        )
     print(f"failed requests: {errors}")
     print(json.dumps(report, indent=1))
 

@@ -13,7 +13,9 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Tiny models are cached across runs here so the suite does not rebuild them each time (still never networked).
-TINY_CACHE = Path(os.environ.get("HFP_TEST_MODELS", Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models"))
+TINY_CACHE = Path(
+    os.environ.get("HFP_TEST_MODELS", Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models")
+)
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,16 @@ if TYPE_CHECKING:
     from hf_provider.provider import Provider
     from hf_provider.spec import ModelSpec
 
-__all__ = ["InvalidInput", "ModelNotFound", "ModelSpec", "Provider", "ProviderError", "TaskNotSupported",
-           "Unavailable", "errors"]
+__all__ = [
+    "InvalidInput",
+    "ModelNotFound",
+    "ModelSpec",
+    "Provider",
+    "ProviderError",
+    "TaskNotSupported",
+    "Unavailable",
+    "errors",
+]
 __version__ = "0.1.0"
 
 

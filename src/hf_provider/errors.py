@@ -15,8 +15,9 @@ class ProviderError(Exception):
 
     code: str = "provider_error"
 
-    def __init__(self, message: str, *, model: str | None = None, task: str | None = None,
-                 param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, model: str | None = None, task: str | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.model = model
@@ -51,8 +52,10 @@ class TaskNotSupported(ProviderError, ValueError):
 
     def __init__(self, model: str, task: str, supported: Iterable[str], reason: str | None = None) -> None:
         self.supported = sorted(supported)
-        msg = (f"Model {model!r} does not serve task {task!r}"
-               f"{' (' + reason + ')' if reason else ''}. It serves: {', '.join(self.supported) or 'none'}.")
+        msg = (
+            f"Model {model!r} does not serve task {task!r}"
+            f"{' (' + reason + ')' if reason else ''}. It serves: {', '.join(self.supported) or 'none'}."
+        )
         super().__init__(msg, model=model, task=task, param="task")
 
 
@@ -90,8 +93,14 @@ class Unavailable(ProviderError, RuntimeError):
 
     code = "unavailable"
 
-    def __init__(self, message: str, *, model: str | None = None, task: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        task: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, model=model, task=task)
         self.retry_after = retry_after
 

@@ -1,8 +1,8 @@
 """Provider: the one Python API. Resolves model and task, admits the request, waits for its result.
 
-    provider = Provider.from_config("hfp.toml")
-    provider.run("t5", "summarization", "Long text ...")
-    vectors = provider.embed("minilm", ["a sentence", "another"])
+provider = Provider.from_config("hfp.toml")
+provider.run("t5", "summarization", "Long text ...")
+vectors = provider.embed("minilm", ["a sentence", "another"])
 """
 
 from __future__ import annotations
@@ -28,12 +28,20 @@ _INLINE_PARSE_CHARS = 2048
 
 
 class Provider:
-    def __init__(self, models: list[ModelSpec] | None = None, *, settings: Settings | None = None,
-                 observer: Any = None, allow_adhoc: bool = True) -> None:
+    def __init__(
+        self,
+        models: list[ModelSpec] | None = None,
+        *,
+        settings: Settings | None = None,
+        observer: Any = None,
+        allow_adhoc: bool = True,
+    ) -> None:
         self.settings = settings or load_settings()
         specs = list(models) if models is not None else list(self.settings.models)
         self.observer = observer
-        self.manager = ModelManager(specs, memory=self.settings.memory, observer=observer, allow_adhoc=allow_adhoc)
+        self.manager = ModelManager(
+            specs, memory=self.settings.memory, observer=observer, allow_adhoc=allow_adhoc
+        )
 
     @classmethod
     def from_config(cls, config: Path | str | Mapping[str, Any], **kwargs: Any) -> Provider:
@@ -65,23 +73,41 @@ class Provider:
         self.close()
 
     # requests ---------------------------------------------------------------------------------------------------
-    def submit(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
-               sink: DeltaSink | None = None, **params: Any) -> Future:
+    def submit(
+        self,
+        model: str,
+        task: str,
+        inputs: Any,
+        *,
+        priority: str = "interactive",
+        sink: DeltaSink | None = None,
+        **params: Any,
+    ) -> Future:
         """Validate and enqueue one request; returns its future. `sink` receives streamed text deltas."""
         if priority not in PRIORITIES:
-            raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", param="priority")
+            raise InvalidInput(
+                f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", param="priority"
+            )
         # The lease keeps the model from eviction and keep-alive unloading until the request is queued.
         with self.manager.acquire(model) as e:
             handler = self.manager.handler(e, task)
             if sink is not None and not handler.streaming:
-                raise InvalidInput(f"task {task!r} does not stream; streaming is available for "
-                                   "text-generation", param="stream")
+                raise InvalidInput(
+                    f"task {task!r} does not stream; streaming is available for text-generation",
+                    param="stream",
+                )
             items, resolved, single = handler.parse(inputs, params)
             if sink is not None and not single:
                 raise InvalidInput("streaming takes a single prompt", param="inputs")
             assert e.scheduler is not None
-            fut = e.scheduler.submit(handler, items, resolved, single=single, priority=PRIORITIES[priority],
-                                     sinks=[sink] if sink is not None else None)
+            fut = e.scheduler.submit(
+                handler,
+                items,
+                resolved,
+                single=single,
+                priority=PRIORITIES[priority],
+                sinks=[sink] if sink is not None else None,
+            )
         name = e.spec.name
         fut.add_done_callback(lambda _: self.manager.touch(name))  # keep-alive idles from the request's end
         fut.prompt_tokens = sum(i.n_tokens for i in items)  # type: ignore[attr-defined]  # for usage reports
@@ -90,8 +116,16 @@ class Provider:
     def _timeout(self, timeout: float | None) -> float:
         return self.settings.server.request_timeout_s if timeout is None else timeout
 
-    def run(self, model: str, task: str, inputs: Any, *, priority: str = "interactive", timeout: float | None = None,
-            **params: Any) -> Any:
+    def run(
+        self,
+        model: str,
+        task: str,
+        inputs: Any,
+        *,
+        priority: str = "interactive",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> Any:
         fut = self.submit(model, task, inputs, priority=priority, **params)
         try:
             return fut.result(self._timeout(timeout))
@@ -99,13 +133,29 @@ class Provider:
             fut.cancel()
             raise self._deadline(model, task, timeout) from None
 
-    async def arun(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
-                   timeout: float | None = None, **params: Any) -> Any:
+    async def arun(
+        self,
+        model: str,
+        task: str,
+        inputs: Any,
+        *,
+        priority: str = "interactive",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> Any:
         result, _ = await self.arun_usage(model, task, inputs, priority=priority, timeout=timeout, **params)
         return result
 
-    async def arun_usage(self, model: str, task: str, inputs: Any, *, priority: str = "interactive",
-                         timeout: float | None = None, **params: Any) -> tuple[Any, int]:
+    async def arun_usage(
+        self,
+        model: str,
+        task: str,
+        inputs: Any,
+        *,
+        priority: str = "interactive",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> tuple[Any, int]:
         """Like arun, also returning the number of input tokens (for OpenAI `usage`)."""
         # Small inputs of a ready model are parsed inline; a load (seconds) must never block the event loop.
         if _size(inputs) <= _INLINE_PARSE_CHARS and self.manager.is_ready(model):
@@ -138,8 +188,12 @@ class Provider:
             timer.cancel()
 
     def _deadline(self, model: str, task: str, timeout: float | None) -> DeadlineExceeded:
-        return DeadlineExceeded(f"{model}/{task} did not finish within {self._timeout(timeout)}s", model=model,
-                                task=task, retry_after=1.0)
+        return DeadlineExceeded(
+            f"{model}/{task} did not finish within {self._timeout(timeout)}s",
+            model=model,
+            task=task,
+            retry_after=1.0,
+        )
 
     def embed(self, model: str, texts: list[str] | str, **params: Any) -> list[list[float]]:
         out = self.run(model, "embeddings", [texts] if isinstance(texts, str) else texts, **params)
@@ -156,8 +210,9 @@ class Provider:
     async def astream(self, model: str, task: str, prompt: str, **params: Any) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        fut = self.submit(model, task, prompt, sink=lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d),
-                          **params)
+        fut = self.submit(
+            model, task, prompt, sink=lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d), **params
+        )
         while (delta := await deltas.get()) is not None:
             yield delta
         await asyncio.wrap_future(fut)

@@ -17,7 +17,9 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 from hf_provider.errors import ConfigError
 from hf_provider.spec import ModelSpec, parse_duration
 
-_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("hfp_file_data", default=None)
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "hfp_file_data", default=None
+)
 
 
 class ServerSettings(BaseModel):
@@ -27,7 +29,9 @@ class ServerSettings(BaseModel):
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     request_timeout_s: float = Field(120.0, gt=0, description="a request waiting longer gets 503")
-    api_key: SecretStr | None = Field(None, description="when set, requests need 'Authorization: Bearer <key>'")
+    api_key: SecretStr | None = Field(
+        None, description="when set, requests need 'Authorization: Bearer <key>'"
+    )
     log_level: str = "info"
 
 
@@ -35,13 +39,15 @@ class MemorySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host_budget: str | int | float | None = Field(
-        None, description="bytes ('4GiB', '512MB', an int) or a fraction of RAM (0.8); None: no budget")
+        None, description="bytes ('4GiB', '512MB', an int) or a fraction of RAM (0.8); None: no budget"
+    )
     gpu_budget: str | int | float | None = Field(None, description="per GPU, same forms as host_budget")
     min_residency_s: float = Field(10.0, ge=0, description="a model loaded more recently is not evicted")
     load_wait_s: float = Field(60.0, gt=0, description="longest a request waits for its model to load")
     keep_alive_check_s: float = Field(1.0, gt=0, description="how often idle models are looked for")
     fault_inject_oom: str | None = Field(
-        None, description="TESTING ONLY: comma-separated batch sizes whose forward raises a real OOM error")
+        None, description="TESTING ONLY: comma-separated batch sizes whose forward raises a real OOM error"
+    )
 
     @field_validator("min_residency_s", mode="before")
     @classmethod
@@ -52,7 +58,9 @@ class MemorySettings(BaseModel):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HFP_", env_nested_delimiter="__", extra="forbid")
 
-    home: Path = Field(Path.home() / ".cache" / "hf-provider", description="state directory (history, registry)")
+    home: Path = Field(
+        Path.home() / ".cache" / "hf-provider", description="state directory (history, registry)"
+    )
     server: ServerSettings = Field(default_factory=ServerSettings)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     metrics_enabled: bool = True

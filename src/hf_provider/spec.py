@@ -32,7 +32,9 @@ def parse_duration(value: str | float | int) -> float:
         return float(value)
     m = DURATION_RE.match(value)
     if not m:
-        raise ValueError(f"invalid duration {value!r}: use a number with a unit ms, s, m, h or d, such as '5m'")
+        raise ValueError(
+            f"invalid duration {value!r}: use a number with a unit ms, s, m, h or d, such as '5m'"
+        )
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
@@ -44,11 +46,14 @@ class BatchingSpec(BaseModel):
     max_batch_size: int = Field(32, ge=1, le=4096, description="most items in one forward pass")
     max_batch_tokens: int = Field(16384, ge=1, description="most padded tokens in one forward pass")
     max_wait_ms: float | None = Field(
-        None, ge=0, le=10_000,
+        None,
+        ge=0,
+        le=10_000,
         description="longest a batch waits to fill up while the device is idle (under load batches fill while it "
         "is busy). None: 0 for encoder tasks, so a lone request never waits; for generation, where a batch that "
         "starts alone holds the device for the whole generation, it follows a burst of arrivals (requests less "
-        "than 3 ms apart) for up to 50 ms")
+        "than 3 ms apart) for up to 50 ms",
+    )
     max_queue: int = Field(4096, ge=1, description="queued items beyond which requests get 503")
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
 
@@ -65,7 +70,9 @@ class ModelSpec(BaseModel):
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     trust_remote_code: bool = False
-    defaults: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-task parameter defaults")
+    defaults: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-task parameter defaults"
+    )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     max_length: int | None = Field(None, ge=1, description="token limit for inputs; default: the model's")
     # Memory management (issue 5); carried here so one spec describes a model completely.
@@ -73,8 +80,10 @@ class ModelSpec(BaseModel):
     pinned: bool = False
     keep_alive: float | None = Field(None, description="seconds idle before unload; None keeps the model")
     quantization: Literal["none", "int8", "int8-weight-only"] = Field(
-        "none", description="CPU int8: 'int8' is torch's dynamic quantization (int8 matmuls), 'int8-weight-only' "
-        "keeps float activations (more accurate); both must pass the accuracy guard")
+        "none",
+        description="CPU int8: 'int8' is torch's dynamic quantization (int8 matmuls), 'int8-weight-only' "
+        "keeps float activations (more accurate); both must pass the accuracy guard",
+    )
     fallback_to_cpu: bool = False
 
     @field_validator("tasks")

@@ -243,8 +243,12 @@ def test_concurrent_truncation_is_not_raced(tiny_models):
     from hf_provider.spec import ModelSpec
 
     long_text = " ".join(["the harbour was rebuilt after the storm"] * 40)  # far past the tiny BERT's 128
-    spec = ModelSpec(name="cls", source=str(tiny_models["bert-cls"]), tasks=["embeddings"],
-                     batching={"max_batch_size": 64, "max_wait_ms": 20})
+    spec = ModelSpec(
+        name="cls",
+        source=str(tiny_models["bert-cls"]),
+        tasks=["embeddings"],
+        batching={"max_batch_size": 64, "max_wait_ms": 20},
+    )
     with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
         p.load("cls")
         results: list = [None] * 48

@@ -22,8 +22,10 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_hub_model_loads_pinned_to_exact_commit(hub: LocalHub, tiny_models) -> None:
     v1 = hub.add_commit("org/cls", tiny_models["bert-cls"], tag="v1")
     v2 = hub.add_commit("org/cls", {"README.md": b"second commit"})
-    specs = [ModelSpec(name="latest", source="org/cls", tasks=["text-classification"]),
-             ModelSpec(name="pinned", source="org/cls", revision="v1", tasks=["text-classification"])]
+    specs = [
+        ModelSpec(name="latest", source="org/cls", tasks=["text-classification"]),
+        ModelSpec(name="pinned", source="org/cls", revision="v1", tasks=["text-classification"]),
+    ]
     with Provider(specs, settings=load_settings({"metrics_enabled": False})) as p:
         latest, pinned = p.load("latest"), p.load("pinned")
         assert latest["commit"] == v2 and pinned["commit"] == v1 and v1 != v2

@@ -17,8 +17,11 @@ def _provider(*specs: ModelSpec) -> Provider:
 
 
 def test_t5_tasks_share_one_module(tiny_models):
-    spec = ModelSpec(name="t5", source=str(tiny_models["t5"]),
-                     tasks=["translation", "summarization", "question-answering", "text2text-generation"])
+    spec = ModelSpec(
+        name="t5",
+        source=str(tiny_models["t5"]),
+        tasks=["translation", "summarization", "question-answering", "text2text-generation"],
+    )
     with _provider(spec) as p:
         info = p.load("t5")
         entry = p.manager.get("t5")
@@ -28,7 +31,9 @@ def test_t5_tasks_share_one_module(tiny_models):
         text = "The city council announced a plan to rebuild the harbour after months of debate."
         assert isinstance(p.run("t5", "summarization", text, max_new_tokens=4)["summary_text"], str)
         assert isinstance(p.run("t5", "translation", text, max_new_tokens=4)["translation_text"], str)
-        qa = p.run("t5", "question-answering", {"question": "Who announced?", "context": text}, max_new_tokens=4)
+        qa = p.run(
+            "t5", "question-answering", {"question": "Who announced?", "context": text}, max_new_tokens=4
+        )
         assert isinstance(qa["answer"], str)
 
 
@@ -71,6 +76,8 @@ def test_three_tasks_cost_under_ten_percent_over_one():
     assert weight > 200_000_000  # ~60M float32 parameters
     assert three["distinct_modules"] == 1
     extra = three["rss_added"] - one["rss_added"]
-    print(f"\nT5 weight bytes {weight}; RSS added: 1 task {one['rss_added']}, 3 tasks {three['rss_added']}; "
-          f"extra {extra} = {extra / weight:.3%} of weights")
+    print(
+        f"\nT5 weight bytes {weight}; RSS added: 1 task {one['rss_added']}, 3 tasks {three['rss_added']}; "
+        f"extra {extra} = {extra / weight:.3%} of weights"
+    )
     assert extra < 0.10 * weight

@@ -16,21 +16,35 @@ from hf_provider.spec import ModelSpec
 @pytest.fixture(scope="module")
 def provider(tiny_models, minilm_path):
     specs = [
-        ModelSpec(name="minilm", source=str(minilm_path), tasks=["embeddings"],
-                  batching={"max_items_per_request": 16}),
+        ModelSpec(
+            name="minilm",
+            source=str(minilm_path),
+            tasks=["embeddings"],
+            batching={"max_items_per_request": 16},
+        ),
         ModelSpec(name="lm", source=str(tiny_models["decoder"])),
         ModelSpec(name="ner", source=str(tiny_models["bert-ner"])),
         ModelSpec(name="mlm", source=str(tiny_models["bert-mlm"])),
         ModelSpec(name="qa", source=str(tiny_models["bert-qa"])),
-        ModelSpec(name="cls", source=str(tiny_models["bert-cls"]), defaults={"text-classification": {"top_k": 2}}),
+        ModelSpec(
+            name="cls", source=str(tiny_models["bert-cls"]), defaults={"text-classification": {"top_k": 2}}
+        ),
     ]
     with Provider(specs, settings=load_settings({"metrics_enabled": False}), allow_adhoc=False) as p:
         yield p
 
 
 def test_minilm_semantics(provider):
-    v = np.asarray(provider.embed("minilm", ["A man is playing a guitar.", "Someone plays an instrument.",
-                                             "The stock market fell sharply today."]))
+    v = np.asarray(
+        provider.embed(
+            "minilm",
+            [
+                "A man is playing a guitar.",
+                "Someone plays an instrument.",
+                "The stock market fell sharply today.",
+            ],
+        )
+    )
     assert v.shape == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
@@ -102,8 +116,12 @@ def test_stream_and_async(provider):
 
 def test_from_config_and_adhoc_folder(tiny_models, tmp_path):
     cfg = tmp_path / "hfp.toml"
-    cfg.write_text(f'[[models]]\nname = "c"\nsource = "{tiny_models["bert-cls"]}"\ntasks = ["text-classification"]\n')
+    cfg.write_text(
+        f'[[models]]\nname = "c"\nsource = "{tiny_models["bert-cls"]}"\ntasks = ["text-classification"]\n'
+    )
     with Provider.from_config(cfg) as p:
         assert p.run("c", "text-classification", "good")[0]["label"] in {"NEGATIVE", "POSITIVE"}
         # An unconfigured local folder is served on demand by the Python API.
-        assert "generated_text" in p.run(str(tiny_models["decoder"]), "text-generation", "hi", max_new_tokens=2)
+        assert "generated_text" in p.run(
+            str(tiny_models["decoder"]), "text-generation", "hi", max_new_tokens=2
+        )

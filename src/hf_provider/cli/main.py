@@ -9,14 +9,21 @@ from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(help="Serve HuggingFace models: one weight set, many tasks.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-models_app = typer.Typer(help="List configured and loaded models; load, unload, pin, unpin on a running server.",
-                         invoke_without_command=True)
+app = typer.Typer(
+    help="Serve HuggingFace models: one weight set, many tasks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(
+    help="List configured and loaded models; load, unload, pin, unpin on a running server.",
+    invoke_without_command=True,
+)
 app.add_typer(models_app, name="models")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="hfp.toml with [[models]] tables",
-                                                exists=True, dir_okay=False)]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="hfp.toml with [[models]] tables", exists=True, dir_okay=False),
+]
 UrlOpt = Annotated[str, typer.Option("--url", help="a running hfp server")]
 
 
@@ -51,7 +58,9 @@ def _parse_param(raw: str) -> tuple[str, Any]:
 def run(
     model: Annotated[str, typer.Argument(help="configured name, local folder or Hub id")],
     task: Annotated[str, typer.Argument(help="embeddings, text-classification, summarization, ...")],
-    inputs: Annotated[list[str], typer.Argument(help="one or more inputs; a JSON object for question-answering")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="one or more inputs; a JSON object for question-answering")
+    ],
     config: ConfigOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -98,13 +107,24 @@ def serve(
         application = build(settings)
     except ConfigError as e:
         _fail(e.message, 2)
-    uvicorn.run(application, host=settings.server.host, port=settings.server.port,
-                log_level=settings.server.log_level, access_log=False, loop="auto", http="auto")
+    uvicorn.run(
+        application,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        access_log=False,
+        loop="auto",
+        http="auto",
+    )
 
 
 @models_app.callback()
-def models(ctx: typer.Context, config: ConfigOpt = None, url: UrlOpt = "http://127.0.0.1:8000",
-           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def models(
+    ctx: typer.Context,
+    config: ConfigOpt = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Configured models, with their state on a running server when one answers at --url."""
     if ctx.invoked_subcommand is not None:
         return
@@ -114,8 +134,10 @@ def models(ctx: typer.Context, config: ConfigOpt = None, url: UrlOpt = "http://1
     try:
         rows = httpx.get(f"{url}/v1/admin/models", timeout=2.0).json()["models"]
     except (httpx.HTTPError, KeyError, ValueError):
-        rows = [{"name": s.name, "source": s.source, "tasks": s.tasks, "state": "not running"}
-                for s in _settings(config).models]
+        rows = [
+            {"name": s.name, "source": s.source, "tasks": s.tasks, "state": "not running"}
+            for s in _settings(config).models
+        ]
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
@@ -124,9 +146,15 @@ def models(ctx: typer.Context, config: ConfigOpt = None, url: UrlOpt = "http://1
 
     table = Table("name", "state", "tasks", "source", "commit", "device", "weight bytes")
     for r in rows:
-        table.add_row(r["name"], r.get("state", ""), ", ".join(r.get("tasks") or []) or "(all supported)",
-                      r.get("source", ""), (r.get("commit") or "")[:12], r.get("device") or "",
-                      str(r.get("weight_bytes") or ""))
+        table.add_row(
+            r["name"],
+            r.get("state", ""),
+            ", ".join(r.get("tasks") or []) or "(all supported)",
+            r.get("source", ""),
+            (r.get("commit") or "")[:12],
+            r.get("device") or "",
+            str(r.get("weight_bytes") or ""),
+        )
     Console().print(table)
 
 

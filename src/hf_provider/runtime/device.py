@@ -19,9 +19,13 @@ def pick_device(requested: str) -> torch.device:
     dev = torch.device(requested)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {requested!r} requested but CUDA is not available; use 'auto' or 'cpu'")
+            raise ConfigError(
+                f"device {requested!r} requested but CUDA is not available; use 'auto' or 'cpu'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise ConfigError(
+                f"device {requested!r}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {requested!r} requested but MPS is not available; use 'auto' or 'cpu'")
     return dev

@@ -67,16 +67,27 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
     except ProviderError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ModelLoadError(f"could not load model {spec.name!r} from {spec.source!r}: {e}", model=spec.name) from e
+        raise ModelLoadError(
+            f"could not load model {spec.name!r} from {spec.source!r}: {e}", model=spec.name
+        ) from e
     module, tokenizer, config, st = loaded
     module.eval()
     from hf_provider.runtime.tasks.encoding import fast_encoder
 
     return LoadedModel(
-        spec=spec, path=path, commit=resolved.commit, module=module, config=config, tokenizer=tokenizer,
-        device=device, dtype=dtype, weight_bytes=module_bytes(st if st is not None else module),
+        spec=spec,
+        path=path,
+        commit=resolved.commit,
+        module=module,
+        config=config,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        weight_bytes=module_bytes(st if st is not None else module),
         architecture=(getattr(config, "architectures", None) or [type(module).__name__])[0],
-        sentence_model=st, load_seconds=time.perf_counter() - t0, fast_encoder=fast_encoder(tokenizer),
+        sentence_model=st,
+        load_seconds=time.perf_counter() - t0,
+        fast_encoder=fast_encoder(tokenizer),
     )
 
 
@@ -84,7 +95,10 @@ def _load_transformers(spec: ModelSpec, path: Path, device: torch.device, dtype:
     config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
     cls = auto_class_for(config)
     module = cls.from_pretrained(
-        path, config=config, dtype=dtype, trust_remote_code=spec.trust_remote_code,
+        path,
+        config=config,
+        dtype=dtype,
+        trust_remote_code=spec.trust_remote_code,
         use_safetensors=True if _has_safetensors(path) else None,
     ).to(device)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
@@ -95,7 +109,10 @@ def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(
-        str(path), device=str(device), trust_remote_code=spec.trust_remote_code, local_files_only=True,
+        str(path),
+        device=str(device),
+        trust_remote_code=spec.trust_remote_code,
+        local_files_only=True,
         model_kwargs={"dtype": dtype, "use_safetensors": True if _has_safetensors(path) else None},
     )
     first = st[0]

@@ -78,14 +78,25 @@ class Entry:
 
 
 class ModelManager:
-    def __init__(self, specs: list[ModelSpec], *, memory: MemorySettings | None = None, observer: Any = None,
-                 allow_adhoc: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        *,
+        memory: MemorySettings | None = None,
+        observer: Any = None,
+        allow_adhoc: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.memory = memory or MemorySettings()
         self.observer = observer or NullObserver()
         self.allow_adhoc = allow_adhoc
         self.clock = clock
-        self.accountant = Accountant(MemoryBudget.from_settings(self.memory.host_budget, self.memory.gpu_budget))
-        self.fault = FaultInjector.parse(self.memory.fault_inject_oom) if self.memory.fault_inject_oom else None
+        self.accountant = Accountant(
+            MemoryBudget.from_settings(self.memory.host_budget, self.memory.gpu_budget)
+        )
+        self.fault = (
+            FaultInjector.parse(self.memory.fault_inject_oom) if self.memory.fault_inject_oom else None
+        )
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._entries: dict[str, Entry] = {}
@@ -111,7 +122,9 @@ class ModelManager:
                 raise ModelNotFound(name, self._entries)
             # An unconfigured name is a local folder or a Hub id: register it with default settings.
             if not (Path(name).is_dir() or _looks_like_repo_id(name)):
-                raise ModelNotFound(name, self._entries, "It is neither a configured name, a folder nor a Hub id.")
+                raise ModelNotFound(
+                    name, self._entries, "It is neither a configured name, a folder nor a Hub id."
+                )
             e = self._entries[name] = Entry(ModelSpec(name=name, source=name))
             return e
 
@@ -151,8 +164,11 @@ class ModelManager:
                     break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Unavailable(f"model {name!r} was unloaded again while the request waited; retry "
-                                  "shortly", model=name, retry_after=2.0)
+                raise Unavailable(
+                    f"model {name!r} was unloaded again while the request waited; retry shortly",
+                    model=name,
+                    retry_after=2.0,
+                )
             self._ensure_loaded(e, remaining)
         try:
             yield e
@@ -184,8 +200,12 @@ class ModelManager:
                 e.ready.clear()
         if not mine:
             if not e.ready.wait(wait_s) or e.state != "ready":
-                raise Unavailable(f"model {e.spec.name!r} is {e.state}; retry shortly" +
-                                  (f" ({e.error})" if e.error else ""), model=e.spec.name, retry_after=2.0)
+                raise Unavailable(
+                    f"model {e.spec.name!r} is {e.state}; retry shortly"
+                    + (f" ({e.error})" if e.error else ""),
+                    model=e.spec.name,
+                    retry_after=2.0,
+                )
             return
         try:
             self._load(e)
@@ -207,8 +227,14 @@ class ModelManager:
         resolved = resolve(spec.source, spec.revision)
         device = pick_device(spec.device)
         dtype = pick_dtype(spec.dtype, device)
-        est = estimate(resolved.path, dtype, "none" if spec.quantization == "none" else "int8", task=(spec.tasks or ["embeddings"])[0],
-                       batch_size=spec.batching.max_batch_size, seq_len=min(spec.max_length or 512, 512))
+        est = estimate(
+            resolved.path,
+            dtype,
+            "none" if spec.quantization == "none" else "int8",
+            task=(spec.tasks or ["embeddings"])[0],
+            batch_size=spec.batching.max_batch_size,
+            seq_len=min(spec.max_length or 512, 512),
+        )
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(spec.name, pool, est.total_bytes)
@@ -223,16 +249,28 @@ class ModelManager:
             del model
             release_memory(str(device))
             raise
-        runner = StageRunner(model, evict=lambda: self._evict_for_oom(spec.name), to_cpu=self._cpu_fallback(e),
-                             fault=self.fault)
+        runner = StageRunner(
+            model,
+            evict=lambda: self._evict_for_oom(spec.name),
+            to_cpu=self._cpu_fallback(e),
+            fault=self.fault,
+        )
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(model, observer=self.observer, runner=runner)
         e.loaded_at = e.last_used = self.clock()
         e.loads += 1
         self.observer.model_loaded(spec.name, model.commit, time.perf_counter() - t0, model.weight_bytes)
-        log.info("loaded %s (%s, commit %s) on %s as %s: %d weight bytes (estimate %d) in %.2fs", spec.name,
-                 spec.source, model.commit, device, dtype, model.weight_bytes, est.weight_bytes,
-                 time.perf_counter() - t0)
+        log.info(
+            "loaded %s (%s, commit %s) on %s as %s: %d weight bytes (estimate %d) in %.2fs",
+            spec.name,
+            spec.source,
+            model.commit,
+            device,
+            dtype,
+            model.weight_bytes,
+            est.weight_bytes,
+            time.perf_counter() - t0,
+        )
 
     def attach_tasks(self, model: LoadedModel, tasks: list[str]) -> None:
         """Build handlers on the already-loaded weights; an unservable task raises TaskNotSupported."""
@@ -260,10 +298,21 @@ class ModelManager:
 
     # memory -----------------------------------------------------------------------------------------------------
     def _residents(self) -> list[Resident]:
-        return [Resident(name=n, pool=x.pool or "host", bytes=x.accounted_bytes, priority=x.spec.priority,
-                         pinned=x.spec.pinned, last_used=x.last_used, loaded_at=x.loaded_at, in_flight=x.busy,
-                         keep_alive=x.spec.keep_alive)
-                for n, x in self._entries.items() if x.state == "ready"]
+        return [
+            Resident(
+                name=n,
+                pool=x.pool or "host",
+                bytes=x.accounted_bytes,
+                priority=x.spec.priority,
+                pinned=x.spec.pinned,
+                last_used=x.last_used,
+                loaded_at=x.loaded_at,
+                in_flight=x.busy,
+                keep_alive=x.spec.keep_alive,
+            )
+            for n, x in self._entries.items()
+            if x.state == "ready"
+        ]
 
     def _admit(self, name: str, pool: str, need: int) -> None:
         # The wait bound is real time: the injectable clock drives policy (residency, recency, keep-alive) and
@@ -274,7 +323,9 @@ class ModelManager:
                 if self.accountant.reserve(name, pool, need):
                     return
                 free = self.accountant.free(pool) or 0
-                plan = plan_eviction(self._residents(), pool, need, free, self.clock(), self.memory.min_residency_s)
+                plan = plan_eviction(
+                    self._residents(), pool, need, free, self.clock(), self.memory.min_residency_s
+                )
             if plan:
                 for victim in plan:
                     self._evict(victim)
@@ -283,14 +334,18 @@ class ModelManager:
             if budget is not None and need > budget:
                 raise MemoryBudgetExceeded(
                     f"model {name!r} needs about {need} bytes but the {pool} budget is {budget} bytes; raise "
-                    "the budget, pick a smaller dtype or quantization", model=name)
+                    "the budget, pick a smaller dtype or quantization",
+                    model=name,
+                )
             # Models holding the memory are busy, pinned or too recently loaded: wait for that to change.
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise MemoryBudgetExceeded(
                     f"model {name!r} needs about {need} bytes in {pool}; only {free} are free and the resident "
-                    "models are pinned, busy or within their minimum residency", model=name,
-                    retry_after=max(1.0, self.memory.min_residency_s))
+                    "models are pinned, busy or within their minimum residency",
+                    model=name,
+                    retry_after=max(1.0, self.memory.min_residency_s),
+                )
             with self._changed:
                 self._changed.wait(min(remaining, 0.05))
 
@@ -302,8 +357,14 @@ class ModelManager:
             except MemoryBudgetExceeded:
                 with self._lock:
                     free = self.accountant.free(pool) or 0
-                    plan = plan_eviction([r for r in self._residents() if r.name != name], pool, actual, free,
-                                         self.clock(), self.memory.min_residency_s)
+                    plan = plan_eviction(
+                        [r for r in self._residents() if r.name != name],
+                        pool,
+                        actual,
+                        free,
+                        self.clock(),
+                        self.memory.min_residency_s,
+                    )
                 if not plan:
                     raise
                 for victim in plan:
@@ -314,8 +375,11 @@ class ModelManager:
         with self._lock:
             me = self._entries.get(name)
             pool = me.pool if me else None
-            order = [r for r in self._residents() if r.name != name and r.pool == pool and not r.pinned
-                     and r.in_flight == 0]
+            order = [
+                r
+                for r in self._residents()
+                if r.name != name and r.pool == pool and not r.pinned and r.in_flight == 0
+            ]
             order.sort(key=lambda r: (r.priority, r.last_used))
         return any(self._evict(r.name) for r in order)
 
@@ -404,17 +468,34 @@ class ModelManager:
             out = []
             for name, e in self._entries.items():
                 info: dict[str, Any] = {
-                    "name": name, "source": e.spec.source, "revision": e.spec.revision, "commit": None,
-                    "device": e.spec.device, "dtype": e.spec.dtype, "tasks": e.spec.tasks, "weight_bytes": None}
+                    "name": name,
+                    "source": e.spec.source,
+                    "revision": e.spec.revision,
+                    "commit": None,
+                    "device": e.spec.device,
+                    "dtype": e.spec.dtype,
+                    "tasks": e.spec.tasks,
+                    "weight_bytes": None,
+                }
                 if e.model is not None:
                     info.update(e.model.info())
-                info.update({
-                    "state": e.state, "queue_depth": e.scheduler.queue_depth if e.scheduler else 0,
-                    "in_flight": e.in_flight, "estimated_bytes": e.estimated_bytes,
-                    "accounted_bytes": e.accounted_bytes, "last_used": _wall(e.last_used, self.clock),
-                    "pinned": e.spec.pinned, "priority": e.spec.priority, "keep_alive": e.spec.keep_alive,
-                    "loads": e.loads, "error": e.error, "quantization": e.spec.quantization,
-                    "quantization_cosine": e.quantization_cosine})
+                info.update(
+                    {
+                        "state": e.state,
+                        "queue_depth": e.scheduler.queue_depth if e.scheduler else 0,
+                        "in_flight": e.in_flight,
+                        "estimated_bytes": e.estimated_bytes,
+                        "accounted_bytes": e.accounted_bytes,
+                        "last_used": _wall(e.last_used, self.clock),
+                        "pinned": e.spec.pinned,
+                        "priority": e.spec.priority,
+                        "keep_alive": e.spec.keep_alive,
+                        "loads": e.loads,
+                        "error": e.error,
+                        "quantization": e.spec.quantization,
+                        "quantization_cosine": e.quantization_cosine,
+                    }
+                )
                 out.append(info)
             return out
 
@@ -426,16 +507,24 @@ class ModelManager:
     def model_bytes(self) -> dict[str, dict[str, int | None]]:
         """Per loaded model: actual weight bytes and the bytes accounted against the budget (weights + working)."""
         with self._lock:
-            return {n: {"weight_bytes": e.model.weight_bytes, "resident_bytes": e.accounted_bytes}
-                    for n, e in self._entries.items() if e.model is not None}
+            return {
+                n: {"weight_bytes": e.model.weight_bytes, "resident_bytes": e.accounted_bytes}
+                for n, e in self._entries.items()
+                if e.model is not None
+            }
 
     def memory_view(self) -> dict[str, Any]:
         snap = self.accountant.snapshot()
         host = snap["pools"].get("host", {})
-        view: dict[str, Any] = {"host_budget_bytes": host.get("budget_bytes"), "host_used_bytes": host.get("used_bytes", 0)}
+        view: dict[str, Any] = {
+            "host_budget_bytes": host.get("budget_bytes"),
+            "host_used_bytes": host.get("used_bytes", 0),
+        }
         gpus = {p: v for p, v in snap["pools"].items() if p.startswith("cuda:")}
         if gpus:
-            view["gpus"] = {p: {"budget_bytes": v["budget_bytes"], "used_bytes": v["used_bytes"]} for p, v in gpus.items()}
+            view["gpus"] = {
+                p: {"budget_bytes": v["budget_bytes"], "used_bytes": v["used_bytes"]} for p, v in gpus.items()
+            }
         view["pools"] = snap["pools"]
         return view
 
@@ -455,5 +544,8 @@ def _wall(mono: float, clock: Callable[[], float]) -> float | None:
 
 def _looks_like_repo_id(name: str) -> bool:
     parts = name.split("/")
-    return len(parts) in (1, 2) and all(p and not p.startswith((".", "-")) and len(p) <= 96 for p in parts) \
+    return (
+        len(parts) in (1, 2)
+        and all(p and not p.startswith((".", "-")) and len(p) <= 96 for p in parts)
         and all(c.isalnum() or c in "-_./" for c in name)
+    )

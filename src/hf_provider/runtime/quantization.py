@@ -25,9 +25,15 @@ def guard_embeddings(model: LoadedModel) -> list[list[float]]:
         feats = (st.preprocess if hasattr(st, "preprocess") else st.tokenize)(list(GUARD_SENTENCES))
         feats = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in feats.items()}
         return model.sentence_model.forward(feats)["sentence_embedding"].float().cpu().tolist()
-    tok = model.tokenizer(list(GUARD_SENTENCES), padding=True, truncation=True, max_length=128, return_tensors="pt")
+    tok = model.tokenizer(
+        list(GUARD_SENTENCES), padding=True, truncation=True, max_length=128, return_tensors="pt"
+    )
     tok = {k: v.to(model.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
-    base = model.module.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model.module.base_model
+    base = (
+        model.module.get_encoder()
+        if getattr(model.config, "is_encoder_decoder", False)
+        else model.module.base_model
+    )
     hidden = base(**tok).last_hidden_state
     mask = tok["attention_mask"].unsqueeze(-1).to(hidden.dtype)
     return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().tolist()
@@ -36,7 +42,9 @@ def guard_embeddings(model: LoadedModel) -> list[list[float]]:
 SCHEMES = {"int8": "dynamic", "int8-weight-only": "weight_only"}
 
 
-def apply_quantization(model: LoadedModel, *, quantize=quantize_int8, threshold: float = GUARD_THRESHOLD) -> float | None:
+def apply_quantization(
+    model: LoadedModel, *, quantize=quantize_int8, threshold: float = GUARD_THRESHOLD
+) -> float | None:
     """Quantize in place per the spec; returns the guard's minimum cosine, or None when nothing was done.
     Raises QuantizationRejected with the measured figure when the guard fails (the caller drops the model)."""
     if model.spec.quantization == "none":
@@ -45,5 +53,7 @@ def apply_quantization(model: LoadedModel, *, quantize=quantize_int8, threshold:
     # In place, so a SentenceTransformer wrapping the module keeps pointing at the quantized weights.
     quantize(model.module, SCHEMES[model.spec.quantization], inplace=True)
     measured = accuracy_guard(reference, guard_embeddings(model), threshold=threshold, model=model.name)
-    model.weight_bytes = module_bytes(model.sentence_model if model.sentence_model is not None else model.module)
+    model.weight_bytes = module_bytes(
+        model.sentence_model if model.sentence_model is not None else model.module
+    )
     return measured

@@ -5,8 +5,8 @@
 Batches are bound late: while the device is busy the collector keeps waiting (unless a full batch is queued), so
 under load each batch holds everything that queued during the previous forward pass instead of whatever arrived in
 the first milliseconds; while the device is idle a batch leaves after at most `max_wait_ms`. A one-slot hand-off
-lets a full batch be preprocessed while the previous one computes. Futures are `concurrent.futures.Future`, so the same scheduler serves
-synchronous callers and asyncio (`asyncio.wrap_future`) without an event loop of its own.
+lets a full batch be preprocessed while the previous one computes. Futures are `concurrent.futures.Future`, so
+the same scheduler serves synchronous callers and asyncio (`asyncio.wrap_future`) without an event loop of its own.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from hf_provider.scheduling.worker import StageRunner
 
 log = logging.getLogger(__name__)
 _STOP = object()
-GENERATIVE_TASKS = frozenset({"text-generation", "text2text-generation", "translation", "summarization",
-                              "question-answering"})
+GENERATIVE_TASKS = frozenset(
+    {"text-generation", "text2text-generation", "translation", "summarization", "question-answering"}
+)
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
 
@@ -46,8 +47,14 @@ def freeze(params: dict[str, Any]) -> Hashable:
 
 
 class ModelScheduler:
-    def __init__(self, model: LoadedModel, *, observer: SchedulerObserver | None = None,
-                 runner: StageRunner | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        observer: SchedulerObserver | None = None,
+        runner: StageRunner | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         b = model.spec.batching
         self.model = model
         self.observer = observer or NullObserver()
@@ -90,20 +97,42 @@ class ModelScheduler:
         generative = getattr(handler, "generative", handler.task in GENERATIVE_TASKS)  # QA can be either way
         return GENERATION_WAIT_S if generative else 0.0
 
-    def submit(self, handler: TaskHandler, items: list[Item], params: dict[str, Any], *, single: bool,
-               priority: int = 0, sinks: list[DeltaSink] | None = None) -> Future:
+    def submit(
+        self,
+        handler: TaskHandler,
+        items: list[Item],
+        params: dict[str, Any],
+        *,
+        single: bool,
+        priority: int = 0,
+        sinks: list[DeltaSink] | None = None,
+    ) -> Future:
         fut: Future = Future()
         now = self.clock()
-        req = Request(handler=handler, items=items, params=params, key=(handler.task, freeze(params)),
-                      single=single, priority=priority, future=fut, submitted=now, sinks=sinks)
+        req = Request(
+            handler=handler,
+            items=items,
+            params=params,
+            key=(handler.task, freeze(params)),
+            single=single,
+            priority=priority,
+            future=fut,
+            submitted=now,
+            sinks=sinks,
+        )
         with self._cv:
             if self._closed:
-                raise ShuttingDown(f"model {self.model.name!r} is being unloaded", model=self.model.name,
-                                   retry_after=1.0)
+                raise ShuttingDown(
+                    f"model {self.model.name!r} is being unloaded", model=self.model.name, retry_after=1.0
+                )
             if len(self._queue) + len(items) > self.max_queue:
                 raise Unavailable(
                     f"model {self.model.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
-                    "retry shortly", model=self.model.name, task=handler.task, retry_after=1.0)
+                    "retry shortly",
+                    model=self.model.name,
+                    task=handler.task,
+                    retry_after=1.0,
+                )
             self._queue.push(req, now)
             self._last_arrival = now
             self._in_flight += 1
@@ -235,9 +264,17 @@ class ModelScheduler:
         now = self.clock()
         t = batch.timings
         queue_s = sum(batch.formed_at - s.enqueued for s in batch.slots) / batch.size
-        self.observer.batch_done(self.model.name, batch.handler.task, batch.size, batch.padded_tokens, queue_s,
-                                 t.get("preprocess", 0.0), t.get("forward", 0.0), t.get("postprocess", 0.0),
-                                 t.get("peak_bytes"))
+        self.observer.batch_done(
+            self.model.name,
+            batch.handler.task,
+            batch.size,
+            batch.padded_tokens,
+            queue_s,
+            t.get("preprocess", 0.0),
+            t.get("forward", 0.0),
+            t.get("postprocess", 0.0),
+            t.get("peak_bytes"),
+        )
         done: list[Request] = []
         with self._resolve_lock:
             for slot, result in zip(batch.slots, results, strict=True):
@@ -251,8 +288,13 @@ class ModelScheduler:
             self._finish(req, "ok", now)
 
     def _fail(self, batch: Batch, error: BaseException) -> None:
-        log.warning("batch of %d for %s/%s failed: %s", batch.size, self.model.name, batch.handler.task,
-                    type(error).__name__)
+        log.warning(
+            "batch of %d for %s/%s failed: %s",
+            batch.size,
+            self.model.name,
+            batch.handler.task,
+            type(error).__name__,
+        )
         now = self.clock()
         seen: set[int] = set()
         for slot in batch.slots:
@@ -273,10 +315,17 @@ class ModelScheduler:
     def _finish(self, req: Request, outcome: str, now: float, error_type: str | None = None) -> None:
         with self._cv:
             self._in_flight -= 1
-        self.observer.request_done(self.model.name, req.handler.task, self.model.commit, outcome,
-                                   now - req.submitted, len(req.items), req.tokens, error_type)
+        self.observer.request_done(
+            self.model.name,
+            req.handler.task,
+            self.model.commit,
+            outcome,
+            now - req.submitted,
+            len(req.items),
+            req.tokens,
+            error_type,
+        )
 
 
 def _noop(_: str | None) -> None:
     pass
-

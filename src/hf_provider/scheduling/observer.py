@@ -6,11 +6,30 @@ from typing import Protocol
 
 
 class SchedulerObserver(Protocol):
-    def request_done(self, model: str, task: str, revision: str | None, outcome: str, latency_s: float,
-                     items: int, tokens: int, error_type: str | None = None) -> None: ...
+    def request_done(
+        self,
+        model: str,
+        task: str,
+        revision: str | None,
+        outcome: str,
+        latency_s: float,
+        items: int,
+        tokens: int,
+        error_type: str | None = None,
+    ) -> None: ...
 
-    def batch_done(self, model: str, task: str, size: int, tokens: int, queue_s: float, preprocess_s: float,
-                   forward_s: float, postprocess_s: float, peak_bytes: int | None = None) -> None: ...
+    def batch_done(
+        self,
+        model: str,
+        task: str,
+        size: int,
+        tokens: int,
+        queue_s: float,
+        preprocess_s: float,
+        forward_s: float,
+        postprocess_s: float,
+        peak_bytes: int | None = None,
+    ) -> None: ...
 
     def in_flight(self, model: str, delta: int) -> None: ...
 

@@ -79,8 +79,9 @@ class Batch:
 class BatchQueue:
     """Not thread-safe on its own: the scheduler guards it with its condition variable."""
 
-    def __init__(self, *, max_batch_size: int, max_batch_tokens: int, aging_s: float = 2.0,
-                 window_factor: int = 4) -> None:
+    def __init__(
+        self, *, max_batch_size: int, max_batch_tokens: int, aging_s: float = 2.0, window_factor: int = 4
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.aging_s = aging_s
@@ -173,7 +174,9 @@ class BatchQueue:
                 break
             n = hi - lo + 2
             go_right = right is not None and (
-                left is None or right.item.n_tokens - anchor.item.n_tokens <= anchor.item.n_tokens - left.item.n_tokens)
+                left is None
+                or right.item.n_tokens - anchor.item.n_tokens <= anchor.item.n_tokens - left.item.n_tokens
+            )
             if go_right:
                 if not fits(n, max(longest, right.item.n_tokens)):
                     if left is None or not fits(n, longest):
@@ -186,4 +189,4 @@ class BatchQueue:
                 if not fits(n, longest):
                     break
                 lo -= 1
-        return ordered[lo:hi + 1]
+        return ordered[lo : hi + 1]

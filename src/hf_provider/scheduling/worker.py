@@ -19,9 +19,15 @@ from hf_provider.scheduling.queue import Batch, Slot
 class StageRunner:
     """Runs a batch's stages for one model. `evict` and `to_cpu` are the memory manager's recovery actions."""
 
-    def __init__(self, model: LoadedModel, *, evict: Callable[[], bool] | None = None,
-                 to_cpu: Callable[[], bool] | None = None, fault: FaultInjector | None = None,
-                 measure_memory: bool = True) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        evict: Callable[[], bool] | None = None,
+        to_cpu: Callable[[], bool] | None = None,
+        fault: FaultInjector | None = None,
+        measure_memory: bool = True,
+    ) -> None:
         self.model = model
         self.evict = evict
         self.to_cpu = to_cpu

@@ -25,8 +25,18 @@ class BearerAuth:
         if hmac.compare_digest(got, self._expected):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps(error_body("Missing or wrong API key: send 'Authorization: Bearer <key>'.",
-                                       "invalid_request_error", "invalid_api_key"))
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+        body = orjson.dumps(
+            error_body(
+                "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

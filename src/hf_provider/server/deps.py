@@ -29,6 +29,9 @@ def provider_of(request: Request) -> Provider:
 def priority_of(request: Request, explicit: str | None = None) -> str:
     value = explicit or request.headers.get("x-priority") or "interactive"
     if value not in PRIORITIES:
-        raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority or parameter "
-                           f"'priority'), got {value!r}", param="priority")
+        raise InvalidInput(
+            f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority or parameter "
+            f"'priority'), got {value!r}",
+            param="priority",
+        )
     return value

@@ -38,10 +38,20 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None,
-               headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(error_body(message, type_, code, param)), status_code=status,
-                    media_type="application/json", headers=headers)
+def json_error(
+    status: int,
+    message: str,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        orjson.dumps(error_body(message, type_, code, param)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def provider_error_response(exc: E.ProviderError) -> Response:
@@ -60,11 +70,17 @@ def validation_error_response(errs: Sequence[Any]) -> Response:
     first = errs[0] if errs else {}
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
     if first.get("type") == "json_invalid":
-        return json_error(400, "Request body is not valid JSON: " + str(first.get("msg", "")),
-                          "invalid_request_error", "invalid_json")
+        return json_error(
+            400,
+            "Request body is not valid JSON: " + str(first.get("msg", "")),
+            "invalid_request_error",
+            "invalid_json",
+        )
     param = ".".join(loc) or None
     msgs = "; ".join(
-        f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}" for e in errs[:5])
+        f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
+        for e in errs[:5]
+    )
     return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
 
 
@@ -83,13 +99,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
-        return json_error(exc.status_code, str(exc.detail), type_, code,
-                          headers=getattr(exc, "headers", None))
+        return json_error(
+            exc.status_code, str(exc.detail), type_, code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> Response:
         rid = getattr(request.state, "request_id", "-")
         log.error("request %s failed with %s", rid, type(exc).__name__, exc_info=exc)
         # Starlette answers this from ServerErrorMiddleware, outside RequestIdAndLimits: set the header here.
-        return json_error(500, f"Internal server error (request id {rid}).", "server_error", "internal_error",
-                          headers={"x-request-id": rid})
+        return json_error(
+            500,
+            f"Internal server error (request id {rid}).",
+            "server_error",
+            "internal_error",
+            headers={"x-request-id": rid},
+        )

@@ -11,9 +11,12 @@ from hf_provider.settings import Settings
 def make_observer(settings: Settings):
     from hf_provider.observability.observer import Observer
 
-    return Observer(home=settings.home if settings.history_enabled else None,
-                    metrics_enabled=settings.metrics_enabled, raw_retention_s=settings.raw_retention,
-                    rollup_retention_s=settings.rollup_retention)
+    return Observer(
+        home=settings.home if settings.history_enabled else None,
+        metrics_enabled=settings.metrics_enabled,
+        raw_retention_s=settings.raw_retention,
+        rollup_retention_s=settings.rollup_retention,
+    )
 
 
 def build(settings: Settings) -> FastAPI:

@@ -55,7 +55,9 @@ class EmbeddingsFastPath:
         try:
             body = _BODY.validate_python(orjson.loads(b"".join(chunks)))
         except orjson.JSONDecodeError as e:
-            return json_error(400, f"Request body is not valid JSON: {e}", "invalid_request_error", "invalid_json")
+            return json_error(
+                400, f"Request body is not valid JSON: {e}", "invalid_request_error", "invalid_json"
+            )
         except ValidationError as e:
             return validation_error_response(e.errors())
         priority = "interactive"
@@ -63,8 +65,13 @@ class EmbeddingsFastPath:
             if k == b"x-priority":
                 priority = v.decode("latin-1")
         if priority not in PRIORITIES:
-            return json_error(400, f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority), got "
-                              f"{priority!r}", "invalid_request_error", None, "priority")
+            return json_error(
+                400,
+                f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority), got {priority!r}",
+                "invalid_request_error",
+                None,
+                "priority",
+            )
         try:
             payload = await embeddings_payload(self.provider, body, priority)
         except ProviderError as e:
@@ -72,5 +79,7 @@ class EmbeddingsFastPath:
         except Exception as e:
             rid = scope.get("state", {}).get("request_id", "-")
             log.error("request %s failed with %s", rid, type(e).__name__, exc_info=e)
-            return json_error(500, f"Internal server error (request id {rid}).", "server_error", "internal_error")
+            return json_error(
+                500, f"Internal server error (request id {rid}).", "server_error", "internal_error"
+            )
         return Response(orjson.dumps(payload), media_type="application/json")

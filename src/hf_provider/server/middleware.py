@@ -69,11 +69,21 @@ class RequestIdAndLimits:
 
     @property
     def _too_large_msg(self) -> str:
-        return (f"Request body exceeds the {self.max_body_bytes}-byte limit (HFP_SERVER__MAX_BODY_BYTES); "
-                "send fewer or shorter inputs per request.")
+        return (
+            f"Request body exceeds the {self.max_body_bytes}-byte limit (HFP_SERVER__MAX_BODY_BYTES); "
+            "send fewer or shorter inputs per request."
+        )
 
     async def _too_large(self, send: Any) -> None:
         body = orjson.dumps(error_body(self._too_large_msg, "invalid_request_error", "request_too_large"))
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -19,9 +19,10 @@ class EmbeddingsRequest(_Body):
     dimensions: int | None = Field(None, ge=1)
 
 
-class CompletionRequest(_Body):
+class _GenerationBody(_Body):
+    """Sampling fields shared by completions and chat completions."""
+
     model: str
-    prompt: str | list[str]
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -29,6 +30,10 @@ class CompletionRequest(_Body):
     stream: bool = False
     seed: int | None = None
     n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
+
+
+class CompletionRequest(_GenerationBody):
+    prompt: str | list[str]
     echo: bool = False
 
 
@@ -37,17 +42,9 @@ class ChatMessage(_Body):
     content: str | list[dict[str, Any]] | None = None
 
 
-class ChatRequest(_Body):
-    model: str
+class ChatRequest(_GenerationBody):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
 
 
 class TaskRequest(_Body):

@@ -412,8 +412,14 @@ def _sized_gpt2(hidden: int, layers: int) -> Callable[[Path], None]:
 
         tok = _bpe_tokenizer()
         config = GPT2Config(
-            vocab_size=len(tok), n_positions=256, n_embd=hidden, n_layer=layers, n_head=max(1, hidden // 64),
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            vocab_size=len(tok),
+            n_positions=256,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=max(1, hidden // 64),
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
         )
         _seed()
         model = GPT2LMHeadModel(config)

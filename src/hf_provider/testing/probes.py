@@ -11,9 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-_GENERATIVE = {"text-generation", "text2text-generation", "translation", "summarization", "question-answering"}
-_SAMPLE = {"question-answering": {"question": "What was rebuilt?", "context": "The harbour was rebuilt."},
-           "fill-mask": "The harbour was [MASK]."}
+_GENERATIVE = {
+    "text-generation",
+    "text2text-generation",
+    "translation",
+    "summarization",
+    "question-answering",
+}
+_SAMPLE = {
+    "question-answering": {"question": "What was rebuilt?", "context": "The harbour was rebuilt."},
+    "fill-mask": "The harbour was [MASK].",
+}
 
 
 def _rss_in_process(source: str, tasks: list[str]) -> dict:
@@ -35,22 +43,33 @@ def _rss_in_process(source: str, tasks: list[str]) -> dict:
     info = provider.load("m")
     # One small request per task touches every weight page (safetensors may be memory-mapped until then).
     for task in tasks:
-        provider.run("m", task, _SAMPLE.get(task, "The harbour was rebuilt after the storm."), max_new_tokens=2) \
-            if task in _GENERATIVE else provider.run("m", task, _SAMPLE.get(task, "The harbour was rebuilt."))
+        provider.run(
+            "m", task, _SAMPLE.get(task, "The harbour was rebuilt after the storm."), max_new_tokens=2
+        ) if task in _GENERATIVE else provider.run("m", task, _SAMPLE.get(task, "The harbour was rebuilt."))
     gc.collect()
     release_memory("cpu")
     after = proc.memory_info().rss
     entry = provider.manager.get("m")
     handler_modules = {id(h.model.module) for h in entry.model.handlers.values()}
     provider.close()
-    return {"tasks": tasks, "rss_before": before, "rss_after": after, "rss_added": after - before,
-            "weight_bytes": info["weight_bytes"], "distinct_modules": len(handler_modules)}
+    return {
+        "tasks": tasks,
+        "rss_before": before,
+        "rss_after": after,
+        "rss_added": after - before,
+        "weight_bytes": info["weight_bytes"],
+        "distinct_modules": len(handler_modules),
+    }
 
 
 def rss_of_load(source: str | Path, tasks: list[str]) -> dict:
     """Load `source` for `tasks` in a fresh interpreter and report its RSS growth."""
-    out = subprocess.run([sys.executable, "-m", "hf_provider.testing.probes", "rss", str(source), *tasks],
-                         capture_output=True, check=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "hf_provider.testing.probes", "rss", str(source), *tasks],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

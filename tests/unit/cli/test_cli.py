@@ -17,8 +17,18 @@ def test_run_default_model_json():
 
 
 def test_run_folder_with_params(tiny_models):
-    res = runner.invoke(app, ["run", str(tiny_models["decoder"]), "text-generation", "Hello", "--param",
-                              "max_new_tokens=3", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "run",
+            str(tiny_models["decoder"]),
+            "text-generation",
+            "Hello",
+            "--param",
+            "max_new_tokens=3",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "generated_text" in json.loads(res.stdout.strip().splitlines()[-1])
 

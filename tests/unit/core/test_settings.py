@@ -9,7 +9,7 @@ from hf_provider.spec import ModelSpec
 
 def test_toml_file_models_and_defaults(tmp_path):
     cfg = tmp_path / "hfp.toml"
-    cfg.write_text('''
+    cfg.write_text("""
 [server]
 port = 9123
 
@@ -20,7 +20,7 @@ revision = "v1"
 tasks = ["summarization", "translation"]
 keep_alive = "5m"
 defaults = { summarization = { max_new_tokens = 20 } }
-''')
+""")
     s = load_settings(cfg)
     assert s.server.port == 9123 and s.server.host == "127.0.0.1"
     m = s.models[0]
@@ -37,14 +37,17 @@ def test_env_overrides_file(tmp_path, monkeypatch):
     assert load_settings(cfg, server={"port": 1234}).server.port == 1234  # explicit beats env
 
 
-@pytest.mark.parametrize(("models", "field", "hint"), [
-    ([{"name": "a", "source": "x", "dtype": "float8"}], "models.0.dtype", "'float32'"),
-    ([{"name": "a", "source": "x", "device": "tpu"}], "models.0.device", "cuda:N"),
-    ([{"name": "a", "source": "x", "tasks": ["dance"]}], "models.0.tasks", "summarization"),
-    ([{"name": "a", "source": "x", "keep_alive": "soon"}], "models.0.keep_alive", "unit"),
-    ([{"name": "a"}], "models.0.source", "required"),
-    ([{"name": "a", "source": "x", "colour": "red"}], "models.0.colour", "Extra inputs"),
-])
+@pytest.mark.parametrize(
+    ("models", "field", "hint"),
+    [
+        ([{"name": "a", "source": "x", "dtype": "float8"}], "models.0.dtype", "'float32'"),
+        ([{"name": "a", "source": "x", "device": "tpu"}], "models.0.device", "cuda:N"),
+        ([{"name": "a", "source": "x", "tasks": ["dance"]}], "models.0.tasks", "summarization"),
+        ([{"name": "a", "source": "x", "keep_alive": "soon"}], "models.0.keep_alive", "unit"),
+        ([{"name": "a"}], "models.0.source", "required"),
+        ([{"name": "a", "source": "x", "colour": "red"}], "models.0.colour", "Extra inputs"),
+    ],
+)
 def test_invalid_config_names_field_and_allowed_values(models, field, hint):
     with pytest.raises(ConfigError) as e:
         load_settings({"models": models})

@@ -13,8 +13,16 @@ class _Task:
 
 
 def _req(lengths: list[int], key: str = "k", priority: int = 0) -> Request:
-    return Request(handler=_Task(), items=[Item(data=i, n_tokens=n) for i, n in enumerate(lengths)], params={},
-                   key=key, single=False, priority=priority, future=Future(), submitted=0.0)
+    return Request(
+        handler=_Task(),
+        items=[Item(data=i, n_tokens=n) for i, n in enumerate(lengths)],
+        params={},
+        key=key,
+        single=False,
+        priority=priority,
+        future=Future(),
+        submitted=0.0,
+    )
 
 
 def test_batch_bounded_by_count_and_tokens():

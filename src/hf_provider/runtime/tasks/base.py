@@ -78,8 +78,8 @@ class TaskHandler(ABC):
             )
         if len(texts) > max_items:
             raise TooManyItems(
-                f"'{param}' has {len(texts)} items; at most {max_items} are accepted per request",
-                               param=param)
+                f"'{param}' has {len(texts)} items; at most {max_items} are accepted per request", param=param
+            )
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidInput(f"'{param}[{i}]' must be a string, got {type(t).__name__}", param=param)
@@ -96,8 +96,12 @@ class TaskHandler(ABC):
         merged = self.merged(params)
         unknown = sorted(k for k in merged if k not in self.allowed_params)
         if unknown:
-            raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)} for task {self.task!r}; allowed: "
-                               f"{', '.join(sorted(self.allowed_params))}", param=unknown[0], task=self.task)
+            raise InvalidInput(
+                f"unknown parameter(s) {', '.join(unknown)} for task {self.task!r}; allowed: "
+                f"{', '.join(sorted(self.allowed_params))}",
+                param=unknown[0],
+                task=self.task,
+            )
         truncate = merged.get("truncate", False)
         if not isinstance(truncate, bool):
             raise InvalidInput(
@@ -116,12 +120,17 @@ class TaskHandler(ABC):
         if n <= limit:
             return False
         if not truncate:
-            raise InvalidInput(f"input {index} is {n} tokens long; this model accepts at most {limit} tokens "
-                               f"(pass parameter truncate=true to cut it)", param="inputs", task=self.task)
+            raise InvalidInput(
+                f"input {index} is {n} tokens long; this model accepts at most {limit} tokens "
+                f"(pass parameter truncate=true to cut it)",
+                param="inputs",
+                task=self.task,
+            )
         return True
 
-    def tokenize(self, texts: list[str], truncate: bool, limit: int | None = None, left: bool = False,
-                 **kwargs: Any) -> list[dict[str, Any]]:
+    def tokenize(
+        self, texts: list[str], truncate: bool, limit: int | None = None, left: bool = False, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         """One dict of token lists per text (one Rust call for the lot), length-checked.
 
         Truncation keeps the start (the tokenizer re-adds its special tokens), or with `left` the end,
@@ -129,8 +138,11 @@ class TaskHandler(ABC):
         limit = self.model.max_length if limit is None else limit
         fast = self.model.fast_encoder
         if fast is not None and set(kwargs) <= _FAST_KWARGS:
-            rows = fast.encode(texts, offsets=bool(kwargs.get("return_offsets_mapping")),
-                               special_mask=bool(kwargs.get("return_special_tokens_mask")))
+            rows = fast.encode(
+                texts,
+                offsets=bool(kwargs.get("return_offsets_mapping")),
+                special_mask=bool(kwargs.get("return_special_tokens_mask")),
+            )
         else:
             with self.model.tokenizer_lock:
                 enc = self.model.tokenizer(texts, truncation=False, **kwargs)
@@ -138,7 +150,7 @@ class TaskHandler(ABC):
         for i, text in enumerate(texts):
             if self.check_length(len(rows[i]["input_ids"]), i, truncate, limit):
                 if left:
-                    rows[i] = {k: v[len(v) - limit:] for k, v in rows[i].items()}
+                    rows[i] = {k: v[len(v) - limit :] for k, v in rows[i].items()}
                 else:
                     with self.model.tokenizer_lock:
                         one = self.model.tokenizer([text], truncation=True, max_length=limit, **kwargs)
@@ -180,8 +192,7 @@ def int_param(params: Mapping[str, Any], name: str, default: Any, lo: int, hi: i
         raise InvalidInput(f"'{name}' must be an integer, got {type(v).__name__}", param=name)
     if v < lo or (hi is not None and v > hi):
         upper = hi if hi is not None else "infinity"
-        raise InvalidInput(f"'{name}' must be between {lo} and {upper}, got {v}",
-                           param=name)
+        raise InvalidInput(f"'{name}' must be between {lo} and {upper}, got {v}", param=name)
     return v
 
 

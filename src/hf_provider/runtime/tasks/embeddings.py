@@ -50,8 +50,12 @@ class Embeddings(TaskHandler):
             return False
         kinds = [type(m).__name__ for m in st]
         plain = kinds[:2] == ["Transformer", "Pooling"] and all(k == "Normalize" for k in kinds[2:])
-        return (plain and not getattr(st[0], "do_lower_case", False) and not getattr(st, "default_prompt_name", None)
-                and not any(getattr(st, "prompts", {}).values()))
+        return (
+            plain
+            and not getattr(st[0], "do_lower_case", False)
+            and not getattr(st, "default_prompt_name", None)
+            and not any(getattr(st, "prompts", {}).values())
+        )
 
     @functools.cached_property
     def hidden_size(self) -> int:
@@ -67,7 +71,9 @@ class Embeddings(TaskHandler):
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         st = self.model.sentence_model
         if st is None or self.st_features_from_ids:
-            batch = self.pad([it.data for it in items], keys=("input_ids", "attention_mask", "token_type_ids"))
+            batch = self.pad(
+                [it.data for it in items], keys=("input_ids", "attention_mask", "token_type_ids")
+            )
             if st is not None:
                 batch["modality"] = "text"
             return batch

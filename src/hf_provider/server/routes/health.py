@@ -21,8 +21,11 @@ async def readyz(request: Request) -> Response:
     sleep later (memory budget, keep_alive) reloads on demand, so it does not make the server unready."""
     provider = provider_of(request)
     models = provider.manager.describe()
-    waiting = [m["name"] for m in models if m["loads"] == 0 and m["keep_alive"] != 0] \
-        if request.app.state.load_on_start else []
+    waiting = (
+        [m["name"] for m in models if m["loads"] == 0 and m["keep_alive"] != 0]
+        if request.app.state.load_on_start
+        else []
+    )
     if waiting or not request.app.state.started:
         return JSONResponse({"status": "loading", "waiting_for": waiting}, status_code=503)
     return JSONResponse({"status": "ready", "models": [m["name"] for m in models]})

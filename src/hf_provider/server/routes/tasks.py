@@ -20,8 +20,10 @@ async def run_task(task: str, body: TaskRequest, request: Request) -> Response:
     params = dict(body.parameters)
     priority = priority_of(request, params.pop("priority", None))
     if params.pop("stream", False):
-        raise InvalidInput("streaming is served by /v1/completions and /v1/chat/completions with stream=true",
-                           param="parameters.stream")
+        raise InvalidInput(
+            "streaming is served by /v1/completions and /v1/chat/completions with stream=true",
+            param="parameters.stream",
+        )
     provider = provider_of(request)
     outputs = await provider.arun(body.model, task, body.inputs, priority=priority, **params)
     return JSONResponse({"model": body.model, "task": task, "outputs": outputs})
