@@ -7,6 +7,7 @@ BertForTokenClassification...); every task handler then shares that one `nn.Modu
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from hf_provider.runtime.model import LoadedModel
 from hf_provider.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+
+# One from_pretrained at a time in this process: transformers swaps globals while it loads (torch.nn.init
+# functions in no_init_weights, PreTrainedModel.tie_weights in no_tie_weights) and restores them in `finally`.
+# Two loads on two threads interleave the save and the restore, leaving the no-op versions installed for good:
+# every later model then skips weight tying (an untied, uninitialized LM head) and initialization.
+_LOAD_LOCK = threading.Lock()
 
 # Architecture-name suffix -> Auto class. Order matters: the first suffix that matches wins.
 _AUTO_BY_SUFFIX: tuple[tuple[str, str], ...] = (
@@ -60,10 +67,11 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
     dtype = pick_dtype(spec.dtype, device)
     path = resolved.path
     try:
-        if (path / "modules.json").exists():
-            loaded = _load_sentence_transformer(spec, path, device, dtype)
-        else:
-            loaded = _load_transformers(spec, path, device, dtype)
+        with _LOAD_LOCK:
+            if (path / "modules.json").exists():
+                loaded = _load_sentence_transformer(spec, path, device, dtype)
+            else:
+                loaded = _load_transformers(spec, path, device, dtype)
     except ProviderError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:

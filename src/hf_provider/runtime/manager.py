@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from hf_provider.errors import (
-    MemoryBudgetExceeded,
     ModelNotFound,
     ProviderError,
     TaskNotSupported,
@@ -26,9 +25,10 @@ from hf_provider.errors import (
 from hf_provider.hub.resolve import resolve
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.estimate import estimate
-from hf_provider.memory.eviction import Resident, expired, plan_eviction
+from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
+from hf_provider.runtime.admission import MemoryAdmission
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
 from hf_provider.runtime.model import LoadedModel
@@ -41,12 +41,6 @@ from hf_provider.settings import MemorySettings
 from hf_provider.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-# One from_pretrained at a time in this process: transformers swaps globals while it loads (torch.nn.init
-# functions in no_init_weights, PreTrainedModel.tie_weights in no_tie_weights) and restores them in `finally`.
-# Two loads on two threads interleave the save and the restore, leaving the no-op versions installed for good:
-# every later model then skips weight tying (an untied, uninitialized LM head) and initialization.
-_LOAD_LOCK = threading.Lock()
 
 
 @dataclass(eq=False)
@@ -77,7 +71,7 @@ class Entry:
         return self.in_flight + self.leases
 
 
-class ModelManager:
+class ModelManager(MemoryAdmission):
     def __init__(
         self,
         specs: list[ModelSpec],
@@ -238,8 +232,7 @@ class ModelManager:
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(spec.name, pool, est.total_bytes)
-        with _LOAD_LOCK:
-            model = load_model(spec, resolved=resolved)
+        model = load_model(spec, resolved=resolved)
         try:
             e.quantization_cosine = apply_quantization(model)
             self.attach_tasks(model, spec.tasks or supported_tasks(model))
@@ -295,121 +288,6 @@ class ModelManager:
                 reason = "the task is supported by the architecture but not enabled in this model's 'tasks'"
             raise TaskNotSupported(e.spec.name, task, model.handlers, reason)
         return h
-
-    # memory -----------------------------------------------------------------------------------------------------
-    def _residents(self) -> list[Resident]:
-        return [
-            Resident(
-                name=n,
-                pool=x.pool or "host",
-                bytes=x.accounted_bytes,
-                priority=x.spec.priority,
-                pinned=x.spec.pinned,
-                last_used=x.last_used,
-                loaded_at=x.loaded_at,
-                in_flight=x.busy,
-                keep_alive=x.spec.keep_alive,
-            )
-            for n, x in self._entries.items()
-            if x.state == "ready"
-        ]
-
-    def _admit(self, name: str, pool: str, need: int) -> None:
-        # The wait bound is real time: the injectable clock drives policy (residency, recency, keep-alive) and
-        # may stand still in tests, which must not turn a bounded wait into an endless one.
-        deadline = time.monotonic() + self.memory.load_wait_s
-        while True:
-            with self._lock:
-                if self.accountant.reserve(name, pool, need):
-                    return
-                free = self.accountant.free(pool) or 0
-                plan = plan_eviction(
-                    self._residents(), pool, need, free, self.clock(), self.memory.min_residency_s
-                )
-            if plan:
-                for victim in plan:
-                    self._evict(victim)
-                continue
-            budget = self.accountant.budget.for_pool(pool)
-            if budget is not None and need > budget:
-                raise MemoryBudgetExceeded(
-                    f"model {name!r} needs about {need} bytes but the {pool} budget is {budget} bytes; raise "
-                    "the budget, pick a smaller dtype or quantization",
-                    model=name,
-                )
-            # Models holding the memory are busy, pinned or too recently loaded: wait for that to change.
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise MemoryBudgetExceeded(
-                    f"model {name!r} needs about {need} bytes in {pool}; only {free} are free and the resident "
-                    "models are pinned, busy or within their minimum residency",
-                    model=name,
-                    retry_after=max(1.0, self.memory.min_residency_s),
-                )
-            with self._changed:
-                self._changed.wait(min(remaining, 0.05))
-
-    def _commit(self, name: str, pool: str, actual: int) -> None:
-        while True:
-            try:
-                self.accountant.commit(name, pool, actual)
-                return
-            except MemoryBudgetExceeded:
-                with self._lock:
-                    free = self.accountant.free(pool) or 0
-                    plan = plan_eviction(
-                        [r for r in self._residents() if r.name != name],
-                        pool,
-                        actual,
-                        free,
-                        self.clock(),
-                        self.memory.min_residency_s,
-                    )
-                if not plan:
-                    raise
-                for victim in plan:
-                    self._evict(victim)
-
-    def _evict_for_oom(self, name: str) -> bool:
-        """OOM recovery step: unload the coldest other model in the same pool. True if one was unloaded."""
-        with self._lock:
-            me = self._entries.get(name)
-            pool = me.pool if me else None
-            order = [
-                r
-                for r in self._residents()
-                if r.name != name and r.pool == pool and not r.pinned and r.in_flight == 0
-            ]
-            order.sort(key=lambda r: (r.priority, r.last_used))
-        return any(self._evict(r.name) for r in order)
-
-    def _evict(self, name: str) -> bool:
-        """Unload `name` for memory unless it became busy or pinned since the plan was made (then the caller
-        plans again)."""
-        with self._lock:
-            e = self._entries.get(name)
-            if e is None or e.state != "ready" or e.busy or e.spec.pinned:
-                return False
-        return self.unload(name, reason="evicted", only_if_idle=True)
-
-    def _cpu_fallback(self, e: Entry) -> Callable[[], bool] | None:
-        if not e.spec.fallback_to_cpu:
-            return None
-
-        def move() -> bool:
-            m = e.model
-            if m is None or m.device.type == "cpu":
-                return False
-            import torch
-
-            m.module.to("cpu", dtype=torch.float32)
-            if m.sentence_model is not None:
-                m.sentence_model.to("cpu")
-            m.device, m.dtype = torch.device("cpu"), torch.float32
-            log.warning("model %s moved to CPU after out-of-memory on the GPU", e.spec.name)
-            return True
-
-        return move
 
     def unload(self, name: str, reason: str = "manual", *, only_if_idle: bool = False) -> bool:
         """Finish queued work, drop the weights, give the memory back. False if it was not loaded (or, with
