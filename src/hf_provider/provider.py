@@ -208,14 +208,55 @@ class Provider:
         fut.result(self._timeout(None))
 
     async def astream(self, model: str, task: str, prompt: str, **params: Any) -> AsyncIterator[str]:
+        stream = await self.open_stream(model, task, prompt, **params)
+        async for delta in stream:
+            yield delta
+
+    async def open_stream(
+        self,
+        model: str,
+        task: str,
+        prompt: str,
+        *,
+        priority: str = "interactive",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> TextStream:
+        """Validate and queue a streamed generation. Errors in the request (unknown model, bad parameters) raise
+        here, before any delta, so a server can still answer them with a status code."""
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
-        fut = self.submit(
-            model, task, prompt, sink=lambda d: loop.call_soon_threadsafe(deltas.put_nowait, d), **params
-        )
-        while (delta := await deltas.get()) is not None:
-            yield delta
-        await asyncio.wrap_future(fut)
+
+        def sink(d: str | None) -> None:
+            loop.call_soon_threadsafe(deltas.put_nowait, d)
+
+        if self.manager.is_ready(model):
+            fut = self.submit(model, task, prompt, priority=priority, sink=sink, **params)
+        else:  # a load takes seconds: never on the event loop
+            fut = await asyncio.to_thread(
+                self.submit, model, task, prompt, priority=priority, sink=sink, **params
+            )
+        return TextStream(deltas, self._await(fut, model, task, timeout))
+
+
+class TextStream:
+    """The text deltas of one streamed generation; `result` holds the final output (finish_reason, token counts)
+    once iteration has ended. An error of the request is raised by the iteration."""
+
+    def __init__(self, deltas: asyncio.Queue[str | None], final: Any) -> None:
+        self._deltas = deltas
+        self._final = final
+        self.result: dict[str, Any] | None = None
+
+    def __aiter__(self) -> TextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        delta = await self._deltas.get()
+        if delta is None:
+            self.result = await self._final
+            raise StopAsyncIteration
+        return delta
 
 
 def _size(inputs: Any) -> int:

@@ -151,3 +151,18 @@ def test_completions_stream_echo_starts_with_the_prompt(client: OpenAI) -> None:
     whole = client.completions.create(echo=True, **kw).choices[0].text
     streamed = "".join(c.choices[0].text for c in client.completions.create(stream=True, echo=True, **kw))
     assert whole.startswith("the river") and streamed == whole
+
+
+@pytest.mark.parametrize("max_tokens", [2, 40])
+def test_streamed_finish_reason_matches_non_stream(client: OpenAI, max_tokens: int) -> None:
+    args = {"model": "lm", "prompt": "The weather in Paris", "max_tokens": max_tokens, "temperature": 0}
+    full = client.completions.create(**args)
+    chunks = list(client.completions.create(**args, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == full.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
+    assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
+    chat = {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "temperature": 0}
+    reply = client.chat.completions.create(**chat)
+    last = list(client.chat.completions.create(**chat, stream=True))[-1]
+    assert last.choices[0].finish_reason == reply.choices[0].finish_reason

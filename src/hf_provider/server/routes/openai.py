@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -13,12 +15,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from hf_provider.errors import InvalidInput, TaskNotSupported
-from hf_provider.provider import Provider
+from hf_provider.errors import InvalidInput, ProviderError, TaskNotSupported
+from hf_provider.provider import Provider, TextStream
 from hf_provider.server.deps import JSONResponse, priority_of, provider_of
+from hf_provider.server.errors import error_body
 from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.post("/v1/embeddings")
@@ -52,8 +56,15 @@ async def embeddings_payload(provider: Provider, body: EmbeddingsRequest, priori
     }
 
 
-def _gen_task(provider: Provider, model: str) -> str:
-    e = provider.manager.get(model)
+async def _entry(provider: Provider, model: str):
+    """The model's entry, loading it off the event loop when needed."""
+    if provider.manager.is_ready(model):
+        return provider.manager.get(model)
+    return await asyncio.to_thread(provider.manager.get, model)
+
+
+async def _gen_task(provider: Provider, model: str) -> str:
+    e = await _entry(provider, model)
     tasks = e.model.handlers if e.model else {}
     for t in ("text-generation", "text2text-generation"):
         if t in tasks:
@@ -86,37 +97,27 @@ def _sse(obj: Any) -> bytes:
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     provider = provider_of(request)
-    task = _gen_task(provider, body.model)
+    task = await _gen_task(provider, body.model)
     params = _gen_params(body.max_tokens, body.temperature, body.top_p, body.stop, body.seed)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
         if not isinstance(body.prompt, str):
             raise InvalidInput("stream=true takes a single prompt string", param="prompt")
-        chunks = provider.astream(body.model, task, body.prompt, priority=priority_of(request), **params)
-        first = await _first(chunks)
+        stream = await provider.open_stream(
+            body.model, task, body.prompt, priority=priority_of(request), **params
+        )
+        base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
+
+        def chunk(text: str, finish: str | None) -> bytes:
+            return _sse(
+                {**base, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+            )
 
         async def events() -> AsyncIterator[bytes]:
-            base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
             if body.echo:
-                yield _sse(
-                    {
-                        **base,
-                        "choices": [
-                            {"index": 0, "text": body.prompt, "finish_reason": None, "logprobs": None}
-                        ],
-                    }
-                )
-            async for delta in _chain(first, chunks):
-                yield _sse(
-                    {
-                        **base,
-                        "choices": [{"index": 0, "text": delta, "finish_reason": None, "logprobs": None}],
-                    }
-                )
-            yield _sse(
-                {**base, "choices": [{"index": 0, "text": "", "finish_reason": "stop", "logprobs": None}]}
-            )
-            yield b"data: [DONE]\n\n"
+                yield chunk(body.prompt, None)
+            async for piece in _guarded(stream, chunk):
+                yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -147,8 +148,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     )
 
 
-def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
-    e = provider.manager.get(body.model)
+async def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
+    e = await _entry(provider, body.model)
     tok = e.model.tokenizer if e.model else None
     if tok is None or not getattr(tok, "chat_template", None):
         raise InvalidInput(
@@ -172,16 +173,19 @@ def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request) -> Response:
     provider = provider_of(request)
-    task = _gen_task(provider, body.model)
-    prompt = _chat_prompt(provider, body)
+    task = await _gen_task(provider, body.model)
+    prompt = await _chat_prompt(provider, body)
     params = _gen_params(
         body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop, body.seed
     )
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
     if body.stream:
-        chunks = provider.astream(body.model, task, prompt, priority=priority_of(request), **params)
-        first = await _first(chunks)
+        stream = await provider.open_stream(body.model, task, prompt, priority=priority_of(request), **params)
+
+        def chunk(text: str, finish: str | None) -> bytes:
+            delta = {"content": text} if finish is None else {}
+            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
         async def events() -> AsyncIterator[bytes]:
             yield _sse(
@@ -192,12 +196,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                     ],
                 }
             )
-            async for delta in _chain(first, chunks):
-                yield _sse(
-                    {**base, "choices": [{"index": 0, "delta": {"content": delta}, "finish_reason": None}]}
-                )
-            yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-            yield b"data: [DONE]\n\n"
+            async for piece in _guarded(stream, chunk):
+                yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream")
     out = await provider.arun(body.model, task, prompt, priority=priority_of(request), **params)
@@ -238,21 +238,17 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
-_END = object()
-
-
-async def _first(chunks: AsyncIterator[str]) -> Any:
-    """Pull the first delta before the response starts, so errors (bad input, unknown model) become a proper
-    status code instead of a broken stream."""
+async def _guarded(stream: TextStream, chunk: Callable[[str, str | None], bytes]) -> AsyncIterator[bytes]:
+    """The deltas as SSE chunks, then the final chunk with the real finish_reason and [DONE]. An error after the
+    response has started cannot change its status, so it is sent as an OpenAI-style error event instead of
+    cutting the connection."""
     try:
-        return await chunks.__anext__()
-    except StopAsyncIteration:
-        return _END
-
-
-async def _chain(first: Any, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    if first is _END:
-        return
-    yield first
-    async for d in rest:
-        yield d
+        async for delta in stream:
+            yield chunk(delta, None)
+        yield chunk("", (stream.result or {}).get("finish_reason", "stop"))
+    except ProviderError as e:
+        yield _sse(error_body(e.message, "server_error", e.code, e.param))
+    except Exception as e:
+        log.error("stream failed with %s", type(e).__name__, exc_info=e)
+        yield _sse(error_body("Internal server error while streaming.", "server_error", "internal_error"))
+    yield b"data: [DONE]\n\n"
