@@ -49,17 +49,9 @@ def accounted_estimate(spec: Any) -> int:
     fp32)."""
     import torch
 
-    from hf_provider.memory.estimate import estimate
+    from hf_provider.runtime.manager import admission_estimate
 
-    est = estimate(
-        Path(spec.source),
-        torch.float32,
-        "none",
-        task=(spec.tasks or ["embeddings"])[0],
-        batch_size=spec.batching.max_batch_size,
-        seq_len=min(spec.max_length or 512, 512),
-    )
-    return est.total_bytes
+    return admission_estimate(spec, Path(spec.source), torch.float32).total_bytes
 
 
 @dataclass
