@@ -13,11 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hf_provider.errors import (
+    ModelLoadError,
     ModelNotFound,
     ProviderError,
     TaskNotSupported,
@@ -60,7 +61,8 @@ class Entry:
     quantization_cosine: float | None = None  # the accuracy guard's measured figure for a quantized load
     leases: int = 0  # callers between "model is ready" and "request is queued" (see ModelManager.acquire)
     error: str | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
+    attempts: int = 0  # loads started, so waiters can tell that the load they waited for failed
+    adhoc: bool = False  # registered on demand from a folder or Hub id, not from the configuration
 
     @property
     def in_flight(self) -> int:
@@ -120,7 +122,7 @@ class ModelManager(MemoryAdmission):
                 raise ModelNotFound(
                     name, self._entries, "It is neither a configured name, a folder nor a Hub id."
                 )
-            e = self._entries[name] = Entry(ModelSpec(name=name, source=name))
+            e = self._entries[name] = Entry(ModelSpec(name=name, source=name), adhoc=True)
             return e
 
     def add(self, spec: ModelSpec) -> None:
@@ -186,34 +188,38 @@ class ModelManager(MemoryAdmission):
                 e.last_used = self.clock()
 
     def _ensure_loaded(self, e: Entry, wait_s: float) -> None:
+        """Load `e` on this thread, or wait (at most wait_s) for the load or unload another thread is doing.
+        Waiters on a load that fails get its error instead of starting the same failing load again."""
+        deadline = time.monotonic() + wait_s
         with self._lock:
+            attempt = e.attempts
+            while e.state in ("loading", "evicting"):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Unavailable(
+                        f"model {e.spec.name!r} is {e.state}; retry shortly",
+                        model=e.spec.name,
+                        retry_after=2.0,
+                    )
+                self._changed.wait(remaining)
             if e.state == "ready":
                 return
-            mine = e.state in ("unloaded",)
-            if mine:
-                e.state, e.error = "loading", None
-                e.ready.clear()
-        if not mine:
-            if not e.ready.wait(wait_s) or e.state != "ready":
-                raise Unavailable(
-                    f"model {e.spec.name!r} is {e.state}; retry shortly"
-                    + (f" ({e.error})" if e.error else ""),
-                    model=e.spec.name,
-                    retry_after=2.0,
-                )
-            return
+            if e.attempts != attempt and e.error is not None:  # the load we waited for failed
+                raise ModelLoadError(f"loading model {e.spec.name!r} failed: {e.error}", model=e.spec.name)
+            e.state, e.error = "loading", None
+            e.attempts += 1
         try:
             self._load(e)
         except BaseException as exc:
             with self._lock:
                 e.state, e.error = "unloaded", str(exc)
                 self.accountant.release(e.spec.name)
-                e.ready.set()
+                if e.adhoc and isinstance(exc, ModelNotFound):
+                    self._entries.pop(e.spec.name, None)  # an unresolvable ad-hoc name is not remembered
                 self._changed.notify_all()
             raise
         with self._lock:
             e.state = "ready"
-            e.ready.set()
             self._changed.notify_all()
 
     def _load(self, e: Entry) -> None:
@@ -222,7 +228,12 @@ class ModelManager(MemoryAdmission):
         resolved = resolve(spec.source, spec.revision)
         device = pick_device(spec.device)
         dtype = pick_dtype(spec.dtype, device)
-        est = admission_estimate(spec, resolved.path, dtype)
+        try:
+            est = admission_estimate(spec, resolved.path, dtype)
+        except (OSError, ValueError, KeyError) as exc:  # unreadable config or headers: not a loadable model
+            raise ModelLoadError(
+                f"cannot load model {spec.name!r} from {spec.source!r}: {exc}", model=spec.name
+            ) from exc
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(spec.name, pool, est.total_bytes)
@@ -302,7 +313,6 @@ class ModelManager(MemoryAdmission):
             e.model = e.scheduler = None
             e.accounted_bytes = 0
             e.state = "unloaded"
-            e.ready.clear()
             self.accountant.release(name)
             self._changed.notify_all()
         del model, sched
