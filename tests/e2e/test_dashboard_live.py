@@ -1,0 +1,62 @@
+"""The dashboard on the real server (real models, real Observer) after real requests, in headless Chromium."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium: run scripts/install-browser.sh"),
+]
+
+
+def test_dashboard_shows_real_traffic(url: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright Python package not installed")
+    with httpx.Client(base_url=url, timeout=60) as c:
+        for i in range(30):
+            assert (
+                c.post("/v1/embeddings", json={"model": "minilm", "input": f"sentence {i}"}).status_code
+                == 200
+            )
+            assert (
+                c.post("/v1/tasks/text-classification", json={"model": "cls", "inputs": "good"}).status_code
+                == 200
+            )
+        stats = c.get("/v1/admin/stats", params={"model": "minilm", "window": 300}).json()
+        assert stats["requests"] >= 30 and stats["latency_ms"]["p50"] > 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/dashboard")
+            charts = ["chart-throughput", "chart-latency"]
+            page.wait_for_function(
+                "ids => ids.every(id => Number(document.getElementById(id).dataset.points) > 0)",
+                arg=charts,
+                timeout=30_000,
+            )
+            assert "minilm" in page.inner_text("#chart-throughput")
+            page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
+            assert not errors, errors
+        finally:
+            browser.close()
