@@ -161,8 +161,12 @@ def test_streamed_finish_reason_matches_non_stream(client: OpenAI, max_tokens: i
     assert "".join(c.choices[0].text for c in chunks) == full.choices[0].text
     assert chunks[-1].choices[0].finish_reason == full.choices[0].finish_reason
     assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
-    chat = {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
-            "temperature": 0}
+    chat = {
+        "model": "lm",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     reply = client.chat.completions.create(**chat)
     last = list(client.chat.completions.create(**chat, stream=True))[-1]
     assert last.choices[0].finish_reason == reply.choices[0].finish_reason

@@ -14,21 +14,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from tests.browser import ARTIFACTS, launch, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHARTS = ("chart-throughput", "chart-latency", "chart-queue", "chart-memory", "chart-cpu", "chart-rss")
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="no /usr/bin/chromium: run scripts/install-browser.sh (Debian's chromium package)",
-    ),
-]
+pytestmark = needs_chromium
 
 
 class Clock:
@@ -122,18 +114,7 @@ def test_dashboard_draws_charts_with_data(server: str) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright Python package not installed")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = launch(pw)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             errors: list[str] = []

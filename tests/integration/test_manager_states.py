@@ -29,7 +29,7 @@ def test_waiters_on_a_failing_load_get_its_error_without_loading_again(tmp_path,
             barrier.wait()
             try:
                 p.run("b", "embeddings", "x")
-            except BaseException as e:  # noqa: BLE001 - asserted below
+            except BaseException as e:
                 errors.append(e)
 
         threads = [threading.Thread(target=call) for _ in range(4)]
