@@ -5,16 +5,20 @@ this module holds the memory side of its job. The policy itself is pure and live
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hf_provider.errors import MemoryBudgetExceeded
 from hf_provider.memory.budget import Accountant
+from hf_provider.memory.estimate import Estimate, estimate
 from hf_provider.memory.eviction import Resident, plan_eviction
 from hf_provider.settings import MemorySettings
+from hf_provider.spec import ModelSpec
 
 if TYPE_CHECKING:
     from hf_provider.runtime.manager import Entry
@@ -145,3 +149,34 @@ class MemoryAdmission:
             return True
 
         return move
+
+
+def admission_estimate(spec: ModelSpec, folder: Path, dtype: Any) -> Estimate:
+    """What a load is admitted against: weights from the safetensors headers plus working memory for one full
+    batch of the longest inputs the model takes."""
+    return estimate(
+        folder,
+        dtype,
+        "none" if spec.quantization == "none" else "int8",
+        task=(spec.tasks or ["embeddings"])[0],
+        batch_size=spec.batching.max_batch_size,
+        seq_len=_seq_len_bound(folder, spec),
+    )
+
+
+def _seq_len_bound(folder: Path, spec: ModelSpec) -> int:
+    """Longest input the working-memory estimate plans for: the spec's max_length, else the checkpoint's own
+    limit (sentence-transformers max_seq_length, position embeddings), capped at 512 tokens."""
+    limits = [512]
+    if spec.max_length:
+        limits.append(spec.max_length)
+    for name, keys in (
+        ("sentence_bert_config.json", ("max_seq_length",)),
+        ("config.json", ("max_position_embeddings", "n_positions")),
+    ):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        limits += [int(data[k]) for k in keys if isinstance(data.get(k), int) and data[k] > 0]
+    return min(limits)

@@ -7,7 +7,6 @@ the pure policy (memory.eviction) names the models to unload. Models with `keep_
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -26,11 +25,10 @@ from hf_provider.errors import (
 )
 from hf_provider.hub.resolve import resolve
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
-from hf_provider.memory.estimate import Estimate, estimate
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
-from hf_provider.runtime.admission import MemoryAdmission
+from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
 from hf_provider.runtime.model import LoadedModel
@@ -417,37 +415,6 @@ class ModelManager(MemoryAdmission):
                 self.unload(name, reason="shutdown")
             except ProviderError:
                 log.exception("unload of %s at shutdown failed", name)
-
-
-def admission_estimate(spec: ModelSpec, folder: Path, dtype: Any) -> Estimate:
-    """What a load is admitted against: weights from the safetensors headers plus working memory for one full
-    batch of the longest inputs the model takes."""
-    return estimate(
-        folder,
-        dtype,
-        "none" if spec.quantization == "none" else "int8",
-        task=(spec.tasks or ["embeddings"])[0],
-        batch_size=spec.batching.max_batch_size,
-        seq_len=_seq_len_bound(folder, spec),
-    )
-
-
-def _seq_len_bound(folder: Path, spec: ModelSpec) -> int:
-    """Longest input the working-memory estimate plans for: the spec's max_length, else the checkpoint's own
-    limit (sentence-transformers max_seq_length, position embeddings), capped at 512 tokens."""
-    limits = [512]
-    if spec.max_length:
-        limits.append(spec.max_length)
-    for name, keys in (
-        ("sentence_bert_config.json", ("max_seq_length",)),
-        ("config.json", ("max_position_embeddings", "n_positions")),
-    ):
-        try:
-            data = json.loads((folder / name).read_text())
-        except (OSError, ValueError):
-            continue
-        limits += [int(data[k]) for k in keys if isinstance(data.get(k), int) and data[k] > 0]
-    return min(limits)
 
 
 def _wall(mono: float, clock: Callable[[], float]) -> float | None:
