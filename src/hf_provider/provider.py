@@ -196,8 +196,7 @@ class Provider:
         )
 
     def embed(self, model: str, texts: list[str] | str, **params: Any) -> list[list[float]]:
-        out = self.run(model, "embeddings", [texts] if isinstance(texts, str) else texts, **params)
-        return out
+        return self.run(model, "embeddings", [texts] if isinstance(texts, str) else texts, **params)
 
     def stream(self, model: str, task: str, prompt: str, **params: Any) -> Iterator[str]:
         """Text deltas as they are generated; an error of the request is raised at the end."""

@@ -268,3 +268,37 @@ def test_concurrent_truncation_is_not_raced(tiny_models):
         for t in threads:
             t.join()
         assert all(isinstance(r, list) for r in results), [r for r in results if not isinstance(r, list)][:1]
+
+
+def test_requests_with_different_postprocess_params_are_not_merged(tiny_models):
+    """Batch keys cover parameters applied to the whole batch (embeddings `dimensions`): concurrent requests
+    that differ in them each get their own shape."""
+    import threading
+
+    from hf_provider.provider import Provider
+    from hf_provider.settings import load_settings
+    from hf_provider.spec import ModelSpec
+
+    spec = ModelSpec(
+        name="e",
+        source=str(tiny_models["bert-cls"]),
+        tasks=["embeddings"],
+        batching={"max_batch_size": 64, "max_wait_ms": 50},
+    )
+    with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
+        p.load("e")
+        dims = [4, 8, 16, None] * 6
+        out: list = [None] * len(dims)
+        barrier = threading.Barrier(len(dims))
+
+        def call(i: int) -> None:
+            barrier.wait()
+            params = {} if dims[i] is None else {"dimensions": dims[i]}
+            out[i] = p.run("e", "embeddings", f"sentence {i}", **params)
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(dims))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [len(v) for v in out] == [d or 32 for d in dims]

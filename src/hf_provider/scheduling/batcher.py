@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -33,17 +33,6 @@ GENERATIVE_TASKS = frozenset(
 )
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
-
-
-def freeze(params: dict[str, Any]) -> Hashable:
-    def f(v: Any) -> Hashable:
-        if isinstance(v, dict):
-            return tuple(sorted((k, f(x)) for k, x in v.items()))
-        if isinstance(v, list | tuple):
-            return tuple(f(x) for x in v)
-        return v
-
-    return f(params)
 
 
 class ModelScheduler:
@@ -113,7 +102,7 @@ class ModelScheduler:
             handler=handler,
             items=items,
             params=params,
-            key=(handler.task, freeze(params)),
+            key=(handler.task, handler.batch_key(params)),
             single=single,
             priority=priority,
             future=fut,

@@ -1,4 +1,5 @@
-"""What the scheduler reports to. The real implementation is `observability.observer.Observer`."""
+"""What the scheduler and model manager report to. The real implementation is
+`observability.observer.Observer`; in-flight counts are not pushed but read from the scheduler at scrape time."""
 
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ class SchedulerObserver(Protocol):
         peak_bytes: int | None = None,
     ) -> None: ...
 
-    def in_flight(self, model: str, delta: int) -> None: ...
-
     def queue_depth(self, model: str, depth: int) -> None: ...
+
+    def model_loaded(self, model: str, revision: str | None, seconds: float, weight_bytes: int) -> None: ...
+
+    def model_unloaded(self, model: str, reason: str) -> None: ...
 
 
 class NullObserver:
@@ -43,9 +46,6 @@ class NullObserver:
         pass
 
     def batch_done(self, *a: object, **k: object) -> None:
-        pass
-
-    def in_flight(self, *a: object, **k: object) -> None:
         pass
 
     def queue_depth(self, *a: object, **k: object) -> None:

@@ -99,25 +99,30 @@ def _build_t5(dest: Path, *, small: bool = False) -> None:
     tok.save_pretrained(dest)
 
 
-def _build_decoder(dest: Path) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def _gpt2(hidden: int, layers: int, heads: int | None = None) -> Callable[[Path], None]:
+    """A random GPT-2 LM (256 positions) with the tiny BPE tokenizer; heads default to hidden // 64."""
 
-    tok = bpe_tokenizer()
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=256,
-        n_embd=64,
-        n_layer=2,
-        n_head=2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    _seed()
-    model = GPT2LMHeadModel(config)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(dest)
-    tok.save_pretrained(dest)
+    def build(dest: Path) -> None:
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        tok = bpe_tokenizer()
+        config = GPT2Config(
+            vocab_size=len(tok),
+            n_positions=256,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads or max(1, hidden // 64),
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        _seed()
+        model = GPT2LMHeadModel(config)
+        model.generation_config.pad_token_id = tok.pad_token_id
+        model.save_pretrained(dest)
+        tok.save_pretrained(dest)
+
+    return build
 
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -161,7 +166,7 @@ def _bert_builder(kind: str) -> Callable[[Path], None]:
 
 TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "t5": _build_t5,
-    "decoder": _build_decoder,
+    "decoder": _gpt2(hidden=64, layers=2, heads=2),
     "bert-cls": _bert_builder("cls"),
     "bert-ner": _bert_builder("ner"),
     "bert-mlm": _bert_builder("mlm"),
@@ -237,30 +242,6 @@ def _sized_bert(hidden: int, layers: int) -> Callable[[Path], None]:
     return build
 
 
-def _sized_gpt2(hidden: int, layers: int) -> Callable[[Path], None]:
-    def build(dest: Path) -> None:
-        from transformers import GPT2Config, GPT2LMHeadModel
-
-        tok = bpe_tokenizer()
-        config = GPT2Config(
-            vocab_size=len(tok),
-            n_positions=256,
-            n_embd=hidden,
-            n_layer=layers,
-            n_head=max(1, hidden // 64),
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-        _seed()
-        model = GPT2LMHeadModel(config)
-        model.generation_config.pad_token_id = tok.pad_token_id
-        model.save_pretrained(dest)
-        tok.save_pretrained(dest)
-
-    return build
-
-
 def build_sized_bert(out_dir: Path, hidden: int, layers: int, name: str | None = None) -> Path:
     """A random BERT sequence classifier (labels NEGATIVE/POSITIVE) of chosen width and depth, for memory
     tests that need models between tiny and medium: hidden 256 x 4 layers is about 3.5M parameters (14 MB)."""
@@ -271,7 +252,7 @@ def build_sized_bert(out_dir: Path, hidden: int, layers: int, name: str | None =
 def build_sized_gpt2(out_dir: Path, hidden: int, layers: int, name: str | None = None) -> Path:
     """A random GPT-2 language model of chosen width and depth with the tiny BPE tokenizer."""
     name = name or f"gpt2-h{hidden}-l{layers}"
-    return _cached(Path(out_dir), name, _sized_gpt2(hidden, layers))
+    return _cached(Path(out_dir), name, _gpt2(hidden, layers))
 
 
 def minilm_path() -> Path:

@@ -47,8 +47,9 @@ class TaskHandler(ABC):
         and whether the caller sent a single input (so the result is unwrapped). Raises InvalidInput."""
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:
-        """Requests whose keys are equal may share a forward pass."""
-        return ()
+        """Requests whose keys are equal share a forward pass, so the key must cover every parameter that
+        preprocess, forward or postprocess read for the whole batch. Default: all resolved parameters."""
+        return freeze(params)
 
     @abstractmethod
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
@@ -201,3 +202,12 @@ def bool_param(params: Mapping[str, Any], name: str, default: bool) -> bool:
     if not isinstance(v, bool):
         raise InvalidInput(f"'{name}' must be a boolean, got {type(v).__name__}", param=name)
     return v
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable form of resolved parameters (dicts and lists become sorted tuples)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value

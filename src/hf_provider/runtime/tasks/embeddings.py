@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from hf_provider.runtime.model import LoadedModel
@@ -36,9 +36,6 @@ class Embeddings(TaskHandler):
                 single,
             )
         return [Item(data=r, n_tokens=len(r["input_ids"])) for r in rows], merged, single
-
-    def batch_key(self, params: Mapping[str, Any]) -> Hashable:
-        return ()  # normalize/dimensions are applied per row in postprocess
 
     @functools.cached_property
     def st_features_from_ids(self) -> bool:

@@ -100,7 +100,8 @@ class QuestionAnswering(TaskHandler):
         return items, merged, single
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:
-        return params["_gen"] if self.generative else ()
+        # Generative QA reads only the decoding settings; extractive QA reads max_answer_len in postprocess.
+        return params["_gen"] if self.generative else super().batch_key(params)
 
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         rows = [it.data for it in items]
