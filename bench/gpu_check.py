@@ -123,7 +123,7 @@ def generation_check(root: Path) -> dict:
 
         def served() -> float:
             res, dt = concurrent(
-                lambda i: p.run("gpt2", "text-generation", prompts[i], max_new_tokens=new), N_GEN
+                lambda i: p.run("gpt2", "text-generation", prompts[i], {"max_new_tokens": new}), N_GEN
             )
             return sum(r["completion_tokens"] for r in res) / dt
 
@@ -138,7 +138,7 @@ def generation_check(root: Path) -> dict:
         sizes = list(p.manager.get("gpt2").scheduler.last_batch_sizes[-rounds:])
 
         def streamed(i: int) -> int:
-            return sum(1 for _ in p.stream("gpt2", "text-generation", prompts[i], max_new_tokens=new))
+            return sum(1 for _ in p.stream("gpt2", "text-generation", prompts[i], {"max_new_tokens": new}))
 
         _, sdt = concurrent(streamed, N_GEN)
     med_st, med_sv = statistics.median(st_rates), statistics.median(sv_rates)
@@ -178,7 +178,7 @@ def oom_check(root: Path) -> dict:
         sync()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        p.run("bert", "embeddings", [text] * 32, truncate=True)
+        p.run("bert", "embeddings", [text] * 32, {"truncate": True})
         peak32 = torch.cuda.max_memory_allocated() - base
         total = torch.cuda.get_device_properties(0).total_memory
         cap = base + int(peak32 * 3)  # room for about 96 inputs: a batch of 256 cannot fit
@@ -188,14 +188,14 @@ def oom_check(root: Path) -> dict:
         before = sched.batches
         t0 = time.perf_counter()
         # One request of 256 inputs: the scheduler forms one batch of 256, which cannot fit under the cap.
-        single = p.run("bert", "embeddings", [text] * 256, truncate=True)
+        single = p.run("bert", "embeddings", [text] * 256, {"truncate": True})
         single_dt = time.perf_counter() - t0
         recoveries_single = sched.runner.oom_recoveries
-        res, dt = concurrent(lambda i: p.run("bert", "embeddings", text, truncate=True), 256)
+        res, dt = concurrent(lambda i: p.run("bert", "embeddings", text, {"truncate": True}), 256)
         ok = sum(1 for r in res if isinstance(r, list) and len(r) == 768)
         sizes = sched.last_batch_sizes[-(sched.batches - before) :]
         # Then a normal request still works.
-        after = p.run("bert", "embeddings", "still serving", truncate=True)
+        after = p.run("bert", "embeddings", "still serving", {"truncate": True})
         torch.cuda.set_per_process_memory_fraction(1.0)
     return {
         "single_request_256_ok": len(single) == 256 and all(len(v) == 768 for v in single),

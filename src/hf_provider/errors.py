@@ -14,6 +14,7 @@ class ProviderError(Exception):
     """Base class of every error hf-provider raises on purpose."""
 
     code: str = "provider_error"
+    recorded: bool = False  # the outcome was counted already (by the scheduler or the provider)
 
     def __init__(
         self, message: str, *, model: str | None = None, task: str | None = None, param: str | None = None
@@ -117,8 +118,23 @@ class OutOfMemory(Unavailable, MemoryError):
     code = "out_of_memory"
 
 
-class DeadlineExceeded(Unavailable, TimeoutError):
-    code = "deadline_exceeded"
+class Overloaded(Unavailable):
+    """Refused at admission: the model's queue would not serve the request within its deadline (or is at its
+    hard bound). Nothing was computed; retry after `retry_after` seconds."""
+
+    code = "overloaded"
+
+
+class DeadlineExceeded(ProviderError, TimeoutError):
+    """The request passed its deadline (the server's request_timeout_s, or the client's shorter one)."""
+
+    code = "timeout"
+
+
+class Cancelled(ProviderError):
+    """The caller went away (client disconnected, asyncio cancellation, a stream closed early)."""
+
+    code = "cancelled"
 
 
 class ShuttingDown(Unavailable):

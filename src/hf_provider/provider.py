@@ -1,30 +1,37 @@
 """Provider: the one Python API. Resolves model and task, admits the request, waits for its result.
 
 provider = Provider.from_config("hfp.toml")
-provider.run("t5", "summarization", "Long text ...")
+provider.run("t5", "summarization", "Long text ...", {"max_new_tokens": 40})
 vectors = provider.embed("minilm", ["a sentence", "another"])
+
+Model parameters always travel as one explicit mapping (`params`), never as keyword arguments: the provider's own
+options (`priority`, `timeout`, a stream's sink) can then never be set from a request body. Every request has a
+deadline: the server's `request_timeout_s`, shortened by the caller's `timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from hf_provider.errors import DeadlineExceeded, InvalidInput
+from hf_provider.errors import InvalidInput, ModelNotFound, ProviderError, TaskNotSupported, Unavailable
+from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.manager import ModelManager
-from hf_provider.runtime.tasks.base import DeltaSink
-from hf_provider.scheduling.queue import PRIORITIES
+from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec
+from hf_provider.types import PRIORITIES, RESERVED_PARAMS, TASKS, DeltaSink
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
 _INLINE_PARSE_CHARS = 2048
+Params = Mapping[str, Any] | None
 
 
 class Provider:
@@ -39,9 +46,19 @@ class Provider:
         self.settings = settings or load_settings()
         specs = list(models) if models is not None else list(self.settings.models)
         self.observer = observer
+        self.supervisor = Supervisor(on_error=getattr(observer, "internal_error", None))
+        if observer is not None and hasattr(observer, "supervisor"):
+            observer.supervisor = self.supervisor  # its own loop reports through the same place
         self.manager = ModelManager(
-            specs, memory=self.settings.memory, observer=observer, allow_adhoc=allow_adhoc
+            specs,
+            memory=self.settings.memory,
+            observer=observer,
+            allow_adhoc=allow_adhoc,
+            supervisor=self.supervisor,
         )
+        # Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait, since
+        # a request's answer waits for the loop as well as for the model.
+        self.loop_lag_s = 0.0
 
     @classmethod
     def from_config(cls, config: Path | str | Mapping[str, Any], **kwargs: Any) -> Provider:
@@ -73,17 +90,53 @@ class Provider:
         self.close()
 
     # requests ---------------------------------------------------------------------------------------------------
+    def deadline(self, timeout: float | None = None) -> float:
+        """The absolute deadline (time.monotonic) of a request starting now: the server's request_timeout_s,
+        shortened by `timeout`."""
+        limit = self.settings.server.request_timeout_s
+        if timeout is not None:
+            if (
+                isinstance(timeout, bool)
+                or not isinstance(timeout, int | float)
+                or not math.isfinite(timeout)
+            ):
+                raise InvalidInput(f"timeout must be a number of seconds, got {timeout!r}", param="timeout")
+            if timeout <= 0:
+                raise InvalidInput(f"timeout must be positive, got {timeout}", param="timeout")
+            limit = min(limit, float(timeout))
+        return time.monotonic() + limit
+
     def submit(
         self,
         model: str,
         task: str,
         inputs: Any,
+        params: Params = None,
         *,
         priority: str = "interactive",
+        timeout: float | None = None,
+        deadline: float | None = None,
         sink: DeltaSink | None = None,
-        **params: Any,
-    ) -> Future:
-        """Validate and enqueue one request; returns its future. `sink` receives streamed text deltas."""
+    ) -> Request:
+        """Validate and queue one request; returns it (`.future` completes when it is settled). `sink` receives
+        streamed text deltas and None at the end. Errors before the request is queued raise here."""
+        try:
+            when = self.deadline(timeout) if deadline is None else deadline
+            return self._submit(model, task, inputs, _check_params(params), priority, when, sink)
+        except ProviderError as exc:
+            self.record_refusal(model, task, exc)
+            raise
+
+    def _submit(
+        self,
+        model: str,
+        task: str,
+        inputs: Any,
+        params: Mapping[str, Any],
+        priority: str,
+        deadline: float,
+        sink: DeltaSink | None,
+    ) -> Request:
         if priority not in PRIORITIES:
             raise InvalidInput(
                 f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", param="priority"
@@ -100,50 +153,73 @@ class Provider:
             if sink is not None and not single:
                 raise InvalidInput("streaming takes a single prompt", param="inputs")
             assert e.scheduler is not None
-            fut = e.scheduler.submit(
+            return e.scheduler.submit(
                 handler,
                 items,
                 resolved,
                 single=single,
                 priority=PRIORITIES[priority],
-                sinks=[sink] if sink is not None else None,
+                deadline=deadline,
+                sink=sink,
+                extra_wait_s=self.loop_lag_s,
             )
-        name = e.spec.name
-        fut.add_done_callback(lambda _: self.manager.touch(name))  # keep-alive idles from the request's end
-        fut.prompt_tokens = sum(i.n_tokens for i in items)  # type: ignore[attr-defined]  # for usage reports
-        return fut
 
-    def _timeout(self, timeout: float | None) -> float:
-        return self.settings.server.request_timeout_s if timeout is None else timeout
+    def record_refusal(self, model: str, task: str, exc: ProviderError) -> None:
+        """Count a request refused before it reached a scheduler (which records its own refusals)."""
+        if exc.recorded:
+            return
+        exc.recorded = True
+        if isinstance(exc, InvalidInput | TaskNotSupported | ModelNotFound):
+            outcome = "client_error"
+        elif isinstance(exc, Unavailable):
+            outcome = "rejected"
+        else:
+            outcome = "error"
+        self.record_outcome(model, task, outcome, type(exc).__name__)
+
+    def record_outcome(self, model: str, task: str, outcome: str, error_type: str | None = None) -> None:
+        """Count a request that ended without reaching a scheduler (answered at once)."""
+        if self.observer is None:
+            return
+        # Only configured names and tasks become label values: clients cannot grow the metrics with made-up ones.
+        label = model if model in self.manager.names() else "-"
+        task = task if task in TASKS else "-"
+        self.supervisor.call(
+            "observer", self.observer.request_done, label, task, None, outcome, 0.0, 0, 0, error_type
+        )
 
     def run(
         self,
         model: str,
         task: str,
         inputs: Any,
+        params: Params = None,
         *,
         priority: str = "interactive",
         timeout: float | None = None,
-        **params: Any,
     ) -> Any:
-        fut = self.submit(model, task, inputs, priority=priority, **params)
+        deadline = self.deadline(timeout)
+        req = self.submit(model, task, inputs, params, priority=priority, deadline=deadline)
         try:
-            return fut.result(self._timeout(timeout))
+            return req.future.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            fut.cancel()
-            raise self._deadline(model, task, timeout) from None
+            req.expire(time.monotonic())
+            return req.future.result()  # the deadline error, unless the result won the race
+        except BaseException:  # KeyboardInterrupt while waiting: nobody wants the work any more
+            req.cancel(time.monotonic(), "the waiting thread was interrupted")
+            raise
 
     async def arun(
         self,
         model: str,
         task: str,
         inputs: Any,
+        params: Params = None,
         *,
         priority: str = "interactive",
         timeout: float | None = None,
-        **params: Any,
     ) -> Any:
-        result, _ = await self.arun_usage(model, task, inputs, priority=priority, timeout=timeout, **params)
+        result, _ = await self.arun_usage(model, task, inputs, params, priority=priority, timeout=timeout)
         return result
 
     async def arun_usage(
@@ -151,75 +227,107 @@ class Provider:
         model: str,
         task: str,
         inputs: Any,
+        params: Params = None,
         *,
         priority: str = "interactive",
         timeout: float | None = None,
-        **params: Any,
     ) -> tuple[Any, int]:
-        """Like arun, also returning the number of input tokens (for OpenAI `usage`)."""
-        # Small inputs of a ready model are parsed inline; a load (seconds) must never block the event loop.
-        if _size(inputs) <= _INLINE_PARSE_CHARS and self.manager.is_ready(model):
-            fut = self.submit(model, task, inputs, priority=priority, **params)
-        else:
-            fut = await asyncio.to_thread(self.submit, model, task, inputs, priority=priority, **params)
-        return await self._await(fut, model, task, timeout), fut.prompt_tokens  # type: ignore[attr-defined]
-
-    async def _await(self, fut: Future, model: str, task: str, timeout: float | None) -> Any:
-        """Await a scheduler future with a deadline. A timer callback instead of asyncio.wait_for, which wraps
-        every request in an extra Task (measurable per request on small CPUs)."""
+        """Like arun, also returning the number of input tokens (for OpenAI `usage`). Cancelling the awaiting
+        task cancels the request: queued items leave the queue, a running generation row stops."""
+        deadline = self.deadline(timeout)
+        req = await self._asubmit(model, task, inputs, params, priority, deadline, None)
         loop = asyncio.get_running_loop()
-        waiter = asyncio.wrap_future(fut, loop=loop)
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            waiter.cancel()  # also cancels `fut`, so a request still queued is dropped
-
-        timer = loop.call_later(self._timeout(timeout), expire)
+        waiter = asyncio.wrap_future(req.future, loop=loop)
+        # A timer callback instead of asyncio.wait_for, which wraps every request in an extra Task (measurable
+        # per request on small CPUs).
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
         try:
-            return await waiter
+            return await waiter, req.tokens
         except asyncio.CancelledError:
-            if expired:
-                raise self._deadline(model, task, timeout) from None
-            fut.cancel()  # the caller went away (client disconnected): drop the work if still queued
+            req.cancel(time.monotonic())
             raise
         finally:
             timer.cancel()
 
-    def _deadline(self, model: str, task: str, timeout: float | None) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"{model}/{task} did not finish within {self._timeout(timeout)}s",
-            model=model,
-            task=task,
-            retry_after=1.0,
+    async def _asubmit(
+        self,
+        model: str,
+        task: str,
+        inputs: Any,
+        params: Params,
+        priority: str,
+        deadline: float,
+        sink: DeltaSink | None,
+    ) -> Request:
+        # Small inputs of a ready model are parsed inline; a load (seconds) must never block the event loop.
+        args = (model, task, inputs, params)
+        kw = {"priority": priority, "deadline": deadline, "sink": sink}
+        if _size(inputs) <= _INLINE_PARSE_CHARS and self.manager.is_ready(model):
+            return self.submit(*args, **kw)
+        return await asyncio.to_thread(self.submit, *args, **kw)
+
+    def embed(
+        self, model: str, texts: list[str] | str, params: Params = None, *, timeout: float | None = None
+    ) -> list[list[float]]:
+        return self.run(
+            model, "embeddings", [texts] if isinstance(texts, str) else texts, params, timeout=timeout
         )
 
-    def embed(self, model: str, texts: list[str] | str, **params: Any) -> list[list[float]]:
-        return self.run(model, "embeddings", [texts] if isinstance(texts, str) else texts, **params)
-
-    def stream(self, model: str, task: str, prompt: str, **params: Any) -> Iterator[str]:
-        """Text deltas as they are generated; an error of the request is raised at the end."""
+    def stream(
+        self,
+        model: str,
+        task: str,
+        prompt: str,
+        params: Params = None,
+        *,
+        priority: str = "interactive",
+        timeout: float | None = None,
+    ) -> Iterator[str]:
+        """Text deltas as they are generated; an error of the request (DeadlineExceeded included) is raised at
+        the end. Closing the iterator early cancels the generation."""
         deltas: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        fut = self.submit(model, task, prompt, sink=deltas.put, **params)
-        while (delta := deltas.get(timeout=self._timeout(None))) is not None:
-            yield delta
-        fut.result(self._timeout(None))
+        deadline = self.deadline(timeout)
+        req = self.submit(model, task, prompt, params, priority=priority, deadline=deadline, sink=deltas.put)
+        try:
+            while True:
+                try:
+                    delta = deltas.get(timeout=max(0.001, deadline - time.monotonic()))
+                except queue.Empty:
+                    req.expire(time.monotonic())  # settlement closes the sink: the None follows
+                    continue
+                if delta is None:
+                    break
+                yield delta
+            req.future.result()
+        finally:
+            req.cancel(time.monotonic(), "the stream was closed early")  # a no-op once settled
 
-    async def astream(self, model: str, task: str, prompt: str, **params: Any) -> AsyncIterator[str]:
-        stream = await self.open_stream(model, task, prompt, **params)
-        async for delta in stream:
-            yield delta
+    async def astream(
+        self,
+        model: str,
+        task: str,
+        prompt: str,
+        params: Params = None,
+        *,
+        priority: str = "interactive",
+        timeout: float | None = None,
+    ) -> AsyncIterator[str]:
+        stream = await self.open_stream(model, task, prompt, params, priority=priority, timeout=timeout)
+        try:
+            async for delta in stream:
+                yield delta
+        finally:
+            stream.close()
 
     async def open_stream(
         self,
         model: str,
         task: str,
         prompt: str,
+        params: Params = None,
         *,
         priority: str = "interactive",
         timeout: float | None = None,
-        **params: Any,
     ) -> TextStream:
         """Validate and queue a streamed generation. Errors in the request (unknown model, bad parameters) raise
         here, before any delta, so a server can still answer them with a status code."""
@@ -227,35 +335,74 @@ class Provider:
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
 
         def sink(d: str | None) -> None:
+            # Raises RuntimeError once the loop is closed: the request's guard then fails this request only.
             loop.call_soon_threadsafe(deltas.put_nowait, d)
 
-        if self.manager.is_ready(model):
-            fut = self.submit(model, task, prompt, priority=priority, sink=sink, **params)
-        else:  # a load takes seconds: never on the event loop
-            fut = await asyncio.to_thread(
-                self.submit, model, task, prompt, priority=priority, sink=sink, **params
-            )
-        return TextStream(deltas, self._await(fut, model, task, timeout))
+        deadline = self.deadline(timeout)
+        req = await self._asubmit(model, task, prompt, params, priority, deadline, sink)
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
+        return TextStream(req, deltas, timer)
 
 
 class TextStream:
     """The text deltas of one streamed generation; `result` holds the final output (finish_reason, token counts)
-    once iteration has ended. An error of the request is raised by the iteration."""
+    once iteration has ended. An error of the request is raised by the iteration (DeadlineExceeded when the
+    deadline stopped it). `close()` cancels a generation that is still running."""
 
-    def __init__(self, deltas: asyncio.Queue[str | None], final: Any) -> None:
+    def __init__(
+        self, request: Request, deltas: asyncio.Queue[str | None], timer: asyncio.TimerHandle
+    ) -> None:
+        self.request = request
         self._deltas = deltas
-        self._final = final
+        self._timer = timer
+        self._peeked: list[str | None] = []
         self.result: dict[str, Any] | None = None
+
+    async def first(self) -> None:
+        """Wait for the first delta (or the end): lets a server answer an early error with a status code."""
+        if not self._peeked:
+            self._peeked.append(await self._deltas.get())
 
     def __aiter__(self) -> TextStream:
         return self
 
     async def __anext__(self) -> str:
-        delta = await self._deltas.get()
+        delta = self._peeked.pop() if self._peeked else await self._deltas.get()
         if delta is None:
-            self.result = await self._final
+            self._timer.cancel()
+            self.result = await asyncio.wrap_future(self.request.future)
             raise StopAsyncIteration
         return delta
+
+    def close(self) -> None:
+        self._timer.cancel()
+        self.request.cancel(time.monotonic(), "the stream was closed early")
+
+
+def _expire(req: Request) -> None:
+    req.expire(time.monotonic())
+
+
+def _check_params(params: Params) -> Mapping[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise InvalidInput(
+            f"parameters must be an object (a mapping of names to values), got {type(params).__name__}",
+            param="parameters",
+        )
+    for name in params:
+        if name in RESERVED_PARAMS:
+            hint = {
+                "priority": " (send the header X-Priority, or priority= in Python)",
+                "timeout": " (send the header X-Request-Timeout, or timeout= in Python)",
+            }.get(name, "")
+            raise InvalidInput(
+                f"parameter {name!r} is reserved for the provider and cannot be set in a request's "
+                f"parameters{hint}",
+                param=name,
+            )
+    return params
 
 
 def _size(inputs: Any) -> int:

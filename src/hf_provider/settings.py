@@ -28,7 +28,15 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
-    request_timeout_s: float = Field(120.0, gt=0, description="a request waiting longer gets 503")
+    request_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="every request's deadline (a client may shorten it with the header X-Request-Timeout): a "
+        "request that would wait longer is refused with 429, one that passes it gets 504",
+    )
+    shed_loop_lag_s: float = Field(
+        0.5, gt=0, description="while the event loop lags more than this, inference requests get 429 at once"
+    )
     api_key: SecretStr | None = Field(
         None, description="when set, requests need 'Authorization: Bearer <key>'"
     )

@@ -7,17 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-TASKS: tuple[str, ...] = (
-    "embeddings",
-    "text-classification",
-    "token-classification",
-    "fill-mask",
-    "text-generation",
-    "text2text-generation",
-    "translation",
-    "summarization",
-    "question-answering",
-)
+from hf_provider.types import TASKS
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -54,7 +44,12 @@ class BatchingSpec(BaseModel):
         "starts alone holds the device for the whole generation, it follows a burst of arrivals (requests less "
         "than 3 ms apart) for up to 50 ms",
     )
-    max_queue: int = Field(4096, ge=1, description="queued items beyond which requests get 503")
+    max_queue: int = Field(
+        4096,
+        ge=1,
+        description="hard bound on queued items: beyond it requests get 429 (admission by estimated wait "
+        "refuses earlier, by time)",
+    )
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
 
 

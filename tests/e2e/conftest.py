@@ -6,6 +6,7 @@ to provoke.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -25,12 +26,6 @@ class Served:
     url: str
     app: object
     settings: object
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def e2e_config(tiny_models: dict[str, Path], minilm_path: Path, home: Path) -> dict:
@@ -69,28 +64,27 @@ def e2e_config(tiny_models: dict[str, Path], minilm_path: Path, home: Path) -> d
     }
 
 
-@pytest.fixture(scope="package")
-def server(
-    tiny_models: dict[str, Path], minilm_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
+@contextlib.contextmanager
+def serve(config: dict, base: Path) -> Iterator[Served]:
+    """The real server (factory.build) for `config` under uvicorn on a port the OS picked, until the block ends."""
     import uvicorn
 
     from hf_provider.server.factory import build
     from hf_provider.settings import load_settings
 
-    base = tmp_path_factory.mktemp("e2e")
     with pytest.MonkeyPatch.context() as mp:
         # The suite's autouse offline fixture is function-scoped; this server outlives single tests.
         mp.setenv("HF_HOME", str(base / "hf-home"))
         mp.setenv("HF_HUB_OFFLINE", "1")
-        settings = load_settings(e2e_config(tiny_models, minilm_path, base / "hfp-home"))
+        settings = load_settings(config)
         app = build(settings)
-        port = _free_port()
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
-        )
-        srv = uvicorn.Server(config)
-        thread = threading.Thread(target=srv.run, name="e2e-uvicorn", daemon=True)
+        # Bound here and handed to uvicorn: picking a free port and binding it later races other processes.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config_ = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        srv = uvicorn.Server(config_)
+        thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, name="e2e-uvicorn", daemon=True)
         thread.start()
         url = f"http://127.0.0.1:{port}"
         try:
@@ -99,7 +93,17 @@ def server(
         finally:
             srv.should_exit = True
             thread.join(30)
+            sock.close()
             assert not thread.is_alive(), "uvicorn did not shut down within 30 s"
+
+
+@pytest.fixture(scope="package")
+def server(
+    tiny_models: dict[str, Path], minilm_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    base = tmp_path_factory.mktemp("e2e")
+    with serve(e2e_config(tiny_models, minilm_path, base / "hfp-home"), base) as served:
+        yield served
 
 
 def _wait_ready(url: str, thread: threading.Thread, timeout_s: float = 120.0) -> None:

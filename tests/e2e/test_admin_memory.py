@@ -3,8 +3,6 @@ state, load / unload / pin / unpin, 404 for unknown names, and `hfp models load 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.e2e.conftest import _free_port
+from tests.e2e.conftest import serve
 
 MODEL_FIELDS = {"name", "state", "estimated_bytes", "weight_bytes", "last_used", "pinned", "priority"}
 BUDGET = 256 * 1024 * 1024
@@ -20,11 +18,6 @@ BUDGET = 256 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def admin_url(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
-    from hf_provider.server.factory import build
-    from hf_provider.settings import load_settings
-
     base = tmp_path_factory.mktemp("admin-e2e")
     config = {
         "home": str(base / "home"),
@@ -49,39 +42,8 @@ def admin_url(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFac
             },
         ],
     }
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HOME", str(base / "hf-home"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        app = build(load_settings(config))
-        port = _free_port()
-        srv = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
-            )
-        )
-        thread = threading.Thread(target=srv.run, name="admin-e2e-uvicorn", daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_live(url, thread)
-            yield url
-        finally:
-            srv.should_exit = True
-            thread.join(30)
-
-
-def _wait_live(url: str, thread: threading.Thread, timeout_s: float = 60.0) -> None:
-    # /healthz, not /readyz: models here load on demand, and readyz waits for every model to be loaded.
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert thread.is_alive(), "uvicorn exited during start-up"
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"server at {url} not live after {timeout_s}s")
+    with serve(config, base) as served:  # readyz is green at once: nothing loads at start
+        yield served.url
 
 
 @pytest.fixture

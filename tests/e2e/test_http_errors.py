@@ -240,10 +240,20 @@ def test_admin_models_shape(http: httpx.Client) -> None:
     models = r.json()["models"]
     assert {m["name"] for m in models} == {"minilm", "lm", "t5", "cls"}
     for m in models:
-        for key in ("name", "state", "queue_depth", "weight_bytes", "commit", "device", "dtype", "tasks"):
+        for key in (
+            "name",
+            "state",
+            "queued",
+            "in_flight",
+            "weight_bytes",
+            "commit",
+            "device",
+            "dtype",
+            "tasks",
+        ):
             assert key in m, (m["name"], key)
         assert m["state"] == "ready"
-        assert isinstance(m["queue_depth"], int) and m["queue_depth"] >= 0
+        assert isinstance(m["queued"], int) and m["queued"] >= 0
         assert isinstance(m["weight_bytes"], int) and m["weight_bytes"] > 0
         assert m["device"] == "cpu" and m["dtype"] == "float32"
         assert isinstance(m["tasks"], list) and m["tasks"]
@@ -304,7 +314,8 @@ def test_batch_priority_header_accepted(http: httpx.Client) -> None:
     assert r.status_code == 200 and len(r.json()["data"]) == 2
     r = http.post(
         "/v1/tasks/text-classification",
-        json={"model": "cls", "inputs": "fine", "parameters": {"priority": "batch"}},
+        json={"model": "cls", "inputs": "fine"},
+        headers={"X-Priority": "batch"},
     )
     assert r.status_code == 200, r.text
 

@@ -108,10 +108,10 @@ def test_concurrent_embeddings_merge_and_each_caller_gets_its_own(provider: Prov
 
 def test_concurrent_classification_merge_and_match_sequential(provider: Provider) -> None:
     texts = [sentence(100 + i) for i in range(48)]
-    alone = [provider.run("cls", "text-classification", t, top_k=2) for t in texts]
+    alone = [provider.run("cls", "text-classification", t, {"top_k": 2}) for t in texts]
     sched = scheduler(provider, "cls")
     sched.last_batch_sizes = []
-    got = run_together(48, lambda i: provider.run("cls", "text-classification", texts[i], top_k=2))
+    got = run_together(48, lambda i: provider.run("cls", "text-classification", texts[i], {"top_k": 2}))
     assert max(sched.last_batch_sizes) > 1, sched.last_batch_sizes
     for a, g in zip(alone, got, strict=True):
         assert [x["label"] for x in g] == [x["label"] for x in a]
@@ -125,7 +125,7 @@ def test_mixed_tasks_on_one_model_each_get_their_shape(provider: Provider) -> No
 
     def call(i: int):
         task = "summarization" if i % 2 == 0 else "translation"
-        return task, provider.run("t5", task, texts[i], max_new_tokens=4)
+        return task, provider.run("t5", task, texts[i], {"max_new_tokens": 4})
 
     got = run_together(16, call)
     for task, out in got:
@@ -200,9 +200,11 @@ def test_failing_batch_fails_only_its_own_futures_and_serving_continues(provider
     runner.fault = TorchErrorAt({5})
     try:
         poisoned = provider.submit(
-            "t5", "summarization", [sentence(400 + i) for i in range(5)], max_new_tokens=3
+            "t5", "summarization", [sentence(400 + i) for i in range(5)], {"max_new_tokens": 3}
         )
-        others = [provider.submit("t5", "translation", sentence(500 + i), max_new_tokens=3) for i in range(3)]
+        others = [
+            provider.submit("t5", "translation", sentence(500 + i), {"max_new_tokens": 3}) for i in range(3)
+        ]
         with pytest.raises(RuntimeError, match="negative dimension"):
             poisoned.result(60)
         # the scheduler raised the real error (architecture rule 8), not a wrapper
@@ -212,7 +214,7 @@ def test_failing_batch_fails_only_its_own_futures_and_serving_continues(provider
     finally:
         runner.fault = None
     # the loop keeps serving: new requests of the failed task succeed
-    again = provider.run("t5", "summarization", [sentence(400 + i) for i in range(5)], max_new_tokens=3)
+    again = provider.run("t5", "summarization", [sentence(400 + i) for i in range(5)], {"max_new_tokens": 3})
     assert len(again) == 5 and all("summary_text" in r for r in again)
     assert sched.batches > before
     assert sched.in_flight == 0
@@ -258,7 +260,7 @@ def test_concurrent_truncation_is_not_raced(tiny_models):
             barrier.wait()
             try:
                 text = long_text if i % 2 else "a short sentence"
-                results[i] = p.run("cls", "embeddings", text, truncate=True)
+                results[i] = p.run("cls", "embeddings", text, {"truncate": True})
             except Exception as e:
                 results[i] = e
 
@@ -294,7 +296,7 @@ def test_requests_with_different_postprocess_params_are_not_merged(tiny_models):
         def call(i: int) -> None:
             barrier.wait()
             params = {} if dims[i] is None else {"dimensions": dims[i]}
-            out[i] = p.run("e", "embeddings", f"sentence {i}", **params)
+            out[i] = p.run("e", "embeddings", f"sentence {i}", params)
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(len(dims))]
         for t in threads:

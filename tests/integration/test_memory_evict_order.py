@@ -155,7 +155,7 @@ def test_busy_model_is_not_evicted_until_its_request_finishes(
 
     with Provider(specs, settings=settings, allow_adhoc=False) as p:
         p.manager.clock = clock
-        fut = p.submit("gen", "text-generation", "Alice lives in", sink=sink, max_new_tokens=8)
+        fut = p.submit("gen", "text-generation", "Alice lives in", {"max_new_tokens": 8}, sink=sink)
         assert started.wait(30)
         clock.now += 1
         p.run("x", "text-classification", ["hello"])

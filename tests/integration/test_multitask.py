@@ -29,10 +29,10 @@ def test_t5_tasks_share_one_module(tiny_models):
         assert modules == {id(entry.model.module)}
         assert set(info["tasks"]) == set(spec.tasks)
         text = "The city council announced a plan to rebuild the harbour after months of debate."
-        assert isinstance(p.run("t5", "summarization", text, max_new_tokens=4)["summary_text"], str)
-        assert isinstance(p.run("t5", "translation", text, max_new_tokens=4)["translation_text"], str)
+        assert isinstance(p.run("t5", "summarization", text, {"max_new_tokens": 4})["summary_text"], str)
+        assert isinstance(p.run("t5", "translation", text, {"max_new_tokens": 4})["translation_text"], str)
         qa = p.run(
-            "t5", "question-answering", {"question": "Who announced?", "context": text}, max_new_tokens=4
+            "t5", "question-answering", {"question": "Who announced?", "context": text}, {"max_new_tokens": 4}
         )
         assert isinstance(qa["answer"], str)
 
@@ -54,7 +54,7 @@ def test_add_task_reuses_loaded_weights(tiny_models):
         p.add_task("t5", "translation")
         assert entry.loads == 1 and entry.model.module is module
         assert p.manager.handler(entry, "translation").model.module is module
-        assert "translation_text" in p.run("t5", "translation", "hello", max_new_tokens=3)
+        assert "translation_text" in p.run("t5", "translation", "hello", {"max_new_tokens": 3})
 
 
 def test_unservable_task_is_refused_at_load_naming_the_servable_ones(tiny_models):

@@ -59,7 +59,9 @@ def test_loaded_reports_fields(provider, minilm_path):
 
 
 def test_every_task_well_formed(provider):
-    assert isinstance(provider.run("lm", "text-generation", "Hello", max_new_tokens=3)["generated_text"], str)
+    assert isinstance(
+        provider.run("lm", "text-generation", "Hello", {"max_new_tokens": 3})["generated_text"], str
+    )
     ents = provider.run("ner", "token-classification", "Alice lives in Paris")
     assert all({"entity_group", "score", "word", "start", "end"} <= set(e) for e in ents)
     masks = provider.run("mlm", "fill-mask", "Paris is a [MASK].")
@@ -91,20 +93,30 @@ def test_bad_inputs_are_clear(provider):
         provider.run("minilm", "embeddings", ["x"] * 17)
     with pytest.raises(InvalidInput, match="truncate"):
         provider.run("minilm", "embeddings", "word " * 400)
-    assert len(provider.run("minilm", "embeddings", "word " * 400, truncate=True)) == 384
+    assert len(provider.run("minilm", "embeddings", "word " * 400, {"truncate": True})) == 384
     with pytest.raises(InvalidInput, match="priority"):
         provider.run("minilm", "embeddings", "x", priority="urgent")
     with pytest.raises(InvalidInput, match="unknown parameter"):
-        provider.run("minilm", "embeddings", "x", colour="red")
+        provider.run("minilm", "embeddings", "x", {"colour": "red"})
+    for reserved in ("sink", "timeout", "priority"):
+        with pytest.raises(InvalidInput, match=f"'{reserved}' is reserved") as e:
+            provider.run("minilm", "embeddings", "x", {reserved: "x"})
+        assert e.value.param == reserved
+    with pytest.raises(InvalidInput, match="timeout must be positive"):
+        provider.run("minilm", "embeddings", "x", timeout=0)
+    with pytest.raises(InvalidInput, match="parameters must be an object"):
+        provider.run("minilm", "embeddings", "x", ["truncate"])  # type: ignore[arg-type]
 
 
 def test_stream_and_async(provider):
-    deltas = list(provider.stream("lm", "text-generation", "Hello there", max_new_tokens=6))
-    full = provider.run("lm", "text-generation", "Hello there", max_new_tokens=6)["generated_text"]
+    deltas = list(provider.stream("lm", "text-generation", "Hello there", {"max_new_tokens": 6}))
+    full = provider.run("lm", "text-generation", "Hello there", {"max_new_tokens": 6})["generated_text"]
     assert "".join(deltas) == full
 
     async def go():
-        parts = [d async for d in provider.astream("lm", "text-generation", "Hello there", max_new_tokens=6)]
+        parts = [
+            d async for d in provider.astream("lm", "text-generation", "Hello there", {"max_new_tokens": 6})
+        ]
         out = await provider.arun("minilm", "embeddings", ["a", "b"])
         return parts, out
 
@@ -123,5 +135,5 @@ def test_from_config_and_adhoc_folder(tiny_models, tmp_path):
         assert p.run("c", "text-classification", "good")[0]["label"] in {"NEGATIVE", "POSITIVE"}
         # An unconfigured local folder is served on demand by the Python API.
         assert "generated_text" in p.run(
-            str(tiny_models["decoder"]), "text-generation", "hi", max_new_tokens=2
+            str(tiny_models["decoder"]), "text-generation", "hi", {"max_new_tokens": 2}
         )

@@ -75,7 +75,7 @@ def run(
     settings = _settings(config, load_on_start=False)
     try:
         with Provider(settings=settings) as provider:
-            result = provider.run(model, task, payload, **params)
+            result = provider.run(model, task, payload, params)
     except ProviderError as e:
         _fail(e.message)
     if as_json:

@@ -51,7 +51,8 @@ class Metrics:
         # Requests
         self.requests = Counter(
             f"{p}_requests",
-            "Requests finished, by outcome (ok, error, rejected).",
+            "Requests ended, by outcome: ok, client_error (4xx), error, rejected (overload, shutdown), cancelled "
+            "(the caller went away), timed_out (past its deadline).",
             ["model", "task", "revision", "outcome"],
             registry=r,
         )
@@ -75,7 +76,22 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            f"{p}_in_flight_requests", "Requests accepted and not yet finished.", ["model"], registry=r
+            f"{p}_in_flight_requests",
+            "Requests accepted and not yet settled (read from the scheduler at scrape time).",
+            ["model"],
+            registry=r,
+        )
+        self.tokens_generated = Counter(
+            f"{p}_tokens_generated",
+            "Tokens generated, counted at every decoding step (stops growing when a generation is cancelled).",
+            ["model", "task"],
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            f"{p}_internal_errors",
+            "Unexpected exceptions in background work and callbacks, by component; the work went on.",
+            ["component"],
+            registry=r,
         )
         # Batching and stages
         self.queue_wait = Histogram(

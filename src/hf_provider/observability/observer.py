@@ -74,7 +74,9 @@ class Observer:
         self._requests: deque[RequestRow] = deque(maxlen=MAX_BUFFERED)
         self._resources: deque[ResourceRow] = deque(maxlen=MAX_BUFFERED)
         self._state_lock = threading.Lock()  # guards the small per-model dicts below, held for a dict update
-        self._in_flight: dict[str, int] = {}
+        self._in_flight: dict[
+            str, int
+        ] = {}  # the last values read from in_flight_source (never counted here)
         self._queue: dict[str, int] = {}
         self._queue_peak: dict[str, int] = {}
         self._peak_bytes: dict[str, int] = {}
@@ -82,6 +84,7 @@ class Observer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.supervisor: Any = None  # set by the Provider: failures of this loop are reported there too
         self.store = self._open_store(home if metrics_enabled else None)
         # In-flight counts read at scrape and sample time from the scheduler's own counters (assignable after
         # construction): cheaper than two gauge updates on every request.
@@ -131,7 +134,7 @@ class Observer:
             m = self.metrics
             req, lat, items_c, tokens_c = m.request_children(model, task, revision, outcome)
             req.inc()
-            if outcome != "rejected":  # a rejection's near-zero latency would flatter the quantiles
+            if outcome not in ("rejected", "client_error"):  # answered at once: would flatter the quantiles
                 lat.observe(latency_s)
             if items:
                 items_c.inc(items)
@@ -172,15 +175,20 @@ class Observer:
         except Exception:
             self._hook_failed("batch_done")
 
-    def in_flight(self, model: str, delta: int) -> None:
+    def tokens_generated(self, model: str, task: str, tokens: int) -> None:
         if not self.enabled:
             return
         try:
-            self.metrics.child(self.metrics.in_flight, model).inc(delta)
-            with self._state_lock:
-                self._in_flight[model] = self._in_flight.get(model, 0) + delta
+            self.metrics.child(self.metrics.tokens_generated, model, task).inc(tokens)
         except Exception:
-            self._hook_failed("in_flight")
+            self._hook_failed("tokens_generated")
+
+    def internal_error(self, component: str) -> None:
+        """Counted for the supervisor (resilience/supervisor.py), which has logged the traceback already."""
+        if not self.enabled:
+            return
+        # The component label is bounded: one per background loop, per configured model for stage threads.
+        self.metrics.child(self.metrics.internal_errors, component).inc()
 
     def queue_depth(self, model: str, depth: int) -> None:
         if not self.enabled:
@@ -261,16 +269,13 @@ class Observer:
         next_sample = next_flush = next_maint = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            for due, action in (
-                (next_sample, self.sample),
-                (next_flush, self.flush),
-                (next_maint, self.run_maintenance),
+            for due, component, action in (
+                (next_sample, "resource-sampler", self.sample),
+                (next_flush, "history-writer", self.flush),
+                (next_maint, "history-retention", self.run_maintenance),
             ):
                 if now >= due:
-                    try:
-                        action()
-                    except Exception:
-                        log.exception("observer %s failed; retrying next interval", action.__name__)
+                    self._run_supervised(component, action)
             while next_sample <= now:
                 next_sample += self.sample_interval_s
             while next_flush <= now:
@@ -278,6 +283,18 @@ class Observer:
             while next_maint <= now:
                 next_maint += MAINTENANCE_INTERVAL_S
             self._stop.wait(max(0.01, min(next_sample, next_flush, next_maint) - time.monotonic()))
+
+    def _run_supervised(self, component: str, action: Callable[[], object]) -> None:
+        """One run of a background action: a failure is logged, counted and retried at the next interval."""
+        if self.supervisor is not None:
+            with self.supervisor.guard(component):
+                action()
+            return
+        try:
+            action()
+        except Exception:
+            log.exception("observer %s failed; retrying next interval", component)
+            self.internal_error(component)
 
     def sample(self, now: float | None = None) -> None:
         """Take one resource sample (the background thread does this every sample_interval_s)."""
@@ -340,7 +357,8 @@ class Observer:
 
     def stats(self, model: str | None, task: str | None, window_s: float = 300) -> dict[str, Any]:
         """Requests in the last window_s seconds. throughput_per_s counts ok requests; error_rate is the share
-        of requests that errored or were rejected; latency percentiles cover ok and errored (not rejected)."""
+        of requests that did not end ok (4xx, errors, rejections, cancellations, time-outs); latency
+        percentiles cover every outcome but rejections and client errors (answered at once)."""
         window_s = _check_window(window_s)
         if not self._closed:
             self.flush()
@@ -359,7 +377,10 @@ class Observer:
             "latency_ms": quantiles.summarize(w["latencies"], w["hist"], w["lat_min"], w["lat_max"]),
             "ok": c.get("ok", 0),
             "errors": c.get("error", 0),
+            "client_errors": c.get("client_error", 0),
             "rejected": c.get("rejected", 0),
+            "cancelled": c.get("cancelled", 0),
+            "timed_out": c.get("timed_out", 0),
             "items": w["items"],
             "tokens": w["tokens"],
         }

@@ -205,8 +205,8 @@ class HistoryStore:
             latencies = [
                 r[0]
                 for r in db.execute(
-                    "SELECT latency_ms FROM requests WHERE ts >= ? AND ts <= ? AND outcome != 'rejected'"
-                    f"{where}",
+                    "SELECT latency_ms FROM requests WHERE ts >= ? AND ts <= ? "
+                    f"AND outcome NOT IN ('rejected', 'client_error'){where}",
                     [raw_start, end, *args],
                 )
             ]
@@ -265,7 +265,7 @@ class HistoryStore:
                     ok[m][i] += 1
                 else:
                     errors[i] += 1
-                if outcome != "rejected":
+                if outcome not in _INSTANT:
                     lat_raw[i].append(lat)
         else:
             for minute, m, n_ok, n_err, lo, hi, *h in rows:
@@ -313,6 +313,11 @@ class HistoryStore:
         return dict(out)
 
 
+# Outcomes answered at once, kept out of latency figures (they would flatter them). Rollups keep ok, rejected and
+# everything else as errors (client errors, failures, cancellations, time-outs): the error rate stays exact.
+_INSTANT = frozenset({"rejected", "client_error"})
+
+
 def _rollup_requests(rows: Iterable[RequestRow]) -> list[list[Any]]:
     groups: dict[tuple[int, str, str], list[Any]] = {}
     for ts, model, task, outcome, lat, items, tokens in rows:
@@ -329,7 +334,7 @@ def _rollup_requests(rows: Iterable[RequestRow]) -> list[list[Any]]:
             g[5] += 1
         g[7] += items
         g[8] += tokens
-        if outcome != "rejected":
+        if outcome not in _INSTANT:
             g[9] += lat
             g[10] = lat if g[10] is None else min(g[10], lat)
             g[11] = lat if g[11] is None else max(g[11], lat)

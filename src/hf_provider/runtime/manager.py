@@ -28,6 +28,7 @@ from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
+from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
@@ -81,8 +82,10 @@ class ModelManager(MemoryAdmission):
         observer: Any = None,
         allow_adhoc: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.memory = memory or MemorySettings()
+        self.supervisor = supervisor or Supervisor()
         self.observer = observer or NullObserver()
         self.allow_adhoc = allow_adhoc
         self.clock = clock
@@ -100,8 +103,7 @@ class ModelManager(MemoryAdmission):
                 raise ValueError(f"model name {spec.name!r} is configured twice; names must be unique")
             self._entries[spec.name] = Entry(spec)
         self._stop = threading.Event()
-        self._reaper = threading.Thread(target=self._reap_loop, name="hfp-keepalive", daemon=True)
-        self._reaper.start()
+        self._reaper = self.supervisor.spawn("keepalive", self._reap_once, name="hfp-keepalive")
 
     # lookup -----------------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -219,6 +221,7 @@ class ModelManager(MemoryAdmission):
         with self._lock:
             e.state = "ready"
             self._changed.notify_all()
+        self.supervisor.ok(f"model-loading/{e.spec.name}")
 
     def _load(self, e: Entry) -> None:
         spec = e.spec
@@ -252,7 +255,13 @@ class ModelManager(MemoryAdmission):
             fault=self.fault,
         )
         e.model, e.accounted_bytes = model, actual
-        e.scheduler = ModelScheduler(model, observer=self.observer, runner=runner)
+        e.scheduler = ModelScheduler(
+            model,
+            observer=self.observer,
+            runner=runner,
+            supervisor=self.supervisor,
+            on_done=lambda: self.touch(spec.name),  # keep-alive idles from a request's end
+        )
         e.loaded_at = e.last_used = self.clock()
         e.loads += 1
         self.observer.model_loaded(spec.name, model.commit, time.perf_counter() - t0, model.weight_bytes)
@@ -327,19 +336,19 @@ class ModelManager(MemoryAdmission):
                 e.model.spec = e.spec
 
     # keep-alive -------------------------------------------------------------------------------------------------
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self.memory.keep_alive_check_s):
-            self.reap()
+    def _reap_once(self) -> bool:
+        if self._stop.wait(self.memory.keep_alive_check_s):
+            return False
+        self.reap()
+        return True
 
     def reap(self) -> list[str]:
         """Unload models idle past their keep_alive. Returns their names."""
         with self._lock:
             names = expired(self._residents(), self.clock())
         for n in names:
-            try:
+            with self.supervisor.guard("keepalive"):
                 self.unload(n, reason="idle", only_if_idle=True)
-            except ProviderError:
-                log.exception("keep-alive unload of %s failed", n)
         return names
 
     # views ------------------------------------------------------------------------------------------------------
@@ -362,7 +371,7 @@ class ModelManager(MemoryAdmission):
                 info.update(
                     {
                         "state": e.state,
-                        "queue_depth": e.scheduler.queue_depth if e.scheduler else 0,
+                        "queued": e.scheduler.queue_depth if e.scheduler else 0,
                         "in_flight": e.in_flight,
                         "estimated_bytes": e.estimated_bytes,
                         "accounted_bytes": e.accounted_bytes,

@@ -1,12 +1,16 @@
-"""Dynamic batching for one loaded model: a queue, then three stages on their own threads.
+"""Dynamic batching for one loaded model: a queue, then three stages on their own supervised threads.
 
-    submit() -> BatchQueue -> [collect + preprocess] -> [forward] -> [postprocess + resolve futures]
+    submit() -> BatchQueue -> [collect + preprocess] -> [forward] -> [postprocess + settle requests]
 
 Batches are bound late: while the device is busy the collector keeps waiting (unless a full batch is queued), so
 under load each batch holds everything that queued during the previous forward pass instead of whatever arrived in
 the first milliseconds; while the device is idle a batch leaves after at most `max_wait_ms`. A one-slot hand-off
-lets a full batch be preprocessed while the previous one computes. Futures are `concurrent.futures.Future`, so
-the same scheduler serves synchronous callers and asyncio (`asyncio.wrap_future`) without an event loop of its own.
+lets a full batch be preprocessed while the previous one computes.
+
+Every request is a `Request` owned by this scheduler and settled exactly once (scheduling/request.py); `_on_settle`
+is the one place that releases the in-flight count, takes a settled request's items out of the queue and records
+the outcome. Admission refuses at once what the measured service rate cannot serve within the request's deadline
+(scheduling/shedding.py); a request past its deadline, or cancelled, is dropped before its forward pass.
 """
 
 from __future__ import annotations
@@ -16,21 +20,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hf_provider.errors import ShuttingDown, Unavailable
-from hf_provider.runtime.model import LoadedModel
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler
+from hf_provider.errors import Overloaded, ProviderError, ShuttingDown
+from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
-from hf_provider.scheduling.queue import Batch, BatchQueue, Request
-from hf_provider.scheduling.worker import StageRunner
+from hf_provider.scheduling.queue import Batch, BatchQueue, Slot
+from hf_provider.scheduling.request import Request
+from hf_provider.scheduling.shedding import ServiceRate, refusal
+from hf_provider.types import DeltaSink, Item, RowControl, TaskHandler
+
+if TYPE_CHECKING:
+    from hf_provider.runtime.model import LoadedModel
+    from hf_provider.scheduling.worker import StageRunner
 
 log = logging.getLogger(__name__)
 _STOP = object()
-GENERATIVE_TASKS = frozenset(
-    {"text-generation", "text2text-generation", "translation", "summarization", "question-answering"}
-)
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
 
@@ -42,34 +47,45 @@ class ModelScheduler:
         *,
         observer: SchedulerObserver | None = None,
         runner: StageRunner | None = None,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
+        supervisor: Supervisor | None = None,
+        on_done: Callable[[], None] | None = None,
     ) -> None:
+        if runner is None:
+            from hf_provider.scheduling.worker import StageRunner
+
+            runner = StageRunner(model)
         b = model.spec.batching
         self.model = model
+        self.name = model.name
         self.observer = observer or NullObserver()
-        self.runner = runner or StageRunner(model)
+        self.runner = runner
         self.clock = clock
+        self.supervisor = supervisor or Supervisor()
+        self.on_done = on_done  # called after each settlement (keep-alive idles from a request's end)
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self.max_queue = b.max_queue
         self._queue = BatchQueue(max_batch_size=b.max_batch_size, max_batch_tokens=b.max_batch_tokens)
-        self._cv = threading.Condition()
+        self._cv = (
+            threading.Condition()
+        )  # an RLock underneath: settlement may run while the collector holds it
         self._handoff = threading.Semaphore(1)  # at most one preprocessed batch waits for the device
         self._to_forward: queue.Queue[Any] = queue.Queue()
         self._to_post: queue.Queue[Any] = queue.Queue()
-        self._resolve_lock = threading.Lock()
         self._closed = False
-        self._in_flight = 0
+        self._in_flight = 0  # guarded by _cv; the one count of accepted, unsettled requests
+        self._next_deadline = float("inf")  # guarded by _cv; earliest deadline among queued requests
         self._device_busy = False  # guarded by _cv; the forward stage sets it around each batch
         self._last_arrival = 0.0  # guarded by _cv
+        self.rate = ServiceRate()
         self.batches = 0
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
+        sv = self.supervisor
         self._threads = [
-            threading.Thread(target=self._collect_loop, name=f"hfp-collect-{model.name}", daemon=True),
-            threading.Thread(target=self._forward_loop, name=f"hfp-forward-{model.name}", daemon=True),
-            threading.Thread(target=self._post_loop, name=f"hfp-post-{model.name}", daemon=True),
+            sv.spawn(f"collect/{self.name}", self._collect_once, name=f"hfp-collect-{self.name}"),
+            sv.spawn(f"forward/{self.name}", self._forward_once, name=f"hfp-forward-{self.name}"),
+            sv.spawn(f"post/{self.name}", self._post_once, name=f"hfp-post-{self.name}"),
         ]
-        for t in self._threads:
-            t.start()
 
     # public -----------------------------------------------------------------------------------------------------
     @property
@@ -83,8 +99,12 @@ class ModelScheduler:
     def max_wait_s(self, handler: TaskHandler) -> float:
         if self._max_wait_s is not None:
             return self._max_wait_s
-        generative = getattr(handler, "generative", handler.task in GENERATIVE_TASKS)  # QA can be either way
-        return GENERATION_WAIT_S if generative else 0.0
+        return GENERATION_WAIT_S if handler.generative else 0.0
+
+    def estimated_wait_s(self, priority: int = 0, extra_items: int = 0) -> float | None:
+        """Seconds a new request's items would wait: the items served before them over the service rate."""
+        ahead = len(self._queue) if priority else self._queue.class_len(0)
+        return self.rate.wait_s(ahead + extra_items)
 
     def submit(
         self,
@@ -94,41 +114,67 @@ class ModelScheduler:
         *,
         single: bool,
         priority: int = 0,
-        sinks: list[DeltaSink] | None = None,
-    ) -> Future:
-        fut: Future = Future()
+        deadline: float = float("inf"),
+        sink: DeltaSink | None = None,
+        extra_wait_s: float = 0.0,
+    ) -> Request:
+        """Queue one request, or raise Overloaded / ShuttingDown at once (recorded as `rejected`)."""
         now = self.clock()
         req = Request(
-            handler=handler,
-            items=items,
-            params=params,
+            handler,
+            items,
+            params,
             key=(handler.task, handler.batch_key(params)),
             single=single,
             priority=priority,
-            future=fut,
             submitted=now,
-            sinks=sinks,
+            deadline=deadline,
+            sink=sink,
+            model=self.name,
+            on_settle=self._on_settle,
         )
         with self._cv:
-            if self._closed:
-                raise ShuttingDown(
-                    f"model {self.model.name!r} is being unloaded", model=self.model.name, retry_after=1.0
-                )
-            if len(self._queue) + len(items) > self.max_queue:
-                raise Unavailable(
-                    f"model {self.model.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
-                    "retry shortly",
-                    model=self.model.name,
-                    task=handler.task,
-                    retry_after=1.0,
-                )
-            self._queue.push(req, now)
-            self._last_arrival = now
-            self._in_flight += 1
-            self._cv.notify()
-        # No observer call per request here: in-flight counts are read from this object at scrape time and the
-        # queue depth is reported once per batch (its peak, just before the batch leaves).
-        return fut
+            error = self._admission(req, now, extra_wait_s)
+            if error is None:
+                self._queue.push(req, now)
+                self._last_arrival = now
+                self._in_flight += 1
+                self._next_deadline = min(self._next_deadline, deadline)
+                self._cv.notify()
+        if error is not None:
+            req.state = "settled"
+            self._record(req, "rejected", now, error)
+            error.recorded = True
+            raise error
+        return req
+
+    def _admission(self, req: Request, now: float, extra_wait_s: float) -> ProviderError | None:
+        n = len(req.items)
+        if self._closed:
+            return ShuttingDown(f"model {self.name!r} is being unloaded", model=self.name, retry_after=1.0)
+        if len(self._queue) + n > self.max_queue:
+            return Overloaded(
+                f"model {self.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
+                "retry shortly",
+                model=self.name,
+                task=req.handler.task,
+                retry_after=1.0,
+            )
+        wait = self.estimated_wait_s(
+            req.priority
+        )  # the items served before this one; its own time is not wait
+        if wait:  # a lagging event loop delays answers too, but only matters behind a queue
+            wait += extra_wait_s
+        retry = refusal(wait, req.deadline - now, req.priority)
+        if retry is None:
+            return None
+        return Overloaded(
+            f"model {self.name!r} is overloaded: the estimated queue wait of {wait:.2f}s does not fit this "
+            f"request's deadline of {req.deadline - now:.2f}s; retry after {retry:.0f}s",
+            model=self.name,
+            task=req.handler.task,
+            retry_after=retry,
+        )
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting work, finish what is queued, stop the threads."""
@@ -137,33 +183,73 @@ class ModelScheduler:
             self._cv.notify_all()
         for t in self._threads:
             t.join(timeout)
+        self.supervisor.forget(self.name)
+
+    # settlement -------------------------------------------------------------------------------------------------
+    def _on_settle(self, req: Request, was: str, error: BaseException | None) -> None:
+        """The one place a settled request is accounted for; runs once per request, on whichever thread won."""
+        with self._cv:
+            if req.slots:
+                self._queue.remove(req)
+            self._in_flight -= 1
+            self._cv.notify()
+        self._record(req, req.outcome or "error", req.settled_at or self.clock(), error)
+        if self.on_done is not None:
+            self.supervisor.call("settle-hook", self.on_done)
+
+    def _record(self, req: Request, outcome: str, now: float, error: BaseException | None) -> None:
+        self.supervisor.call(
+            "observer",
+            self.observer.request_done,
+            self.name,
+            req.handler.task,
+            self.model.commit,
+            outcome,
+            now - req.submitted,
+            len(req.items),
+            req.tokens,
+            None if error is None else type(error).__name__,
+        )
+
+    def _expire_due(self, now: float) -> None:
+        """Settle queued requests whose deadline passed (guarded by _cv; a no-op until the earliest is due)."""
+        if now < self._next_deadline:
+            return
+        earliest = float("inf")
+        for req in self._queue.requests():
+            if now >= req.deadline:
+                req.expire(now)  # on_settle takes it out of the queue (the condition's lock is re-entrant)
+            else:
+                earliest = min(earliest, req.deadline)
+        self._next_deadline = earliest
 
     # stages -----------------------------------------------------------------------------------------------------
-    def _collect_loop(self) -> None:
-        while True:
-            self._handoff.acquire()
-            slots = self._next_slots()
-            if slots is None:
-                self._to_forward.put(_STOP)
-                return
-            first = slots[0].request
-            batch = Batch(slots=slots, handler=first.handler, params=first.params, formed_at=self.clock())
-            try:
-                self.runner.preprocess(batch)
-            except BaseException as e:
-                self._handoff.release()
-                self._fail(batch, e)
-                continue
-            self._to_forward.put(batch)
+    def _collect_once(self) -> bool:
+        self._handoff.acquire()
+        slots = self._next_slots()
+        if slots is None:
+            self._to_forward.put(_STOP)
+            return False
+        first = slots[0].request
+        batch = Batch(slots=slots, handler=first.handler, params=first.params, formed_at=self.clock())
+        batch.started = batch.formed_at
+        try:
+            self.runner.preprocess(batch)
+        except BaseException as e:
+            self._handoff.release()
+            self._fail(batch, e)
+            return True
+        self._to_forward.put(batch)
+        return True
 
-    def _next_slots(self):
+    def _next_slots(self) -> list[Slot] | None:
         with self._cv:
             while True:
                 while not len(self._queue):
                     if self._closed:
                         return None
                     self._cv.wait()
-                self._queue.drop_cancelled(lambda r: r.future.cancelled())
+                self._expire_due(self.clock())
                 head = self._queue.oldest(self.clock())
                 if head is None:
                     continue
@@ -176,6 +262,8 @@ class ModelScheduler:
                 follow_burst = self._max_wait_s is None and deadline > head.enqueued
                 limit = self._queue.max_batch_size
                 while not self._closed and self._queue.compatible_count(head.request.key, limit) < limit:
+                    if not head.queued:
+                        break  # the head was cancelled or expired meanwhile: pick a new one
                     if self._device_busy:
                         self._cv.wait()
                         continue
@@ -184,35 +272,57 @@ class ModelScheduler:
                         self._cv.wait(remaining)
                     else:
                         break
+                if not head.queued:
+                    continue
                 peak = len(self._queue)
                 slots = self._queue.take(self.clock())
                 if slots:
                     depth = len(self._queue)
                     break
-        self.observer.queue_depth(self.model.name, peak)
-        self.observer.queue_depth(self.model.name, depth)
+        for s in slots:
+            s.request.mark_running()
+        self.supervisor.call("observer", self.observer.queue_depth, self.name, peak)
+        self.supervisor.call("observer", self.observer.queue_depth, self.name, depth)
         return slots
 
-    def _forward_loop(self) -> None:
-        while True:
-            batch = self._to_forward.get()
-            self._handoff.release()
-            if batch is _STOP:
-                self._to_post.put(_STOP)
-                return
+    def _forward_once(self) -> bool:
+        batch = self._to_forward.get()
+        self._handoff.release()
+        if batch is _STOP:
+            self._to_post.put(_STOP)
+            return False
+        try:
+            batch = self._live(batch)
+            if batch is None:
+                return True  # every request of the batch ended while it waited: nothing to compute
             self._set_busy(True)
             try:
-                self.runner.forward(batch, self._sinks(batch))
+                self.runner.forward(batch, self._control(batch.slots))
             except BaseException as e:
                 if self.runner.recoverable(e):
                     self._recover(batch, e)
                 else:
                     self._fail(batch, e)
-                continue
-            finally:
-                if self._to_forward.empty():
-                    self._set_busy(False)
+                return True
             self._to_post.put(batch)
+        finally:
+            if self._to_forward.empty():
+                self._set_busy(False)
+        return True
+
+    def _live(self, batch: Batch) -> Batch | None:
+        """The batch without the items of requests that ended (or passed their deadline) since it was formed,
+        re-preprocessed when some left: work nobody waits for is never computed."""
+        now = self.clock()
+        live = [s for s in batch.slots if not s.request.check_deadline(now)]
+        if len(live) == len(batch.slots):
+            return batch
+        if not live:
+            return None
+        smaller = Batch(slots=live, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
+        smaller.started = batch.started
+        self.runner.preprocess(smaller)
+        return smaller
 
     def _set_busy(self, busy: bool) -> None:
         with self._cv:
@@ -220,41 +330,58 @@ class ModelScheduler:
             if not busy:
                 self._cv.notify_all()
 
-    def _post_loop(self) -> None:
-        while True:
-            batch = self._to_post.get()
-            if batch is _STOP:
-                return
-            try:
-                results = self.runner.postprocess(batch)
-            except BaseException as e:
-                self._fail(batch, e)
-                continue
+    def _post_once(self) -> bool:
+        batch = self._to_post.get()
+        if batch is _STOP:
+            return False
+        try:
+            results = self.runner.postprocess(batch)
+        except BaseException as e:
+            self._fail(batch, e)
+            return True
+        try:
             self._resolve(batch, results)
+        except BaseException as e:  # a bug in our own bookkeeping: no request may be left unsettled by it
+            self._fail(batch, e)
+            raise  # the supervisor logs and counts it; the loop goes on
+        return True
 
     # helpers ----------------------------------------------------------------------------------------------------
-    def _sinks(self, batch: Batch) -> list[DeltaSink] | None:
-        if not any(s.request.sinks for s in batch.slots):
+    def _control(self, slots: list[Slot]) -> RowControl | None:
+        handler = slots[0].request.handler
+        if not handler.generative:
             return None
-        return [s.request.sinks[s.index] if s.request.sinks else _noop for s in batch.slots]
+        return BatchRows(slots, self.clock, self._tokens_generated(handler.task))
+
+    def _tokens_generated(self, task: str) -> Callable[[int], None]:
+        hook = getattr(self.observer, "tokens_generated", None)  # observers written before this hook lack it
+
+        def count(n: int) -> None:
+            if n and hook is not None:
+                self.supervisor.call("observer", hook, self.name, task, n)
+
+        return count
 
     def _recover(self, batch: Batch, error: BaseException) -> None:
         """Out-of-memory on a batch: split / evict / fall back (memory.oom), then resolve or fail its requests."""
         try:
-            results = self.runner.recover(batch, error, self._sinks(batch))
+            results = self.runner.recover(batch, error, self._control)
         except BaseException as e:
             self._fail(batch, e)
             return
         self._resolve(batch, results)
 
     def _resolve(self, batch: Batch, results: list[Any]) -> None:
+        now = self.clock()
         self.batches += 1
         self.last_batch_sizes = [*self.last_batch_sizes[-255:], batch.size]
-        now = self.clock()
+        self.rate.observe(batch.size, batch.started, now)
         t = batch.timings
         queue_s = sum(batch.formed_at - s.enqueued for s in batch.slots) / batch.size
-        self.observer.batch_done(
-            self.model.name,
+        self.supervisor.call(
+            "observer",
+            self.observer.batch_done,
+            self.name,
             batch.handler.task,
             batch.size,
             batch.padded_tokens,
@@ -264,57 +391,36 @@ class ModelScheduler:
             t.get("postprocess", 0.0),
             t.get("peak_bytes"),
         )
-        done: list[Request] = []
-        with self._resolve_lock:
-            for slot, result in zip(batch.slots, results, strict=True):
-                req = slot.request
-                req.results[slot.index] = result
-                req.remaining -= 1
-                if req.remaining == 0 and not req.future.done():
-                    req.future.set_result(req.results[0] if req.single else req.results)
-                    done.append(req)
-        for req in done:
-            self._finish(req, "ok", now)
+        for slot, result in zip(batch.slots, results, strict=True):
+            slot.request.item_done(slot.index, result, now)
 
     def _fail(self, batch: Batch, error: BaseException) -> None:
         log.warning(
             "batch of %d for %s/%s failed: %s",
             batch.size,
-            self.model.name,
+            self.name,
             batch.handler.task,
             type(error).__name__,
         )
         now = self.clock()
-        seen: set[int] = set()
-        for slot in batch.slots:
-            req = slot.request
-            if id(req) in seen:
-                continue
-            seen.add(id(req))
-            if req.sinks:
-                for sink in req.sinks:
-                    sink(None)
-            with self._resolve_lock:
-                first = not req.future.done()
-                if first:
-                    req.future.set_exception(error)
-            if first:
-                self._finish(req, "error", now, type(error).__name__)
-
-    def _finish(self, req: Request, outcome: str, now: float, error_type: str | None = None) -> None:
-        with self._cv:
-            self._in_flight -= 1
-        self.observer.request_done(
-            self.model.name,
-            req.handler.task,
-            self.model.commit,
-            outcome,
-            now - req.submitted,
-            len(req.items),
-            req.tokens,
-            error_type,
-        )
+        for req in {id(s.request): s.request for s in batch.slots}.values():
+            req.fail(error, now)
 
 
-def _noop(_: str | None) -> None:
-    pass
+class BatchRows:
+    """The `RowControl` of one generation batch: rows are slots, each answered by its request."""
+
+    def __init__(self, slots: list[Slot], clock: Callable[[], float], count: Callable[[int], None]) -> None:
+        self.slots = slots
+        self.clock = clock
+        self.count = count
+        self.streaming = any(s.request.streaming for s in slots)
+
+    def emit(self, row: int, delta: str) -> None:
+        self.slots[row].request.emit(delta, self.clock())
+
+    def stop_reason(self, row: int) -> str | None:
+        return self.slots[row].request.stop_reason(self.clock())
+
+    def generated(self, tokens: int) -> None:
+        self.count(tokens)

@@ -34,6 +34,8 @@ class SchedulerObserver(Protocol):
 
     def queue_depth(self, model: str, depth: int) -> None: ...
 
+    def tokens_generated(self, model: str, task: str, tokens: int) -> None: ...
+
     def model_loaded(self, model: str, revision: str | None, seconds: float, weight_bytes: int) -> None: ...
 
     def model_unloaded(self, model: str, reason: str) -> None: ...
@@ -49,6 +51,9 @@ class NullObserver:
         pass
 
     def queue_depth(self, *a: object, **k: object) -> None:
+        pass
+
+    def tokens_generated(self, *a: object, **k: object) -> None:
         pass
 
     def model_loaded(self, *a: object, **k: object) -> None:

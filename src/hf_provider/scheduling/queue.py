@@ -1,4 +1,4 @@
-"""The per-model request queue and batch formation (pure data structure, no threads).
+"""The per-model queue of request items and batch formation (pure data structure, no threads).
 
 Batches are formed around an *anchor*: the oldest item of the most urgent priority class, so every item makes
 progress in order. Compatible items (same task and parameters) within a window after the anchor are sorted by length
@@ -10,40 +10,12 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Hashable
-from concurrent.futures import Future
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler
-
-PRIORITIES: dict[str, int] = {"interactive": 0, "batch": 1}
-
-
-@dataclass(eq=False)
-class Request:
-    """One call: its items are queued individually and may land in different batches."""
-
-    handler: TaskHandler
-    items: list[Item]
-    params: dict[str, Any]
-    key: Hashable
-    single: bool
-    priority: int
-    future: Future
-    submitted: float
-    sinks: list[DeltaSink] | None = None
-    results: list[Any] = field(default_factory=list)
-    remaining: int = 0
-    queue_wait: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.results = [None] * len(self.items)
-        self.remaining = len(self.items)
-
-    @property
-    def tokens(self) -> int:
-        return sum(i.n_tokens for i in self.items)
+from hf_provider.scheduling.request import Request
+from hf_provider.types import PRIORITIES, Item, TaskHandler
 
 
 @dataclass(slots=True, eq=False)
@@ -51,6 +23,7 @@ class Slot:
     request: Request
     index: int
     enqueued: float
+    queued: bool = True
 
     @property
     def item(self) -> Item:
@@ -63,6 +36,7 @@ class Batch:
     handler: TaskHandler
     params: dict[str, Any]
     formed_at: float
+    started: float = 0.0  # when its preprocessing began (service-rate measurement)
     data: Any = None  # preprocess output
     outputs: Any = None  # forward output
     timings: dict[str, float] = field(default_factory=dict)
@@ -93,10 +67,34 @@ class BatchQueue:
     def __len__(self) -> int:
         return self._len
 
+    def class_len(self, priority: int) -> int:
+        return len(self._classes[priority])
+
     def push(self, request: Request, now: float) -> None:
+        slots = [Slot(request, i, now) for i in range(len(request.items))]
+        request.slots = slots
+        self._classes[request.priority].extend(slots)
+        self._len += len(slots)
+
+    def remove(self, request: Request) -> int:
+        """Take a request's still-queued items out (it was settled while queued). Returns how many."""
         q = self._classes[request.priority]
-        q.extend(Slot(request, i, now) for i in range(len(request.items)))
-        self._len += len(request.items)
+        n = 0
+        for s in request.slots:
+            if s.queued:
+                s.queued = False
+                q.remove(s)  # identity comparison (eq=False) in C: cheap even for a long queue
+                n += 1
+        self._len -= n
+        return n
+
+    def requests(self) -> list[Request]:
+        """Each queued request once, oldest first within each priority class."""
+        seen: dict[int, Request] = {}
+        for q in self._classes:
+            for s in q:
+                seen.setdefault(id(s.request), s.request)
+        return list(seen.values())
 
     def _anchor_class(self, now: float) -> int | None:
         # The batch class is served first only when its head has waited past aging_s, so bulk work cannot
@@ -123,17 +121,6 @@ class BatchQueue:
                         return n
         return n
 
-    def drop_cancelled(self, is_dead: Callable[[Request], bool]) -> list[Request]:
-        dead: list[Request] = []
-        for ci, q in enumerate(self._classes):
-            keep = deque(s for s in q if not is_dead(s.request))
-            removed = len(q) - len(keep)
-            if removed:
-                dead.extend({id(s.request): s.request for s in q if is_dead(s.request)}.values())
-                self._classes[ci] = keep
-                self._len -= removed
-        return dead
-
     def take(self, now: float) -> list[Slot]:
         """Remove and return the next batch's slots (possibly empty if the queue is empty)."""
         c = self._anchor_class(now)
@@ -151,6 +138,8 @@ class BatchQueue:
             if len(candidates) >= self.window:
                 break
         chosen = self._around_anchor(anchor, candidates)
+        for s in chosen:
+            s.queued = False
         picked = {id(s) for s in chosen}
         for ci, q in enumerate(self._classes):
             if any(id(s) in picked for s in q):

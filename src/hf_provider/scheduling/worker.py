@@ -6,14 +6,16 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
-from hf_provider.runtime.model import LoadedModel
-from hf_provider.runtime.tasks.base import DeltaSink
 from hf_provider.scheduling.queue import Batch, Slot
+from hf_provider.types import RowControl
+
+if TYPE_CHECKING:
+    from hf_provider.runtime.model import LoadedModel
 
 
 class StageRunner:
@@ -41,7 +43,7 @@ class StageRunner:
         batch.data = batch.handler.preprocess([s.item for s in batch.slots], batch.params)
         batch.timings["preprocess"] = time.perf_counter() - t0
 
-    def forward(self, batch: Batch, sinks: list[DeltaSink] | None) -> None:
+    def forward(self, batch: Batch, control: RowControl | None = None) -> None:
         device = self.model.device
         cuda = device.type == "cuda"
         if self.measure_memory:
@@ -54,7 +56,7 @@ class StageRunner:
         if self.fault is not None:
             self.fault.check(batch.size)
         with torch.inference_mode():
-            batch.outputs = batch.handler.forward(batch.data, batch.params, sinks)
+            batch.outputs = batch.handler.forward(batch.data, batch.params, control)
         if cuda:
             torch.cuda.synchronize(device)
         batch.timings["forward"] = time.perf_counter() - t0
@@ -81,17 +83,20 @@ class StageRunner:
     def recoverable(error: BaseException) -> bool:
         return is_oom(error)
 
-    def recover(self, batch: Batch, error: BaseException, sinks: list[DeltaSink] | None) -> list[Any]:
+    def recover(
+        self,
+        batch: Batch,
+        error: BaseException,
+        control_for: Callable[[list[Slot]], RowControl | None] | None = None,
+    ) -> list[Any]:
         """Re-run the batch's items through split / evict / CPU fallback (memory.oom.run_with_recovery)."""
         self.oom_recoveries += 1
         batch.data = batch.outputs = None
-        sink_of = {id(s): (sinks[i] if sinks else None) for i, s in enumerate(batch.slots)}
 
         def run(slots: list[Slot]) -> list[Any]:
             sub = Batch(slots=slots, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
             self.preprocess(sub)
-            sub_sinks = [sink_of[id(s)] for s in slots] if sinks else None
-            self.forward(sub, sub_sinks)
+            self.forward(sub, control_for(slots) if control_for is not None else None)
             out = self.postprocess(sub)
             for k, v in sub.timings.items():
                 batch.timings[k] = batch.timings.get(k, 0.0) + v

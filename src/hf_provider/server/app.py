@@ -14,6 +14,7 @@ from hf_provider.provider import Provider
 from hf_provider.server.auth import BearerAuth
 from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
+from hf_provider.server.loadshed import LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
 from hf_provider.server.routes import admin, health, openai, tasks
 
@@ -30,12 +31,14 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         observer = provider.observer
         if observer is not None and hasattr(observer, "start"):
             observer.start()
+        lag.start()
         loader = asyncio.create_task(_load_all(provider, app)) if load_now else None
         if loader is None:
             app.state.started = True
         try:
             yield
         finally:
+            await lag.stop()
             if loader is not None:
                 loader.cancel()
             await asyncio.to_thread(provider.close)
@@ -43,7 +46,9 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
                 observer.close()
 
     app = FastAPI(title="hf-provider", version="0.1.0", lifespan=lifespan)
+    lag = LoopLag(provider)
     app.state.provider = provider
+    app.state.loop_lag = lag
     app.state.load_on_start = load_now
     app.state.started = False
     install_error_handlers(app)
@@ -54,6 +59,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
 
         app.include_router(build_router(lambda: provider.observer, provider.manager.describe))
     app.add_middleware(EmbeddingsFastPath, provider=provider)
+    app.add_middleware(ShedOnLoopLag, monitor=lag, limit_s=settings.server.shed_loop_lag_s)
     if settings.server.api_key is not None:
         app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value())
     app.add_middleware(RequestIdAndLimits, max_body_bytes=settings.server.max_body_bytes)
@@ -62,11 +68,16 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
 
 async def _load_all(provider: Provider, app: FastAPI) -> None:
     """Load configured models in the background so /healthz answers at once and /readyz tells when done."""
+    sv = provider.supervisor
     for d in provider.manager.describe():
         if d["keep_alive"] is not None and d["keep_alive"] == 0:
             continue  # scale-to-zero models load on their first request
+        component = f"model-loading/{d['name']}"
         try:
             await asyncio.to_thread(provider.manager.get, d["name"])
         except ProviderError as e:
             log.error("loading %s failed: %s", d["name"], e.message)
+            sv.mark_down(component, e.message)  # until a later load of it succeeds (manager clears it)
+        except Exception as e:  # a bug, not a bad model: counted, and the other models still load
+            sv.report(component, e)
     app.state.started = True

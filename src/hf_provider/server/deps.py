@@ -1,16 +1,22 @@
-"""Small helpers shared by the routes: the app's Provider, request priority, a fast JSON response."""
+"""Small helpers shared by the routes: the app's Provider, the headers that steer a request, a fast JSON
+response, and cancellation of a request whose client disconnected."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import math
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from hf_provider.errors import InvalidInput
+from hf_provider.errors import Cancelled, InvalidInput
 from hf_provider.provider import Provider
-from hf_provider.scheduling.queue import PRIORITIES
+from hf_provider.types import PRIORITIES
+
+T = TypeVar("T")
 
 
 class JSONResponse(Response):
@@ -26,12 +32,63 @@ def provider_of(request: Request) -> Provider:
     return request.app.state.provider
 
 
-def priority_of(request: Request, explicit: str | None = None) -> str:
-    value = explicit or request.headers.get("x-priority") or "interactive"
+def priority_of(request: Request) -> str:
+    return parse_priority(request.headers.get("x-priority"))
+
+
+def parse_priority(value: str | None) -> str:
+    value = value or "interactive"
     if value not in PRIORITIES:
         raise InvalidInput(
-            f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority or parameter "
-            f"'priority'), got {value!r}",
+            f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority), got {value!r}",
             param="priority",
         )
     return value
+
+
+def timeout_of(request: Request) -> float | None:
+    return parse_timeout(request.headers.get("x-request-timeout"))
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """Seconds from the X-Request-Timeout header; it can shorten the server's request_timeout_s, never extend it."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInput(
+            f"header X-Request-Timeout must be a positive number of seconds, got {value!r}",
+            param="X-Request-Timeout",
+        )
+    return seconds
+
+
+async def until_disconnect(receive: Any, work: Awaitable[T]) -> T:
+    """Await `work` (a request's answer) unless the client disconnects first: then the awaiting task is
+    cancelled, which cancels the request in the provider (queued items leave the queue, nothing is computed for
+    it afterwards), and `Cancelled` is raised. Call it after the body has been read: the next message an ASGI
+    server delivers is then the disconnect."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def listen() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(listen())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise Cancelled("the client disconnected before the answer was ready") from None
+    finally:
+        watcher.cancel()

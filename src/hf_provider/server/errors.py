@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from hf_provider import errors as E
+from hf_provider.types import TASKS as E_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,9 @@ ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.TaskNotSupported, 400, "invalid_request_error"),
     (E.TooManyItems, 413, "invalid_request_error"),
     (E.InvalidInput, 400, "invalid_request_error"),
+    (E.Overloaded, 429, "rate_limit_error"),
+    (E.DeadlineExceeded, 504, "timeout_error"),
+    (E.Cancelled, 499, "invalid_request_error"),  # nginx's "client closed request": nobody reads it
     (E.Unavailable, 503, "service_unavailable"),
     (E.ConfigError, 500, "server_error"),
     (E.ModelLoadError, 500, "server_error"),
@@ -59,7 +63,7 @@ def provider_error_response(exc: E.ProviderError) -> Response:
         if isinstance(exc, cls):
             headers = None
             retry = getattr(exc, "retry_after", None)
-            if status == 503 and retry is not None:
+            if status in (429, 503) and retry is not None:
                 headers = {"Retry-After": str(max(1, math.ceil(retry)))}
             return json_error(status, exc.message, type_, exc.code, exc.param, headers)
     raise AssertionError("ProviderError is the table's last row")  # pragma: no cover
@@ -84,15 +88,42 @@ def validation_error_response(errs: Sequence[Any]) -> Response:
     return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
 
 
+def task_of_path(path: str) -> str:
+    """The task an inference route serves, for counting answers refused before the provider saw them."""
+    if path.startswith("/v1/tasks/"):
+        task = path.removeprefix("/v1/tasks/")
+        return task if task in E_TASKS else "-"
+    return {"/v1/embeddings": "embeddings", "/v1/completions": "text-generation"}.get(
+        path, "text-generation" if path == "/v1/chat/completions" else "-"
+    )
+
+
+def record_refusal(request: Request, exc: Exception) -> None:
+    """Count a 4xx answered by the server itself (bad body, bad header): the provider counts its own."""
+    provider = getattr(request.app.state, "provider", None)
+    if (
+        provider is None
+        or not request.url.path.startswith("/v1/")
+        or request.url.path.startswith("/v1/admin")
+    ):
+        return
+    if isinstance(exc, E.ProviderError):
+        provider.record_refusal("-", task_of_path(request.url.path), exc)
+    else:
+        provider.record_outcome("-", task_of_path(request.url.path), "client_error", type(exc).__name__)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(E.ProviderError)
     async def _provider(request: Request, exc: E.ProviderError) -> Response:
         if isinstance(exc, E.ModelLoadError | E.ConfigError):
             log.error("request %s: %s", getattr(request.state, "request_id", "-"), exc.message)
+        record_refusal(request, exc)
         return provider_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        record_refusal(request, exc)
         return validation_error_response(exc.errors())
 
     @app.exception_handler(StarletteHTTPException)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from hf_provider.errors import ProviderError
 from hf_provider.provider import Provider
-from hf_provider.scheduling.queue import PRIORITIES
+from hf_provider.server.deps import parse_priority, parse_timeout, until_disconnect
 from hf_provider.server.errors import json_error, provider_error_response, validation_error_response
 from hf_provider.server.routes.openai import embeddings_payload
 from hf_provider.server.schemas import EmbeddingsRequest
@@ -55,26 +55,24 @@ class EmbeddingsFastPath:
         try:
             body = _BODY.validate_python(orjson.loads(b"".join(chunks)))
         except orjson.JSONDecodeError as e:
+            self.provider.record_outcome("-", "embeddings", "client_error", "JSONDecodeError")
             return json_error(
                 400, f"Request body is not valid JSON: {e}", "invalid_request_error", "invalid_json"
             )
         except ValidationError as e:
+            self.provider.record_outcome("-", "embeddings", "client_error", "ValidationError")
             return validation_error_response(e.errors())
-        priority = "interactive"
+        priority = timeout = None
         for k, v in scope["headers"]:
             if k == b"x-priority":
                 priority = v.decode("latin-1")
-        if priority not in PRIORITIES:
-            return json_error(
-                400,
-                f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority), got {priority!r}",
-                "invalid_request_error",
-                None,
-                "priority",
-            )
+            elif k == b"x-request-timeout":
+                timeout = v.decode("latin-1")
         try:
-            payload = await embeddings_payload(self.provider, body, priority)
+            work = embeddings_payload(self.provider, body, parse_priority(priority), parse_timeout(timeout))
+            payload = await until_disconnect(receive, work)
         except ProviderError as e:
+            self.provider.record_refusal("-", "embeddings", e)  # a no-op when the provider counted it
             return provider_error_response(e)
         except Exception as e:
             rid = scope.get("state", {}).get("request_id", "-")

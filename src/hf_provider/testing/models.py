@@ -99,8 +99,8 @@ def _build_t5(dest: Path, *, small: bool = False) -> None:
     tok.save_pretrained(dest)
 
 
-def _gpt2(hidden: int, layers: int, heads: int | None = None) -> Callable[[Path], None]:
-    """A random GPT-2 LM (256 positions) with the tiny BPE tokenizer; heads default to hidden // 64."""
+def _gpt2(hidden: int, layers: int, heads: int | None = None, positions: int = 256) -> Callable[[Path], None]:
+    """A random GPT-2 LM (256 positions by default) with the tiny BPE tokenizer; heads default to hidden // 64."""
 
     def build(dest: Path) -> None:
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -108,7 +108,7 @@ def _gpt2(hidden: int, layers: int, heads: int | None = None) -> Callable[[Path]
         tok = bpe_tokenizer()
         config = GPT2Config(
             vocab_size=len(tok),
-            n_positions=256,
+            n_positions=positions,
             n_embd=hidden,
             n_layer=layers,
             n_head=heads or max(1, hidden // 64),
@@ -249,10 +249,13 @@ def build_sized_bert(out_dir: Path, hidden: int, layers: int, name: str | None =
     return _cached(Path(out_dir), name, _sized_bert(hidden, layers))
 
 
-def build_sized_gpt2(out_dir: Path, hidden: int, layers: int, name: str | None = None) -> Path:
-    """A random GPT-2 language model of chosen width and depth with the tiny BPE tokenizer."""
-    name = name or f"gpt2-h{hidden}-l{layers}"
-    return _cached(Path(out_dir), name, _gpt2(hidden, layers))
+def build_sized_gpt2(
+    out_dir: Path, hidden: int, layers: int, name: str | None = None, positions: int = 256
+) -> Path:
+    """A random GPT-2 language model of chosen width, depth and context with the tiny BPE tokenizer (a long
+    context lets tests run generations of thousands of tokens, to cancel them halfway)."""
+    name = name or f"gpt2-h{hidden}-l{layers}" + (f"-p{positions}" if positions != 256 else "")
+    return _cached(Path(out_dir), name, _gpt2(hidden, layers, positions=positions))
 
 
 def minilm_path() -> Path:

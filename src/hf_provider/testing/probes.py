@@ -44,7 +44,7 @@ def _rss_in_process(source: str, tasks: list[str]) -> dict:
     # One small request per task touches every weight page (safetensors may be memory-mapped until then).
     for task in tasks:
         provider.run(
-            "m", task, _SAMPLE.get(task, "The harbour was rebuilt after the storm."), max_new_tokens=2
+            "m", task, _SAMPLE.get(task, "The harbour was rebuilt after the storm."), {"max_new_tokens": 2}
         ) if task in _GENERATIVE else provider.run("m", task, _SAMPLE.get(task, "The harbour was rebuilt."))
     gc.collect()
     release_memory("cpu")

@@ -166,7 +166,7 @@ def unload_rss(
         # Weights may be memory-mapped from the safetensors file and only paged in when used: serve one
         # request
         # so that "loaded" is the model as it sits in memory while serving.
-        p.run("model", task, TEXTS[0], **({"max_new_tokens": 4} if task in _GENERATIVE else {}))
+        p.run("model", task, TEXTS[0], {"max_new_tokens": 4} if task in _GENERATIVE else None)
         loaded = proc.memory_info().rss
         p.unload("model")
         after = proc.memory_info().rss

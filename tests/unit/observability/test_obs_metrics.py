@@ -39,8 +39,7 @@ def fed() -> Observer:
     obs.request_done("b", "generate", None, "ok", 0.1, items=1, tokens=33)
     obs.batch_done("a", "embed", 4, 28, 0.001, 0.002, 0.01, 0.0005, peak_bytes=5000)
     obs.batch_done("a", "embed", 1, 7, 0.001, 0.002, 0.01, 0.0005, peak_bytes=3000)
-    obs.in_flight("a", 3)
-    obs.in_flight("a", -1)
+    obs.in_flight_source = lambda: {"a": 2}  # the schedulers' own counts, the one source of truth
     obs.queue_depth("a", 5)
     obs.model_loaded("a", "r1", 1.5, 1234)
     obs.model_loaded("b", None, 0.3, 99)
@@ -128,7 +127,7 @@ def test_hooks_never_raise(caplog: pytest.LogCaptureFixture) -> None:
     obs = Observer(home=None)
     obs.request_done("a", "embed", "r", "ok", "not a number", 1, 1)  # type: ignore[arg-type]
     obs.batch_done("a", "embed", 1, 1, None, 0, 0, 0)  # type: ignore[arg-type]
-    obs.in_flight("a", "x")  # type: ignore[arg-type]
+    obs.tokens_generated("a", "t", "x")  # type: ignore[arg-type]
     obs.queue_depth("a", object())  # type: ignore[arg-type]
     obs.model_loaded("a", None, "slow", 1)  # type: ignore[arg-type]
     obs.request_done("a", "embed", "r", "ok", 0.01, 1, 1)

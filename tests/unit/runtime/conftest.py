@@ -11,8 +11,9 @@ import torch
 
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import build_handler
-from hf_provider.runtime.tasks.base import TaskHandler
 from hf_provider.spec import ModelSpec
+from hf_provider.testing.rows import SinkRows
+from hf_provider.types import TaskHandler
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +47,11 @@ def run_stages(
     """One request through every stage, as the scheduler would run it (single batch)."""
     items, resolved, single = handler.parse(inputs, params or {})
     batch = handler.preprocess(items, resolved)
+    control = SinkRows(sinks) if sinks is not None else None
     with torch.inference_mode():
-        outputs = handler.forward(batch, resolved, sinks)
+        outputs = handler.forward(batch, resolved, control)
+    if control is not None:
+        control.close()
     results = handler.postprocess(batch, outputs, resolved)
     return results[0] if single else results
 

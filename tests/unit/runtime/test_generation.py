@@ -5,6 +5,7 @@ import torch
 
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.tasks.generation import BatchStreamer
+from hf_provider.testing.rows import SinkRows
 
 PROMPTS = ["Alice lives in", "Hello", "The weather in Rome was great today, said"]
 KEYS = {"generated_text", "finish_reason", "prompt_tokens", "completion_tokens"}
@@ -57,12 +58,14 @@ def test_streamer_multibyte_and_eos(loaded) -> None:
     ids = tok(text)["input_ids"]
     eos = tok.eos_token_id
     got, sinks = _collect(2)
-    s = BatchStreamer(tok, 2, {eos}, stops=("wör",), sinks=sinks)
+    rows = SinkRows(sinks)
+    s = BatchStreamer(tok, 2, {eos}, stops=("wör",), control=rows)
     s.put(torch.tensor([[5], [5]]))  # the prompt
     for t in ids:
         s.put(torch.tensor([t, t]))
     s.put(torch.tensor([eos, eos]))
     s.end()
+    rows.close()
     for deltas in got:
         assert all("\ufffd" not in d for d in deltas[:-1])
     assert s.results()[0][:2] == ("héllo ", "stop")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
-
-from hf_provider.runtime.tasks.base import Item
-from hf_provider.scheduling.queue import BatchQueue, Request
+from hf_provider.scheduling.queue import BatchQueue
+from hf_provider.scheduling.request import Request
+from hf_provider.types import Item
 
 
 class _Task:
@@ -14,14 +13,12 @@ class _Task:
 
 def _req(lengths: list[int], key: str = "k", priority: int = 0) -> Request:
     return Request(
-        handler=_Task(),
-        items=[Item(data=i, n_tokens=n) for i, n in enumerate(lengths)],
-        params={},
+        _Task(),
+        [Item(data=i, n_tokens=n) for i, n in enumerate(lengths)],
+        {},
         key=key,
         single=False,
         priority=priority,
-        future=Future(),
-        submitted=0.0,
     )
 
 
@@ -70,10 +67,13 @@ def test_interactive_before_batch_but_batch_ages_in():
     assert q.take(3.0)[0].request is bulk  # bulk waited past aging_s and is older
 
 
-def test_cancelled_requests_are_dropped():
-    q = BatchQueue(max_batch_size=4, max_batch_tokens=10_000)
-    r = _req([5, 5])
-    r.future.cancel()
-    q.push(r, now=0.0)
-    q.drop_cancelled(lambda req: req.future.cancelled())
-    assert len(q) == 0 and q.take(0.0) == []
+def test_removed_requests_leave_the_queue_and_keep_counts_exact():
+    q = BatchQueue(max_batch_size=1, max_batch_tokens=10_000)
+    r, other, bulk = _req([5, 5]), _req([5]), _req([5], priority=1)
+    for x in (r, other, bulk):
+        q.push(x, now=0.0)
+    assert q.take(0.0)[0].request is r  # one of r's two items is in a batch, one still queued
+    assert q.remove(r) == 1 and q.remove(r) == 0  # a second removal finds nothing
+    assert len(q) == 2 and q.class_len(0) == 1 and q.class_len(1) == 1
+    assert q.requests() == [other, bulk]
+    assert q.take(0.0)[0].request is other

@@ -7,14 +7,14 @@ from typing import Any
 
 from hf_provider.errors import TaskNotSupported
 from hf_provider.runtime.model import LoadedModel
-from hf_provider.runtime.tasks.base import TaskHandler
+from hf_provider.runtime.tasks.base import BaseHandler
 from hf_provider.runtime.tasks.classification import FillMask, TextClassification, TokenClassification
 from hf_provider.runtime.tasks.embeddings import Embeddings
 from hf_provider.runtime.tasks.generation import TextGeneration
 from hf_provider.runtime.tasks.qa import QuestionAnswering
 from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
 
-HANDLERS: dict[str, type[TaskHandler]] = {
+HANDLERS: dict[str, type[BaseHandler]] = {
     h.task: h
     for h in (
         Embeddings,
@@ -35,7 +35,7 @@ def supported_tasks(model: LoadedModel) -> list[str]:
     return [task for task, h in HANDLERS.items() if h.unsupported_reason(model) is None]
 
 
-def build_handler(task: str, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> TaskHandler:
+def build_handler(task: str, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> BaseHandler:
     handler = HANDLERS.get(task)
     reason = "unknown task" if handler is None else handler.unsupported_reason(model)
     if handler is None or reason is not None:
@@ -43,4 +43,4 @@ def build_handler(task: str, model: LoadedModel, defaults: Mapping[str, Any] | N
     return handler(model, defaults)
 
 
-__all__ = ["HANDLERS", "TaskHandler", "build_handler", "supported_tasks"]
+__all__ = ["HANDLERS", "BaseHandler", "build_handler", "supported_tasks"]

@@ -7,30 +7,22 @@ Handlers hold a reference to the shared `LoadedModel`; they never copy weights.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
 from hf_provider.errors import InvalidInput, TooManyItems
 from hf_provider.runtime.model import LoadedModel
+from hf_provider.types import Item, RowControl
 
 _FAST_KWARGS = frozenset({"return_offsets_mapping", "return_special_tokens_mask"})
 
-# A per-item sink for streamed text deltas (text-generation); None at the end of the stream.
-DeltaSink = Callable[[str | None], None]
 
+class BaseHandler(ABC):
+    """The shared implementation of the `types.TaskHandler` protocol."""
 
-@dataclass(slots=True)
-class Item:
-    """One input of a request, validated and tokenized. `n_tokens` is its cost for batching and sorting."""
-
-    data: Any
-    n_tokens: int
-
-
-class TaskHandler(ABC):
     task: ClassVar[str]
     streaming: ClassVar[bool] = False
+    generative: bool = False
 
     def __init__(self, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> None:
         self.model = model
@@ -56,8 +48,9 @@ class TaskHandler(ABC):
         """Build device-ready tensors for a batch (padding, collation). CPU only."""
 
     @abstractmethod
-    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
-        """Run the model on the batch. Called inside torch.inference_mode() on the forward thread."""
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
+        """Run the model on the batch. Called inside torch.inference_mode() on the forward thread. `control`
+        streams deltas and tells which rows to stop early (generation); other tasks ignore it."""
 
     @abstractmethod
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:

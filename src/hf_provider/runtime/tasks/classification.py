@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler, int_param
+from hf_provider.runtime.tasks.base import BaseHandler, int_param
+from hf_provider.types import Item, RowControl
 
 ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -18,7 +19,7 @@ def _needs_suffix(model: LoadedModel, suffix: str) -> str | None:
     return f"{model.architecture} has no *{suffix} head"
 
 
-class _EncoderHandler(TaskHandler):
+class _EncoderHandler(BaseHandler):
     """Tokenize, pad, one forward pass returning logits; subclasses read them."""
 
     tokenize_kwargs: ClassVar[Mapping[str, Any]] = {}
@@ -34,7 +35,7 @@ class _EncoderHandler(TaskHandler):
         rows = [it.data for it in items]
         return {"inputs": self.pad(rows, keys=ENCODER_KEYS), "rows": rows}
 
-    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         return self.model.module(**batch["inputs"]).logits
 
 

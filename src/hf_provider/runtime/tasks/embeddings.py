@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from hf_provider.runtime.model import LoadedModel
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler, bool_param, int_param
+from hf_provider.runtime.tasks.base import BaseHandler, bool_param, int_param
+from hf_provider.types import Item, RowControl
 
 
-class Embeddings(TaskHandler):
+class Embeddings(BaseHandler):
     task = "embeddings"
     allowed_params = frozenset({"normalize", "dimensions", "truncate"})
 
@@ -81,7 +82,7 @@ class Embeddings(TaskHandler):
             features = prep(texts)
         return {k: (v.to(self.model.device) if hasattr(v, "to") else v) for k, v in features.items()}
 
-    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         st = self.model.sentence_model
         if st is not None:
             return st.forward(dict(batch))["sentence_embedding"]

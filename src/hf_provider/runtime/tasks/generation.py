@@ -15,7 +15,8 @@ from transformers.generation.streamers import BaseStreamer
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler
+from hf_provider.runtime.tasks.base import BaseHandler
+from hf_provider.types import Item, RowControl
 
 
 def eos_ids(model: LoadedModel) -> set[int]:
@@ -56,13 +57,13 @@ class BatchStreamer(BaseStreamer):
         batch_size: int,
         eos: set[int],
         stops: tuple[str, ...] = (),
-        sinks: list[DeltaSink] | None = None,
+        control: RowControl | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.rows = [_Row() for _ in range(batch_size)]
         self.eos = eos
         self.stops = stops
-        self.sinks = sinks
+        self.control = control if control is not None and control.streaming else None
         self._prompt_seen = False
 
     # BaseStreamer -------------------------------------------------------------------------------------------
@@ -89,8 +90,6 @@ class BatchStreamer(BaseStreamer):
                 self._flush(row)
                 row.done = True
             self._emit(i, row)
-            if self.sinks is not None:
-                self.sinks[i](None)
 
     # -------------------------------------------------------------------------------------------------------
     def _decode(self, row: _Row) -> None:
@@ -120,13 +119,13 @@ class BatchStreamer(BaseStreamer):
             row.done, row.finish_reason = True, "stop"
 
     def _emit(self, i: int, row: _Row) -> None:
-        if self.sinks is None:
+        if self.control is None:
             return
         upto = len(row.text)
         if not row.done:
             upto -= _held_back(row.text, self.stops)
         if upto > row.sent:
-            self.sinks[i](row.text[row.sent : upto])
+            self.control.emit(i, row.text[row.sent : upto])
             row.sent = upto
 
     def results(self) -> list[tuple[str, str, int]]:
@@ -144,23 +143,38 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return best
 
 
-class _StreamerStop(StoppingCriteria):
-    """Stops rows the streamer has finished (a stop string was produced)."""
+class _RowStop(StoppingCriteria):
+    """Called by `generate` once per step: ends the rows the streamer finished (a stop string) and the rows whose
+    request ended meanwhile (cancelled, timed out), and counts the tokens generated in the step."""
 
-    def __init__(self, streamer: BatchStreamer) -> None:
+    def __init__(self, streamer: BatchStreamer | None, control: RowControl | None, n: int) -> None:
         self.streamer = streamer
+        self.control = control
+        self.live = [True] * n
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        return torch.tensor([r.done for r in self.streamer.rows], device=input_ids.device)
+        rows = self.streamer.rows if self.streamer is not None else None
+        if self.control is not None:
+            self.control.generated(sum(self.live))
+        for i, live in enumerate(self.live):
+            if not live:
+                continue
+            if rows is not None and rows[i].done:
+                self.live[i] = False
+            elif self.control is not None and (reason := self.control.stop_reason(i)) is not None:
+                self.live[i] = False
+                if rows is not None:
+                    rows[i].done, rows[i].finish_reason = True, reason
+        return torch.tensor([not x for x in self.live], device=input_ids.device)
 
 
 def run_generate(
     model: LoadedModel,
     batch: Mapping[str, Any],
     gp: genparams.GenParams,
-    sinks: list[DeltaSink] | None = None,
+    control: RowControl | None = None,
 ) -> dict[str, Any]:
     """Call `generate` on the shared module; returns what `finish_rows` needs."""
     import torch
@@ -168,10 +182,11 @@ def run_generate(
     n = batch["input_ids"].shape[0]
     streamer = None
     kwargs = gp.generate_kwargs()
-    if sinks is not None or gp.stop:
-        streamer = BatchStreamer(model.tokenizer, n, eos_ids(model), gp.stop, sinks)
+    if (control is not None and control.streaming) or gp.stop:
+        streamer = BatchStreamer(model.tokenizer, n, eos_ids(model), gp.stop, control)
         kwargs["streamer"] = streamer
-        kwargs["stopping_criteria"] = StoppingCriteriaList([_StreamerStop(streamer)])
+    if streamer is not None or control is not None:
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStop(streamer, control, n)])
     if gp.seed is not None:
         torch.manual_seed(gp.seed)
     pad = model.tokenizer.pad_token_id
@@ -214,9 +229,10 @@ def is_causal_lm(model: LoadedModel) -> bool:
     return not model.config.is_encoder_decoder and (arch in names or arch.endswith("ForCausalLM"))
 
 
-class TextGeneration(TaskHandler):
+class TextGeneration(BaseHandler):
     task = "text-generation"
     streaming = True
+    generative = True
     allowed_params = genparams.GEN_PARAMS | {"truncate"}
 
     @classmethod
@@ -254,8 +270,8 @@ class TextGeneration(TaskHandler):
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         return self.pad([it.data for it in items], side="left")
 
-    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
-        return run_generate(self.model, batch, params["_gen"], sinks)
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
+        return run_generate(self.model, batch, params["_gen"], control)
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         return [{"generated_text": r.pop("text"), **r} for r in finish_rows(self.model, batch, outputs)]

@@ -8,8 +8,9 @@ from typing import Any
 from hf_provider.errors import InvalidInput, TooManyItems
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler, int_param
+from hf_provider.runtime.tasks.base import BaseHandler, int_param
 from hf_provider.runtime.tasks.generation import finish_rows, run_generate
+from hf_provider.types import Item, RowControl
 
 EXTRACTIVE_PARAMS = frozenset({"max_answer_len", "truncate"})
 
@@ -46,7 +47,7 @@ def _pairs(inputs: Any, max_items: int) -> tuple[list[tuple[str, str]], bool]:
     return out, single
 
 
-class QuestionAnswering(TaskHandler):
+class QuestionAnswering(BaseHandler):
     task = "question-answering"
 
     def __init__(self, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> None:
@@ -110,9 +111,9 @@ class QuestionAnswering(TaskHandler):
             "rows": rows,
         }
 
-    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         if self.generative:
-            return run_generate(self.model, batch["inputs"], params["_gen"], sinks)
+            return run_generate(self.model, batch["inputs"], params["_gen"], control)
         out = self.model.module(**batch["inputs"])
         return out.start_logits, out.end_logits
 

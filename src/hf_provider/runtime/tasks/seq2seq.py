@@ -8,16 +8,18 @@ from typing import Any, ClassVar
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import DeltaSink, Item, TaskHandler
+from hf_provider.runtime.tasks.base import BaseHandler
 from hf_provider.runtime.tasks.generation import finish_rows, run_generate
+from hf_provider.types import Item, RowControl
 
 
 def task_params(model: LoadedModel) -> dict[str, Any]:
     return dict(getattr(model.config, "task_specific_params", None) or {})
 
 
-class Text2TextGeneration(TaskHandler):
+class Text2TextGeneration(BaseHandler):
     task = "text2text-generation"
+    generative = True
     output_key: ClassVar[str] = "generated_text"
     allowed_params = genparams.GEN_PARAMS | {"truncate"}
 
@@ -45,8 +47,8 @@ class Text2TextGeneration(TaskHandler):
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         return self.pad([it.data for it in items])
 
-    def forward(self, batch: Any, params: Mapping[str, Any], sinks: list[DeltaSink] | None = None) -> Any:
-        return run_generate(self.model, batch, params["_gen"], sinks)
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
+        return run_generate(self.model, batch, params["_gen"], control)
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         return [{self.output_key: r["text"]} for r in finish_rows(self.model, batch, outputs)]

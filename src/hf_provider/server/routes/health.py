@@ -17,8 +17,9 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    """Ready once start-up loading is done and every model it loads has loaded once. A model evicted or put to
-    sleep later (memory budget, keep_alive) reloads on demand, so it does not make the server unready."""
+    """Ready once start-up loading is done and every model it loads has loaded once, unless a supervised
+    component is down (`degraded`, naming it). A model evicted or put to sleep later (memory budget,
+    keep_alive) reloads on demand, so it does not make the server unready."""
     provider = provider_of(request)
     models = provider.manager.describe()
     waiting = (
@@ -28,4 +29,7 @@ async def readyz(request: Request) -> Response:
     )
     if waiting or not request.app.state.started:
         return JSONResponse({"status": "loading", "waiting_for": waiting}, status_code=503)
+    down = provider.supervisor.down()
+    if down:  # a dead or failing worker must never leave readiness green
+        return JSONResponse({"status": "degraded", "down": down}, status_code=503)
     return JSONResponse({"status": "ready", "models": [m["name"] for m in models]})

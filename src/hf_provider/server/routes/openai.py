@@ -15,9 +15,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from hf_provider.errors import InvalidInput, ProviderError, TaskNotSupported
+from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError, TaskNotSupported
 from hf_provider.provider import Provider, TextStream
-from hf_provider.server.deps import JSONResponse, priority_of, provider_of
+from hf_provider.server.deps import JSONResponse, priority_of, provider_of, timeout_of, until_disconnect
 from hf_provider.server.errors import error_body
 from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest
 
@@ -28,15 +28,20 @@ log = logging.getLogger(__name__)
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     """Served by `server/fastpath.py` in practice; kept for the OpenAPI schema and as the reference path."""
-    return JSONResponse(await embeddings_payload(provider_of(request), body, priority_of(request)))
+    payload = embeddings_payload(provider_of(request), body, priority_of(request), timeout_of(request))
+    return JSONResponse(await until_disconnect(request.receive, payload))
 
 
-async def embeddings_payload(provider: Provider, body: EmbeddingsRequest, priority: str) -> dict[str, Any]:
+async def embeddings_payload(
+    provider: Provider, body: EmbeddingsRequest, priority: str, timeout: float | None
+) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
-    vectors, tokens = await provider.arun_usage(body.model, "embeddings", texts, priority=priority, **params)
+    vectors, tokens = await provider.arun_usage(
+        body.model, "embeddings", texts, params, priority=priority, timeout=timeout
+    )
     if body.encoding_format == "base64":
         data = [
             {
@@ -103,9 +108,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     if body.stream:
         if not isinstance(body.prompt, str):
             raise InvalidInput("stream=true takes a single prompt string", param="prompt")
-        stream = await provider.open_stream(
-            body.model, task, body.prompt, priority=priority_of(request), **params
-        )
+        stream = await _open(provider, request, body.model, task, body.prompt, params)
         base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
 
         def chunk(text: str, finish: str | None) -> bytes:
@@ -121,7 +124,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
         return StreamingResponse(events(), media_type="text/event-stream")
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    outs = await provider.arun(body.model, task, prompts, priority=priority_of(request), **params)
+    outs = await _run(provider, request, body.model, task, prompts, params)
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
     for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
         text = out.get("generated_text", "")
@@ -181,7 +184,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
     if body.stream:
-        stream = await provider.open_stream(body.model, task, prompt, priority=priority_of(request), **params)
+        stream = await _open(provider, request, body.model, task, prompt, params)
 
         def chunk(text: str, finish: str | None) -> bytes:
             delta = {"content": text} if finish is None else {}
@@ -200,7 +203,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream")
-    out = await provider.arun(body.model, task, prompt, priority=priority_of(request), **params)
+    out = await _run(provider, request, body.model, task, prompt, params)
     pt, ct = out.get("prompt_tokens", 0), out.get("completion_tokens", 0)
     return JSONResponse(
         {
@@ -238,17 +241,50 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+async def _run(
+    provider: Provider, request: Request, model: str, task: str, inputs: Any, params: dict[str, Any]
+) -> Any:
+    work = provider.arun(
+        model, task, inputs, params, priority=priority_of(request), timeout=timeout_of(request)
+    )
+    return await until_disconnect(request.receive, work)
+
+
+async def _open(
+    provider: Provider, request: Request, model: str, task: str, prompt: str, params: dict[str, Any]
+) -> TextStream:
+    """Queue a streamed generation and wait for its first delta before the response starts, so an error or a
+    deadline met before anything was generated still gets its status code (504 for the deadline)."""
+    stream = await provider.open_stream(
+        model, task, prompt, params, priority=priority_of(request), timeout=timeout_of(request)
+    )
+    try:
+        await until_disconnect(request.receive, stream.first())
+    except BaseException:
+        stream.close()
+        raise
+    if stream.request.settled and stream.request.outcome != "ok":
+        stream.close()
+        stream.request.future.result()  # raises the request's error (DeadlineExceeded -> 504)
+    return stream
+
+
 async def _guarded(stream: TextStream, chunk: Callable[[str, str | None], bytes]) -> AsyncIterator[bytes]:
     """The deltas as SSE chunks, then the final chunk with the real finish_reason and [DONE]. An error after the
-    response has started cannot change its status, so it is sent as an OpenAI-style error event instead of
-    cutting the connection."""
+    response has started cannot change its status: a deadline ends the stream with finish_reason "timeout",
+    other errors are sent as an OpenAI-style error event instead of cutting the connection. A client that
+    disconnects cancels the generation (Starlette cancels this generator; `close` cancels the request)."""
     try:
         async for delta in stream:
             yield chunk(delta, None)
         yield chunk("", (stream.result or {}).get("finish_reason", "stop"))
+    except DeadlineExceeded:
+        yield chunk("", "timeout")
     except ProviderError as e:
         yield _sse(error_body(e.message, "server_error", e.code, e.param))
     except Exception as e:
         log.error("stream failed with %s", type(e).__name__, exc_info=e)
         yield _sse(error_body("Internal server error while streaming.", "server_error", "internal_error"))
+    finally:
+        stream.close()
     yield b"data: [DONE]\n\n"

@@ -1,4 +1,8 @@
-"""POST /v1/tasks/{task}: every task the runtime serves, with {"model", "inputs", "parameters"}."""
+"""POST /v1/tasks/{task}: every task the runtime serves, with {"model", "inputs", "parameters"}.
+
+`parameters` are the model's parameters only; how the request is run comes from headers (X-Priority,
+X-Request-Timeout), so a body can never steer the provider itself (reserved names get a 400 naming them).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from hf_provider.errors import InvalidInput
-from hf_provider.server.deps import JSONResponse, priority_of, provider_of
+from hf_provider.server.deps import JSONResponse, priority_of, provider_of, timeout_of, until_disconnect
 from hf_provider.server.schemas import TaskRequest
-from hf_provider.spec import TASKS
+from hf_provider.types import TASKS
 
 router = APIRouter()
 
@@ -17,13 +21,21 @@ router = APIRouter()
 async def run_task(task: str, body: TaskRequest, request: Request) -> Response:
     if task not in TASKS:
         raise InvalidInput(f"unknown task {task!r}; tasks: {', '.join(TASKS)}", param="task")
-    params = dict(body.parameters)
-    priority = priority_of(request, params.pop("priority", None))
-    if params.pop("stream", False):
+    if body.parameters.get("stream"):
         raise InvalidInput(
             "streaming is served by /v1/completions and /v1/chat/completions with stream=true",
             param="parameters.stream",
         )
     provider = provider_of(request)
-    outputs = await provider.arun(body.model, task, body.inputs, priority=priority, **params)
+    outputs = await until_disconnect(
+        request.receive,
+        provider.arun(
+            body.model,
+            task,
+            body.inputs,
+            body.parameters,
+            priority=priority_of(request),
+            timeout=timeout_of(request),
+        ),
+    )
     return JSONResponse({"model": body.model, "task": task, "outputs": outputs})

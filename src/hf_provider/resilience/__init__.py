@@ -1,0 +1,1 @@
+"""Resilience: supervision of background work (breakers, retry budgets and fallbacks come with their issue)."""

@@ -1,0 +1,213 @@
+"""Request: one call to a model, owned by its scheduler from submit to settlement.
+
+States go queued -> running -> settled; the outcome is one of `types.OUTCOMES`. Whatever ends a request (its
+last item's result, a failed batch, a cancel from the caller's thread, a deadline seen by a timer or by a stage
+thread) goes through `_settle`, which wins exactly once under the request's lock. The winner closes the stream,
+completes the future and calls the scheduler's `on_settle` (in-flight count, queue removal, metrics, history).
+Losers return False and do nothing, so completion and cancellation can race from any threads.
+
+The future is put in the running state at creation: `Future.cancel()` then cannot bypass settlement (asyncio's
+`wrap_future` cancels the concurrent future when the awaiting task is cancelled); cancellation goes through
+`Request.cancel()` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from typing import Any
+
+from hf_provider.errors import Cancelled, DeadlineExceeded
+from hf_provider.types import DeltaSink, Item, TaskHandler
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, SETTLED = "queued", "running", "settled"
+
+
+class Request:
+    __slots__ = (
+        "_lock",
+        "_on_settle",
+        "_sink",
+        "deadline",
+        "future",
+        "handler",
+        "items",
+        "key",
+        "model",
+        "outcome",
+        "params",
+        "priority",
+        "remaining",
+        "results",
+        "settled_at",
+        "single",
+        "slots",
+        "state",
+        "submitted",
+    )
+
+    def __init__(
+        self,
+        handler: TaskHandler,
+        items: list[Item],
+        params: dict[str, Any],
+        *,
+        key: Hashable,
+        single: bool,
+        priority: int = 0,
+        submitted: float = 0.0,
+        deadline: float = float("inf"),
+        sink: DeltaSink | None = None,
+        model: str = "",
+        on_settle: Callable[[Request, str, BaseException | None], None] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.items = items
+        self.params = params
+        self.key = key
+        self.single = single
+        self.priority = priority
+        self.submitted = submitted
+        self.deadline = deadline
+        self.model = model
+        self.results: list[Any] = [None] * len(items)
+        self.remaining = len(items)
+        self.slots: list[Any] = []  # queue.Slot objects, set when queued
+        self.state = QUEUED
+        self.outcome: str | None = None
+        self.settled_at: float | None = None
+        self.future: Future = Future()
+        self.future.set_running_or_notify_cancel()
+        self._sink = sink
+        self._on_settle = on_settle
+        self._lock = threading.Lock()
+
+    @property
+    def tokens(self) -> int:
+        return sum(i.n_tokens for i in self.items)
+
+    @property
+    def settled(self) -> bool:
+        return self.state == SETTLED
+
+    @property
+    def streaming(self) -> bool:
+        return self._sink is not None
+
+    # the future's view, so a Request is the caller's handle -------------------------------------------------
+    def result(self, timeout: float | None = None) -> Any:
+        return self.future.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return self.future.exception(timeout)
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def add_done_callback(self, fn: Callable[[Future], object]) -> None:
+        self.future.add_done_callback(fn)
+
+    # transitions --------------------------------------------------------------------------------------------
+    def mark_running(self) -> bool:
+        """queued -> running when a batch takes one of its items; False once settled."""
+        with self._lock:
+            if self.state == SETTLED:
+                return False
+            self.state = RUNNING
+            return True
+
+    def item_done(self, index: int, result: Any, now: float) -> bool:
+        """Record one item's result; settles ok with the last one. False when the request had already ended."""
+        with self._lock:
+            if self.state == SETTLED:
+                return False
+            self.results[index] = result
+            self.remaining -= 1
+            if self.remaining:
+                return False
+        return self._settle("ok", now, result=self.results[0] if self.single else self.results)
+
+    def fail(self, error: BaseException, now: float, outcome: str = "error") -> bool:
+        return self._settle(outcome, now, error=error)
+
+    def cancel(self, now: float, reason: str = "the caller went away") -> bool:
+        """The caller gave up (client disconnected, asyncio cancellation, stream closed early)."""
+        return self._settle(
+            "cancelled", now, error=Cancelled(f"request cancelled: {reason}", model=self.model)
+        )
+
+    def expire(self, now: float) -> bool:
+        """The deadline passed: queued work is dropped, a running generation row stops at its next token."""
+        return self._settle("timed_out", now, error=self.deadline_error())
+
+    def deadline_error(self) -> DeadlineExceeded:
+        task = getattr(self.handler, "task", None)
+        return DeadlineExceeded(
+            f"{self.model}/{task} did not finish within its deadline "
+            f"({self.deadline - self.submitted:.3g}s); send a longer X-Request-Timeout or fewer inputs",
+            model=self.model,
+            task=task,
+        )
+
+    def check_deadline(self, now: float) -> bool:
+        """True when the request is (now) settled; expires it first if its deadline has passed."""
+        if self.state != SETTLED and now >= self.deadline:
+            self.expire(now)
+        return self.state == SETTLED
+
+    def stop_reason(self, now: float) -> str | None:
+        """For a running generation row: why it should stop now ("cancelled", "timeout", "error"), or None."""
+        if not self.check_deadline(now):
+            return None
+        return {"timed_out": "timeout", "ok": None}.get(self.outcome or "", self.outcome)
+
+    # streaming ----------------------------------------------------------------------------------------------
+    def emit(self, delta: str, now: float) -> None:
+        """Hand a delta to the sink unless the request has ended. A sink that raises fails this request only
+        (its row then stops at the next step); it never reaches the stage thread."""
+        with self._lock:
+            sink = self._sink if self.state != SETTLED else None
+            if sink is None:
+                return
+            try:
+                sink(delta)
+                return
+            except Exception as exc:
+                error = exc
+        log.warning(
+            "stream sink of a %s request raised %s; failing that request", self.model, type(error).__name__
+        )
+        self.fail(error, now)
+
+    # settlement ---------------------------------------------------------------------------------------------
+    def _settle(
+        self, outcome: str, now: float, *, result: Any = None, error: BaseException | None = None
+    ) -> bool:
+        with self._lock:
+            if self.state == SETTLED:
+                return False
+            was = self.state
+            self.state, self.outcome, self.settled_at = SETTLED, outcome, now
+            sink, self._sink = self._sink, None
+        # Outside the lock: the sink, the future's callbacks and on_settle may take other locks.
+        if sink is not None:
+            try:
+                sink(None)
+            except Exception:
+                log.warning("closing the stream sink of a %s request raised", self.model, exc_info=True)
+        # Accounted before the future completes: a caller that sees the result also sees the in-flight count
+        # released and the outcome recorded.
+        if self._on_settle is not None:
+            try:
+                self._on_settle(self, was, error)
+            except Exception:
+                log.exception("settling a %s request failed in its accounting", self.model)
+        if error is None:
+            self.future.set_result(result)
+        else:
+            self.future.set_exception(error)
+        return True

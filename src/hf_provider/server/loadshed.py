@@ -1,0 +1,95 @@
+"""Event-loop lag: measured all the time, added to every admission estimate, and a hard brake at the door.
+
+On a saturated server the event loop itself falls behind (parsing, serialising, waking waiters), and a request's
+answer waits for the loop as well as for the model. The monitor measures how late a short timer fires; the lag is
+added to each estimated queue wait (Provider.loop_lag_s), and past `shed_loop_lag_s` inference requests are refused
+with 429 before their body is read, the cheapest answer there is, so health probes and rejections stay prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+
+from hf_provider.provider import Provider
+from hf_provider.server.errors import error_body, task_of_path
+
+INTERVAL_S = 0.05
+DECAY = 0.7  # a spike is remembered for a few intervals: shedding reacts at once and lets go gradually
+JITTER_S = 0.005  # timer overshoot of an idle loop (scheduling noise), not lag
+
+
+class LoopLag:
+    def __init__(self, provider: Provider, interval_s: float = INTERVAL_S) -> None:
+        self.provider = provider
+        self.interval_s = interval_s
+        self.lag_s = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def observe(self, lag_s: float) -> float:
+        """Fold one measurement in (pure arithmetic; tests drive it directly)."""
+        lag_s = lag_s if lag_s > JITTER_S else 0.0
+        self.lag_s = max(lag_s, self.lag_s * DECAY)
+        self.provider.loop_lag_s = self.lag_s
+        return self.lag_s
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(self.interval_s)
+            self.observe(loop.time() - t0 - self.interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="hfp-loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class ShedOnLoopLag:
+    """ASGI middleware: 429 for inference requests while the loop lags past `limit_s` (admin and health pass)."""
+
+    def __init__(self, app: Any, monitor: LoopLag, limit_s: float) -> None:
+        self.app = app
+        self.monitor = monitor
+        self.limit_s = limit_s
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and self.monitor.lag_s > self.limit_s
+            and scope["method"] == "POST"
+            and scope["path"].startswith("/v1/")
+            and not scope["path"].startswith("/v1/admin")
+        ):
+            self.monitor.provider.record_outcome("-", task_of_path(scope["path"]), "rejected", "LoopLag")
+            body = orjson.dumps(
+                error_body(
+                    f"the server is overloaded (event loop {self.monitor.lag_s * 1000:.0f} ms behind); retry shortly",
+                    "rate_limit_error",
+                    "overloaded",
+                )
+            )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"retry-after", b"1"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)

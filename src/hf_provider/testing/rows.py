@@ -1,0 +1,29 @@
+"""`SinkRows`: a `types.RowControl` over plain per-row callables, for driving a handler's forward pass directly
+(tests, benchmarks) without a scheduler or requests behind the rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class SinkRows:
+    streaming = True
+
+    def __init__(self, sinks: list[Callable[[str | None], None]], stop: dict[int, str] | None = None) -> None:
+        self.sinks = sinks
+        self.stop = dict(stop or {})  # row -> reason; rows can be stopped while a generation runs
+        self.tokens = 0
+
+    def emit(self, row: int, delta: str) -> None:
+        self.sinks[row](delta)
+
+    def stop_reason(self, row: int) -> str | None:
+        return self.stop.get(row)
+
+    def generated(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def close(self) -> None:
+        """End every row's stream, as a request's settlement would."""
+        for sink in self.sinks:
+            sink(None)

@@ -1,0 +1,88 @@
+"""Types every layer shares: task names, priorities, request outcomes, the task handler contract.
+
+A leaf module (standard library only), so `runtime` and `scheduling` both depend on it and never on each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+TASKS: tuple[str, ...] = (
+    "embeddings",
+    "text-classification",
+    "token-classification",
+    "fill-mask",
+    "text-generation",
+    "text2text-generation",
+    "translation",
+    "summarization",
+    "question-answering",
+)
+
+#: Request priority classes, most urgent first; the value is the queue class index.
+PRIORITIES: dict[str, int] = {"interactive": 0, "batch": 1}
+
+#: How a request ended. `client_error` is a 4xx answered before the request reached a scheduler.
+OUTCOMES: tuple[str, ...] = ("ok", "client_error", "error", "rejected", "cancelled", "timed_out")
+
+#: Names that steer the provider itself; a request's model parameters may never carry them.
+RESERVED_PARAMS: frozenset[str] = frozenset(
+    {"sink", "timeout", "deadline", "priority", "stream", "callback", "model", "task", "inputs", "request_id"}
+)
+
+# A per-item sink for streamed text deltas (text-generation); None at the end of the stream.
+DeltaSink = Callable[[str | None], None]
+
+
+def check_priority(value: str, where: str = "priority") -> int:
+    """The queue class of a priority name; ValueError naming the allowed values otherwise."""
+    try:
+        return PRIORITIES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{where} must be one of {', '.join(PRIORITIES)}, got {value!r}") from None
+
+
+@dataclass(slots=True)
+class Item:
+    """One input of a request, validated and tokenized. `n_tokens` is its cost for batching and sorting."""
+
+    data: Any
+    n_tokens: int
+
+
+class RowControl(Protocol):
+    """What a forward pass may ask about the rows of its batch, row by row (index in batch order).
+
+    A generating handler streams through `emit`, asks `stop_reason` once per step so a row whose request was
+    cancelled or timed out stops at the next token while the rest of the batch goes on, and reports generated
+    tokens with `generated` (the live token counter)."""
+
+    @property
+    def streaming(self) -> bool: ...
+
+    def emit(self, row: int, delta: str) -> None: ...
+
+    def stop_reason(self, row: int) -> str | None: ...
+
+    def generated(self, tokens: int) -> None: ...
+
+
+@runtime_checkable
+class TaskHandler(Protocol):
+    """parse (per request) / preprocess (CPU) / forward (device) / postprocess (CPU) for one task of one model."""
+
+    task: ClassVar[str]
+    streaming: ClassVar[bool]
+    generative: ClassVar[bool]  # generation-like: batches follow bursts of arrivals, rows can stop early
+
+    def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]: ...
+
+    def batch_key(self, params: Mapping[str, Any]) -> Hashable: ...
+
+    def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any: ...
+
+    def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any: ...
+
+    def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]: ...

@@ -1,0 +1,58 @@
+"""Loop-lag shedding: the lag estimate (pure) and the middleware's 429 before the body is read."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from hf_provider.server.loadshed import JITTER_S, LoopLag, ShedOnLoopLag
+
+
+class _Provider(SimpleNamespace):
+    def record_outcome(self, model: str, task: str, outcome: str, error_type: str | None = None) -> None:
+        self.recorded.append((model, task, outcome, error_type))
+
+
+def test_lag_rises_at_once_decays_gradually_and_ignores_jitter() -> None:
+    p = _Provider(loop_lag_s=0.0, recorded=[])
+    lag = LoopLag(p)  # type: ignore[arg-type]
+    assert lag.observe(JITTER_S / 2) == 0.0
+    assert lag.observe(0.8) == 0.8 and p.loop_lag_s == 0.8
+    assert 0.0 < lag.observe(0.0) < 0.8
+    for _ in range(50):
+        lag.observe(0.0)
+    assert lag.lag_s < 0.001
+
+
+def _call(app: Any, path: str, method: str = "POST") -> list[dict]:
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        raise AssertionError("the body must not be read when shedding")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "path": path, "method": method}, receive, send))
+    return sent
+
+
+def test_middleware_sheds_inference_only_while_lagging() -> None:
+    p = _Provider(loop_lag_s=0.0, recorded=[])
+    monitor = LoopLag(p)  # type: ignore[arg-type]
+    passed: list[str] = []
+
+    async def inner(scope: dict, receive: Any, send: Any) -> None:
+        passed.append(scope["path"])
+
+    app = ShedOnLoopLag(inner, monitor, limit_s=0.5)
+    assert _call(app, "/v1/embeddings") == [] and passed == ["/v1/embeddings"]
+    monitor.observe(0.9)
+    sent = _call(app, "/v1/embeddings")
+    assert sent[0]["status"] == 429 and (b"retry-after", b"1") in sent[0]["headers"]
+    assert b'"code":"overloaded"' in sent[1]["body"]
+    assert p.recorded == [("-", "embeddings", "rejected", "LoopLag")]
+    for path, method in (("/healthz", "GET"), ("/v1/admin/models", "POST"), ("/v1/models", "GET")):
+        _call(app, path, method)
+    assert passed[1:] == ["/healthz", "/v1/admin/models", "/v1/models"]
