@@ -144,6 +144,8 @@ class Provider:
         # The lease keeps the model from eviction and keep-alive unloading until the request is queued.
         with self.manager.acquire(model) as e:
             handler = self.manager.handler(e, task)
+            assert e.scheduler is not None
+            e.scheduler.check_admission(task, PRIORITIES[priority], deadline, self.loop_lag_s)
             if sink is not None and not handler.streaming:
                 raise InvalidInput(
                     f"task {task!r} does not stream; streaming is available for text-generation",
@@ -152,7 +154,6 @@ class Provider:
             items, resolved, single = handler.parse(inputs, params)
             if sink is not None and not single:
                 raise InvalidInput("streaming takes a single prompt", param="inputs")
-            assert e.scheduler is not None
             return e.scheduler.submit(
                 handler,
                 items,

@@ -59,11 +59,12 @@ def _sched(p: Provider):
 
 
 def _settled(p: Provider) -> None:
-    """Wait (bounded) until nothing is in flight: settlement runs on the forward thread's next step."""
+    """Wait (bounded) until nothing is in flight and the device is idle: a cancelled row stops at the forward
+    pass's next step, which may still generate the token of the step in progress."""
     sched = _sched(p)
     done = threading.Event()
     for _ in range(500):
-        if sched.in_flight == 0:
+        if sched.in_flight == 0 and not sched._device_busy:
             return
         done.wait(0.01)
     raise AssertionError(f"{sched.in_flight} requests still in flight")

@@ -393,6 +393,10 @@ class ModelManager(MemoryAdmission):
         with self._lock:
             return {n: e.in_flight for n, e in self._entries.items() if e.scheduler is not None}
 
+    def queued_items(self) -> int:
+        """Items waiting in every loaded model's queue (read without the lock: a snapshot is enough)."""
+        return sum(e.scheduler.queue_depth for e in list(self._entries.values()) if e.scheduler is not None)
+
     def model_bytes(self) -> dict[str, dict[str, int | None]]:
         """Per loaded model: actual weight bytes and the bytes accounted against the budget (weights + working)."""
         with self._lock:

@@ -143,10 +143,37 @@ class ModelScheduler:
                 self._cv.notify()
         if error is not None:
             req.state = "settled"
-            self._record(req, "rejected", now, error)
-            error.recorded = True
+            self._record_refusal(req.handler.task, now, error, len(req.items), req.tokens)
             raise error
         return req
+
+    def _record_refusal(
+        self, task: str, now: float, error: ProviderError, items: int = 0, tokens: int = 0
+    ) -> None:
+        self.supervisor.call(
+            "observer",
+            self.observer.request_done,
+            self.name,
+            task,
+            self.model.commit,
+            "rejected",
+            0.0,
+            items,
+            tokens,
+            type(error).__name__,
+        )
+        error.recorded = True
+
+    def check_admission(self, task: str, priority: int, deadline: float, extra_wait_s: float = 0.0) -> None:
+        """Refuse at once (Overloaded, recorded as rejected) a request whose estimated queue wait does not fit
+        its deadline. Called before the request is parsed, so a refusal costs no tokenization; `submit` checks
+        again with the items in hand."""
+        now = self.clock()
+        with self._cv:
+            error = self._by_time(task, priority, deadline, now, extra_wait_s)
+        if error is not None:
+            self._record_refusal(task, now, error)
+            raise error
 
     def _admission(self, req: Request, now: float, extra_wait_s: float) -> ProviderError | None:
         n = len(req.items)
@@ -160,19 +187,23 @@ class ModelScheduler:
                 task=req.handler.task,
                 retry_after=1.0,
             )
-        wait = self.estimated_wait_s(
-            req.priority
-        )  # the items served before this one; its own time is not wait
+        return self._by_time(req.handler.task, req.priority, req.deadline, now, extra_wait_s)
+
+    def _by_time(
+        self, task: str, priority: int, deadline: float, now: float, extra_wait_s: float
+    ) -> ProviderError | None:
+        # The items served before this one; its own service time is not waiting.
+        wait = self.estimated_wait_s(priority)
         if wait:  # a lagging event loop delays answers too, but only matters behind a queue
             wait += extra_wait_s
-        retry = refusal(wait, req.deadline - now, req.priority)
+        retry = refusal(wait, deadline - now, priority)
         if retry is None:
             return None
         return Overloaded(
             f"model {self.name!r} is overloaded: the estimated queue wait of {wait:.2f}s does not fit this "
-            f"request's deadline of {req.deadline - now:.2f}s; retry after {retry:.0f}s",
+            f"request's deadline of {deadline - now:.2f}s; retry after {retry:.0f}s",
             model=self.name,
-            task=req.handler.task,
+            task=task,
             retry_after=retry,
         )
 

@@ -56,17 +56,23 @@ class LoopLag:
 
 
 class ShedOnLoopLag:
-    """ASGI middleware: 429 for inference requests while the loop lags past `limit_s` (admin and health pass)."""
+    """ASGI middleware: 429 for inference requests while the loop lags past `limit_s` and the models have work
+    queued (admin and health requests always pass). With nothing queued, refusing would idle the models while
+    the lag may come from answering refusals: a feedback loop that collapses throughput."""
 
     def __init__(self, app: Any, monitor: LoopLag, limit_s: float) -> None:
         self.app = app
         self.monitor = monitor
         self.limit_s = limit_s
 
+    def queued(self) -> int:
+        return self.monitor.provider.manager.queued_items()
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (
             scope["type"] == "http"
             and self.monitor.lag_s > self.limit_s
+            and self.queued() > 0  # idle models: letting requests through is what brings the lag down
             and scope["method"] == "POST"
             and scope["path"].startswith("/v1/")
             and not scope["path"].startswith("/v1/admin")

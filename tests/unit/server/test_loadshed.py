@@ -10,6 +10,12 @@ from hf_provider.server.loadshed import JITTER_S, LoopLag, ShedOnLoopLag
 
 
 class _Provider(SimpleNamespace):
+    queued = 5
+
+    @property
+    def manager(self) -> SimpleNamespace:
+        return SimpleNamespace(queued_items=lambda: self.queued)
+
     def record_outcome(self, model: str, task: str, outcome: str, error_type: str | None = None) -> None:
         self.recorded.append((model, task, outcome, error_type))
 
@@ -56,3 +62,5 @@ def test_middleware_sheds_inference_only_while_lagging() -> None:
     for path, method in (("/healthz", "GET"), ("/v1/admin/models", "POST"), ("/v1/models", "GET")):
         _call(app, path, method)
     assert passed[1:] == ["/healthz", "/v1/admin/models", "/v1/models"]
+    p.queued = 0  # lagging with nothing queued: refusing would only idle the models
+    assert _call(app, "/v1/embeddings") == [] and passed[-1] == "/v1/embeddings"
