@@ -241,6 +241,13 @@ static void response_done(Conn *c) {
 /* Reads until EAGAIN (edge-triggered). Also run while IDLE, to notice a server closing a keep-alive. */
 static void do_read(Conn *c) {
     while (c->fd >= 0) {
+        if (c->state != READING) { /* idle: data or EOF means the server has given the connection up */
+            char byte;
+            ssize_t n = recv(c->fd, &byte, 1, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (!(n < 0 && errno == EAGAIN)) close_conn(c);
+            return;
+        }
         if (c->cap - c->len < 4096) {
             if (c->cap >= MAX_RESP) { conn_error(c); return; }
             c->cap = c->cap ? 2 * c->cap : 16384;
@@ -249,10 +256,6 @@ static void do_read(Conn *c) {
         ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno == EAGAIN) return;
-        if (c->state != READING) { /* data or EOF on an idle connection: it is no longer usable */
-            close_conn(c);
-            return;
-        }
         if (n <= 0) { /* EOF ends a body without a length; anything else here is an error */
             if (n == 0 && c->head_len && c->close && c->clen < 0 && !c->chunked) response_done(c);
             else conn_error(c);
