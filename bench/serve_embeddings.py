@@ -71,12 +71,20 @@ def main() -> None:
         "--metrics-compare", action="store_true", help="also a server with metrics and history off"
     )
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    ap.add_argument(
+        "--compare-src",
+        type=Path,
+        help="a src/ folder of another version (e.g. a `git worktree` of the previous commit): its server runs "
+        "in the same rounds with the same client, and the after/before ratios are printed",
+    )
     args = ap.parse_args()
     texts = sentences(2048)
     n = 512 if args.quick else 1536
     servers = {"on": start_server()}
     if args.metrics_compare:
         servers["off"] = start_server({"HFP_METRICS_ENABLED": "false", "HFP_HISTORY_ENABLED": "false"})
+    if args.compare_src:
+        servers["before"] = start_server({"PYTHONPATH": str(args.compare_src.resolve())})
     raw = Raw()
     rows: dict[str, list[float]] = {}
     errors = 0
@@ -98,11 +106,12 @@ def main() -> None:
                 r = c32x1(url, texts[:n])
                 add(f"{name}_c32x1", r["rate"])
                 errors += r["errors"]
-            r = c1x1(servers["on"][1], texts[:100])
-            add("on_c1x1_p50_ms", r["p50_ms"])
-            r2 = c8x32(servers["on"][1], texts[: n // 2])
-            add("on_c8x32", r2["rate"])
-            errors += r["errors"] + r2["errors"]
+            for name in [k for k in ("on", "before") if k in servers]:
+                r = c1x1(servers[name][1], texts[:100])
+                add(f"{name}_c1x1_p50_ms", r["p50_ms"])
+                r2 = c8x32(servers[name][1], texts[: n // 2])
+                add(f"{name}_c8x32", r2["rate"])
+                errors += r["errors"] + r2["errors"]
     finally:
         for proc, _ in servers.values():
             stop_server(proc)
@@ -133,6 +142,17 @@ def main() -> None:
         report["metrics_on_off_ratio_c32x1"] = med["on_c32x1"] / med["off_c32x1"]
         print(
             f"metrics on/off throughput (32 x 1): {report['metrics_on_off_ratio_c32x1']:.3f} (target >= 0.97)"
+        )
+    if "before" in servers:
+        report["after_before"] = {
+            "c32x1": med["on_c32x1"] / med["before_c32x1"],
+            "c1x1_p50": med["on_c1x1_p50_ms"] / med["before_c1x1_p50_ms"],
+            "c8x32": med["on_c8x32"] / med["before_c8x32"],
+        }
+        ab = report["after_before"]
+        print(
+            f"this version / --compare-src (same rounds, same client): 32 x 1 throughput {ab['c32x1']:.3f}, "
+            f"1 x 1 p50 latency {ab['c1x1_p50']:.3f}, 8 x 32 throughput {ab['c8x32']:.3f}"
         )
     print(f"failed requests: {errors}")
     print(json.dumps(report, indent=1))

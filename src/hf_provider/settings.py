@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
@@ -33,6 +33,12 @@ class ServerSettings(BaseModel):
         gt=0,
         description="every request's deadline (a client may shorten it with the header X-Request-Timeout): a "
         "request that would wait longer is refused with 429, one that passes it gets 504",
+    )
+    loop: Literal["asyncio", "uvloop", "auto"] = Field(
+        "asyncio",
+        description="event loop: asyncio answers new connections (health probes included) within a fraction of a "
+        "second while 1000 clients flood the server; uvloop is faster per request but let a new connection wait "
+        "until the flood ended (4-20 s in bench/overload.py)",
     )
     shed_loop_lag_s: float = Field(
         0.5, gt=0, description="while the event loop lags more than this, inference requests get 429 at once"

@@ -36,14 +36,6 @@ RESERVED_PARAMS: frozenset[str] = frozenset(
 DeltaSink = Callable[[str | None], None]
 
 
-def check_priority(value: str, where: str = "priority") -> int:
-    """The queue class of a priority name; ValueError naming the allowed values otherwise."""
-    try:
-        return PRIORITIES[value]
-    except (KeyError, TypeError):
-        raise ValueError(f"{where} must be one of {', '.join(PRIORITIES)}, got {value!r}") from None
-
-
 @dataclass(slots=True)
 class Item:
     """One input of a request, validated and tokenized. `n_tokens` is its cost for batching and sorting."""

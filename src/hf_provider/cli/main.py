@@ -113,7 +113,7 @@ def serve(
         port=settings.server.port,
         log_level=settings.server.log_level,
         access_log=False,
-        loop="auto",
+        loop=settings.server.loop,
         http="auto",
     )
 

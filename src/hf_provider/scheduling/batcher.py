@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
 from hf_provider.scheduling.queue import Batch, BatchQueue, Slot
 from hf_provider.scheduling.request import Request
-from hf_provider.scheduling.shedding import ServiceRate, refusal
+from hf_provider.scheduling.shedding import RetryAfter, ServiceRate, refusal
 from hf_provider.types import DeltaSink, Item, RowControl, TaskHandler
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 _STOP = object()
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
+CONTENDED_LAG_S = 0.02  # an event loop this far behind is competing with the forward pass for the CPU
 
 
 class ModelScheduler:
@@ -78,6 +80,10 @@ class ModelScheduler:
         self._device_busy = False  # guarded by _cv; the forward stage sets it around each batch
         self._last_arrival = 0.0  # guarded by _cv
         self.rate = ServiceRate()
+        self.retry_after = RetryAfter()  # guarded by _cv
+        self._loop_lag_s = 0.0  # the event-loop lag passed with the last admission check
+        self._running_items = 0  # guarded by _cv; items of batches taken and not yet resolved or failed
+        self._random = random.Random()
         self.batches = 0
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
         sv = self.supervisor
@@ -193,12 +199,15 @@ class ModelScheduler:
         self, task: str, priority: int, deadline: float, now: float, extra_wait_s: float
     ) -> ProviderError | None:
         # The items served before this one; its own service time is not waiting.
+        self._loop_lag_s = extra_wait_s
         wait = self.estimated_wait_s(priority)
         if wait:  # a lagging event loop delays answers too, but only matters behind a queue
             wait += extra_wait_s
         retry = refusal(wait, deadline - now, priority)
         if retry is None:
             return None
+        self.retry_after.refused(now, self.rate.items_per_s)
+        retry = max(retry, self.retry_after.seconds(self._random.random()))
         return Overloaded(
             f"model {self.name!r} is overloaded: the estimated queue wait of {wait:.2f}s does not fit this "
             f"request's deadline of {deadline - now:.2f}s; retry after {retry:.0f}s",
@@ -225,6 +234,8 @@ class ModelScheduler:
             self._in_flight -= 1
             self._cv.notify()
         self._record(req, req.outcome or "error", req.settled_at or self.clock(), error)
+        if isinstance(error, ProviderError):
+            error.recorded = True  # the server must not count it again when it answers
         if self.on_done is not None:
             self.supervisor.call("settle-hook", self.on_done)
 
@@ -241,6 +252,35 @@ class ModelScheduler:
             req.tokens,
             None if error is None else type(error).__name__,
         )
+
+    def _shed_hopeless(self, now: float) -> None:
+        """Refuse (429) queued requests that cannot finish before their deadline at the measured rate, instead of
+        letting them time out (504): admission judged them on an estimate, and a burst of arrivals or a slower
+        device can prove it wrong. Guarded by _cv; items are taken roughly in queue order, interactive first."""
+        rate = self.rate.items_per_s
+        if not rate or len(self._queue) < 2:
+            return
+        hopeless: list[Request] = []
+        ahead = self._running_items  # the batches taken and not done yet are served first
+        for req in self._queue.requests():
+            ahead += len(req.items)
+            # Its answer also waits for its own items and for the event loop (its lag, last measured).
+            if now + ahead / rate + self._loop_lag_s > req.deadline:
+                hopeless.append(req)
+        for req in hopeless:
+            self.retry_after.refused(now, rate)
+            retry = max(1.0, self.retry_after.seconds(self._random.random()))
+            req.fail(
+                Overloaded(
+                    f"model {self.name!r} is overloaded: this request cannot start within its deadline; "
+                    f"retry after {retry:.0f}s",
+                    model=self.name,
+                    task=req.handler.task,
+                    retry_after=retry,
+                ),
+                now,
+                outcome="rejected",
+            )
 
     def _expire_due(self, now: float) -> None:
         """Settle queued requests whose deadline passed (guarded by _cv; a no-op until the earliest is due)."""
@@ -263,7 +303,7 @@ class ModelScheduler:
             return False
         first = slots[0].request
         batch = Batch(slots=slots, handler=first.handler, params=first.params, formed_at=self.clock())
-        batch.started = batch.formed_at
+        batch.started, batch.counted = batch.formed_at, len(slots)
         try:
             self.runner.preprocess(batch)
         except BaseException as e:
@@ -303,12 +343,15 @@ class ModelScheduler:
                         self._cv.wait(remaining)
                     else:
                         break
+                # Decided when the batch forms, with the rate measured up to now.
+                self._shed_hopeless(self.clock())
                 if not head.queued:
                     continue
                 peak = len(self._queue)
                 slots = self._queue.take(self.clock())
                 if slots:
                     depth = len(self._queue)
+                    self._running_items += len(slots)
                     break
         for s in slots:
             s.request.mark_running()
@@ -328,7 +371,8 @@ class ModelScheduler:
                 return True  # every request of the batch ended while it waited: nothing to compute
             self._set_busy(True)
             try:
-                self.runner.forward(batch, self._control(batch.slots))
+                contended = self._loop_lag_s > CONTENDED_LAG_S
+                self.runner.forward(batch, self._control(batch.slots), contended=contended)
             except BaseException as e:
                 if self.runner.recoverable(e):
                     self._recover(batch, e)
@@ -349,9 +393,10 @@ class ModelScheduler:
         if len(live) == len(batch.slots):
             return batch
         if not live:
+            self._batch_done(batch)
             return None
         smaller = Batch(slots=live, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
-        smaller.started = batch.started
+        smaller.started, smaller.counted, batch.counted = batch.started, batch.counted, 0
         self.runner.preprocess(smaller)
         return smaller
 
@@ -402,7 +447,15 @@ class ModelScheduler:
             return
         self._resolve(batch, results)
 
+    def _batch_done(self, batch: Batch) -> None:
+        """The batch's items no longer count as running (once per batch, whichever way it ended)."""
+        if batch.counted:
+            with self._cv:
+                self._running_items -= batch.counted
+            batch.counted = 0
+
     def _resolve(self, batch: Batch, results: list[Any]) -> None:
+        self._batch_done(batch)
         now = self.clock()
         self.batches += 1
         self.last_batch_sizes = [*self.last_batch_sizes[-255:], batch.size]
@@ -426,6 +479,7 @@ class ModelScheduler:
             slot.request.item_done(slot.index, result, now)
 
     def _fail(self, batch: Batch, error: BaseException) -> None:
+        self._batch_done(batch)
         log.warning(
             "batch of %d for %s/%s failed: %s",
             batch.size,

@@ -14,7 +14,6 @@ from starlette.responses import Response
 
 from hf_provider.errors import Cancelled, InvalidInput
 from hf_provider.provider import Provider
-from hf_provider.types import PRIORITIES
 
 T = TypeVar("T")
 
@@ -33,17 +32,8 @@ def provider_of(request: Request) -> Provider:
 
 
 def priority_of(request: Request) -> str:
-    return parse_priority(request.headers.get("x-priority"))
-
-
-def parse_priority(value: str | None) -> str:
-    value = value or "interactive"
-    if value not in PRIORITIES:
-        raise InvalidInput(
-            f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority), got {value!r}",
-            param="priority",
-        )
-    return value
+    """The X-Priority header as sent; the Provider validates it (the one place priorities are checked)."""
+    return request.headers.get("x-priority") or "interactive"
 
 
 def timeout_of(request: Request) -> float | None:

@@ -375,11 +375,11 @@ def test_admission_refuses_what_cannot_meet_its_deadline_and_sheds_batch_first()
     for i in range(8):
         submit(sched, h, i, deadline=clock.now + 10)  # up to 0.7 s of queue ahead: fits a 10 s deadline
     with pytest.raises(Overloaded) as refused:
-        submit(sched, h, 8, deadline=clock.now + 1.0)  # 0.8 s estimated wait > half of 1 s
+        submit(sched, h, 8, deadline=clock.now + 2.0)  # 0.8 s estimated wait > 30% of 2 s
     assert refused.value.retry_after and refused.value.retry_after >= 1
-    submit(sched, h, 9, deadline=clock.now + 2.0)  # 0.8 s estimated: fits half of 2 s
+    submit(sched, h, 9, deadline=clock.now + 3.0)  # 0.8 s estimated: fits 30% of 3 s
     with pytest.raises(Overloaded):
-        submit(sched, h, 9, priority=1, deadline=clock.now + 2.0)  # 0.9 s: bulk may use a quarter only
+        submit(sched, h, 9, priority=1, deadline=clock.now + 3.0)  # 0.9 s > 15% of 3 s: bulk is shed first
     assert [o for o, _ in obs.outcomes].count("rejected") == 2
     assert sched.in_flight == 10  # refused requests never counted as in flight
     h.gate.set()
@@ -396,4 +396,24 @@ def test_hard_queue_bound_still_applies() -> None:
     with pytest.raises(Overloaded, match="limit 3"):
         submit(sched, h, 4)
     h.gate.set()
+    sched.close()
+
+
+def test_queued_requests_that_cannot_start_in_time_are_refused_not_timed_out() -> None:
+    clock = Clock()
+    sched, h, obs, _ = make(clock=clock)
+    h.gate = threading.Event()
+    submit(sched, h, 0)
+    assert h.entered.wait(WAIT)
+    sched.rate.items_per_s = 100.0  # admission believed 100 items/s...
+    early = [submit(sched, h, i, deadline=clock.now + 10) for i in range(1, 4)]
+    late = submit(sched, h, 4, deadline=clock.now + 1)  # 0.03 s ahead: admitted
+    sched.rate.items_per_s = 2.0  # ...then the device slowed down: 3 items ahead now take 1.5 s
+    h.gate.set()
+    with pytest.raises(Overloaded, match="cannot start within its deadline") as e:
+        late.result(WAIT)
+    assert e.value.retry_after >= 1
+    assert [r.result(WAIT) for r in early] == [2, 4, 6]
+    assert 4 not in h.seen
+    assert ("rejected", "Overloaded") in obs.outcomes and "timed_out" not in [o for o, _ in obs.outcomes]
     sched.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_provider.scheduling.shedding import ServiceRate, refusal
+from hf_provider.scheduling.shedding import RetryAfter, ServiceRate, refusal
 
 
 def test_service_rate_uses_back_to_back_completions_under_backlog() -> None:
@@ -32,10 +32,10 @@ def test_service_rate_smooths_and_ignores_empty_samples() -> None:
     [
         (None, 0.01, 0, False),  # unknown rate
         (0.0, 0.0001, 0, False),  # nothing ahead
-        (0.4, 1.0, 0, False),
-        (0.6, 1.0, 0, True),
-        (0.2, 1.0, 1, False),
-        (0.3, 1.0, 1, True),  # bulk is shed first
+        (0.3, 1.0, 0, False),  # interactive may wait up to 30% of the time left
+        (0.35, 1.0, 0, True),
+        (0.15, 1.0, 1, False),  # bulk only up to 15%: it is shed first
+        (0.2, 1.0, 1, True),
     ],
 )
 def test_refusal(wait: float | None, remaining: float, priority: int, refused: bool) -> None:
@@ -43,3 +43,32 @@ def test_refusal(wait: float | None, remaining: float, priority: int, refused: b
     assert (retry is not None) == refused
     if retry is not None:
         assert retry >= 1.0
+
+
+def test_retry_after_grows_under_a_refusal_storm_and_shrinks_after() -> None:
+    ra = RetryAfter()
+    t = 0.0
+    for _ in range(5):  # 5 seconds of 400 refusals/s against a service rate of 100/s (target 50/s)
+        for _ in range(400):
+            t += 1 / 400
+            ra.refused(t, service_rate=100.0)
+    assert ra.value_s >= 16  # doubled (the step limit) every second
+    storm = ra.value_s
+    for _ in range(10):  # then 5 refusals/s: below half the target
+        for _ in range(5):
+            t += 1 / 5
+            ra.refused(t, service_rate=100.0)
+    assert 1.0 <= ra.value_s < storm / 8
+    assert ra.seconds(0.0) == max(1.0, 0.5 * ra.value_s) and ra.seconds(0.999) <= 1.5 * ra.value_s
+    assert RetryAfter(value_s=1.0).seconds(0.0) == 1.0  # never below a second
+
+
+def test_retry_after_is_capped_and_needs_a_rate() -> None:
+    ra = RetryAfter(max_s=10.0)
+    for i in range(10_000):
+        ra.refused(i / 1000, service_rate=1.0)
+    assert ra.value_s == 10.0
+    idle = RetryAfter()
+    for i in range(1000):
+        idle.refused(i / 100, service_rate=None)  # no measured rate yet: nothing to compare with
+    assert idle.value_s == 1.0
