@@ -90,9 +90,10 @@ class Provider:
         self.close()
 
     # requests ---------------------------------------------------------------------------------------------------
-    def deadline(self, timeout: float | None = None) -> float:
-        """The absolute deadline (time.monotonic) of a request starting now: the server's request_timeout_s,
-        shortened by `timeout`."""
+    def deadline(self, timeout: float | None = None, since: float | None = None) -> float:
+        """The absolute deadline (time.monotonic) of a request that started at `since` (default: now): the
+        server's request_timeout_s, shortened by `timeout`. The server passes the request's arrival, so the
+        time spent reading and parsing it counts too."""
         limit = self.settings.server.request_timeout_s
         if timeout is not None:
             if (
@@ -104,7 +105,7 @@ class Provider:
             if timeout <= 0:
                 raise InvalidInput(f"timeout must be positive, got {timeout}", param="timeout")
             limit = min(limit, float(timeout))
-        return time.monotonic() + limit
+        return (time.monotonic() if since is None else since) + limit
 
     def submit(
         self,
@@ -221,8 +222,11 @@ class Provider:
         *,
         priority: str = "interactive",
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> Any:
-        result, _ = await self.arun_usage(model, task, inputs, params, priority=priority, timeout=timeout)
+        result, _ = await self.arun_usage(
+            model, task, inputs, params, priority=priority, timeout=timeout, deadline=deadline
+        )
         return result
 
     async def arun_usage(
@@ -234,10 +238,12 @@ class Provider:
         *,
         priority: str = "interactive",
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> tuple[Any, int]:
         """Like arun, also returning the number of input tokens (for OpenAI `usage`). Cancelling the awaiting
-        task cancels the request: queued items leave the queue, a running generation row stops."""
-        deadline = self.deadline(timeout)
+        task cancels the request: queued items leave the queue, a running generation row stops. `deadline`
+        (time.monotonic) replaces `timeout` when given."""
+        deadline = self.deadline(timeout) if deadline is None else deadline
         req = await self._asubmit(model, task, inputs, params, priority, deadline, None)
         loop = asyncio.get_running_loop()
         waiter = asyncio.wrap_future(req.future, loop=loop)
@@ -331,6 +337,7 @@ class Provider:
         *,
         priority: str = "interactive",
         timeout: float | None = None,
+        deadline: float | None = None,
     ) -> TextStream:
         """Validate and queue a streamed generation. Errors in the request (unknown model, bad parameters) raise
         here, before any delta, so a server can still answer them with a status code."""
@@ -341,7 +348,7 @@ class Provider:
             # Raises RuntimeError once the loop is closed: the request's guard then fails this request only.
             loop.call_soon_threadsafe(deltas.put_nowait, d)
 
-        deadline = self.deadline(timeout)
+        deadline = self.deadline(timeout) if deadline is None else deadline
         req = await self._asubmit(model, task, prompt, params, priority, deadline, sink)
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
         return TextStream(req, deltas, timer)

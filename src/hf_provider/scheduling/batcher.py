@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 _STOP = object()
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
-CONTENDED_LAG_S = 0.02  # an event loop this far behind is competing with the forward pass for the CPU
+CONTENDED_LAG_S = 0.15  # an event loop this far behind is competing with the forward pass for the CPU
 
 
 class ModelScheduler:
@@ -268,19 +268,23 @@ class ModelScheduler:
             if now + ahead / rate + self._loop_lag_s > req.deadline:
                 hopeless.append(req)
         for req in hopeless:
-            self.retry_after.refused(now, rate)
+            self._refuse_late(req, now, "this request cannot finish within its deadline")
+
+    def _refuse_late(self, req: Request, now: float, why: str) -> None:
+        """Settle an accepted request as refused (429 with Retry-After), before any compute is spent on it."""
+        with self._cv:
+            self.retry_after.refused(now, self.rate.items_per_s)
             retry = max(1.0, self.retry_after.seconds(self._random.random()))
-            req.fail(
-                Overloaded(
-                    f"model {self.name!r} is overloaded: this request cannot start within its deadline; "
-                    f"retry after {retry:.0f}s",
-                    model=self.name,
-                    task=req.handler.task,
-                    retry_after=retry,
-                ),
-                now,
-                outcome="rejected",
-            )
+        req.fail(
+            Overloaded(
+                f"model {self.name!r} is overloaded: {why}; retry after {retry:.0f}s",
+                model=self.name,
+                task=req.handler.task,
+                retry_after=retry,
+            ),
+            now,
+            outcome="rejected",
+        )
 
     def _expire_due(self, now: float) -> None:
         """Settle queued requests whose deadline passed (guarded by _cv; a no-op until the earliest is due)."""
@@ -389,7 +393,16 @@ class ModelScheduler:
         """The batch without the items of requests that ended (or passed their deadline) since it was formed,
         re-preprocessed when some left: work nobody waits for is never computed."""
         now = self.clock()
-        live = [s for s in batch.slots if not s.request.check_deadline(now)]
+        rate = self.rate.items_per_s
+        # When this pass will end at the measured rate: a request that cannot wait that long is refused now (429,
+        # retry later) instead of being computed and then timing out (504) while it runs. Not for generation,
+        # whose length varies per request (a row that runs out of time stops at its next token instead).
+        finish = now + (batch.size / rate if rate else 0.0) + self._loop_lag_s
+        for slot in batch.slots:
+            req = slot.request
+            if not req.check_deadline(now) and finish > req.deadline and not batch.handler.generative:
+                self._refuse_late(req, now, "this request cannot finish within its deadline")
+        live = [s for s in batch.slots if not s.request.settled]
         if len(live) == len(batch.slots):
             return batch
         if not live:

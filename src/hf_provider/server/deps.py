@@ -36,8 +36,13 @@ def priority_of(request: Request) -> str:
     return request.headers.get("x-priority") or "interactive"
 
 
-def timeout_of(request: Request) -> float | None:
-    return parse_timeout(request.headers.get("x-request-timeout"))
+def deadline_of(request: Request) -> float:
+    """The request's deadline: request_timeout_s (or the shorter X-Request-Timeout) from its arrival."""
+    return deadline_from(provider_of(request), request.scope, request.headers.get("x-request-timeout"))
+
+
+def deadline_from(provider: Provider, scope: dict, header: str | None) -> float:
+    return provider.deadline(parse_timeout(header), since=scope.get("state", {}).get("arrived"))
 
 
 def parse_timeout(value: str | None) -> float | None:

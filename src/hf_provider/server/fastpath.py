@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from hf_provider.errors import ProviderError
 from hf_provider.provider import Provider
-from hf_provider.server.deps import parse_timeout, until_disconnect
+from hf_provider.server.deps import deadline_from, until_disconnect
 from hf_provider.server.errors import json_error, provider_error_response, validation_error_response
 from hf_provider.server.routes.openai import embeddings_payload
 from hf_provider.server.schemas import EmbeddingsRequest
@@ -69,7 +69,8 @@ class EmbeddingsFastPath:
             elif k == b"x-request-timeout":
                 timeout = v.decode("latin-1")
         try:
-            work = embeddings_payload(self.provider, body, priority or "interactive", parse_timeout(timeout))
+            deadline = deadline_from(self.provider, scope, timeout)
+            work = embeddings_payload(self.provider, body, priority or "interactive", deadline)
             payload = await until_disconnect(receive, work)
         except ProviderError as e:
             self.provider.record_refusal("-", "embeddings", e)  # a no-op when the provider counted it

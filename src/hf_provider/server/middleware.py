@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from typing import Any
 
 import orjson
@@ -39,7 +40,9 @@ class RequestIdAndLimits:
             elif k == b"content-length":
                 length = int(v) if v.isdigit() else None
         rid = rid or f"{_RID_PREFIX}-{next(_RID_SEQ):x}"
-        scope.setdefault("state", {})["request_id"] = rid
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["arrived"] = time.monotonic()  # a request's deadline counts from here
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: dict) -> None:

@@ -410,7 +410,7 @@ def test_queued_requests_that_cannot_start_in_time_are_refused_not_timed_out() -
     late = submit(sched, h, 4, deadline=clock.now + 1)  # 0.03 s ahead: admitted
     sched.rate.items_per_s = 2.0  # ...then the device slowed down: 3 items ahead now take 1.5 s
     h.gate.set()
-    with pytest.raises(Overloaded, match="cannot start within its deadline") as e:
+    with pytest.raises(Overloaded, match="cannot finish within its deadline") as e:
         late.result(WAIT)
     assert e.value.retry_after >= 1
     assert [r.result(WAIT) for r in early] == [2, 4, 6]

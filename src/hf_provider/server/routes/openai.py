@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError, TaskNotSupported
 from hf_provider.provider import Provider, TextStream
-from hf_provider.server.deps import JSONResponse, priority_of, provider_of, timeout_of, until_disconnect
+from hf_provider.server.deps import JSONResponse, deadline_of, priority_of, provider_of, until_disconnect
 from hf_provider.server.errors import error_body
 from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest
 
@@ -28,19 +28,19 @@ log = logging.getLogger(__name__)
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     """Served by `server/fastpath.py` in practice; kept for the OpenAPI schema and as the reference path."""
-    payload = embeddings_payload(provider_of(request), body, priority_of(request), timeout_of(request))
+    payload = embeddings_payload(provider_of(request), body, priority_of(request), deadline_of(request))
     return JSONResponse(await until_disconnect(request.receive, payload))
 
 
 async def embeddings_payload(
-    provider: Provider, body: EmbeddingsRequest, priority: str, timeout: float | None
+    provider: Provider, body: EmbeddingsRequest, priority: str, deadline: float
 ) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
     vectors, tokens = await provider.arun_usage(
-        body.model, "embeddings", texts, params, priority=priority, timeout=timeout
+        body.model, "embeddings", texts, params, priority=priority, deadline=deadline
     )
     if body.encoding_format == "base64":
         data = [
@@ -245,7 +245,7 @@ async def _run(
     provider: Provider, request: Request, model: str, task: str, inputs: Any, params: dict[str, Any]
 ) -> Any:
     work = provider.arun(
-        model, task, inputs, params, priority=priority_of(request), timeout=timeout_of(request)
+        model, task, inputs, params, priority=priority_of(request), deadline=deadline_of(request)
     )
     return await until_disconnect(request.receive, work)
 
@@ -256,7 +256,7 @@ async def _open(
     """Queue a streamed generation and wait for its first delta before the response starts, so an error or a
     deadline met before anything was generated still gets its status code (504 for the deadline)."""
     stream = await provider.open_stream(
-        model, task, prompt, params, priority=priority_of(request), timeout=timeout_of(request)
+        model, task, prompt, params, priority=priority_of(request), deadline=deadline_of(request)
     )
     try:
         await until_disconnect(request.receive, stream.first())

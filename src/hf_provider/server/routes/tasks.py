@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from hf_provider.errors import InvalidInput
-from hf_provider.server.deps import JSONResponse, priority_of, provider_of, timeout_of, until_disconnect
+from hf_provider.server.deps import JSONResponse, deadline_of, priority_of, provider_of, until_disconnect
 from hf_provider.server.schemas import TaskRequest
 from hf_provider.types import TASKS
 
@@ -35,7 +35,7 @@ async def run_task(task: str, body: TaskRequest, request: Request) -> Response:
             body.inputs,
             body.parameters,
             priority=priority_of(request),
-            timeout=timeout_of(request),
+            deadline=deadline_of(request),
         ),
     )
     return JSONResponse({"model": body.model, "task": task, "outputs": outputs})
