@@ -58,6 +58,16 @@ def json_error(
     )
 
 
+async def send_error(
+    send: Any, status: int, body: dict[str, Any], headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer from plain ASGI middleware (before any framework runs): a JSON error body and its headers."""
+    raw = orjson.dumps(body)
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": raw})
+
+
 def provider_error_response(exc: E.ProviderError) -> Response:
     for cls, status, type_ in ERROR_TABLE:
         if isinstance(exc, cls):

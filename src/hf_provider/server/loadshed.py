@@ -12,10 +12,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-import orjson
-
 from hf_provider.provider import Provider
-from hf_provider.server.errors import error_body, task_of_path
+from hf_provider.server.errors import error_body, send_error, task_of_path
 
 INTERVAL_S = 0.05
 DECAY = 0.7  # a spike is remembered for a few intervals: shedding reacts at once and lets go gradually
@@ -78,24 +76,9 @@ class ShedOnLoopLag:
             and not scope["path"].startswith("/v1/admin")
         ):
             self.monitor.provider.record_outcome("-", task_of_path(scope["path"]), "rejected", "LoopLag")
-            body = orjson.dumps(
-                error_body(
-                    f"the server is overloaded (event loop {self.monitor.lag_s * 1000:.0f} ms behind); retry shortly",
-                    "rate_limit_error",
-                    "overloaded",
-                )
+            message = f"the server is overloaded (event loop {self.monitor.lag_s * 1000:.0f} ms behind); retry shortly"
+            await send_error(
+                send, 429, error_body(message, "rate_limit_error", "overloaded"), [(b"retry-after", b"1")]
             )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 429,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", b"1"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)

@@ -8,10 +8,9 @@ import re
 import time
 from typing import Any
 
-import orjson
 from starlette.exceptions import HTTPException
 
-from hf_provider.server.errors import error_body
+from hf_provider.server.errors import error_body, send_error
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 # Request ids: a random per-process prefix and a counter, unique without a uuid4 (os.urandom) per request.
@@ -78,15 +77,6 @@ class RequestIdAndLimits:
         )
 
     async def _too_large(self, send: Any) -> None:
-        body = orjson.dumps(error_body(self._too_large_msg, "invalid_request_error", "request_too_large"))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+        await send_error(
+            send, 413, error_body(self._too_large_msg, "invalid_request_error", "request_too_large")
         )
-        await send({"type": "http.response.body", "body": body})
