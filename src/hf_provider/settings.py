@@ -40,6 +40,14 @@ class ServerSettings(BaseModel):
         "second while 1000 clients flood the server; uvloop is faster per request but let a new connection wait "
         "until the flood ended (4-20 s in bench/overload.py)",
     )
+    gil_switch_interval_ms: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="sys.setswitchinterval for the server process. Python's default (5 ms) lets the event loop, "
+        "busy with a burst of requests, hold the GIL so long that a 50 ms forward pass took up to 2 s; at 1 ms "
+        "at most 0.35 s",
+    )
     shed_loop_lag_s: float = Field(
         0.5, gt=0, description="while the event loop lags more than this, inference requests get 429 at once"
     )

@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 _STOP = object()
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
-CONTENDED_LAG_S = 0.15  # an event loop this far behind is competing with the forward pass for the CPU
 
 
 class ModelScheduler:
@@ -375,8 +374,7 @@ class ModelScheduler:
                 return True  # every request of the batch ended while it waited: nothing to compute
             self._set_busy(True)
             try:
-                contended = self._loop_lag_s > CONTENDED_LAG_S
-                self.runner.forward(batch, self._control(batch.slots), contended=contended)
+                self.runner.forward(batch, self._control(batch.slots))
             except BaseException as e:
                 if self.runner.recoverable(e):
                     self._recover(batch, e)

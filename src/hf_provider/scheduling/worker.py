@@ -36,7 +36,6 @@ class StageRunner:
         self.fault = fault
         self.measure_memory = measure_memory
         self.oom_recoveries = 0  # batches that hit out-of-memory and went through recovery
-        self._threads = torch.get_num_threads()  # the configured intra-op threads, used while uncontended
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
     def preprocess(self, batch: Batch) -> None:
@@ -44,11 +43,9 @@ class StageRunner:
         batch.data = batch.handler.preprocess([s.item for s in batch.slots], batch.params)
         batch.timings["preprocess"] = time.perf_counter() - t0
 
-    def forward(self, batch: Batch, control: RowControl | None = None, *, contended: bool = False) -> None:
+    def forward(self, batch: Batch, control: RowControl | None = None) -> None:
         device = self.model.device
         cuda = device.type == "cuda"
-        if device.type == "cpu":
-            self._cpu_threads(contended)
         if self.measure_memory:
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
@@ -66,16 +63,6 @@ class StageRunner:
         if self.measure_memory:
             peak = torch.cuda.max_memory_allocated(device) if cuda else self._rss()
             batch.timings["peak_bytes"] = max(0, peak - base)
-
-    def _cpu_threads(self, contended: bool) -> None:
-        """Torch's intra-op threads meet at a barrier after every operator. While the server's event loop is busy
-        (it lags: a burst of arrivals to parse and refuse), it takes a core from one of them, and each barrier
-        waits for the descheduled thread: in the overload bench a 40 ms forward pass took up to 700 ms. One
-        thread is then faster than two. The setting is per calling thread (OpenMP), so it touches this forward
-        thread only."""
-        want = 1 if contended else self._threads
-        if torch.get_num_threads() != want:
-            torch.set_num_threads(want)
 
     def _rss(self) -> int:
         """Resident bytes from /proc/self/statm: one small read, cheaper than psutil on every batch."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,8 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.started = False
+        # Process-wide, so set by the server only (an embedding application keeps its own choice).
+        sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000.0)
         observer = provider.observer
         if observer is not None and hasattr(observer, "start"):
             observer.start()
