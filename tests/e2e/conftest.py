@@ -65,8 +65,9 @@ def e2e_config(tiny_models: dict[str, Path], minilm_path: Path, home: Path) -> d
 
 
 @contextlib.contextmanager
-def serve(config: dict, base: Path) -> Iterator[Served]:
-    """The real server (factory.build) for `config` under uvicorn on a port the OS picked, until the block ends."""
+def serve(config: dict, base: Path, ready: str = "/readyz") -> Iterator[Served]:
+    """The real server (factory.build) for `config` under uvicorn on a port the OS picked, until the block ends.
+    Waits until `ready` answers 200 (/healthz for a server that is not meant to become ready)."""
     import uvicorn
 
     from hf_provider.server.factory import build
@@ -88,7 +89,7 @@ def serve(config: dict, base: Path) -> Iterator[Served]:
         thread.start()
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_ready(url, thread)
+            _wait_ready(url, thread, path=ready)
             yield Served(url=url, app=app, settings=settings)
         finally:
             srv.should_exit = True
@@ -106,14 +107,14 @@ def server(
         yield served
 
 
-def _wait_ready(url: str, thread: threading.Thread, timeout_s: float = 120.0) -> None:
+def _wait_ready(url: str, thread: threading.Thread, timeout_s: float = 120.0, path: str = "/readyz") -> None:
     deadline = time.monotonic() + timeout_s
     last = None
     while time.monotonic() < deadline:
         if not thread.is_alive():
             raise RuntimeError("uvicorn exited during start-up")
         try:
-            r = httpx.get(f"{url}/readyz", timeout=2.0)
+            r = httpx.get(f"{url}{path}", timeout=2.0)
             if r.status_code == 200:
                 return
             last = r.text

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from openai import OpenAI
+from openai import BadRequestError, OpenAI
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,43 @@ def test_streamed_finish_reason_matches_non_stream(client: OpenAI, max_tokens: i
     reply = client.chat.completions.create(**chat)
     last = list(client.chat.completions.create(**chat, stream=True))[-1]
     assert last.choices[0].finish_reason == reply.choices[0].finish_reason
+
+
+def test_stream_options_include_usage_adds_a_usage_chunk(client: OpenAI) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    chunks = list(
+        client.chat.completions.create(
+            model="lm", messages=msgs, max_tokens=5, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    last = chunks[-1]
+    assert last.choices == [] and last.usage is not None
+    assert last.usage.completion_tokens == 5 and last.usage.total_tokens == last.usage.prompt_tokens + 5
+    assert all(c.usage is None for c in chunks[:-1])
+    plain = list(client.chat.completions.create(model="lm", messages=msgs, max_tokens=5, stream=True))
+    assert all(c.usage is None for c in plain) and plain[-1].choices[0].finish_reason == "length"
+    done = list(
+        client.completions.create(
+            model="lm", prompt="hi", max_tokens=3, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert done[-1].usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logit_bias": {"5": 10}}, "logit_bias"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # without stream=true
+    ],
+)
+def test_unimplemented_openai_fields_are_refused_not_ignored(
+    client: OpenAI, kwargs: dict, param: str
+) -> None:
+    with pytest.raises(BadRequestError) as e:
+        client.chat.completions.create(model="lm", messages=[{"role": "user", "content": "hi"}], **kwargs)
+    assert e.value.status_code == 400 and e.value.body["param"] == param
+    with pytest.raises(BadRequestError):
+        client.completions.create(model="lm", prompt="hi", logprobs=2)

@@ -226,7 +226,16 @@ class ModelManager(MemoryAdmission):
     def _load(self, e: Entry) -> None:
         spec = e.spec
         t0 = time.perf_counter()
-        resolved = resolve(spec.source, spec.revision)
+        try:
+            resolved = resolve(spec.source, spec.revision)
+        except ModelNotFound as exc:
+            if e.adhoc:
+                raise  # the caller named a folder or Hub id: "unknown model" is the right answer
+            # A configured model whose files cannot be had is the server's problem, named by its configured name.
+            raise ModelLoadError(
+                f"configured model {spec.name!r} cannot be loaded from {spec.source!r}: {exc.message}",
+                model=spec.name,
+            ) from exc
         device = pick_device(spec.device)
         dtype = pick_dtype(spec.dtype, device)
         try:

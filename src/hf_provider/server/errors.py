@@ -91,6 +91,14 @@ def validation_error_response(errs: Sequence[Any]) -> Response:
             "invalid_json",
         )
     param = ".".join(loc) or None
+    if first.get("type") == "extra_forbidden":
+        return json_error(
+            400,
+            f"Unsupported field {param!r}: hf-provider does not implement it; remove it from the request.",
+            "invalid_request_error",
+            "unsupported_field",
+            param,
+        )
     msgs = "; ".join(
         f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
         for e in errs[:5]

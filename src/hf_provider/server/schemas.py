@@ -8,8 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Body(BaseModel):
-    # OpenAI clients send fields we do not use (user, logit_bias...): accept and ignore them.
-    model_config = ConfigDict(extra="ignore")
+    # A field we do not implement (logprobs, tools, logit_bias, ...) is refused with a 400 naming it, never
+    # ignored: a client would otherwise believe it was applied. OpenAI's SDK sends only the fields a caller set.
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = Field(None, description="accepted for compatibility; an end-user tag we do not use")
 
 
 class EmbeddingsRequest(_Body):
@@ -19,7 +21,12 @@ class EmbeddingsRequest(_Body):
     dimensions: int | None = Field(None, ge=1)
 
 
-class _GenerationBody(_Body):
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class GenerationBody(_Body):
     """Sampling fields shared by completions and chat completions."""
 
     model: str
@@ -28,26 +35,32 @@ class _GenerationBody(_Body):
     top_p: float | None = Field(None, gt=0, le=1)
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = Field(
+        None, description="with stream=true: include_usage adds a last chunk with the token usage"
+    )
     seed: int | None = None
     n: int = Field(1, ge=1, le=1, description="only n=1 is supported")
 
 
-class CompletionRequest(_GenerationBody):
+class CompletionRequest(GenerationBody):
     prompt: str | list[str]
     echo: bool = False
 
 
-class ChatMessage(_Body):
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None
 
 
-class ChatRequest(_GenerationBody):
+class ChatRequest(GenerationBody):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
 
 
-class TaskRequest(_Body):
+class TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     model: str
     inputs: Any
     parameters: dict[str, Any] = Field(default_factory=dict)

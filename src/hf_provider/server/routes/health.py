@@ -22,8 +22,9 @@ async def readyz(request: Request) -> Response:
     keep_alive) reloads on demand, so it does not make the server unready."""
     provider = provider_of(request)
     models = provider.manager.describe()
+    # A model whose start-up load failed is not "loading": it is down, and reported below.
     waiting = (
-        [m["name"] for m in models if m["loads"] == 0 and m["keep_alive"] != 0]
+        [m["name"] for m in models if m["loads"] == 0 and m["keep_alive"] != 0 and not m["error"]]
         if request.app.state.load_on_start
         else []
     )

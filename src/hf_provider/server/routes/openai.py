@@ -19,7 +19,7 @@ from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError, Ta
 from hf_provider.provider import Provider, TextStream
 from hf_provider.server.deps import JSONResponse, deadline_of, priority_of, provider_of, until_disconnect
 from hf_provider.server.errors import error_body
-from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest
+from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest, GenerationBody
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def _sse(obj: Any) -> bytes:
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
+    _check_stream_options(body)
     provider = provider_of(request)
     task = await _gen_task(provider, body.model)
     params = _gen_params(body.max_tokens, body.temperature, body.top_p, body.stop, body.seed)
@@ -119,7 +120,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         async def events() -> AsyncIterator[bytes]:
             if body.echo:
                 yield chunk(body.prompt, None)
-            async for piece in _guarded(stream, chunk):
+            async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -175,6 +176,7 @@ async def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request) -> Response:
+    _check_stream_options(body)
     provider = provider_of(request)
     task = await _gen_task(provider, body.model)
     prompt = await _chat_prompt(provider, body)
@@ -199,7 +201,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                     ],
                 }
             )
-            async for piece in _guarded(stream, chunk):
+            async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream")
@@ -269,7 +271,29 @@ async def _open(
     return stream
 
 
-async def _guarded(stream: TextStream, chunk: Callable[[str, str | None], bytes]) -> AsyncIterator[bytes]:
+def _check_stream_options(body: GenerationBody) -> None:
+    if body.stream_options is not None and not body.stream:
+        raise InvalidInput("stream_options is only allowed with stream=true", param="stream_options")
+
+
+def _usage_chunk(body: GenerationBody, base: dict[str, Any]) -> Callable[[dict[str, Any]], bytes] | None:
+    """OpenAI's stream_options.include_usage: one more chunk, with no choices and the request's token usage."""
+    if body.stream_options is None or not body.stream_options.include_usage:
+        return None
+
+    def chunk(result: dict[str, Any]) -> bytes:
+        pt, ct = result.get("prompt_tokens", 0), result.get("completion_tokens", 0)
+        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        return _sse({**base, "choices": [], "usage": usage})
+
+    return chunk
+
+
+async def _guarded(
+    stream: TextStream,
+    chunk: Callable[[str, str | None], bytes],
+    usage: Callable[[dict[str, Any]], bytes] | None = None,
+) -> AsyncIterator[bytes]:
     """The deltas as SSE chunks, then the final chunk with the real finish_reason and [DONE]. An error after the
     response has started cannot change its status: a deadline ends the stream with finish_reason "timeout",
     other errors are sent as an OpenAI-style error event instead of cutting the connection. A client that
@@ -278,6 +302,8 @@ async def _guarded(stream: TextStream, chunk: Callable[[str, str | None], bytes]
         async for delta in stream:
             yield chunk(delta, None)
         yield chunk("", (stream.result or {}).get("finish_reason", "stop"))
+        if usage is not None:
+            yield usage(stream.result or {})
     except DeadlineExceeded:
         yield chunk("", "timeout")
     except ProviderError as e:
