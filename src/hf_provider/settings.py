@@ -11,10 +11,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hf_provider.errors import ConfigError
+from hf_provider.memory.budget import GPU_MEMORY, check_size
 from hf_provider.spec import ModelSpec, parse_duration
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -75,6 +76,16 @@ class MemorySettings(BaseModel):
     @classmethod
     def _duration(cls, v: Any) -> Any:
         return parse_duration(v) if isinstance(v, str) else v
+
+    @field_validator("host_budget", "gpu_budget", mode="before")
+    @classmethod
+    def _size(cls, v: Any, info: ValidationInfo) -> Any:
+        # Checked here, before the union coerces a bool to 1, so a bad size fails at load, not at server start.
+        # The value is kept as written: fractions resolve against the machine's totals only when the budget is
+        # built.
+        if v is not None:
+            check_size(v, of="RAM" if info.field_name == "host_budget" else GPU_MEMORY)
+        return v
 
 
 class Settings(BaseSettings):

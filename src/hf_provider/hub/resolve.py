@@ -300,12 +300,18 @@ def _hub_online() -> Iterator[None]:
 
 def _is_transient(e: BaseException | None) -> bool:
     """Connection errors, timeouts and 5xx, also when snapshot_download wrapped them in a cache miss."""
-    import httpx2
+    from huggingface_hub import utils as hub_utils
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    # Catch the errors of the HTTP client huggingface_hub itself uses, through its re-export
+    # huggingface_hub.utils.httpx (httpx2 in 2.x), rather than importing httpx2: that would be a dependency
+    # of ours to declare and keep in step with hub's. Hub 1.x used httpx (ours too) and may lack the re-export.
+    client = getattr(hub_utils, "httpx", None)
+    if client is None:
+        import httpx as client
     seen = 0
     while e is not None and seen < 5:
-        if isinstance(e, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError):
+        if isinstance(e, client.TimeoutException | client.NetworkError | client.RemoteProtocolError):
             return True
         if isinstance(e, HfHubHTTPError):
             status = _status(e)

@@ -18,6 +18,7 @@ from typing import Any
 from hf_provider.errors import MemoryBudgetExceeded
 
 HOST = "host"
+GPU_MEMORY = "each GPU's memory"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 # Bare K/M/G/T are binary (as Docker and Ollama read them); KB/MB/GB/TB are decimal; KiB/MiB/GiB/TiB are
 # binary.
@@ -30,58 +31,80 @@ for _i, _p in enumerate("kmgt", start=1):
 SizeValue = str | int | float
 
 
-def parse_size(value: SizeValue, total: int | None) -> int:
-    """Bytes from "2GiB", "512MB", "1.5G", "80%", 123456 (bytes), or a fraction 0 < x <= 1 of `total`.
+def _forms(of: str) -> str:
+    return (
+        f"use bytes such as '8GiB' or '512MB', an integer number of bytes, or a fraction of {of} between "
+        "0 and 1 such as 0.8"
+    )
 
-    A float (or a unitless decimal string) in (0, 1] is a fraction of `total`; 1 means all of it. Integers and
-    larger numbers are bytes.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"invalid size {value!r}: use bytes such as '2GiB' or a fraction such as 0.8")
+
+@dataclass(frozen=True)
+class _Size:
+    """A parsed size: `nbytes`, or a `fraction` in (0, 1] of a total known only later."""
+
+    nbytes: int = 0
+    fraction: float | None = None
+
+
+def _parse(value: SizeValue, of: str) -> _Size:
+    """The one size parser: syntax and range only, no total needed. Raises ValueError naming the forms."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"invalid size {value!r}: {why}; {_forms(of)}")
+
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise bad("not a size")
     if isinstance(value, int):
         if value < 0:
-            raise ValueError(f"invalid size {value}: a size cannot be negative")
-        return value
+            raise bad("a size cannot be negative")
+        return _Size(nbytes=value)
     if isinstance(value, float):
-        return _number(value, "", total, repr(value))
-    if not isinstance(value, str):
-        raise ValueError(f"invalid size {value!r}: use bytes such as '2GiB' or a fraction such as 0.8")
-    text = value.strip()
-    if text.endswith("%"):
-        try:
-            pct = float(text[:-1])
-        except ValueError:
-            pct = -1.0
-        if not 0 < pct <= 100:
-            raise ValueError(f"invalid size {value!r}: a percentage must be in (0, 100]")
-        return _fraction(pct / 100, total, value)
-    m = _SIZE_RE.match(text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(
-            f"invalid size {value!r}: use a number with a unit B, KB, KiB, MB, MiB, GB, GiB, TB, TiB "
-            "(such as '2GiB' or '512MB'), or a fraction of the device such as 0.8"
-        )
-    number = float(m.group(1))
-    if m.group(2) == "" and "." not in m.group(1):
-        return int(m.group(1))
-    return _number(number, m.group(2).lower(), total, value)
+        fraction = value
+    else:
+        text = value.strip()
+        if text.endswith("%"):
+            try:
+                pct = float(text[:-1])
+            except ValueError:
+                pct = -1.0
+            if not 0 < pct <= 100:
+                raise bad("a percentage must be in (0, 100]")
+            return _Size(fraction=pct / 100)
+        m = _SIZE_RE.match(text)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise bad("unknown form (units: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)")
+        if m.group(2):
+            return _Size(nbytes=int(float(m.group(1)) * _UNITS[m.group(2).lower()]))
+        if "." not in m.group(1):
+            return _Size(nbytes=int(m.group(1)))
+        fraction = float(m.group(1))
+    # A unitless float is only unambiguous in (0, 1]: 1.5 could mean one byte or 150 %, and 2.0 or 3e9 (a TOML
+    # float) reads as a fraction to some and bytes to others, so byte counts must be integers or carry a unit.
+    if not 0 < fraction <= 1:  # also false for NaN
+        raise bad("a number without a unit must be a fraction in (0, 1]")
+    return _Size(fraction=fraction)
 
 
-def _number(number: float, unit: str, total: int | None, original: str) -> int:
-    if number != number or number in (float("inf"), float("-inf")) or number < 0:
-        raise ValueError(f"invalid size {original!r}: a size must be a finite non-negative number")
-    if unit == "" and 0 < number <= 1:
-        return _fraction(number, total, original)
-    return int(number * _UNITS[unit])
+def check_size(value: SizeValue, *, of: str = "the device's memory") -> None:
+    """Raise ValueError unless `value` is a valid size; fractions pass without knowing the total (settings)."""
+    _parse(value, of)
 
 
-def _fraction(fraction: float, total: int | None, original: str) -> int:
+def parse_size(value: SizeValue, total: int | None, *, of: str = "the device's memory") -> int:
+    """Bytes from "2GiB", "512MB", "1.5G", "80%", 123456 (bytes), or a fraction 0 < x <= 1 of `total`.
+
+    A float (or a unitless decimal string) must be in (0, 1]: a fraction of `total`, 1 meaning all of it.
+    Integers are bytes.
+    """
+    size = _parse(value, of)
+    if size.fraction is None:
+        return size.nbytes
     if total is None:
         raise ValueError(
-            f"size {original!r} is a fraction, but the device's total memory is unknown; give bytes "
+            f"size {value!r} is a fraction, but the device's total memory is unknown; give bytes "
             "such as '2GiB'"
         )
-    return int(total * fraction)
+    return int(total * size.fraction)
 
 
 def host_total_bytes() -> int:
@@ -133,15 +156,19 @@ class MemoryBudget:
         host = None
         if host_budget is not None:
             host = parse_size(
-                host_budget, host_total if host_total is not None else _lazy_host_total(host_budget)
+                host_budget,
+                host_total if host_total is not None else _lazy_host_total(host_budget),
+                of="RAM",
             )
         gpus: dict[int, int] = {}
         if gpu_budget is not None:
             totals = dict(gpu_totals) if gpu_totals is not None else gpu_total_bytes()
             if isinstance(gpu_budget, Mapping):
-                gpus = {int(i): parse_size(v, totals.get(int(i))) for i, v in gpu_budget.items()}
+                gpus = {
+                    int(i): parse_size(v, totals.get(int(i)), of=GPU_MEMORY) for i, v in gpu_budget.items()
+                }
             else:
-                gpus = {i: parse_size(gpu_budget, t) for i, t in totals.items()}
+                gpus = {i: parse_size(gpu_budget, t, of=GPU_MEMORY) for i, t in totals.items()}
         return cls(host=host, gpus=gpus)
 
     def for_pool(self, pool: str) -> int | None:
@@ -155,11 +182,7 @@ class MemoryBudget:
 
 def _lazy_host_total(value: SizeValue) -> int | None:
     # Only ask psutil when the value is a fraction, so plain byte sizes resolve without probing the machine.
-    try:
-        parse_size(value, None)
-        return None
-    except ValueError:
-        return host_total_bytes()
+    return host_total_bytes() if _parse(value, "RAM").fraction is not None else None
 
 
 @dataclass

@@ -54,6 +54,40 @@ def test_invalid_config_names_field_and_allowed_values(models, field, hint):
     assert field in e.value.message and hint in e.value.message
 
 
+FORMS = (
+    "bytes such as '8GiB' or '512MB', an integer number of bytes, or a fraction of RAM between 0 and 1 "
+    "such as 0.8"
+)
+
+
+@pytest.mark.parametrize("value", ['"8 gigs"', "1.5", "2.0", "-1", '"150%"', "true"])
+def test_bad_memory_size_in_file_is_a_config_error(tmp_path, value):
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text(f"[memory]\nhost_budget = {value}\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings(cfg)
+    assert "memory.host_budget" in e.value.message and FORMS in e.value.message
+
+
+def test_bad_memory_size_in_env_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("HFP_MEMORY__HOST_BUDGET", "8gigs")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert "memory.host_budget" in e.value.message and FORMS in e.value.message
+    monkeypatch.setenv("HFP_MEMORY__GPU_BUDGET", "1.5")
+    monkeypatch.delenv("HFP_MEMORY__HOST_BUDGET")
+    with pytest.raises(ConfigError, match=r"memory\.gpu_budget: .*fraction of each GPU's memory"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ['"8GiB"', '"512MB"', "123456", '"123456"', "0.8", '"80%"'])
+def test_valid_memory_sizes_load_unchanged(tmp_path, value):
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text(f"[memory]\nhost_budget = {value}\ngpu_budget = {value}\n")
+    s = load_settings(cfg)
+    assert s.memory.host_budget == s.memory.gpu_budget and s.memory.host_budget is not None
+
+
 def test_bad_toml_and_missing_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[models]\nname=")

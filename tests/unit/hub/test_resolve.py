@@ -97,22 +97,56 @@ def test_default_patterns_prefer_safetensors() -> None:
 
 
 def test_transient_classification() -> None:
-    import httpx2
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import httpx as client  # the HTTP client hub raises from (httpx2 in 2.x)
 
     def http_error(status: int) -> HfHubHTTPError:
-        req = httpx2.Request("GET", "http://x/api/models/a/b")
-        return HfHubHTTPError(f"{status}", response=httpx2.Response(status, request=req))
+        req = client.Request("GET", "http://x/api/models/a/b")
+        return HfHubHTTPError(f"{status}", response=client.Response(status, request=req))
 
     assert R._is_transient(http_error(503)) and R._is_transient(http_error(500))
     assert not R._is_transient(http_error(404)) and not R._is_transient(http_error(429))
-    assert R._is_transient(httpx2.ConnectError("refused"))
-    assert R._is_transient(httpx2.ReadTimeout("slow"))
+    assert R._is_transient(client.ConnectError("refused"))
+    assert R._is_transient(client.ReadTimeout("slow"))
+    assert R._is_transient(client.RemoteProtocolError("peer closed"))
     wrapped = LocalEntryNotFoundError("cache miss")
     wrapped.__cause__ = http_error(502)
     assert R._is_transient(wrapped)
     assert not R._is_transient(LocalEntryNotFoundError("plain cache miss"))
     assert not R._is_transient(ValueError("bug"))
+
+
+def test_http_clients_we_import_are_declared_dependencies() -> None:
+    """resolve.py and the CLI (hfp top, hfp models) import HTTP clients at run time: each must come from a
+    distribution in [project].dependencies, not only from dev extras or another package's requirements."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    root = Path(__file__).resolve().parents[3]
+    src = root / "src" / "hf_provider"
+
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    deps = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    declared = {norm(re.split(r"[\s\[<>=!~;]", d, maxsplit=1)[0]) for d in deps}
+    owners = packages_distributions()
+    missing = set()
+    for path in [src / "hub" / "resolve.py", *(src / "cli").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"hf_provider"}:
+                if not {norm(d) for d in owners.get(top, [top])} & declared:
+                    missing.add(f"{top} ({path.relative_to(root)})")
+    assert not missing, f"imported but not in [project].dependencies: {sorted(missing)}"
 
 
 def test_retries_are_bounded(hub: LocalHub) -> None:

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from hf_provider.errors import MemoryBudgetExceeded
-from hf_provider.memory.budget import Accountant, MemoryBudget, parse_size, pool_for_device
+from hf_provider.memory.budget import Accountant, MemoryBudget, check_size, parse_size, pool_for_device
 
 GIB = 1024**3
 
@@ -25,7 +25,6 @@ GIB = 1024**3
         (123456, 123_456),
         (0, 0),
         ("64B", 64),
-        (3e9, 3_000_000_000),
     ],
 )
 def test_parse_size_absolute(value: str | int | float, expected: int) -> None:
@@ -43,6 +42,26 @@ def test_parse_size_fraction_of_total(value: str | float, expected: int) -> None
 def test_parse_size_rejects_junk(junk: object) -> None:
     with pytest.raises(ValueError, match="size"):
         parse_size(junk, 1000)  # type: ignore[arg-type]
+
+
+# A float above 1 is ambiguous (1.5: one byte or 150 %?), integer-valued ones too (2.0, 3e9): bytes are ints.
+@pytest.mark.parametrize("value", [1.5, "1.5", 2.0, "2.0", 3e9, 0.0, "0.0", float("inf")])
+def test_parse_size_refuses_floats_outside_the_fraction_range(value: str | float) -> None:
+    with pytest.raises(ValueError, match="integer number of bytes"):
+        parse_size(value, 1000)
+    with pytest.raises(ValueError, match="integer number of bytes"):
+        check_size(value)
+
+
+@pytest.mark.parametrize("value", ["2GiB", "512MB", 123456, "123456", 0, 0.8, "0.5", 1.0, "25%"])
+def test_check_size_accepts_every_form_without_a_total(value: str | int | float) -> None:
+    check_size(value)  # a fraction is valid syntax even though parse_size(value, None) cannot resolve it
+
+
+@pytest.mark.parametrize("junk", ["8 gigs", "lots", "-1GB", "150%", True, -5, None, [1]])
+def test_check_size_names_the_allowed_forms(junk: object) -> None:
+    with pytest.raises(ValueError, match=r"bytes such as '8GiB' or '512MB', an integer number of bytes"):
+        check_size(junk)  # type: ignore[arg-type]
 
 
 def test_fraction_without_total_says_what_to_do() -> None:
