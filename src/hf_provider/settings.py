@@ -7,7 +7,9 @@ Nested fields use a double underscore in the environment: HFP_SERVER__PORT=9000,
 from __future__ import annotations
 
 import contextvars
+import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -135,12 +137,27 @@ def _read_config(config: Path | str | dict[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from e
 
 
-def format_validation_error(err: ValidationError, where: str) -> str:
+def _env_source(loc: tuple[Any, ...], env: Mapping[str, str]) -> str | None:
+    """The HFP_ variable that set the field at `loc` (HFP_SERVER__PORT, or HFP_SERVER holding JSON), if any."""
+    upper = {k.upper(): k for k in env}  # pydantic-settings reads HFP_ variables case-insensitively
+    parts = [str(p).upper() for p in loc]
+    for i in range(len(parts), 0, -1):
+        name = "HFP_" + "__".join(parts[:i])
+        if name in upper:
+            return upper[name]
+    return None
+
+
+def format_validation_error(err: ValidationError, where: str, env: Mapping[str, str] | None = None) -> str:
+    """One line per bad field, naming where it came from: the HFP_ variable that set it, else `where`."""
+    env = os.environ if env is None else env
     parts = []
     for e in err.errors():
         loc = ".".join(str(x) for x in e["loc"]) or "(root)"
-        parts.append(f"{loc}: {e['msg']}")
-    return f"invalid configuration in {where}: " + "; ".join(parts)
+        var = _env_source(e["loc"], env)
+        source = f"environment variable {var}={env[var]!r}" if var else where
+        parts.append(f"{loc} (from {source}): {e['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
 
 
 def load_settings(config: Path | str | dict[str, Any] | None = None, **overrides: Any) -> Settings:
@@ -150,7 +167,9 @@ def load_settings(config: Path | str | dict[str, Any] | None = None, **overrides
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
-        where = "config" if not isinstance(config, Path | str) else str(config)
-        raise ConfigError(format_validation_error(e, where)) from None
+        where = (
+            "the settings passed in" if not isinstance(config, Path | str) else f"config file {str(config)!r}"
+        )
+        raise ConfigError(format_validation_error(e, where)) from e
     finally:
         _FILE_DATA.reset(token)

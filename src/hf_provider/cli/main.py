@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from hf_provider.cli.common import fail, human_bytes, load, server_url
 
 app = typer.Typer(
     help="Serve HuggingFace models: one weight set, many tasks.",
@@ -22,31 +25,31 @@ app.add_typer(models_app, name="models")
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="hfp.toml with [[models]] tables", exists=True, dir_okay=False),
+    # help text is rich markup, which reads "[models]" as a tag ("[] tables"): rich.markup.escape's form
+    typer.Option("--config", "-c", help="hfp.toml with [\\[models]] tables", exists=True, dir_okay=False),
 ]
-UrlOpt = Annotated[str, typer.Option("--url", help="a running hfp server")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="a running hfp server (default: \\[server] host and port of --config and HFP_SERVER__*, "
+        "else http://127.0.0.1:8000)",
+    ),
+]
 
 
 def _settings(config: Path | None, **overrides: Any):
     from hf_provider.defaults import default_specs
-    from hf_provider.settings import load_settings
 
-    settings = load_settings(config, **overrides)
+    settings = load(config, **overrides)
     if not settings.models:
         settings.models = default_specs()
     return settings
 
 
-def _fail(message: str, code: int = 1) -> None:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 def _parse_param(raw: str) -> tuple[str, Any]:
     if "=" not in raw:
-        _fail(f"--param takes key=value, got {raw!r}", 2)
+        fail(f"--param takes key=value, got {raw!r}", 2)
     key, value = raw.split("=", 1)
     try:
         return key, json.loads(value)
@@ -66,6 +69,12 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Run one task on a model and print the result."""
+    from hf_provider.types import TASKS
+
+    if task not in TASKS:  # before any model loads: a typo should not cost a model load to find out
+        close = difflib.get_close_matches(task, TASKS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
     from hf_provider.errors import ProviderError
     from hf_provider.provider import Provider
 
@@ -77,7 +86,7 @@ def run(
         with Provider(settings=settings) as provider:
             result = provider.run(model, task, payload, params)
     except ProviderError as e:
-        _fail(e.message)
+        fail(e.message)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -106,7 +115,7 @@ def serve(
             settings.server.port = port
         application = build(settings)
     except ConfigError as e:
-        _fail(e.message, 2)
+        fail(e.message, 2)
     uvicorn.run(
         application,
         host=settings.server.host,
@@ -122,17 +131,18 @@ def serve(
 def models(
     ctx: typer.Context,
     config: ConfigOpt = None,
-    url: UrlOpt = "http://127.0.0.1:8000",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    url: UrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Configured models, with their state on a running server when one answers at --url."""
     if ctx.invoked_subcommand is not None:
-        return
+        return  # the subcommand reads --url/--config from ctx.parent.params
     import httpx
 
+    base = server_url(url, config)
     rows: list[dict[str, Any]]
     try:
-        rows = httpx.get(f"{url}/v1/admin/models", timeout=2.0).json()["models"]
+        rows = httpx.get(f"{base}/v1/admin/models", timeout=2.0).json()["models"]
     except (httpx.HTTPError, KeyError, ValueError):
         rows = [
             {"name": s.name, "source": s.source, "tasks": s.tasks, "state": "not running"}
@@ -144,54 +154,81 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("name", "state", "tasks", "source", "commit", "device", "weight bytes")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            r.get("state", ""),
-            ", ".join(r.get("tasks") or []) or "(all supported)",
-            r.get("source", ""),
-            (r.get("commit") or "")[:12],
-            r.get("device") or "",
-            str(r.get("weight_bytes") or ""),
-        )
-    Console().print(table)
+    cells = {
+        "name": [r["name"] for r in rows],
+        "state": [r.get("state", "") for r in rows],
+        "tasks": [", ".join(r.get("tasks") or []) or "(all supported)" for r in rows],
+        "source": [r.get("source", "") for r in rows],
+        "commit": [(r.get("commit") or "")[:12] for r in rows],
+        "device": [r.get("device") or "" for r in rows],
+        "weights": [human_bytes(r.get("weight_bytes")) for r in rows],
+    }
+    console = Console()
+    # Columns blank in every row (commit, device, weights without a server) would only take width from the rest;
+    # on a narrow terminal the least useful go next, so that names (typed into other commands) are never cut.
+    shown = [c for c, values in cells.items() if c == "name" or any(values)]
+    for drop in ("commit", "device", "source"):
+        if _min_table_width(cells, shown) <= console.width:
+            break
+        shown = [c for c in shown if c != drop]
+    table = Table()
+    for col in shown:
+        if col in _WRAPPING:  # the long ones wrap (a path folds) and give way first
+            table.add_column(col, overflow="fold", ratio=1, min_width=_WRAPPING[col])
+        else:
+            table.add_column(col, no_wrap=True, justify="right" if col == "weights" else "left")
+    for i in range(len(rows)):
+        table.add_row(*(cells[c][i] for c in shown))
+    console.print(table)
 
 
-def _admin(action: str, name: str, url: str) -> None:
+_WRAPPING = {"tasks": 10, "source": 16}  # column -> the narrowest it may wrap to
+
+
+def _min_table_width(cells: dict[str, list[str]], shown: list[str]) -> int:
+    """The narrowest the table can be drawn without cutting a cell: no_wrap columns need their longest cell."""
+    widths = [_WRAPPING.get(c) or max([len(c), *map(len, cells[c])]) for c in shown]
+    return sum(widths) + 3 * len(shown) + 1  # "│ " before each cell, " " after, one closing "│"
+
+
+def _admin(ctx: typer.Context, action: str, name: str, url: str | None, config: Path | None) -> None:
     import httpx
 
+    # `hfp models --url U load x` puts the options on the parent: the subcommand's own win, then the parent's
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    url = server_url(url or parent.get("url"), config or parent.get("config"))
     try:
         r = httpx.post(f"{url}/v1/admin/models/{name}/{action}", timeout=600.0)
     except httpx.HTTPError as e:
-        _fail(f"no hfp server answers at {url} ({type(e).__name__}); start one with `hfp serve`")
+        fail(f"no hfp server answers at {url} ({type(e).__name__}); start one with `hfp serve`")
     if r.status_code >= 400:
-        _fail(r.json().get("error", {}).get("message", r.text))
+        fail(r.json().get("error", {}).get("message", r.text))
     d = r.json()
     typer.echo(f"{d['name']}: {d['state']}" + (" (pinned)" if d.get("pinned") else ""))
 
 
 @models_app.command("load")
-def models_load(name: str, url: UrlOpt = "http://127.0.0.1:8000") -> None:
+def models_load(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """Load a configured model on the running server."""
-    _admin("load", name, url)
+    _admin(ctx, "load", name, url, config)
 
 
 @models_app.command("unload")
-def models_unload(name: str, url: UrlOpt = "http://127.0.0.1:8000") -> None:
+def models_unload(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """Unload a model on the running server, giving its memory back."""
-    _admin("unload", name, url)
+    _admin(ctx, "unload", name, url, config)
 
 
 @models_app.command("pin")
-def models_pin(name: str, url: UrlOpt = "http://127.0.0.1:8000") -> None:
+def models_pin(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
     """Never evict this model."""
-    _admin("pin", name, url)
+    _admin(ctx, "pin", name, url, config)
 
 
 @models_app.command("unpin")
-def models_unpin(name: str, url: UrlOpt = "http://127.0.0.1:8000") -> None:
-    _admin("unpin", name, url)
+def models_unpin(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+    """Let this model be evicted again (undoes pin)."""
+    _admin(ctx, "unpin", name, url, config)
 
 
 def _register_optional() -> None:

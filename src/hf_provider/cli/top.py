@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -37,18 +38,27 @@ def _last(values: list[float | None] | None) -> float | None:
     return None
 
 
-def _models(client: httpx.Client, series: dict[str, Any]) -> list[str]:
-    names: set[str] = set(series.get("models") or [])
+def _models(client: httpx.Client, series: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """name -> its /v1/admin/models row ({} when the server has no such route or row)."""
+    rows: dict[str, dict[str, Any]] = {name: {} for name in series.get("models") or []}
     try:
         r = client.get("/v1/admin/models")
         if r.status_code == 200:
             for m in r.json().get("models", []):
                 name = m.get("name") if isinstance(m, dict) else m
                 if isinstance(name, str):
-                    names.add(name)
+                    rows[name] = m if isinstance(m, dict) else {}
     except (httpx.HTTPError, ValueError, AttributeError):
         pass  # the models endpoint is optional
-    return sorted(names)
+    return dict(sorted(rows.items()))
+
+
+def _now(row: dict[str, Any], key: str, series: dict[str, Any], series_key: str, model: str) -> str:
+    """The model's current count: the server's live value, else the newest series sample."""
+    value = row.get(key)
+    if not isinstance(value, int | float):
+        value = _last(series.get(series_key, {}).get(model))
+    return _ms(value).removesuffix(".0")
 
 
 def frame(client: httpx.Client) -> Group:
@@ -63,12 +73,13 @@ def frame(client: httpx.Client) -> Group:
         ("p50 ms", "right"),
         ("p95 ms", "right"),
         ("errors", "right"),
-        ("queue", "right"),
-        ("in flight", "right"),
+        # now, not over the window: the series' queue_depth is each step's peak, which hid a drained queue
+        ("queued now", "right"),
+        ("in flight now", "right"),
         ("memory", "right"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for model in _models(client, s):
+    for model, row in _models(client, s).items():
         r = client.get("/v1/admin/stats", params={"model": model, "window": WINDOW_S})
         r.raise_for_status()
         st = r.json()
@@ -80,8 +91,8 @@ def frame(client: httpx.Client) -> Group:
             _ms(st["latency_ms"]["p50"]),
             _ms(st["latency_ms"]["p95"]),
             f"{100 * st['error_rate']:.1f}%",
-            _ms(_last(s.get("queue_depth", {}).get(model))).removesuffix(".0"),
-            _ms(_last(s.get("in_flight", {}).get(model))).removesuffix(".0"),
+            _now(row, "queued", s, "queue_depth", model),
+            _now(row, "in_flight", s, "in_flight", model),
             _bytes(resident if resident is not None else weight),
         )
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
@@ -98,6 +109,8 @@ def frame(client: httpx.Client) -> Group:
 def _safe_frame(client: httpx.Client, url: str) -> Group | Text:
     try:
         return frame(client)
+    except httpx.TransportError as exc:
+        return Text(f"cannot read {url}: no hfp server answers ({type(exc).__name__}: {exc})", style="red")
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         return Text(f"cannot read {url}: {exc}", style="red")
 
@@ -109,18 +122,26 @@ def top(
     *,
     client: httpx.Client | None = None,
     console: Console | None = None,
-) -> None:
-    """Poll the server every `interval` seconds and redraw; `once` prints one frame and returns."""
+    err_console: Console | None = None,
+) -> int:
+    """Poll the server every `interval` seconds and redraw; `once` prints one frame and returns.
+
+    Returns 1, after one line on `err_console` (default: `console`), when the first frame cannot be read; a
+    failure after that shows in the live view, since a restarting server comes back."""
     if interval <= 0:
         raise ValueError(f"interval must be positive seconds, got {interval}")
     own = client is None
     http = client if client is not None else httpx.Client(base_url=url.rstrip("/"), timeout=10)
     console = console or Console()
     try:
+        first = _safe_frame(http, url)
+        if isinstance(first, Text):
+            (err_console or console).print(first, soft_wrap=True)
+            return 1
         if once:
-            console.print(_safe_frame(http, url))
-            return
-        with Live(_safe_frame(http, url), console=console, refresh_per_second=4, screen=False) as live:
+            console.print(first)
+            return 0
+        with Live(first, console=console, refresh_per_second=4, screen=False) as live:
             while True:
                 time.sleep(interval)
                 live.update(_safe_frame(http, url))
@@ -129,14 +150,34 @@ def top(
     finally:
         if own:
             http.close()
+    return 0
 
 
 def register(app: typer.Typer) -> None:
     @app.command("top")
     def top_command(
-        url: str = typer.Option("http://127.0.0.1:8000", "--url", help="Base URL of a running hfp server."),
+        url: str | None = typer.Option(
+            None,
+            "--url",
+            help="Base URL of a running hfp server (default: \\[server] host and port of --config and "
+            "HFP_SERVER__*, else http://127.0.0.1:8000).",
+        ),
+        config: Path | None = typer.Option(
+            None,
+            "--config",
+            "-c",
+            help="hfp.toml whose \\[server] section says where the server is.",
+            exists=True,
+            dir_okay=False,
+        ),
         interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes."),
         once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
     ) -> None:
-        """Live per-model throughput, latency, errors, queue depth and memory of a running server."""
-        top(url=url, interval=interval, once=once)
+        """Live per-model throughput, latency, errors, current queue and memory of a running server."""
+        from hf_provider.cli.common import server_url
+
+        code = top(
+            url=server_url(url, config), interval=interval, once=once, err_console=Console(stderr=True)
+        )
+        if code:
+            raise typer.Exit(code)

@@ -76,7 +76,10 @@ def test_bad_memory_size_in_env_is_a_config_error(monkeypatch):
     assert "memory.host_budget" in e.value.message and FORMS in e.value.message
     monkeypatch.setenv("HFP_MEMORY__GPU_BUDGET", "1.5")
     monkeypatch.delenv("HFP_MEMORY__HOST_BUDGET")
-    with pytest.raises(ConfigError, match=r"memory\.gpu_budget: .*fraction of each GPU's memory"):
+    with pytest.raises(
+        ConfigError,
+        match=r"memory\.gpu_budget \(from environment variable HFP_MEMORY__GPU_BUDGET=.*fraction of each GPU.s memory",
+    ):
         load_settings()
 
 

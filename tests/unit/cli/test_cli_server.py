@@ -1,0 +1,187 @@
+"""`hfp models` and `hfp top` against a real loopback HTTP server that answers the admin routes the CLI calls."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+from typer.testing import CliRunner
+
+from hf_provider.cli.main import app
+
+runner = CliRunner()
+LONG_NAME = "paraphrase-multilingual-mpnet-base-v2"
+
+MODELS: list[dict[str, Any]] = [
+    {
+        "name": LONG_NAME,
+        "state": "ready",
+        "tasks": ["embeddings"],
+        "source": "sentence-transformers/paraphrase-multilingual-mpnet-base-v2",
+        "commit": "0123456789abcdef",
+        "device": "cpu",
+        "weight_bytes": 90_900_000,
+        "queued": 3,
+        "in_flight": 2,
+        "pinned": False,
+    }
+]
+SERIES: dict[str, Any] = {
+    "t": [0, 5],
+    "models": [LONG_NAME],
+    "queue_depth": {LONG_NAME: [40.0, 17.0]},  # each step's peak: not what is queued now
+    "in_flight": {LONG_NAME: [30.0, 11.0]},
+    "cpu_percent": [10.0, 12.0],
+    "rss_bytes": [1e9, 1e9],
+    "weight_bytes": {LONG_NAME: [90_900_000, 90_900_000]},
+}
+STATS: dict[str, Any] = {"throughput_per_s": 1.5, "latency_ms": {"p50": 4.0, "p95": 9.0}, "error_rate": 0.0}
+
+
+class Server:
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self.port: int = httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    state: dict[str, Server] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, body: Any, status: int = 200) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = urlparse(self.path).path
+            state["s"].requests.append(("GET", path))
+            routes = {
+                "/v1/admin/models": {"models": MODELS},
+                "/v1/admin/series": SERIES,
+                "/v1/admin/stats": STATS,
+            }
+            if path in routes:
+                self._send(routes[path])
+            else:
+                self._send({"error": {"message": "no"}}, 404)
+
+        def do_POST(self) -> None:
+            path = urlparse(self.path).path
+            state["s"].requests.append(("POST", path))
+            name, action = path.removeprefix("/v1/admin/models/").rsplit("/", 1)
+            self._send({"name": name, "state": "ready", "pinned": action == "pin"})
+
+        def log_message(self, *args: Any) -> None:  # keep pytest's output clean
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state["s"] = Server(httpd)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state["s"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _config(tmp_path: Path, host: str, port: int) -> Path:
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text(f'[server]\nhost = "{host}"\nport = {port}\n\n[[models]]\nname = "c"\nsource = "x"\n')
+    return cfg
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_models_finds_the_server_from_config(server: Server, tmp_path: Path, host: str) -> None:
+    res = runner.invoke(app, ["models", "--config", str(_config(tmp_path, host, server.port)), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["state"] == "ready"
+    assert ("GET", "/v1/admin/models") in server.requests
+
+
+def test_models_finds_the_server_from_environment(server: Server) -> None:
+    res = runner.invoke(app, ["models", "--json"], env={"HFP_SERVER__PORT": str(server.port)})
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["name"] == LONG_NAME
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "--url", "{url}", "load", "m"],
+        ["models", "load", "m", "--url", "{url}"],
+        ["models", "--config", "{cfg}", "load", "m"],
+        ["models", "load", "m", "--config", "{cfg}"],
+    ],
+)
+def test_admin_subcommands_take_url_or_config_before_or_after(
+    server: Server, tmp_path: Path, args: list[str]
+) -> None:
+    cfg = str(_config(tmp_path, "127.0.0.1", server.port))
+    res = runner.invoke(app, [a.format(url=server.url, cfg=cfg) for a in args])
+    assert res.exit_code == 0, res.output
+    assert "m: ready" in res.output and ("POST", "/v1/admin/models/m/load") in server.requests
+
+
+def test_url_wins_over_config(server: Server, tmp_path: Path) -> None:
+    cfg = str(_config(tmp_path, "127.0.0.1", 9))
+    res = runner.invoke(app, ["models", "--config", cfg, "pin", "m", "--url", server.url])
+    assert res.exit_code == 0 and "m: ready (pinned)" in res.output
+
+
+def test_models_table_at_80_columns_keeps_names_and_shows_human_sizes(server: Server) -> None:
+    res = runner.invoke(app, ["models", "--url", server.url], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert LONG_NAME in res.output and "90.9 MB" in res.output and "90900000" not in res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80
+
+
+def _row(output: str, model: str) -> list[str]:
+    line = next(line for line in output.splitlines() if line.lstrip("│ ").startswith(model))
+    return [cell.strip() for cell in line.strip("│ ").split("│")]
+
+
+def test_top_finds_the_server_from_config_and_shows_the_current_queue(server: Server, tmp_path: Path) -> None:
+    cfg = str(_config(tmp_path, "0.0.0.0", server.port))
+    res = runner.invoke(app, ["top", "--config", cfg, "--once"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "queued now" in res.output and "in flight now" in res.output
+    cells = _row(res.output, LONG_NAME)
+    assert cells[5:7] == ["3", "2"], cells  # /v1/admin/models' queued and in_flight, not the series' peaks
+
+
+def test_top_falls_back_to_the_last_series_sample() -> None:
+    import io
+
+    import httpx
+    from rich.console import Console
+
+    from hf_provider.cli.top import top
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = {"/v1/admin/series": SERIES, "/v1/admin/stats": STATS}.get(request.url.path)
+        return httpx.Response(200, json=body) if body is not None else httpx.Response(404)
+
+    out = io.StringIO()
+    client = httpx.Client(base_url="http://hfp", transport=httpx.MockTransport(handler))
+    assert top(once=True, client=client, console=Console(file=out, width=200)) == 0
+    assert _row(out.getvalue(), LONG_NAME)[5:7] == ["17", "11"]
+
+
+def test_top_without_a_server_is_one_line_and_fails() -> None:
+    res = runner.invoke(app, ["top", "--url", "http://127.0.0.1:9", "--once"], env={"COLUMNS": "40"})
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "http://127.0.0.1:9" in lines[0], res.output
