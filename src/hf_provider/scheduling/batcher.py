@@ -23,12 +23,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hf_provider.errors import Overloaded, ProviderError, ShuttingDown
+from hf_provider.errors import ProviderError
 from hf_provider.resilience.supervisor import Supervisor
+from hf_provider.scheduling.admit import Admission
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
 from hf_provider.scheduling.queue import Batch, BatchQueue, Slot
 from hf_provider.scheduling.request import Request
-from hf_provider.scheduling.shedding import RetryAfter, ServiceRate, refusal
+from hf_provider.scheduling.rows import BatchRows
+from hf_provider.scheduling.shedding import RetryAfter, ServiceRate
 from hf_provider.types import DeltaSink, Item, RowControl, TaskHandler
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arriv
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
 
 
-class ModelScheduler:
+class ModelScheduler(Admission):
     def __init__(
         self,
         model: LoadedModel,
@@ -106,11 +108,6 @@ class ModelScheduler:
             return self._max_wait_s
         return GENERATION_WAIT_S if handler.generative else 0.0
 
-    def estimated_wait_s(self, priority: int = 0, extra_items: int = 0) -> float | None:
-        """Seconds a new request's items would wait: the items served before them over the service rate."""
-        ahead = len(self._queue) if priority else self._queue.class_len(0)
-        return self.rate.wait_s(ahead + extra_items)
-
     def submit(
         self,
         handler: TaskHandler,
@@ -152,69 +149,6 @@ class ModelScheduler:
             raise error
         return req
 
-    def _record_refusal(
-        self, task: str, now: float, error: ProviderError, items: int = 0, tokens: int = 0
-    ) -> None:
-        self.supervisor.call(
-            "observer",
-            self.observer.request_done,
-            self.name,
-            task,
-            self.model.commit,
-            "rejected",
-            0.0,
-            items,
-            tokens,
-            type(error).__name__,
-        )
-        error.recorded = True
-
-    def check_admission(self, task: str, priority: int, deadline: float, extra_wait_s: float = 0.0) -> None:
-        """Refuse at once (Overloaded, recorded as rejected) a request whose estimated queue wait does not fit
-        its deadline. Called before the request is parsed, so a refusal costs no tokenization; `submit` checks
-        again with the items in hand."""
-        now = self.clock()
-        with self._cv:
-            error = self._by_time(task, priority, deadline, now, extra_wait_s)
-        if error is not None:
-            self._record_refusal(task, now, error)
-            raise error
-
-    def _admission(self, req: Request, now: float, extra_wait_s: float) -> ProviderError | None:
-        n = len(req.items)
-        if self._closed:
-            return ShuttingDown(f"model {self.name!r} is being unloaded", model=self.name, retry_after=1.0)
-        if len(self._queue) + n > self.max_queue:
-            return Overloaded(
-                f"model {self.name!r} has {len(self._queue)} items queued (limit {self.max_queue}); "
-                "retry shortly",
-                model=self.name,
-                task=req.handler.task,
-                retry_after=1.0,
-            )
-        return self._by_time(req.handler.task, req.priority, req.deadline, now, extra_wait_s)
-
-    def _by_time(
-        self, task: str, priority: int, deadline: float, now: float, extra_wait_s: float
-    ) -> ProviderError | None:
-        # The items served before this one; its own service time is not waiting.
-        self._loop_lag_s = extra_wait_s
-        wait = self.estimated_wait_s(priority)
-        if wait:  # a lagging event loop delays answers too, but only matters behind a queue
-            wait += extra_wait_s
-        retry = refusal(wait, deadline - now, priority)
-        if retry is None:
-            return None
-        self.retry_after.refused(now, self.rate.items_per_s)
-        retry = max(retry, self.retry_after.seconds(self._random.random()))
-        return Overloaded(
-            f"model {self.name!r} is overloaded: the estimated queue wait of {wait:.2f}s does not fit this "
-            f"request's deadline of {deadline - now:.2f}s; retry after {retry:.0f}s",
-            model=self.name,
-            task=task,
-            retry_after=retry,
-        )
-
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting work, finish what is queued, stop the threads."""
         with self._cv:
@@ -250,39 +184,6 @@ class ModelScheduler:
             len(req.items),
             req.tokens,
             None if error is None else type(error).__name__,
-        )
-
-    def _shed_hopeless(self, now: float) -> None:
-        """Refuse (429) queued requests that cannot finish before their deadline at the measured rate, instead of
-        letting them time out (504): admission judged them on an estimate, and a burst of arrivals or a slower
-        device can prove it wrong. Guarded by _cv; items are taken roughly in queue order, interactive first."""
-        rate = self.rate.items_per_s
-        if not rate or len(self._queue) < 2:
-            return
-        hopeless: list[Request] = []
-        ahead = self._running_items  # the batches taken and not done yet are served first
-        for req in self._queue.requests():
-            ahead += len(req.items)
-            # Its answer also waits for its own items and for the event loop (its lag, last measured).
-            if now + ahead / rate + self._loop_lag_s > req.deadline:
-                hopeless.append(req)
-        for req in hopeless:
-            self._refuse_late(req, now, "this request cannot finish within its deadline")
-
-    def _refuse_late(self, req: Request, now: float, why: str) -> None:
-        """Settle an accepted request as refused (429 with Retry-After), before any compute is spent on it."""
-        with self._cv:
-            self.retry_after.refused(now, self.rate.items_per_s)
-            retry = max(1.0, self.retry_after.seconds(self._random.random()))
-        req.fail(
-            Overloaded(
-                f"model {self.name!r} is overloaded: {why}; retry after {retry:.0f}s",
-                model=self.name,
-                task=req.handler.task,
-                retry_after=retry,
-            ),
-            now,
-            outcome="rejected",
         )
 
     def _expire_due(self, now: float) -> None:
@@ -501,22 +402,3 @@ class ModelScheduler:
         now = self.clock()
         for req in {id(s.request): s.request for s in batch.slots}.values():
             req.fail(error, now)
-
-
-class BatchRows:
-    """The `RowControl` of one generation batch: rows are slots, each answered by its request."""
-
-    def __init__(self, slots: list[Slot], clock: Callable[[], float], count: Callable[[int], None]) -> None:
-        self.slots = slots
-        self.clock = clock
-        self.count = count
-        self.streaming = any(s.request.streaming for s in slots)
-
-    def emit(self, row: int, delta: str) -> None:
-        self.slots[row].request.emit(delta, self.clock())
-
-    def stop_reason(self, row: int) -> str | None:
-        return self.slots[row].request.stop_reason(self.clock())
-
-    def generated(self, tokens: int) -> None:
-        self.count(tokens)
