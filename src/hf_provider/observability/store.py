@@ -1,4 +1,5 @@
-"""Metric history in SQLite (`HFP_HOME/metrics.db`): raw samples, one-minute rollups, retention.
+"""Metric history in SQLite (`HFP_HOME/servers/<host>-<port>/metrics.db`, one per server): raw samples, one-minute
+rollups, retention.
 
 Only counts and timings are stored, never inputs or outputs. Every write also folds into the one-minute
 rollup of its minute ("live" rollups), so charts over hours or days read at most one row per minute and model,
