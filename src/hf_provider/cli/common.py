@@ -5,6 +5,10 @@ Light imports only (settings and pydantic load inside functions) so `hfp --help`
 
 from __future__ import annotations
 
+import difflib
+import errno
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -58,3 +62,55 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def check_model_name(model: str, known: Iterable[str]) -> None:
+    """Exit 2 with a suggestion when `model` looks like a misspelling of a known name.
+
+    Runs before any load: an unknown name would otherwise be taken for a Hub id and cost a Hub round trip
+    (with retries when online) that ends in an unhelpful error. Known names, existing folders and names close
+    to no known name (Hub ids, which are a feature) pass. Matching ignores case: `all-minilm-l6-v2` is caught.
+    """
+    known = list(dict.fromkeys(known))
+    if model in known or Path(model).exists():
+        return
+    by_folded = {name.casefold(): name for name in known}
+    close = difflib.get_close_matches(model.casefold(), list(by_folded), n=1, cutoff=0.8)
+    if close:
+        fail(f"unknown model {model!r}; did you mean {by_folded[close[0]]!r}?", 2)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Exit 2 when host:port cannot be bound, before any model loads (which may take minutes).
+
+    Binds as uvicorn does (same family choice, SO_REUSEADDR, so a port in TIME_WAIT still counts as free) and
+    closes the socket at once; a server that takes the port in between still fails, in uvicorn, as before.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            fail(f"port {port} on {host} is already in use; choose another with --port", 2)
+        fail(f"cannot listen on {host}:{port}: {e.strerror or e}; check --host and --port", 2)
+
+
+def quiet_progress_bars() -> None:
+    """Turn off transformers' and huggingface_hub's tqdm bars ("Loading weights", downloads) for this process.
+
+    Done here, by the commands that load models, rather than in runtime.loader: the switches are process-wide,
+    and the library should not change them for programs that embed it; the CLI owns its terminal. An explicit
+    HF_HUB_DISABLE_PROGRESS_BARS=0 asks for the bars and is honoured (huggingface_hub would only warn).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_DISABLE_PROGRESS_BARS is False:  # set, and not to a true value: the user wants them
+        return
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # transformers' own bars; also calls the one below
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # huggingface_hub's (downloads, snapshot_download), in case transformers stops

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import fail, human_bytes, load, server_url
+from hf_provider.cli.common import (
+    check_model_name,
+    check_port_free,
+    fail,
+    human_bytes,
+    load,
+    quiet_progress_bars,
+    server_url,
+)
 
 app = typer.Typer(
     help="Serve HuggingFace models: one weight set, many tasks.",
@@ -75,13 +83,22 @@ def run(
         close = difflib.get_close_matches(task, TASKS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
-    from hf_provider.errors import ProviderError
-    from hf_provider.provider import Provider
-
     params = dict(_parse_param(p) for p in param or [])
     values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
     payload: Any = values[0] if len(values) == 1 else values
-    settings = _settings(config, load_on_start=False)
+    settings = load(config, load_on_start=False)
+    from hf_provider.defaults import DEFAULT_MODEL_NAME
+
+    # before the Provider: a misspelt name would be taken for a Hub id and cost a Hub round trip to find out
+    check_model_name(model, [*(s.name for s in settings.models), DEFAULT_MODEL_NAME])
+    if not settings.models:
+        from hf_provider.defaults import default_specs
+
+        settings.models = default_specs()
+    from hf_provider.errors import ProviderError
+    from hf_provider.provider import Provider
+
+    quiet_progress_bars()
     try:
         with Provider(settings=settings) as provider:
             result = provider.run(model, task, payload, params)
@@ -113,6 +130,9 @@ def serve(
             settings.server.host = host
         if port is not None:
             settings.server.port = port
+        # before build: it loads the models (seconds to minutes), and uvicorn binds only after that
+        check_port_free(settings.server.host, settings.server.port)
+        quiet_progress_bars()
         application = build(settings)
     except ConfigError as e:
         fail(e.message, 2)
