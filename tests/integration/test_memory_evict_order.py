@@ -7,7 +7,7 @@ The manager runs on an injected clock, so residency and recency are set without 
 from __future__ import annotations
 
 import threading
-import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,11 +24,25 @@ from hf_provider.testing.workload import accounted_estimate
 
 
 class Clock:
+    """The manager's injected clock. It also counts reads per thread: the admission loop reads it once per pass,
+    so a test can wait until a loading thread has been through that loop and decided to wait, without sleeping.
+    """
+
     def __init__(self) -> None:
         self.now = 1000.0
+        self._reads: Counter[int] = Counter()
+        self._read = threading.Condition()
 
     def __call__(self) -> float:
+        with self._read:
+            self._reads[threading.get_ident()] += 1
+            self._read.notify_all()
         return self.now
+
+    def wait_for_reads(self, thread: threading.Thread, n: int, timeout: float = 30) -> bool:
+        """Block until `thread` has read the clock at least `n` times; False on timeout."""
+        with self._read:
+            return self._read.wait_for(lambda: self._reads[thread.ident or 0] >= n, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +141,8 @@ def test_minimum_residency_holds_a_fresh_model(bert: Path, clock: Clock, managed
     done: list[object] = []
     t = threading.Thread(target=lambda: done.append(m.get("b")))
     t.start()
-    time.sleep(0.3)
+    # Three admission passes on the unchanged clock: an eviction would have happened in the first one.
+    assert clock.wait_for_reads(t, 3)
     assert not done and _ready(m) == {"a"}  # a was loaded 1 s ago on the manager's clock: it stays
     clock.now += 30
     t.join(30)
@@ -175,7 +190,8 @@ def test_busy_model_is_not_evicted_until_its_request_finishes(
 
         t = threading.Thread(target=load_x)
         t.start()
-        time.sleep(0.3)
+        # Three admission passes while gen is busy: an eviction would have happened in the first one.
+        assert clock.wait_for_reads(t, 3)
         assert not loaded and "gen" in _ready(p.manager)
         release.set()
         fut.result(30)

@@ -4,6 +4,7 @@ HTTP."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import MemoryBudgetExceeded
 from hf_provider.provider import Provider
+from hf_provider.scheduling.observer import NullObserver
 from hf_provider.settings import MemorySettings, Settings, load_settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.models import build_sized_bert
@@ -52,6 +54,18 @@ def test_keep_alive_zero_unloads_after_use_and_reloads_on_demand(tiny_models: di
         assert _state(p, "cls")["loads"] == 2
 
 
+class _UnloadWatcher(NullObserver):
+    """Observer that sets an event when the keep-alive reaper unloads `name`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.unloaded = threading.Event()
+
+    def model_unloaded(self, model: str, reason: str) -> None:
+        if model == self.name and reason == "idle":
+            self.unloaded.set()
+
+
 def test_reaper_thread_unloads_after_keep_alive(tiny_models: dict[str, Path]) -> None:
     settings = Settings(
         memory=MemorySettings(keep_alive_check_s=0.05), metrics_enabled=False, history_enabled=False
@@ -60,14 +74,14 @@ def test_reaper_thread_unloads_after_keep_alive(tiny_models: dict[str, Path]) ->
         _spec("short", tiny_models["bert-cls"], keep_alive="300ms"),
         _spec("kept", tiny_models["bert-ner"], tasks=["token-classification"]),
     ]
-    with Provider(specs, settings=settings) as p:
+    watcher = _UnloadWatcher("short")
+    with Provider(specs, settings=settings, observer=watcher) as p:
         p.run("short", TASK, ["hello"])
         p.manager.get("kept")
-        deadline = time.monotonic() + 10
-        while _state(p, "short")["state"] != "unloaded" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert watcher.unloaded.wait(10)  # the background reaper, not this test, unloaded it
         assert _state(p, "short")["state"] == "unloaded"
-        assert _state(p, "kept")["state"] == "ready"  # no keep_alive: stays
+        # The reaper pass that unloaded "short" also judged "kept" (no keep_alive): it stays.
+        assert _state(p, "kept")["state"] == "ready"
         assert p.run("short", TASK, ["hello"])  # reloaded transparently
         assert _state(p, "short")["loads"] == 2
 

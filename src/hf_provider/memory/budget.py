@@ -1,10 +1,8 @@
 """Memory budgets (host and per GPU) and the accountant that admits loads against them.
 
 Pools are named "host" and "cuda:N". A pool without a budget is unlimited. The accountant is a small
-lock-guarded
-ledger: a load first reserves its estimate, then commits the bytes it actually took; committed plus
-reserved bytes
-never exceed a pool's budget.
+lock-guarded ledger: a load first reserves its estimate, then commits the bytes it actually took; committed
+plus reserved bytes never exceed a pool's budget.
 """
 
 from __future__ import annotations
@@ -20,8 +18,7 @@ from hf_provider.errors import MemoryBudgetExceeded
 HOST = "host"
 GPU_MEMORY = "each GPU's memory"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
-# Bare K/M/G/T are binary (as Docker and Ollama read them); KB/MB/GB/TB are decimal; KiB/MiB/GiB/TiB are
-# binary.
+# Bare K/M/G/T are binary (as Docker and Ollama read them); KB/MB/GB/TB are decimal; KiB/MiB/GiB/TiB are binary.
 _UNITS: dict[str, int] = {"": 1, "b": 1}
 for _i, _p in enumerate("kmgt", start=1):
     _UNITS[_p] = 1024**_i
@@ -131,8 +128,7 @@ def pool_for_device(device: str) -> str:
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    """Budget in bytes per pool: `host` (None = unlimited) and `gpus` (device index -> bytes; absent =
-    unlimited)."""
+    """Budget in bytes per pool: `host` (None = unlimited) and `gpus` (device index -> bytes; absent = unlimited)."""
 
     host: int | None = None
     gpus: dict[int, int] = field(default_factory=dict)
@@ -148,10 +144,9 @@ class MemoryBudget:
     ) -> MemoryBudget:
         """Resolve settings values (bytes, "2GiB", or a fraction such as 0.8) against the machine's totals.
 
-        `gpu_budget` is one value applied to every visible GPU, or a mapping of device index to value.
-        Totals default
-        to psutil's total memory and torch.cuda.mem_get_info; pass them to resolve without touching the
-        machine.
+        `gpu_budget` is one value applied to every visible GPU, or a mapping of device index to value. Totals
+        default to psutil's total memory and torch.cuda.mem_get_info; pass them to resolve without touching
+        the machine.
         """
         host = None
         if host_budget is not None:
@@ -195,8 +190,7 @@ class Accountant:
     """Lock-guarded ledger of reserved and committed bytes per (model, pool).
 
     Invariant: for each pool, committed + reserved bytes <= budget. `reserve` returns False instead of
-    breaking it;
-    `commit` raises MemoryBudgetExceeded and leaves the ledger unchanged.
+    breaking it; `commit` raises MemoryBudgetExceeded and leaves the ledger unchanged.
     """
 
     def __init__(self, budget: MemoryBudget) -> None:
@@ -219,9 +213,8 @@ class Accountant:
     def reserve(self, model: str, pool: str, nbytes: int) -> bool:
         """Admit `model` into `pool` for an estimated `nbytes`; False (ledger unchanged) when it does not fit.
 
-        A model already committed in the pool must be released first (ValueError otherwise); reserving
-        again replaces
-        an earlier reservation.
+        A model already committed in the pool must be released first (ValueError otherwise); reserving again
+        replaces an earlier reservation.
         """
         if nbytes < 0:
             raise ValueError("nbytes cannot be negative")
@@ -240,8 +233,7 @@ class Accountant:
         """Replace the model's reservation in `pool` by the bytes it actually took after loading.
 
         Raises MemoryBudgetExceeded (ledger unchanged) when the actual bytes do not fit: the caller evicts
-        more and
-        commits again, or unloads the model and calls `release`.
+        more and commits again, or unloads the model and calls `release`.
         """
         if actual_bytes < 0:
             raise ValueError("actual_bytes cannot be negative")
@@ -286,8 +278,7 @@ class Accountant:
             return self._peak.get(pool, 0)
 
     def snapshot(self) -> dict[str, Any]:
-        """{"pools": {pool: budget/used/reserved/committed/free/peak bytes}, "models": {model: {pool:
-        {...}}}}."""
+        """{"pools": {pool: budget/used/reserved/committed/free/peak bytes}, "models": {model: {pool: {...}}}}."""
         with self._lock:
             pools: dict[str, Any] = {}
             models: dict[str, dict[str, Any]] = {}

@@ -1,11 +1,8 @@
-"""Estimate the bytes a model will take before loading it: weights from safetensors headers, plus working
-memory.
+"""Estimate the bytes a model will take before loading it: weights from safetensors headers, plus working memory.
 
-Only headers are read (8-byte little-endian length, then a JSON table of name -> dtype, shape, offsets),
-never tensor
-data, so estimating a multi-GB checkpoint costs a few KB of I/O. Without safetensors, the parameter count
-is derived
-from `config.json` alone (a transformer-shaped approximation).
+Only headers are read (8-byte little-endian length, then a JSON table of name -> dtype, shape, offsets), never
+tensor data, so estimating a multi-GB checkpoint costs a few KB of I/O. Without safetensors, the parameter
+count is derived from `config.json` alone (a transformer-shaped approximation).
 """
 
 from __future__ import annotations
@@ -52,8 +49,7 @@ _DTYPE_ALIASES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
     "float64": torch.float64,
 }
-# Names of 2-D weights that belong to embeddings, not nn.Linear, so dynamic int8 quantization leaves them
-# alone.
+# Names of 2-D weights that belong to embeddings, not nn.Linear, so dynamic int8 quantization leaves them alone.
 _EMBEDDING_HINTS = ("embed", "wte", "wpe", "shared", "position", "token_type", "relative_attention_bias")
 # Per output channel, torch keeps a float64 scale and an int64 zero point for per-channel qint8 weights.
 _PER_CHANNEL_OVERHEAD = 16
@@ -111,8 +107,10 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def safetensors_files(folder: Path) -> list[Path]:
-    """The weight files of a checkpoint folder: the shards an index names, else model.safetensors, else
-    *.safetensors."""
+    """The weight files of a checkpoint folder.
+
+    The shards an index names, else model.safetensors, else *.safetensors.
+    """
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         weight_map: Mapping[str, str] = json.loads(index.read_text())["weight_map"]
@@ -155,8 +153,7 @@ def _tensor_table_bytes(
 
 
 def _config_param_count(config: Mapping[str, Any]) -> tuple[int, list[tuple[str, int]]]:
-    """Transformer-shaped parameter count from config.json; also the (kind, count) parts for int8
-    estimates."""
+    """Transformer-shaped parameter count from config.json; also the (kind, count) parts for int8 estimates."""
 
     def get(*keys: str, default: int | None = None) -> int | None:
         for k in keys:
@@ -208,12 +205,10 @@ def estimate_weight_bytes(
 ) -> WeightEstimate:
     """Bytes the weights of the checkpoint in `folder` will take in memory.
 
-    dtype None keeps each tensor's stored dtype; otherwise floating tensors are counted at the target
-    element size
-    (integer tensors never change). quantization "int8": nn.Linear-shaped weights take 1 byte per element
-    plus a
-    per-output-channel scale and zero point; everything else is unchanged. Tied embeddings are stored once by
-    save_pretrained, so they are counted once.
+    dtype None keeps each tensor's stored dtype; otherwise floating tensors are counted at the target element
+    size (integer tensors never change). quantization "int8": nn.Linear-shaped weights take 1 byte per element
+    plus a per-output-channel scale and zero point; everything else is unchanged. Tied embeddings are stored
+    once by save_pretrained, so they are counted once.
     """
     if quantization not in ("none", "int8"):
         raise ValueError(f"unknown quantization {quantization!r}; use 'none' or 'int8'")
@@ -246,8 +241,7 @@ def working_bytes(
 ) -> int:
     """Activation headroom for one forward pass of `batch_size` sequences of `seq_len` tokens.
 
-    Formula (B = batch, S = seq_len, H = hidden, I = intermediate, A = heads, V = vocab, L = layers,
-    b = dtype bytes):
+    Formula (B = batch, S = seq_len, H = hidden, I = intermediate, A = heads, V = vocab, L = layers, b = dtype bytes):
       hidden states  B*S*(4H + I)*b   residual, attention output, layer-norm output and the MLP expansion
                                       alive at once (inference frees each layer's activations before the next)
       attention      2*B*A*S^2*b      scores and softmax probabilities of one layer (eager attention)
@@ -299,8 +293,7 @@ def estimate(
 
 
 def module_bytes(module: torch.nn.Module) -> int:
-    """Actual bytes of a loaded module's state (parameters, buffers, packed quantized weights), shared
-    storage once.
+    """Actual bytes of a loaded module's state (parameters, buffers, packed quantized weights), shared storage once.
 
     The figure to compare with `estimate_weight_bytes` after a load and to commit to the accountant.
     """

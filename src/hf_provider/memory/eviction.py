@@ -1,8 +1,7 @@
 """Eviction and keep-alive policy: pure functions over a snapshot of resident models and an injected `now`.
 
 The model manager builds `Resident` rows from its own state, asks which models to unload, and does the
-unloading.
-Nothing here reads a clock or touches a model, so every ordering rule is testable without sleeps.
+unloading. Nothing here reads a clock or touches a model, so every ordering rule is testable without sleeps.
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Resident:
-    """One loaded model as the policy sees it. Times are seconds on the caller's clock (e.g.
-    time.monotonic()).
+    """One loaded model as the policy sees it. Times are seconds on the caller's clock (e.g. time.monotonic()).
 
     keep_alive: seconds idle before unload; 0 unloads right after use; None keeps the model.
     """
@@ -36,8 +34,8 @@ def eviction_order(
     """Evictable residents of `pool`, first to go first.
 
     Never pinned, never with work in flight (the caller may wait for it and ask again), never loaded less than
-    `min_residency_s` ago (prevents thrashing). Order: lowest priority first, then least recently used,
-    then name.
+    `min_residency_s` ago (prevents thrashing). Order: lowest priority first, then least recently used, then
+    name.
     """
     candidates = [
         r
@@ -57,9 +55,8 @@ def plan_eviction(
 ) -> list[str] | None:
     """Names of the models to unload so that `need_bytes` fits in `pool`, given `free_bytes` free now.
 
-    Returns the shortest prefix of `eviction_order` that frees enough ([] when it already fits), or None
-    when even
-    every candidate together does not free enough (the load must wait or be refused).
+    Returns the shortest prefix of `eviction_order` that frees enough ([] when it already fits), or None when
+    even every candidate together does not free enough (the load must wait or be refused).
     """
     if need_bytes <= free_bytes:
         return []
@@ -77,8 +74,7 @@ def expired(residents: Iterable[Resident], now: float) -> list[str]:
     """Names of models idle past their keep_alive, in input order: to unload (scale to zero).
 
     keep_alive None never expires; 0 expires as soon as the model has no work in flight. Pinned models and
-    models
-    with work in flight never expire.
+    models with work in flight never expire.
     """
     return [
         r.name

@@ -1,9 +1,8 @@
 """Out-of-memory recovery for one batch: split, evict, fall back to CPU, and only then fail.
 
-`run_with_recovery` wraps the forward call of a batch. Only allocator out-of-memory errors are handled;
-every other
-exception propagates unchanged (architecture rule 8). `FaultInjector` provokes genuine allocator errors for
-tests.
+`run_with_recovery` wraps the forward call of a batch. Only allocator out-of-memory errors are handled; every
+other exception propagates unchanged (architecture rule 8). `FaultInjector` provokes genuine allocator errors
+for tests.
 """
 
 from __future__ import annotations
@@ -26,8 +25,7 @@ _OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memo
 
 def is_oom(exc: BaseException) -> bool:
     """True for torch.OutOfMemoryError (CUDA), MemoryError, and RuntimeErrors of the CPU allocator or CUDA
-    kernels
-    whose message says "out of memory" / "can't allocate memory"."""
+    kernels whose message says "out of memory" / "can't allocate memory"."""
     if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return True
     if isinstance(exc, RuntimeError):
@@ -44,9 +42,8 @@ def free_cache() -> None:
 
 
 def _forget_frames(exc: BaseException) -> None:
-    # The traceback keeps the failed forward's frames alive, and their locals hold the activations that
-    # filled the
-    # memory: clear them before retrying (the traceback itself stays for the final error's chain).
+    # The traceback keeps the failed forward's frames alive, and their locals hold the activations that filled
+    # the memory: clear them before retrying (the traceback itself stays for the final error's chain).
     traceback.clear_frames(exc.__traceback__)
 
 
@@ -64,12 +61,9 @@ def run_with_recovery(
     """run(items), recovering from out-of-memory errors; results are in the order of `items`.
 
     On OOM the batch is split in halves, recursively, down to single items. A single item that still fails
-    calls
-    `evict()` (True when it freed something; retried up to `max_evictions` times while it does), then
-    `to_cpu()`
-    (True when the model now runs on CPU; retried once), and finally raises errors.OutOfMemory with
-    `retry_after`,
-    chained from the original error. Non-OOM errors propagate unchanged.
+    calls `evict()` (True when it freed something; retried up to `max_evictions` times while it does), then
+    `to_cpu()` (True when the model now runs on CPU; retried once), and finally raises errors.OutOfMemory with
+    `retry_after`, chained from the original error. Non-OOM errors propagate unchanged.
     """
     logger = log or _log
 
@@ -120,12 +114,10 @@ def run_with_recovery(
 
 
 class FaultInjector:
-    """Raises a genuine allocator out-of-memory error when a forward runs with a chosen batch size (tests,
-    demos).
+    """Raises a genuine allocator out-of-memory error when a forward runs with a chosen batch size (tests, demos).
 
     The error comes from asking torch for an impossible allocation on `device`, so it is exactly what torch
-    raises
-    (RuntimeError "can't allocate memory" on CPU, torch.OutOfMemoryError on CUDA).
+    raises (RuntimeError "can't allocate memory" on CPU, torch.OutOfMemoryError on CUDA).
     """
 
     def __init__(self, batch_sizes: Iterable[int], device: str = "cpu") -> None:

@@ -14,9 +14,8 @@ import torch
 
 from hf_provider.errors import QuantizationRejected
 
-# Fixed, varied sentences the guard embeds with the fp32 and the quantized model (short and long,
-# questions, digits,
-# code, names, negation) so that a quantization that only works on one kind of text is caught.
+# Fixed, varied sentences the guard embeds with the fp32 and the quantized model (short and long, questions,
+# digits, code, names, negation) so that a quantization that only works on one kind of text is caught.
 GUARD_SENTENCES: tuple[str, ...] = (
     "The quick brown fox jumps over the lazy dog.",
     "How do I reset my password if I no longer have access to my email?",
@@ -45,11 +44,9 @@ class Int8WeightOnlyLinear(torch.nn.Module):
     """nn.Linear with int8 per-output-channel weights, dequantized to the input dtype at each forward.
 
     Activations stay in floating point, so accuracy is that of the weights alone (MiniLM: cosine ~0.999 to
-    fp32,
-    where torch's dynamic scheme, which also quantizes activations, measures ~0.97 on x86). Weights take 1
-    byte per
-    element plus a float32 scale per output channel; one layer's fp32 weight exists transiently during its
-    forward.
+    fp32, where torch's dynamic scheme, which also quantizes activations, measures ~0.97 on x86). Weights take
+    1 byte per element plus a float32 scale per output channel; one layer's fp32 weight exists transiently
+    during its forward.
     """
 
     def __init__(self, linear: torch.nn.Linear) -> None:
@@ -97,8 +94,7 @@ def quantize_int8(
     """`module` with its nn.Linear layers holding int8 weights (per output channel): a copy by default.
 
     scheme "dynamic": torch's own dynamic quantization (torch.ao quantize_dynamic, qint8): int8 GEMMs,
-    activations
-    quantized per batch at run time; fastest, but activation outliers can cost accuracy.
+    activations quantized per batch at run time; fastest, but activation outliers can cost accuracy.
     scheme "weight_only": `Int8WeightOnlyLinear`, float activations; same weight bytes, near-fp32 accuracy.
     inplace=True swaps the layers inside `module` itself (needed when a wrapper such as a SentenceTransformer
     holds it) and returns it. CPU only: ValueError for a module on another device (GPU: memory/gpu_quant.py).
@@ -111,8 +107,7 @@ def quantize_int8(
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
-        # torch 2.10+ announces the move of eager quantization to torchao; the API still works in torch
-        # itself.
+        # torch 2.10+ announces the move of eager quantization to torchao; the API still works in torch itself.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=UserWarning)
         return quantize_dynamic(
@@ -131,8 +126,8 @@ def quantize_guarded(
     """Quantize with the first scheme whose outputs pass `accuracy_guard` on GUARD_SENTENCES.
 
     `encode(module, sentences)` returns one vector per sentence (embeddings). Returns (quantized module,
-    scheme,
-    measured cosine); raises the last QuantizationRejected (with its measured figure) when no scheme passes.
+    scheme, measured cosine); raises the last QuantizationRejected (with its measured figure) when no scheme
+    passes.
     """
     sentences = list(GUARD_SENTENCES)
     with torch.inference_mode():
@@ -176,8 +171,7 @@ def accuracy_guard(
     """Minimum cosine similarity between matching rows of reference (fp32) and candidate (quantized) outputs.
 
     Returns the figure when it is at least `threshold`; raises QuantizationRejected(measured=figure)
-    otherwise.
-    Rows are vectors (embeddings, pooled logits); both sides must have the same shape.
+    otherwise. Rows are vectors (embeddings, pooled logits); both sides must have the same shape.
     """
     ref = [list(map(float, r)) for r in reference]
     cand = [list(map(float, c)) for c in candidate]

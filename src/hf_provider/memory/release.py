@@ -30,8 +30,7 @@ def trim_host_heap() -> bool:
 
     Why: tensors larger than glibc's mmap threshold are mmapped and unmapped on free, but that threshold grows
     dynamically (up to 32 MiB) after the first large free, so most weight tensors end up in malloc arenas.
-    Freed
-    arena pages stay in the process (RSS never drops) until malloc_trim releases them with madvise.
+    Freed arena pages stay in the process (RSS never drops) until malloc_trim releases them with madvise.
     """
     trim = _libc_malloc_trim()
     if trim is None:

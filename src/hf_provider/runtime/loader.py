@@ -59,8 +59,10 @@ def _has_safetensors(path: Path) -> bool:
 
 
 def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedModel:
-    """Resolve the spec's source to an exact snapshot and load its weights. Task handlers are attached by the
-    caller (`runtime.tasks.attach`)."""
+    """Resolve the spec's source to an exact snapshot and load its weights.
+
+    Task handlers are attached by the caller (`ModelManager.attach_tasks` in `runtime.manager`).
+    """
     t0 = time.perf_counter()
     resolved = resolved or resolve(spec.source, spec.revision)
     device = pick_device(spec.device)

@@ -1,8 +1,8 @@
 """Generation parameters shared by text-generation, the seq2seq tasks and generative question answering.
 
 Validated in one place so every task accepts the same names, bounds and types. `GenParams` is frozen and
-hashable:
-handlers return it from `batch_key`, so only requests with the same decoding settings share a forward pass.
+hashable: handlers return it from `batch_key`, so only requests with the same decoding settings share a
+forward pass.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ class GenParams:
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `generate`; explicit so a checkpoint's generation_config cannot turn on
-        sampling or
-        beam search behind the caller's back."""
+        sampling or beam search behind the caller's back."""
         kw: dict[str, Any] = {
             "max_new_tokens": self.max_new_tokens,
             "do_sample": self.do_sample,
