@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
+    import httpx
+
     from hf_provider.settings import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -46,11 +48,60 @@ def server_url(url: str | None, config: Path | None) -> str:
     """Where a running server answers: --url, else [server] host/port from --config and HFP_ variables."""
     if url:
         return url.rstrip("/")
-    server = load(config).server
+    return _url_of(load(config))
+
+
+def _url_of(settings: Settings) -> str:
+    server = settings.server
     host = "127.0.0.1" if server.host in _ANY_ADDRESS else server.host
     if ":" in host and not host.startswith("["):  # an IPv6 literal needs brackets in a URL
         host = f"[{host}]"
     return f"http://{host}:{server.port}"
+
+
+API_KEY_HELP = "the server's API key (default: \\[server] api_key of --config and HFP_SERVER__API_KEY)"
+
+
+def connect(url: str | None, config: Path | None, api_key: str | None, timeout: float = 10.0) -> httpx.Client:
+    """A client for a running server: base URL as server_url, key from --api-key, else [server] api_key of
+    --config and HFP_SERVER__API_KEY. Settings load only when one of the two is not given."""
+    settings = load(config) if not url or not api_key else None
+    base = url.rstrip("/") if url else _url_of(settings)  # type: ignore[arg-type]
+    if not api_key and settings is not None and settings.server.api_key is not None:
+        api_key = settings.server.api_key.get_secret_value() or None
+    return http_client(base, api_key, timeout)
+
+
+def http_client(base: str, api_key: str | None = None, timeout: float = 10.0) -> httpx.Client:
+    """The one place an `hfp` command builds its HTTP client. It sends `Authorization: Bearer <key>` when
+    there is a key, and ends the command with one line on a 401 (never the key, never "not running")."""
+    import httpx
+
+    base = base.rstrip("/")
+
+    def on_response(response: httpx.Response) -> None:
+        if response.status_code != 401:
+            return
+        if api_key:
+            fail(f"the server at {base} refused the API key; check --api-key or HFP_SERVER__API_KEY")
+        fail(f"the server at {base} needs an API key: pass --api-key or set HFP_SERVER__API_KEY")
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(
+        base_url=base, headers=headers, timeout=timeout, event_hooks={"response": [on_response]}
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (127.0.0.0/8, ::1, localhost); False for 0.0.0.0 etc."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to an outside address
 
 
 def human_bytes(n: float | None) -> str:

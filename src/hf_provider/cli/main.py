@@ -11,13 +11,15 @@ from typing import Annotated, Any
 import typer
 
 from hf_provider.cli.common import (
+    API_KEY_HELP,
     check_model_name,
     check_port_free,
+    connect,
     fail,
     human_bytes,
+    is_loopback,
     load,
     quiet_progress_bars,
-    server_url,
 )
 
 app = typer.Typer(
@@ -44,6 +46,9 @@ UrlOpt = Annotated[
         "else http://127.0.0.1:8000)",
     ),
 ]
+
+# never shown back: no default in --help, and the key stays out of every message
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help=API_KEY_HELP, show_default=False)]
 
 
 def _settings(config: Path | None, **overrides: Any):
@@ -132,6 +137,12 @@ def serve(
             settings.server.port = port
         # before build: it loads the models (seconds to minutes), and uvicorn binds only after that
         check_port_free(settings.server.host, settings.server.port)
+        if settings.server.api_key is None and not is_loopback(settings.server.host):
+            typer.echo(
+                f"warning: serving on {settings.server.host} without an API key: anyone who can reach this "
+                "port can use the models; set HFP_SERVER__API_KEY",
+                err=True,
+            )
         quiet_progress_bars()
         application = build(settings)
     except ConfigError as e:
@@ -152,17 +163,19 @@ def models(
     ctx: typer.Context,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    api_key: ApiKeyOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Configured models, with their state on a running server when one answers at --url."""
     if ctx.invoked_subcommand is not None:
-        return  # the subcommand reads --url/--config from ctx.parent.params
+        return  # the subcommand reads --url/--config/--api-key from ctx.parent.params
     import httpx
 
-    base = server_url(url, config)
     rows: list[dict[str, Any]]
     try:
-        rows = httpx.get(f"{base}/v1/admin/models", timeout=2.0).json()["models"]
+        # a 401 ends the command in the client's hook: a server that wants a key is running
+        with connect(url, config, api_key, timeout=2.0) as client:
+            rows = client.get("/v1/admin/models").json()["models"]
     except (httpx.HTTPError, KeyError, ValueError):
         rows = [
             {"name": s.name, "source": s.source, "tasks": s.tasks, "state": "not running"}
@@ -211,16 +224,21 @@ def _min_table_width(cells: dict[str, list[str]], shown: list[str]) -> int:
     return sum(widths) + 3 * len(shown) + 1  # "│ " before each cell, " " after, one closing "│"
 
 
-def _admin(ctx: typer.Context, action: str, name: str, url: str | None, config: Path | None) -> None:
+def _admin(
+    ctx: typer.Context, action: str, name: str, url: str | None, config: Path | None, api_key: str | None
+) -> None:
     import httpx
 
     # `hfp models --url U load x` puts the options on the parent: the subcommand's own win, then the parent's
     parent = ctx.parent.params if ctx.parent is not None else {}
-    url = server_url(url or parent.get("url"), config or parent.get("config"))
-    try:
-        r = httpx.post(f"{url}/v1/admin/models/{name}/{action}", timeout=600.0)
-    except httpx.HTTPError as e:
-        fail(f"no hfp server answers at {url} ({type(e).__name__}); start one with `hfp serve`")
+    with connect(
+        url or parent.get("url"), config or parent.get("config"), api_key or parent.get("api_key"), 600.0
+    ) as client:
+        url = str(client.base_url).rstrip("/")
+        try:
+            r = client.post(f"/v1/admin/models/{name}/{action}")
+        except httpx.HTTPError as e:
+            fail(f"no hfp server answers at {url} ({type(e).__name__}); start one with `hfp serve`")
     if r.status_code >= 400:
         fail(r.json().get("error", {}).get("message", r.text))
     d = r.json()
@@ -228,27 +246,35 @@ def _admin(ctx: typer.Context, action: str, name: str, url: str | None, config: 
 
 
 @models_app.command("load")
-def models_load(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+def models_load(
+    ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None, api_key: ApiKeyOpt = None
+) -> None:
     """Load a configured model on the running server."""
-    _admin(ctx, "load", name, url, config)
+    _admin(ctx, "load", name, url, config, api_key)
 
 
 @models_app.command("unload")
-def models_unload(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+def models_unload(
+    ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None, api_key: ApiKeyOpt = None
+) -> None:
     """Unload a model on the running server, giving its memory back."""
-    _admin(ctx, "unload", name, url, config)
+    _admin(ctx, "unload", name, url, config, api_key)
 
 
 @models_app.command("pin")
-def models_pin(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+def models_pin(
+    ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None, api_key: ApiKeyOpt = None
+) -> None:
     """Never evict this model."""
-    _admin(ctx, "pin", name, url, config)
+    _admin(ctx, "pin", name, url, config, api_key)
 
 
 @models_app.command("unpin")
-def models_unpin(ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None) -> None:
+def models_unpin(
+    ctx: typer.Context, name: str, url: UrlOpt = None, config: ConfigOpt = None, api_key: ApiKeyOpt = None
+) -> None:
     """Let this model be evicted again (undoes pin)."""
-    _admin(ctx, "unpin", name, url, config)
+    _admin(ctx, "unpin", name, url, config, api_key)
 
 
 def _register_optional() -> None:

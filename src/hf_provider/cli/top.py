@@ -13,6 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from hf_provider.cli.common import API_KEY_HELP
+
 WINDOW_S = 60  # the live view looks at the last minute
 SERIES_STEP_S = 5
 
@@ -130,8 +132,10 @@ def top(
     failure after that shows in the live view, since a restarting server comes back."""
     if interval <= 0:
         raise ValueError(f"interval must be positive seconds, got {interval}")
+    from hf_provider.cli.common import http_client
+
     own = client is None
-    http = client if client is not None else httpx.Client(base_url=url.rstrip("/"), timeout=10)
+    http = client if client is not None else http_client(url)
     console = console or Console()
     try:
         first = _safe_frame(http, url)
@@ -172,12 +176,16 @@ def register(app: typer.Typer) -> None:
         ),
         interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes."),
         once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
+        api_key: str | None = typer.Option(None, "--api-key", help=API_KEY_HELP, show_default=False),
     ) -> None:
         """Live per-model throughput, latency, errors, current queue and memory of a running server."""
-        from hf_provider.cli.common import server_url
+        from hf_provider.cli.common import connect
 
-        code = top(
-            url=server_url(url, config), interval=interval, once=once, err_console=Console(stderr=True)
-        )
+        # a 401 ends the command in the client's hook with one line, live view or not
+        with connect(url, config, api_key) as client:
+            base = str(client.base_url).rstrip("/")
+            code = top(
+                url=base, interval=interval, once=once, client=client, err_console=Console(stderr=True)
+            )
         if code:
             raise typer.Exit(code)

@@ -1,4 +1,8 @@
-"""Optional bearer-token check (HFP_SERVER__API_KEY). Health probes stay open for orchestrators."""
+"""Optional bearer-token check (HFP_SERVER__API_KEY).
+
+Open without a key: the health probes (for orchestrators) and the dashboard page with its static assets, which
+hold no data: the page asks for the key and sends it with every data request. /metrics and /v1/* need it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,18 @@ import orjson
 
 from hf_provider.server.errors import error_body
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/dashboard"})
+# Plain file names straight inside this folder only (no further "/"), as the asset route serves them.
+OPEN_ASSET_PREFIX = "/dashboard/static/"
+
+
+def is_open(path: str) -> bool:
+    if path in OPEN_PATHS:
+        return True
+    if path.startswith(OPEN_ASSET_PREFIX):
+        name = path.removeprefix(OPEN_ASSET_PREFIX)
+        return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+    return False
 
 
 class BearerAuth:
@@ -18,7 +33,7 @@ class BearerAuth:
         self._expected = f"Bearer {api_key}".encode()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         got = dict(scope["headers"]).get(b"authorization", b"")

@@ -49,6 +49,8 @@ class Server:
         self.port: int = httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.requests: list[tuple[str, str]] = []
+        self.api_key: str | None = None  # when set, every route answers 401 without 'Bearer <api_key>'
+        self.authorization: list[str | None] = []  # the Authorization header of each request
 
 
 @pytest.fixture
@@ -64,9 +66,19 @@ def server() -> Iterator[Server]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _refused(self) -> bool:
+            s = state["s"]
+            s.authorization.append(self.headers.get("Authorization"))
+            if s.api_key is None or self.headers.get("Authorization") == f"Bearer {s.api_key}":
+                return False
+            self._send({"error": {"message": "Missing or wrong API key", "code": "invalid_api_key"}}, 401)
+            return True
+
         def do_GET(self) -> None:
             path = urlparse(self.path).path
             state["s"].requests.append(("GET", path))
+            if self._refused():
+                return
             routes = {
                 "/v1/admin/models": {"models": MODELS},
                 "/v1/admin/series": SERIES,
@@ -80,6 +92,8 @@ def server() -> Iterator[Server]:
         def do_POST(self) -> None:
             path = urlparse(self.path).path
             state["s"].requests.append(("POST", path))
+            if self._refused():
+                return
             name, action = path.removeprefix("/v1/admin/models/").rsplit("/", 1)
             self._send({"name": name, "state": "ready", "pinned": action == "pin"})
 
@@ -185,3 +199,123 @@ def test_top_without_a_server_is_one_line_and_fails() -> None:
     assert res.exit_code == 1
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "http://127.0.0.1:9" in lines[0], res.output
+
+
+# --- API key: sent from --api-key (either side of a subcommand), HFP_SERVER__API_KEY or [server] api_key ---
+
+KEY = "s3cret-key-value"
+
+
+def _lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "--url", "{url}", "--api-key", KEY, "--json"],
+        ["top", "--url", "{url}", "--api-key", KEY, "--once"],
+        ["models", "--url", "{url}", "--api-key", KEY, "load", "m"],
+        ["models", "load", "m", "--url", "{url}", "--api-key", KEY],
+        ["models", "--api-key", KEY, "pin", "m", "--url", "{url}"],
+    ],
+)
+def test_api_key_option_is_sent_as_bearer_token(server: Server, args: list[str]) -> None:
+    server.api_key = KEY
+    res = runner.invoke(app, [a.format(url=server.url) for a in args], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert server.authorization and set(server.authorization) == {f"Bearer {KEY}"}
+    assert KEY not in res.output
+    assert "not running" not in res.output
+
+
+def test_api_key_from_environment(server: Server) -> None:
+    server.api_key = KEY
+    res = runner.invoke(app, ["models", "--url", server.url, "--json"], env={"HFP_SERVER__API_KEY": KEY})
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["state"] == "ready"
+
+
+def test_api_key_from_config(server: Server, tmp_path: Path) -> None:
+    server.api_key = KEY
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text(f'[server]\nport = {server.port}\napi_key = "{KEY}"\n')
+    for args in (["models", "--config", str(cfg), "unload", "m"], ["top", "--config", str(cfg), "--once"]):
+        res = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+    assert set(server.authorization) == {f"Bearer {KEY}"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "--url", "{url}"],
+        ["models", "--url", "{url}", "--json"],
+        ["models", "--url", "{url}", "load", "m"],
+        ["top", "--url", "{url}", "--once"],
+    ],
+)
+def test_missing_key_is_one_line_and_fails(server: Server, args: list[str]) -> None:
+    server.api_key = KEY
+    res = runner.invoke(app, [a.format(url=server.url) for a in args], env={"COLUMNS": "200"})
+    assert res.exit_code != 0
+    lines = _lines(res.output)
+    assert len(lines) == 1, res.output
+    assert f"the server at {server.url} needs an API key" in lines[0]
+    assert "--api-key" in lines[0] and "HFP_SERVER__API_KEY" in lines[0]
+    assert "not running" not in res.output and "httpx" not in res.output and "401" not in res.output
+    assert server.authorization and set(server.authorization) == {None}
+
+
+@pytest.mark.parametrize("command", [["models"], ["models", "pin", "m"], ["top", "--once"]])
+def test_wrong_key_is_refused_in_one_line_without_echoing_it(server: Server, command: list[str]) -> None:
+    server.api_key = KEY
+    res = runner.invoke(app, [*command, "--url", server.url, "--api-key", "wrong-guess-123"])
+    assert res.exit_code != 0
+    lines = _lines(res.output)
+    assert len(lines) == 1 and "refused the API key" in lines[0], res.output
+    assert "wrong-guess-123" not in res.output and "not running" not in res.output
+
+
+def test_api_key_help_shows_no_value(server: Server) -> None:
+    res = runner.invoke(app, ["top", "--help"], env={"HFP_SERVER__API_KEY": KEY, "COLUMNS": "200"})
+    assert res.exit_code == 0 and "--api-key" in res.output and KEY not in res.output
+
+
+# --- `hfp serve` on a non-loopback address without a key warns once on stderr ---
+
+
+@pytest.fixture
+def no_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    import hf_provider.server.factory
+
+    monkeypatch.setattr(hf_provider.server.factory, "build", lambda settings: object())
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+
+
+WARNING = "without an API key: anyone who can reach this port can use the models; set HFP_SERVER__API_KEY"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_serve_on_all_addresses_without_key_warns(no_serve: None, host: str) -> None:
+    res = runner.invoke(app, ["serve", "--host", host, "--port", "0"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.stderr.splitlines() if WARNING in line]
+    assert len(warnings) == 1 and f"serving on {host} " in warnings[0], res.stderr
+    assert WARNING not in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("host", "env"),
+    [
+        ("127.0.0.1", {}),
+        ("localhost", {}),
+        ("0.0.0.0", {"HFP_SERVER__API_KEY": KEY}),
+    ],
+)
+def test_serve_without_the_warning(no_serve: None, host: str, env: dict[str, str]) -> None:
+    res = runner.invoke(app, ["serve", "--host", host, "--port", "0"], env=env)
+    assert res.exit_code == 0, res.output
+    assert WARNING not in res.output and KEY not in res.output

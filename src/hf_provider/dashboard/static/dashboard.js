@@ -1,5 +1,8 @@
 // hf-provider dashboard: polls /v1/admin/series and /v1/admin/stats and draws canvas line charts.
 // No dependencies. Each chart element carries data-points = the number of points it drew (tests read it).
+// API key (server started with HFP_SERVER__API_KEY): the page and its assets load without it; every data request
+// sends it as a bearer token. It comes from the login form or once from the URL fragment (#key=...), which is
+// then removed from the address bar, and lives in sessionStorage only (this tab; never a cookie or localStorage).
 "use strict";
 
 const POLL_MS = 3000;
@@ -194,22 +197,74 @@ function render(series, stats) {
   }
 }
 
+const KEY_ITEM = "hfp-api-key";
+const keyStore = {
+  get() { try { return sessionStorage.getItem(KEY_ITEM) || ""; } catch { return ""; } },
+  set(v) { try { sessionStorage.setItem(KEY_ITEM, v); } catch { /* storage off: the key lasts this page */ } },
+  clear() { try { sessionStorage.removeItem(KEY_ITEM); } catch { /* nothing stored */ } },
+};
+let apiKey = keyStore.get();
+
+// #key=... : taken once, then gone from the address bar (and from history) so it is not shared by accident.
+(function keyFromFragment() {
+  if (!location.hash) return;
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (!fragment.has("key")) return;
+  apiKey = fragment.get("key") || "";
+  if (apiKey) keyStore.set(apiKey);
+  fragment.delete("key");
+  const rest = fragment.toString();
+  history.replaceState(history.state, "", `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`);
+})();
+
+class AuthError extends Error {}
+
+async function api(path) {
+  const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+  const r = await fetch(path, { headers, credentials: "omit", cache: "no-store" });
+  if (r.status === 401) throw new AuthError(apiKey ? "The API key was refused." : "This server needs an API key.");
+  if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  return r.json();
+}
+
+function showLogin(message) {
+  $("login-message").textContent = message;
+  const form = $("login");
+  if (form.hidden) { form.hidden = false; $("api-key").focus(); }
+  $("status").textContent = "API key needed";
+  $("status").classList.add("error");
+}
+
+$("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const input = $("api-key");
+  apiKey = input.value.trim();
+  input.value = "";
+  if (apiKey) keyStore.set(apiKey); else keyStore.clear();
+  $("login").hidden = true;
+  poll();
+});
+
 let inFlight = false;
 async function poll() {
-  if (inFlight) return;
+  if (inFlight || !$("login").hidden) return;  // no polling behind the login form: it would only get 401s
   inFlight = true;
   const window_ = $("window").value, model = $("model").value;
   const qs = `window=${encodeURIComponent(window_)}${model ? `&model=${encodeURIComponent(model)}` : ""}`;
   try {
-    const [sr, st] = await Promise.all([fetch(`/v1/admin/series?${qs}`), fetch(`/v1/admin/stats?${qs}`)]);
-    if (!sr.ok || !st.ok) throw new Error(`HTTP ${sr.ok ? st.status : sr.status}`);
-    render(await sr.json(), await st.json());
+    const [series, stats] = await Promise.all([api(`/v1/admin/series?${qs}`), api(`/v1/admin/stats?${qs}`)]);
+    render(series, stats);
     $("status").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     $("status").classList.remove("error");
     document.body.dataset.ready = "1";
   } catch (err) {
-    $("status").textContent = `update failed: ${err.message}`;
-    $("status").classList.add("error");
+    if (err instanceof AuthError) {
+      if (apiKey) { apiKey = ""; keyStore.clear(); }  // a refused key is not sent again
+      showLogin(err.message);
+    } else {
+      $("status").textContent = `update failed: ${err.message}`;
+      $("status").classList.add("error");
+    }
   } finally {
     inFlight = false;
   }
