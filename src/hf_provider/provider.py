@@ -142,7 +142,8 @@ class Provider:
         deadline: float,
         sink: DeltaSink | None,
     ) -> Request:
-        if priority not in PRIORITIES:  # the one place priorities are validated (HTTP passes X-Priority here)
+        # The one place priorities are validated (HTTP passes X-Priority here).
+        if not isinstance(priority, str) or priority not in PRIORITIES:
             raise InvalidInput(
                 f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority, or priority= in Python), "
                 f"got {priority!r}",

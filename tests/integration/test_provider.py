@@ -94,8 +94,9 @@ def test_bad_inputs_are_clear(provider):
     with pytest.raises(InvalidInput, match="truncate"):
         provider.run("minilm", "embeddings", "word " * 400)
     assert len(provider.run("minilm", "embeddings", "word " * 400, {"truncate": True})) == 384
-    with pytest.raises(InvalidInput, match="priority"):
-        provider.run("minilm", "embeddings", "x", priority="urgent")
+    for bad in ("urgent", ["batch"]):
+        with pytest.raises(InvalidInput, match="priority"):
+            provider.run("minilm", "embeddings", "x", priority=bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="unknown parameter"):
         provider.run("minilm", "embeddings", "x", {"colour": "red"})
     for reserved in ("sink", "timeout", "priority"):
