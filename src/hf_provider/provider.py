@@ -48,7 +48,9 @@ class Provider:
         if models is None and not specs:
             from hf_provider.defaults import default_specs
 
-            specs = default_specs()  # nothing configured: the built-in MiniLM, as `hfp serve` does (no network)
+            specs = (
+                default_specs()
+            )  # nothing configured: the built-in MiniLM, as `hfp serve` does (no network)
         self.observer = observer
         self.supervisor = Supervisor(on_error=getattr(observer, "internal_error", None))
         if observer is not None and hasattr(observer, "supervisor"):

@@ -74,8 +74,8 @@ def server() -> Iterator[str]:
 
     clock = Clock()
     sizes = {
-        "minilm": {"weight_bytes": 90_000_000, "resident_bytes": 120_000_000},
-        "tiny-t5": {"weight_bytes": 4_000_000, "resident_bytes": 6_000_000},
+        "minilm": {"weight_bytes": 90_000_000, "accounted_bytes": 120_000_000},
+        "tiny-t5": {"weight_bytes": 4_000_000, "accounted_bytes": 6_000_000},
     }
     obs = Observer(home=None, clock=clock, sample_interval_s=5.0, model_bytes=lambda: sizes)
     obs.model_loaded("minilm", "main", 1.2, 90_000_000)

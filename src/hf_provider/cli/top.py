@@ -78,14 +78,15 @@ def frame(client: httpx.Client) -> Group:
         # now, not over the window: the series' queue_depth is each step's peak, which hid a drained queue
         ("queued now", "right"),
         ("in flight now", "right"),
-        ("memory", "right"),
+        ("weights", "right"),  # measured
+        ("budget", "right"),  # what the memory budget holds for it: weights + estimated working memory
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for model, row in _models(client, s).items():
         r = client.get("/v1/admin/stats", params={"model": model, "window": WINDOW_S})
         r.raise_for_status()
         st = r.json()
-        resident = _last(s.get("resident_bytes", {}).get(model))
+        accounted = _last(s.get("accounted_bytes", {}).get(model))
         weight = _last(s.get("weight_bytes", {}).get(model))
         table.add_row(
             model,
@@ -95,7 +96,8 @@ def frame(client: httpx.Client) -> Group:
             f"{100 * st['error_rate']:.1f}%",
             _now(row, "queued", s, "queue_depth", model),
             _now(row, "in_flight", s, "in_flight", model),
-            _bytes(resident if resident is not None else weight),
+            _bytes(weight),
+            _bytes(accounted),
         )
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
     head = Text(

@@ -137,11 +137,15 @@ class Metrics:
             registry=r,
         )
         self.model_weight_bytes = Gauge(
-            f"{p}_model_weight_bytes", "Bytes of the model's weights.", ["model"], registry=r
+            f"{p}_model_weight_bytes",
+            "Bytes of the model's weights, measured once loaded.",
+            ["model"],
+            registry=r,
         )
-        self.model_resident_bytes = Gauge(
-            f"{p}_model_resident_bytes",
-            "Bytes attributed to the model in memory (weights + buffers).",
+        self.model_accounted_bytes = Gauge(
+            f"{p}_model_accounted_bytes",
+            "Bytes the memory budget holds for the model: its measured weights plus the working memory estimated "
+            "for a full batch (the admission figure, not a measurement; see hfp_model_peak_working_bytes).",
             ["model"],
             registry=r,
         )
@@ -212,7 +216,7 @@ class Metrics:
             self.in_flight,
             self.queue_depth,
             self.model_weight_bytes,
-            self.model_resident_bytes,
+            self.model_accounted_bytes,
             self.model_peak_working_bytes,
         ):
             with contextlib.suppress(KeyError):

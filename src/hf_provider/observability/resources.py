@@ -81,13 +81,13 @@ class ResourceSampler:
                 per_model = {}
             for model, info in per_model.items():
                 weight = info.get("weight_bytes")
-                resident = info.get("resident_bytes")
+                accounted = info.get("accounted_bytes")
                 if weight is not None:
                     m.child(m.model_weight_bytes, model).set(weight)
                     rows.append((now, "weight_bytes", model, float(weight)))
-                if resident is not None:
-                    m.child(m.model_resident_bytes, model).set(resident)
-                    rows.append((now, "resident_bytes", model, float(resident)))
+                if accounted is not None:
+                    m.child(m.model_accounted_bytes, model).set(accounted)
+                    rows.append((now, "accounted_bytes", model, float(accounted)))
         try:
             for model, state in self._model_state().items():
                 for name, value in state.items():

@@ -74,7 +74,7 @@ def shape_series(
         "queue_depth": per_model("queue_depth"),
         "in_flight": per_model("in_flight"),
         "weight_bytes": per_model("weight_bytes"),
-        "resident_bytes": per_model("resident_bytes"),
+        "accounted_bytes": per_model("accounted_bytes"),
         "peak_working_bytes": per_model("peak_working_bytes"),
         "cpu_percent": process("cpu_percent"),
         "rss_bytes": process("rss_bytes"),

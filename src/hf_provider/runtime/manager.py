@@ -410,7 +410,7 @@ class ModelManager(MemoryAdmission):
         """Per loaded model: actual weight bytes and the bytes accounted against the budget (weights + working)."""
         with self._lock:
             return {
-                n: {"weight_bytes": e.model.weight_bytes, "resident_bytes": e.accounted_bytes}
+                n: {"weight_bytes": e.model.weight_bytes, "accounted_bytes": e.accounted_bytes}
                 for n, e in self._entries.items()
                 if e.model is not None
             }

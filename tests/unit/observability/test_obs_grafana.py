@@ -31,7 +31,7 @@ def test_every_metric_in_the_dashboard_is_exported() -> None:
     obs.batch_done("m", "t", 1, 1, 0.001, 0.001, 0.001, 0.001, 10)
     obs.queue_depth("m", 1)
     obs.in_flight_source = lambda: {"m": 1}  # read from the schedulers at scrape time
-    obs.metrics.model_resident_bytes.labels("m").set(1)
+    obs.metrics.model_accounted_bytes.labels("m").set(1)
     for g in (obs.metrics.gpu_memory_used_bytes, obs.metrics.gpu_utilization_percent):
         assert g is not None
         g.labels("0").set(1)

@@ -19,7 +19,7 @@ from hf_provider.server.routes.observability import build_router
 
 @pytest.fixture
 def client():
-    obs = Observer(home=None, model_bytes=lambda: {"tiny": {"weight_bytes": 2048, "resident_bytes": None}})
+    obs = Observer(home=None, model_bytes=lambda: {"tiny": {"weight_bytes": 2048, "accounted_bytes": None}})
     obs.model_loaded("tiny", "abc", 0.5, 2048)
     for i in range(20):
         obs.request_done(

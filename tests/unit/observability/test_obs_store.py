@@ -163,7 +163,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_series_buckets_raw_and_rollup(clock: Clock) -> None:
     obs = Observer(home=None, clock=clock)
     obs.model_bytes = lambda: {
-        "a": {"weight_bytes": 10, "resident_bytes": 20}
+        "a": {"weight_bytes": 10, "accounted_bytes": 20}
     }  # set late, as the server does
     feed(obs, clock, T0, [4.0] * 120)  # 1 req/s for two minutes
     obs.queue_depth("a", 3)
@@ -175,7 +175,7 @@ def test_series_buckets_raw_and_rollup(clock: Clock) -> None:
     assert tp and all(v == pytest.approx(1.0) for v in tp[:-1])
     assert s["latency_ms"]["p50"][-2] == pytest.approx(4.0)
     assert [v for v in s["queue_depth"]["a"] if v is not None] == [3.0]
-    assert [v for v in s["resident_bytes"]["a"] if v is not None] == [20.0]
+    assert [v for v in s["accounted_bytes"]["a"] if v is not None] == [20.0]
     assert s["models"] == ["a"]
     assert isinstance(s["gpu"], dict)  # {} without a GPU
     long = obs.series(3600, 90)  # rounded up to whole minutes, read from rollups

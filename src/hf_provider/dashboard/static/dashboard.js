@@ -166,9 +166,9 @@ function render(series, stats) {
   ]);
   charts["chart-queue"].update(t, perKey(series.queue_depth));
   const memory = [];
-  const models = new Set([...Object.keys(series.weight_bytes), ...Object.keys(series.resident_bytes)]);
+  const models = new Set([...Object.keys(series.weight_bytes), ...Object.keys(series.accounted_bytes)]);
   for (const m of models) {
-    if (series.resident_bytes[m]) memory.push({ label: `${m} resident`, values: series.resident_bytes[m] });
+    if (series.accounted_bytes[m]) memory.push({ label: `${m} accounted (budget)`, values: series.accounted_bytes[m] });
     if (series.weight_bytes[m]) memory.push({ label: `${m} weights`, values: series.weight_bytes[m] });
     if (series.peak_working_bytes[m]) memory.push({ label: `${m} peak working`, values: series.peak_working_bytes[m] });
   }
