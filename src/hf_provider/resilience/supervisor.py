@@ -29,10 +29,6 @@ class Supervisor:
         self._threads: dict[str, threading.Thread] = {}
         self._stopped: set[str] = set()
 
-    def add_listener(self, fn: ErrorListener) -> None:
-        with self._lock:
-            self._listeners.append(fn)
-
     # reporting ----------------------------------------------------------------------------------------------
     def report(self, component: str, exc: BaseException, *, down: bool = True) -> None:
         """Log `exc` with its traceback and count it. With `down`, the component stays down until `ok()`."""

@@ -36,10 +36,10 @@ class Admission:
     _loop_lag_s: float
     _running_items: int
 
-    def estimated_wait_s(self, priority: int = 0, extra_items: int = 0) -> float | None:
+    def estimated_wait_s(self, priority: int = 0) -> float | None:
         """Seconds a new request's items would wait: the items served before them over the service rate."""
         ahead = len(self._queue) if priority else self._queue.class_len(0)
-        return self.rate.wait_s(ahead + extra_items)
+        return self.rate.wait_s(ahead)
 
     def _record_refusal(
         self, task: str, now: float, error: ProviderError, items: int = 0, tokens: int = 0
