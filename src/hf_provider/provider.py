@@ -280,7 +280,13 @@ class Provider:
         kw = {"priority": priority, "deadline": deadline, "sink": sink}
         if _size(inputs) <= _INLINE_PARSE_CHARS and self.manager.is_ready(model):
             return self.submit(*args, **kw)
-        return await asyncio.to_thread(self.submit, *args, **kw)
+        pending = asyncio.ensure_future(asyncio.to_thread(self.submit, *args, **kw))
+        try:
+            return await asyncio.shield(pending)
+        except asyncio.CancelledError:
+            # The caller left while its model loaded: the thread still queues the request, so cancel it then.
+            pending.add_done_callback(_cancel_orphan)
+            raise
 
     def embed(
         self, model: str, texts: list[str] | str, params: Params = None, *, timeout: float | None = None
@@ -394,6 +400,11 @@ class TextStream:
     def close(self) -> None:
         self._timer.cancel()
         self.request.cancel(time.monotonic(), "the stream was closed early")
+
+
+def _cancel_orphan(done: asyncio.Future[Request]) -> None:
+    if not done.cancelled() and done.exception() is None:
+        done.result().cancel(time.monotonic(), "the caller went away while the model loaded")
 
 
 def _expire(req: Request) -> None:
