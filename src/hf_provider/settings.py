@@ -54,6 +54,12 @@ class ServerSettings(BaseModel):
     shed_loop_lag_s: float = Field(
         0.5, gt=0, description="while the event loop lags more than this, inference requests get 429 at once"
     )
+    keep_alive_s: int = Field(
+        65,
+        ge=1,
+        description="seconds an idle HTTP connection stays open: longer than the longest Retry-After (60 s), so a "
+        "client that waits as told does not send into a connection the server is closing",
+    )
     api_key: SecretStr | None = Field(
         None, description="when set, requests need 'Authorization: Bearer <key>'"
     )
@@ -70,6 +76,11 @@ class MemorySettings(BaseModel):
     min_residency_s: float = Field(10.0, ge=0, description="a model loaded more recently is not evicted")
     load_wait_s: float = Field(60.0, gt=0, description="longest a request waits for its model to load")
     keep_alive_check_s: float = Field(1.0, gt=0, description="how often idle models are looked for")
+    freeze_heap: bool = Field(
+        True,
+        description="after each load, move the objects alive (imports, models) out of the garbage collector's "
+        "generations so its full passes stay short (gc.freeze; undone and redone at each unload)",
+    )
     fault_inject_oom: str | None = Field(
         None, description="TESTING ONLY: comma-separated batch sizes whose forward raises a real OOM error"
     )

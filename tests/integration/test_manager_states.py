@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -61,3 +63,19 @@ def test_unresolvable_adhoc_name_is_not_remembered(tmp_path):
         with pytest.raises(ModelNotFound):
             p.run("not a valid name!", "embeddings", "x")
         assert p.manager.names() == []
+
+
+def test_an_unloaded_model_is_freed_although_its_load_froze_the_heap(tiny_models):
+    gc.unfreeze()
+    try:
+        with _provider(ModelSpec(name="m", source=str(tiny_models["bert-cls"]))) as p:
+            p.run("m", "text-classification", "x")
+            assert gc.get_freeze_count() > 0  # the load froze what was alive, the model included
+            module = p.manager._entries["m"].model.module
+            module.me = module  # a reference cycle: only the cyclic collector frees it
+            ref = weakref.ref(module)
+            del module
+            assert p.unload("m")
+            assert ref() is None
+    finally:
+        gc.unfreeze()

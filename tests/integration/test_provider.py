@@ -138,3 +138,14 @@ def test_from_config_and_adhoc_folder(tiny_models, tmp_path):
         assert "generated_text" in p.run(
             str(tiny_models["decoder"]), "text-generation", "hi", {"max_new_tokens": 2}
         )
+
+
+def test_admin_view_keeps_measured_memory_apart_from_the_estimates(provider):
+    provider.embed("minilm", ["a sentence long enough to need some working memory"] * 16)
+    row = next(m for m in provider.manager.describe() if m["name"] == "minilm")
+    # Measured: the weights, and the largest forward pass's working memory since load.
+    assert row["weight_bytes"] > 80 * 2**20
+    assert isinstance(row["working_bytes_peak"], int) and row["working_bytes_peak"] >= 0
+    # Estimated: the working memory of a full batch, held by the budget on top of the measured weights.
+    assert row["working_bytes_estimated"] > 0
+    assert row["accounted_bytes"] == row["weight_bytes"] + row["working_bytes_estimated"]

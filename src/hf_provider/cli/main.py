@@ -155,6 +155,7 @@ def serve(
         access_log=False,
         loop=settings.server.loop,
         http="auto",
+        timeout_keep_alive=settings.server.keep_alive_s,
     )
 
 

@@ -79,6 +79,7 @@ def frame(client: httpx.Client) -> Group:
         ("queued now", "right"),
         ("in flight now", "right"),
         ("weights", "right"),  # measured
+        ("working peak", "right"),  # measured: the largest forward pass's memory above its start
         ("budget", "right"),  # what the memory budget holds for it: weights + estimated working memory
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -88,6 +89,11 @@ def frame(client: httpx.Client) -> Group:
         st = r.json()
         accounted = _last(s.get("accounted_bytes", {}).get(model))
         weight = _last(s.get("weight_bytes", {}).get(model))
+        working = row.get("working_bytes_peak")
+        if not isinstance(working, int | float):
+            working = max(
+                (v for v in s.get("peak_working_bytes", {}).get(model) or [] if v is not None), default=None
+            )
         table.add_row(
             model,
             f"{st['throughput_per_s']:.2f}",
@@ -97,6 +103,7 @@ def frame(client: httpx.Client) -> Group:
             _now(row, "queued", s, "queue_depth", model),
             _now(row, "in_flight", s, "in_flight", model),
             _bytes(weight),
+            _bytes(working),
             _bytes(accounted),
         )
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))

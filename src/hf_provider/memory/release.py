@@ -5,10 +5,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import gc
 import sys
 
 import torch
+
+from hf_provider.memory import heap
 
 
 @functools.cache
@@ -39,12 +40,13 @@ def trim_host_heap() -> bool:
     return True
 
 
-def release_memory(device: str | torch.device | None = None) -> None:
-    """Collect garbage, empty the CUDA caching allocator for a CUDA device, and trim the host heap.
+def release_memory(device: str | torch.device | None = None, *, refreeze: bool = False) -> None:
+    """Collect garbage (frozen objects included, see heap.py), empty the CUDA caching allocator for a CUDA
+    device, and trim the host heap.
 
     Call after dropping the last reference to an unloaded model's module.
     """
-    gc.collect()
+    heap.collect(refreeze)
     dev = torch.device(device) if device is not None else None
     if dev is not None and dev.type == "cuda" and torch.cuda.is_initialized():
         # The caching allocator keeps freed blocks for reuse; only empty_cache returns them to the driver.

@@ -151,7 +151,8 @@ class Metrics:
         )
         self.model_peak_working_bytes = Gauge(
             f"{p}_model_peak_working_bytes",
-            "Largest per-batch working memory observed since load.",
+            "Largest working memory of a forward pass since load, measured: the peak above the pass's start "
+            "(CUDA: the caching allocator's peak; host: the process's resident high-water mark).",
             ["model"],
             registry=r,
         )

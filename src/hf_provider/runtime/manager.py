@@ -24,6 +24,7 @@ from hf_provider.errors import (
     Unavailable,
 )
 from hf_provider.hub.resolve import resolve
+from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
@@ -218,6 +219,8 @@ class ModelManager(MemoryAdmission):
                     self._entries.pop(e.spec.name, None)  # an unresolvable ad-hoc name is not remembered
                 self._changed.notify_all()
             raise
+        if self.memory.freeze_heap:
+            heap.freeze()  # before its first request: one collection now instead of long ones while serving
         with self._lock:
             e.state = "ready"
             self._changed.notify_all()
@@ -255,7 +258,7 @@ class ModelManager(MemoryAdmission):
             self._commit(spec.name, pool, actual)
         except BaseException:
             del model
-            release_memory(str(device))
+            release_memory(str(device), refreeze=self.memory.freeze_heap)
             raise
         runner = StageRunner(
             model,
@@ -332,7 +335,7 @@ class ModelManager(MemoryAdmission):
             self.accountant.release(name)
             self._changed.notify_all()
         del model, sched
-        release_memory(device)
+        release_memory(device, refreeze=self.memory.freeze_heap)
         self.observer.model_unloaded(name, reason)
         log.info("unloaded %s (%s)", name, reason)
         return True
@@ -382,8 +385,13 @@ class ModelManager(MemoryAdmission):
                         "state": e.state,
                         "queued": e.scheduler.queue_depth if e.scheduler else 0,
                         "in_flight": e.in_flight,
+                        # The admission estimate (weights + working memory of a full batch), what the budget
+                        # holds (measured weights + that working estimate), and the working memory measured at
+                        # the peak of a forward pass since load: estimates and measurements are kept apart.
                         "estimated_bytes": e.estimated_bytes,
                         "accounted_bytes": e.accounted_bytes,
+                        "working_bytes_estimated": e.working_bytes or None,
+                        "working_bytes_peak": e.scheduler.peak_working_bytes if e.scheduler else None,
                         "last_used": _wall(e.last_used, self.clock),
                         "pinned": e.spec.pinned,
                         "priority": e.spec.priority,

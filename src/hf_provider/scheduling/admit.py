@@ -39,7 +39,7 @@ class Admission:
     def estimated_wait_s(self, priority: int = 0) -> float | None:
         """Seconds a new request's items would wait: the items served before them over the service rate."""
         ahead = len(self._queue) if priority else self._queue.class_len(0)
-        return self.rate.wait_s(ahead)
+        return self.rate.wait_s(ahead, self._queue.max_batch_size)
 
     def _record_refusal(
         self, task: str, now: float, error: ProviderError, items: int = 0, tokens: int = 0

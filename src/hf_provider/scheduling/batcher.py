@@ -87,6 +87,7 @@ class ModelScheduler(Admission):
         self._random = random.Random()
         self.batches = 0
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
+        self.peak_working_bytes: int | None = None  # largest measured working memory of a pass since load
         sv = self.supervisor
         self._threads = [
             sv.spawn(f"collect/{self.name}", self._collect_once, name=f"hfp-collect-{self.name}"),
@@ -302,6 +303,7 @@ class ModelScheduler(Admission):
             if not req.check_deadline(now) and finish > req.deadline and not batch.handler.generative:
                 self._refuse_late(req, now, "this request cannot finish within its deadline")
         live = [s for s in batch.slots if not s.request.settled]
+        batch.decided = now
         if len(live) == len(batch.slots):
             return batch
         if not live:
@@ -309,6 +311,7 @@ class ModelScheduler(Admission):
             return None
         smaller = Batch(slots=live, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
         smaller.started, smaller.counted, batch.counted = batch.started, batch.counted, 0
+        smaller.decided = now
         self.runner.preprocess(smaller)
         return smaller
 
@@ -372,7 +375,11 @@ class ModelScheduler(Admission):
         self.batches += 1
         self.last_batch_sizes = [*self.last_batch_sizes[-255:], batch.size]
         self.rate.observe(batch.size, batch.started, now)
+        if batch.decided is not None and not batch.handler.generative:  # a generation's length is its own
+            self.rate.observe_batch(now - batch.decided)
         t = batch.timings
+        if (peak := t.get("peak_bytes")) is not None:
+            self.peak_working_bytes = max(int(peak), self.peak_working_bytes or 0)
         queue_s = sum(batch.formed_at - s.enqueued for s in batch.slots) / batch.size
         self.supervisor.call(
             "observer",

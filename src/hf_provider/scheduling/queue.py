@@ -37,6 +37,7 @@ class Batch:
     params: dict[str, Any]
     formed_at: float
     started: float = 0.0  # when its preprocessing began (service-rate measurement)
+    decided: float | None = None  # when the forward stage took it (batch latency)
     counted: int = 0  # items the scheduler counts as running for this batch, until it is done
     data: Any = None  # preprocess output
     outputs: Any = None  # forward output

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 #: Share of the time left to its deadline that an item's estimated queue wait may use, per priority class.
 #: Well below 1: the estimate leaves out the request's own batch, the batch in progress, the HTTP answer and the
-#: slowdown a burst of arrivals causes. At 0.5 about 3% of accepted requests still met their deadline in the
-#: queue under bench/overload.py (504); at 0.3, 0.5%, with goodput unchanged (the queue still holds several batches).
-WAIT_SHARE: tuple[float, ...] = (0.3, 0.15)
+#: slowdown a burst of arrivals causes, and the event loop's lag in parsing and answering (p50 of accepted requests
+#: under bench/overload.py is about 0.4 s of a 1 s deadline with 0.25). The queue still holds two batches or more.
+WAIT_SHARE: tuple[float, ...] = (0.25, 0.125)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ServiceRate:
     alpha: float = 0.2
     items_per_s: float | None = None
     last_done: float | None = None
+    batch_s: float | None = None
     _items: float = 0.0
     _seconds: float = 0.0
 
@@ -46,11 +47,24 @@ class ServiceRate:
             self._seconds += self.alpha * (seconds - self._seconds)
         self.items_per_s = self._items / self._seconds
 
-    def wait_s(self, items_ahead: int) -> float | None:
-        """Estimated seconds until `items_ahead` queued items are served; None before the first batch."""
+    def observe_batch(self, seconds: float) -> None:
+        """One batch's latency, from the forward stage taking it to its answers (smoothed like the rate)."""
+        if seconds >= 0:
+            self.batch_s = (
+                seconds if self.batch_s is None else self.batch_s + self.alpha * (seconds - self.batch_s)
+            )
+
+    def wait_s(self, items_ahead: int, one_batch: int | None = None) -> float | None:
+        """Estimated seconds until `items_ahead` queued items are served; None before the first batch.
+
+        Items that fit in one batch (`one_batch`: the batch size limit) wait about one batch: after an idle spell
+        the rate is a lone request's, and would refuse the first burst that batching absorbs."""
         if self.items_per_s is None:
             return None
-        return items_ahead / self.items_per_s
+        wait = items_ahead / self.items_per_s
+        if one_batch is not None and items_ahead <= one_batch and self.batch_s is not None:
+            return min(wait, self.batch_s)
+        return wait
 
 
 def refusal(wait_s: float | None, remaining_s: float, priority: int) -> float | None:
@@ -72,9 +86,10 @@ class RetryAfter:
     honour Retry-After come back when told: told all the same number, they return together in waves. So the value
     grows while refusals per second exceed `target_share` of the service rate and shrinks when they fall below
     half of it (a multiplicative controller, one step per second, at most 2x per step), and each refusal gets a
-    value spread uniformly over [0.5, 1.5] x the current one."""
+    value spread uniformly over [0.5, 1.5] x the current one. A quarter: at half, refusals cost bench/overload.py
+    about a tenth of its goodput; a queue that runs dry shrinks the value again within seconds."""
 
-    target_share: float = 0.5
+    target_share: float = 0.25
     max_s: float = 60.0
     period_s: float = 1.0
     value_s: float = 1.0

@@ -3,13 +3,13 @@ out-of-memory recovery hook. Threads live in `batcher.py`; this module is what r
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hf_provider.memory.measure import DevicePeak, HostPeak
 from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.types import RowControl
@@ -36,7 +36,7 @@ class StageRunner:
         self.fault = fault
         self.measure_memory = measure_memory
         self.oom_recoveries = 0  # batches that hit out-of-memory and went through recovery
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._host: HostPeak | None = None
 
     def preprocess(self, batch: Batch) -> None:
         t0 = time.perf_counter()
@@ -46,12 +46,8 @@ class StageRunner:
     def forward(self, batch: Batch, control: RowControl | None = None) -> None:
         device = self.model.device
         cuda = device.type == "cuda"
-        if self.measure_memory:
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
-                base = torch.cuda.memory_allocated(device)
-            else:
-                base = self._rss()
+        meter = self._meter
+        base = meter.begin() if meter is not None else 0
         t0 = time.perf_counter()
         if self.fault is not None:
             self.fault.check(batch.size)
@@ -60,17 +56,20 @@ class StageRunner:
         if cuda:
             torch.cuda.synchronize(device)
         batch.timings["forward"] = time.perf_counter() - t0
-        if self.measure_memory:
-            peak = torch.cuda.max_memory_allocated(device) if cuda else self._rss()
-            batch.timings["peak_bytes"] = max(0, peak - base)
+        if meter is not None:
+            batch.timings["peak_bytes"] = meter.peak_above(base)
 
-    def _rss(self) -> int:
-        """Resident bytes from /proc/self/statm: one small read, cheaper than psutil on every batch."""
-        try:
-            with open("/proc/self/statm", "rb") as f:
-                return int(f.read().split()[1]) * self._page
-        except OSError:
-            return 0
+    @property
+    def _meter(self) -> HostPeak | DevicePeak | None:
+        """Measures the pass's working memory on the model's current device (it can move to the CPU)."""
+        if not self.measure_memory:
+            return None
+        device = self.model.device
+        if device.type == "cuda":
+            return DevicePeak(device)
+        if self._host is None:
+            self._host = HostPeak()
+        return self._host
 
     def postprocess(self, batch: Batch) -> list[Any]:
         t0 = time.perf_counter()

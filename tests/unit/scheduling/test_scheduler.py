@@ -375,16 +375,32 @@ def test_admission_refuses_what_cannot_meet_its_deadline_and_sheds_batch_first()
     for i in range(8):
         submit(sched, h, i, deadline=clock.now + 10)  # up to 0.7 s of queue ahead: fits a 10 s deadline
     with pytest.raises(Overloaded) as refused:
-        submit(sched, h, 8, deadline=clock.now + 2.0)  # 0.8 s estimated wait > 30% of 2 s
+        submit(sched, h, 8, deadline=clock.now + 2.0)  # 0.8 s estimated wait > 25% of 2 s
     assert refused.value.retry_after and refused.value.retry_after >= 1
-    submit(sched, h, 9, deadline=clock.now + 3.0)  # 0.8 s estimated: fits 30% of 3 s
+    submit(sched, h, 9, deadline=clock.now + 4.0)  # 0.8 s estimated: fits 25% of 4 s
     with pytest.raises(Overloaded):
-        submit(sched, h, 9, priority=1, deadline=clock.now + 3.0)  # 0.9 s > 15% of 3 s: bulk is shed first
+        submit(sched, h, 9, priority=1, deadline=clock.now + 4.0)  # 0.9 s > 12.5% of 4 s: bulk is shed first
     assert [o for o, _ in obs.outcomes].count("rejected") == 2
     assert sched.in_flight == 10  # refused requests never counted as in flight
     h.gate.set()
     sched.close()
     assert sched.in_flight == 0
+
+
+def test_a_burst_that_fits_one_batch_is_not_refused_on_the_idle_rate() -> None:
+    clock = Clock()
+    sched, h, obs, _ = make(clock=clock, max_batch_size=8)
+    h.gate = threading.Event()
+    submit(sched, h, 0)
+    assert h.entered.wait(WAIT)
+    sched.rate.items_per_s, sched.rate.batch_s = 4.0, 0.05  # measured idle: lone requests, 50 ms each
+    for i in range(9):  # the 9th waits for 8 items: 2 s at 4/s, but one batch of about 50 ms
+        submit(sched, h, i, deadline=clock.now + 1.0)
+    with pytest.raises(Overloaded):
+        submit(sched, h, 9, deadline=clock.now + 1.0)  # past one batch the rate decides: 9 / 4 = 2.25 s
+    assert [o for o, _ in obs.outcomes].count("rejected") == 1
+    h.gate.set()
+    sched.close()
 
 
 def test_hard_queue_bound_still_applies() -> None:

@@ -32,10 +32,10 @@ def test_service_rate_smooths_and_ignores_empty_samples() -> None:
     [
         (None, 0.01, 0, False),  # unknown rate
         (0.0, 0.0001, 0, False),  # nothing ahead
-        (0.3, 1.0, 0, False),  # interactive may wait up to 30% of the time left
-        (0.35, 1.0, 0, True),
-        (0.15, 1.0, 1, False),  # bulk only up to 15%: it is shed first
-        (0.2, 1.0, 1, True),
+        (0.25, 1.0, 0, False),  # interactive may wait up to 25% of the time left
+        (0.3, 1.0, 0, True),
+        (0.125, 1.0, 1, False),  # bulk only up to 12.5%: it is shed first
+        (0.15, 1.0, 1, True),
     ],
 )
 def test_refusal(wait: float | None, remaining: float, priority: int, refused: bool) -> None:
@@ -46,7 +46,7 @@ def test_refusal(wait: float | None, remaining: float, priority: int, refused: b
 
 
 def test_retry_after_grows_under_a_refusal_storm_and_shrinks_after() -> None:
-    ra = RetryAfter()
+    ra = RetryAfter(target_share=0.5)
     t = 0.0
     for _ in range(5):  # 5 seconds of 400 refusals/s against a service rate of 100/s (target 50/s)
         for _ in range(400):
@@ -72,3 +72,13 @@ def test_retry_after_is_capped_and_needs_a_rate() -> None:
     for i in range(1000):
         idle.refused(i / 100, service_rate=None)  # no measured rate yet: nothing to compare with
     assert idle.value_s == 1.0
+
+
+def test_items_that_fit_one_batch_wait_one_batch_not_the_lone_request_rate() -> None:
+    r = ServiceRate(alpha=1.0)
+    r.observe(1, started=0.0, done=0.025)  # idle: one lone request in 25 ms, 40 items/s
+    r.observe_batch(0.025)
+    assert r.wait_s(32) == pytest.approx(0.8)  # the rate alone: a burst of 32 would wait 0.8 s
+    assert r.wait_s(32, one_batch=32) == pytest.approx(0.025)  # they are served by one batch
+    assert r.wait_s(33, one_batch=32) == pytest.approx(33 / 40)  # past one batch the rate decides
+    assert ServiceRate().wait_s(5, one_batch=32) is None  # nothing measured yet
