@@ -30,7 +30,7 @@ def start_server(
     env: dict[str, str] | None = None, config: Path | None = None, timeout: float = 180.0
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "hf_provider.cli.main", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "hf_provider.cli.main", "serve", "--no-supervise", "--port", str(port)]
     if config:
         cmd += ["--config", str(config)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}

@@ -122,6 +122,13 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
+    supervise: Annotated[
+        bool,
+        typer.Option(
+            "--supervise/--no-supervise",
+            help="run the server in a child process and restart it, with backoff, when it dies",
+        ),
+    ] = True,
 ) -> None:
     """Serve the configured models (or the built-in default) over HTTP."""
     import uvicorn
@@ -137,6 +144,13 @@ def serve(
             settings.server.port = port
         # before build: it loads the models (seconds to minutes), and uvicorn binds only after that
         check_port_free(settings.server.host, settings.server.port)
+        if supervise:  # a bad config or a taken port is reported once, here, and never restarted
+            from hf_provider.resilience.respawn import server_argv
+            from hf_provider.resilience.respawn import supervise as run_supervised
+
+            args = [*(["--config", str(config)] if config else []), *(["--host", host] if host else [])]
+            args += ["--port", str(port)] if port is not None else []
+            raise typer.Exit(run_supervised(server_argv(args)))
         if settings.server.api_key is None and not is_loopback(settings.server.host):
             typer.echo(
                 f"warning: serving on {settings.server.host} without an API key: anyone who can reach this "

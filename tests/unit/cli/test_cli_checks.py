@@ -162,6 +162,6 @@ def test_serve_free_port_is_left_free_for_uvicorn(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(hf_provider.server.factory, "build", lambda settings: object())
     monkeypatch.setattr(uvicorn, "run", fake_run)
-    res = runner.invoke(app, ["serve", "--host", "127.0.0.1", "--port", str(port)])
+    res = runner.invoke(app, ["serve", "--no-supervise", "--host", "127.0.0.1", "--port", str(port)])
     assert res.exit_code == 0, res.output
     assert calls == [port]

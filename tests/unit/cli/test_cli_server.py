@@ -300,7 +300,9 @@ WARNING = "without an API key: anyone who can reach this port can use the models
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::"])
 def test_serve_on_all_addresses_without_key_warns(no_serve: None, host: str) -> None:
-    res = runner.invoke(app, ["serve", "--host", host, "--port", "0"], env={"COLUMNS": "300"})
+    res = runner.invoke(
+        app, ["serve", "--no-supervise", "--host", host, "--port", "0"], env={"COLUMNS": "300"}
+    )
     assert res.exit_code == 0, res.output
     warnings = [line for line in res.stderr.splitlines() if WARNING in line]
     assert len(warnings) == 1 and f"serving on {host} " in warnings[0], res.stderr
@@ -316,6 +318,6 @@ def test_serve_on_all_addresses_without_key_warns(no_serve: None, host: str) -> 
     ],
 )
 def test_serve_without_the_warning(no_serve: None, host: str, env: dict[str, str]) -> None:
-    res = runner.invoke(app, ["serve", "--host", host, "--port", "0"], env=env)
+    res = runner.invoke(app, ["serve", "--no-supervise", "--host", host, "--port", "0"], env=env)
     assert res.exit_code == 0, res.output
     assert WARNING not in res.output and KEY not in res.output

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from hf_provider.resilience.respawn import restarts
 from hf_provider.server.deps import JSONResponse, provider_of
 
 router = APIRouter()
@@ -12,7 +15,9 @@ router = APIRouter()
 
 @router.get("/healthz")
 async def healthz() -> Response:
-    return JSONResponse({"status": "ok"})
+    """Alive; under `hfp serve`'s supervisor also how many times it restarted this server and why the last
+    one ended (a crash-looping server shows it here, while each new process answers ok)."""
+    return JSONResponse({"status": "ok", "pid": os.getpid(), **restarts()})
 
 
 @router.get("/readyz")
