@@ -113,11 +113,15 @@ class Admission:
             return
         hopeless: list[Request] = []
         ahead = self._running_items  # the batches taken and not done yet are served first
+        # Its own items cost one batch (measured), not their count over the rate: a rate measured on lone
+        # requests would refuse a large request on an idle server.
+        own = self.rate.batch_s or 0.0
         for req in self._queue.requests():
-            ahead += len(req.items)
-            # Its answer also waits for its own items and for the event loop (its lag, last measured).
-            if now + ahead / rate + self._loop_lag_s > req.deadline:
+            # Its answer also waits for the event loop (its lag, last measured).
+            wait = self.rate.wait_s(ahead, self._queue.max_batch_size) or 0.0
+            if now + wait + own + self._loop_lag_s > req.deadline:
                 hopeless.append(req)
+            ahead += len(req.items)
         for req in hopeless:
             self._refuse_late(req, now, "this request cannot finish within its deadline")
 

@@ -15,11 +15,13 @@ the outcome. Admission refuses at once what the measured service rate cannot ser
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import random
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,19 @@ log = logging.getLogger(__name__)
 _STOP = object()
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
+
+
+#: Schedulers not closed yet, stopped at interpreter exit (below).
+_open: weakref.WeakSet[ModelScheduler] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """A program that ends (or dies of an uncaught exception) without closing its Provider: stop the stage
+    threads before the interpreter finalizes. A daemon thread still inside a torch call then would take the
+    process down with "terminate called without an active exception" (SIGABRT) instead of a clean exit."""
+    for sched in list(_open):
+        sched.abandon("the process is exiting")
 
 
 class ModelScheduler(Admission):
@@ -94,6 +109,7 @@ class ModelScheduler(Admission):
             sv.spawn(f"forward/{self.name}", self._forward_once, name=f"hfp-forward-{self.name}"),
             sv.spawn(f"post/{self.name}", self._post_once, name=f"hfp-post-{self.name}"),
         ]
+        _open.add(self)
 
     # public -----------------------------------------------------------------------------------------------------
     @property
@@ -150,8 +166,18 @@ class ModelScheduler(Admission):
             raise error
         return req
 
+    def abandon(self, why: str) -> None:
+        """Cancel every queued request (nobody will read its answer), then close."""
+        now = self.clock()
+        with self._cv:
+            queued = list(self._queue.requests())
+        for req in queued:
+            req.cancel(now, why)
+        self.close(timeout=10.0)
+
     def close(self, timeout: float = 30.0) -> None:
         """Stop accepting work, finish what is queued, stop the threads."""
+        _open.discard(self)
         with self._cv:
             self._closed = True
             self._cv.notify_all()
@@ -293,11 +319,10 @@ class ModelScheduler(Admission):
         """The batch without the items of requests that ended (or passed their deadline) since it was formed,
         re-preprocessed when some left: work nobody waits for is never computed."""
         now = self.clock()
-        rate = self.rate.items_per_s
-        # When this pass will end at the measured rate: a request that cannot wait that long is refused now (429,
-        # retry later) instead of being computed and then timing out (504) while it runs. Not for generation,
-        # whose length varies per request (a row that runs out of time stops at its next token instead).
-        finish = now + (batch.size / rate if rate else 0.0) + self._loop_lag_s
+        # When this pass will end, at the measured latency of a batch: a request that cannot wait that long is
+        # refused now (429, retry later) instead of being computed and then timing out (504) while it runs. Not
+        # for generation, whose length varies per request (a row that runs out of time stops at its next token).
+        finish = now + (self.rate.batch_s or 0.0) + self._loop_lag_s
         for slot in batch.slots:
             req = slot.request
             if not req.check_deadline(now) and finish > req.deadline and not batch.handler.generative:

@@ -403,6 +403,18 @@ def test_a_burst_that_fits_one_batch_is_not_refused_on_the_idle_rate() -> None:
     sched.close()
 
 
+def test_a_large_request_on_an_idle_model_is_computed_not_refused_on_the_lone_request_rate() -> None:
+    # The README's example: a first lone request measured 4 items/s; 64 items at that rate would take 16 s,
+    # but they are one batch, served by the idle model at once.
+    clock = Clock()
+    sched, h, obs, _ = make(clock=clock, max_batch_size=64)
+    sched.rate.items_per_s, sched.rate.batch_s = 4.0, 0.5
+    req = submit(sched, h, list(range(64)), deadline=clock.now + 2.0)
+    assert req.result(WAIT) is not None
+    assert [o for o, _ in obs.outcomes] == ["ok"]
+    sched.close()
+
+
 def test_hard_queue_bound_still_applies() -> None:
     sched, h, _, _ = make(max_queue=3)
     h.gate = threading.Event()
@@ -424,7 +436,7 @@ def test_queued_requests_that_cannot_start_in_time_are_refused_not_timed_out() -
     sched.rate.items_per_s = 100.0  # admission believed 100 items/s...
     early = [submit(sched, h, i, deadline=clock.now + 10) for i in range(1, 4)]
     late = submit(sched, h, 4, deadline=clock.now + 1)  # 0.03 s ahead: admitted
-    sched.rate.items_per_s = 2.0  # ...then the device slowed down: 3 items ahead now take 1.5 s
+    sched.rate.items_per_s, sched.rate.batch_s = 2.0, 1.5  # ...then the device slowed down: a batch takes 1.5 s
     h.gate.set()
     with pytest.raises(Overloaded, match="cannot finish within its deadline") as e:
         late.result(WAIT)
