@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import typer
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -27,6 +28,22 @@ def _bytes(v: float | None) -> str:
             return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
         v /= 1024
     return "-"
+
+
+def _short(v: float | None) -> str:
+    """Bytes in at most 6 characters: 86.6M, 1.2G, 512K."""
+    if v is None:
+        return "-"
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(v) < 1024 or unit == "T":
+            return f"{v:.0f}{unit}" if unit in ("", "K") or abs(v) >= 100 else f"{v:.1f}{unit}"
+        v /= 1024
+    return "-"
+
+
+def _latency(v: float | None) -> str:
+    """Milliseconds, a decimal only below 10 ms."""
+    return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
 
 def _ms(v: float | None) -> str:
@@ -68,21 +85,30 @@ def frame(client: httpx.Client) -> Group:
     series = client.get("/v1/admin/series", params={"window": WINDOW_S, "step": SERIES_STEP_S})
     series.raise_for_status()
     s = series.json()
-    table = Table(title=f"hf-provider · last {WINDOW_S}s", expand=True)
+    # Short headers and sizes, explained once in the caption: ten columns fit 80 terminal columns with the
+    # model names whole.
+    table = Table(
+        title=f"hf-provider · last {WINDOW_S}s",
+        caption="p50/p95 in ms · queue, busy: queued and in flight now · weights, work: measured (work: the "
+        "largest forward pass) · budget: what the memory budget holds (weights + estimated working memory)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("model", no_wrap=True)
     for col, justify in (
-        ("model", "left"),
         ("req/s", "right"),
-        ("p50 ms", "right"),
-        ("p95 ms", "right"),
-        ("errors", "right"),
+        ("p50", "right"),
+        ("p95", "right"),
+        ("err", "right"),
         # now, not over the window: the series' queue_depth is each step's peak, which hid a drained queue
-        ("queued now", "right"),
-        ("in flight now", "right"),
-        ("weights", "right"),  # measured
-        ("working peak", "right"),  # measured: the largest forward pass's memory above its start
-        ("budget", "right"),  # what the memory budget holds for it: weights + estimated working memory
+        ("queue", "right"),
+        ("busy", "right"),
+        ("weights", "right"),
+        ("work", "right"),
+        ("budget", "right"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, min_width=len(col))  # type: ignore[arg-type]
     for model, row in _models(client, s).items():
         r = client.get("/v1/admin/stats", params={"model": model, "window": WINDOW_S})
         r.raise_for_status()
@@ -97,14 +123,14 @@ def frame(client: httpx.Client) -> Group:
         table.add_row(
             model,
             f"{st['throughput_per_s']:.2f}",
-            _ms(st["latency_ms"]["p50"]),
-            _ms(st["latency_ms"]["p95"]),
+            _latency(st["latency_ms"]["p50"]),
+            _latency(st["latency_ms"]["p95"]),
             f"{100 * st['error_rate']:.1f}%",
             _now(row, "queued", s, "queue_depth", model),
             _now(row, "in_flight", s, "in_flight", model),
-            _bytes(weight),
-            _bytes(working),
-            _bytes(accounted),
+            _short(weight),
+            _short(working),
+            _short(accounted),
         )
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
     head = Text(

@@ -120,6 +120,15 @@ def test_top_once_renders_a_frame(client: TestClient) -> None:
     assert "20.0%" in text and "RSS" in text
 
 
+def test_top_fits_eighty_columns_with_every_header_whole(client: TestClient) -> None:
+    out = io.StringIO()
+    top(once=True, client=client, console=Console(file=out, width=80, force_terminal=False))
+    header = next(line for line in out.getvalue().splitlines() if "req/s" in line)
+    for col in ("model", "req/s", "p50", "p95", "err", "queue", "busy", "weights", "work", "budget"):
+        assert f" {col} " in f" {header} ", header
+    assert "…" not in out.getvalue()
+
+
 def test_top_reports_an_unreachable_server() -> None:
     out = io.StringIO()
     top(url="http://127.0.0.1:9", once=True, console=Console(file=out, width=120))
