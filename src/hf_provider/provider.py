@@ -20,7 +20,19 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
-from hf_provider.errors import InvalidInput, ModelNotFound, ProviderError, TaskNotSupported, Unavailable
+from hf_provider.errors import (
+    InvalidInput,
+    MemoryBudgetExceeded,
+    ModelLoadError,
+    ModelNotFound,
+    ProviderError,
+    TaskNotSupported,
+    Unavailable,
+)
+from hf_provider.reporting.reporter import Reporter
+from hf_provider.reporting.reports import tag
+from hf_provider.reporting.store import ErrorStore
+from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.manager import ModelManager
 from hf_provider.scheduling.request import Request
@@ -42,6 +54,7 @@ class Provider:
         settings: Settings | None = None,
         observer: Any = None,
         allow_adhoc: bool = True,
+        reporter: Reporter | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         specs = list(models) if models is not None else list(self.settings.models)
@@ -55,13 +68,26 @@ class Provider:
         self.supervisor = Supervisor(on_error=getattr(observer, "internal_error", None))
         if observer is not None and hasattr(observer, "supervisor"):
             observer.supervisor = self.supervisor  # its own loop reports through the same place
+        rs = self.settings.reporting
+        if reporter is None and rs.enabled:  # the Python API's reports live in memory (the server's on disk)
+            reporter = Reporter(ErrorStore(None), retention_s=rs.retention, include_inputs=rs.include_inputs)
+        self.reporter = reporter
+        self.faults = FaultInjector.from_settings(self.settings.faults)  # TESTING ONLY
         self.manager = ModelManager(
             specs,
             memory=self.settings.memory,
             observer=observer,
             allow_adhoc=allow_adhoc,
             supervisor=self.supervisor,
+            reporter=reporter,
+            faults=self.faults,
         )
+        if reporter is not None:
+            reporter.names = self.manager.names
+            if reporter.count is None and hasattr(observer, "error_reported"):
+                reporter.count = observer.error_reported
+            self.supervisor.on_exception(reporter.internal_failure)
+            reporter.start(self.supervisor)
         # Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait, since
         # a request's answer waits for the loop as well as for the model.
         self.loop_lag_s = 0.0
@@ -88,6 +114,23 @@ class Provider:
 
     def close(self) -> None:
         self.manager.close()
+        if self.reporter is not None:
+            self.reporter.close()
+
+    def errors(
+        self, *, model: str | None = None, since: float | None = None, error_class: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Error groups (reporting/), most recently seen first; empty when reporting is off."""
+        if self.reporter is None:
+            return []
+        return self.reporter.groups(model=model, since=since, error_class=error_class)
+
+    def report(
+        self, exc: BaseException, *, model: str = "-", phase: str | None = None, **context: Any
+    ) -> None:
+        """Make the error report of a failure that no scheduler settled (once per exception object)."""
+        if self.reporter is not None:
+            self.reporter.report(exc, model=model, phase=phase, **context)
 
     def __enter__(self) -> Provider:
         return self
@@ -131,7 +174,10 @@ class Provider:
             when = self.deadline(timeout) if deadline is None else deadline
             return self._submit(model, task, inputs, _check_params(params), priority, when, sink)
         except ProviderError as exc:
-            self.record_refusal(model, task, exc)
+            self.record_refusal(model, task, exc, inputs)
+            raise
+        except Exception as exc:  # a bug or an injected fault before the queue: reported, then raised (500)
+            self.report(exc, model=model, phase="parse", inputs=inputs)
             raise
 
     def _submit(
@@ -161,7 +207,13 @@ class Provider:
                     f"task {task!r} does not stream; streaming is available for text-generation",
                     param="stream",
                 )
-            items, resolved, single = handler.parse(inputs, params)
+            try:
+                if self.faults is not None:
+                    self.faults.check(model, "parse")
+                items, resolved, single = handler.parse(inputs, params)
+            except BaseException as exc:
+                tag(exc, "parse")
+                raise
             if sink is not None and not single:
                 raise InvalidInput("streaming takes a single prompt", param="inputs")
             return e.scheduler.submit(
@@ -175,8 +227,15 @@ class Provider:
                 extra_wait_s=self.loop_lag_s,
             )
 
-    def record_refusal(self, model: str, task: str, exc: ProviderError) -> None:
-        """Count a request refused before it reached a scheduler (which records its own refusals)."""
+    def record_refusal(self, model: str, task: str, exc: ProviderError, inputs: Any = None) -> None:
+        """Count and report a request refused before it reached a scheduler (which counts its own refusals)."""
+        if isinstance(exc, ModelLoadError | MemoryBudgetExceeded):
+            phase = "load"
+        elif isinstance(exc, Unavailable):
+            phase = "queue"
+        else:
+            phase = "parse"
+        self.report(exc, model=model, phase=phase, **({} if inputs is None else {"inputs": inputs}))
         if exc.recorded:
             return
         exc.recorded = True

@@ -101,6 +101,54 @@ class MemorySettings(BaseModel):
         return v
 
 
+class ReportingSettings(BaseModel):
+    """`[reporting]`: grouped, redacted error reports (reporting/), kept in the server's home."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="build error reports (GET /v1/admin/errors, `hfp errors`)")
+    retention: str | float = Field(
+        "30d", validate_default=True, description="an error group not seen for this long is deleted"
+    )
+    include_inputs: bool = Field(
+        False,
+        description="also store a request's inputs in its samples, truncated to 200 characters and masked; off: "
+        "a sample holds the inputs' length and a sha256 prefix only",
+    )
+    sentry_dsn: SecretStr | None = Field(
+        None, description="also send each report to Sentry (needs the `sentry` extra: sentry-sdk)"
+    )
+
+    @field_validator("retention")
+    @classmethod
+    def _retention(cls, v: str | float) -> float:
+        return parse_duration(v)
+
+
+class FaultRule(BaseModel):
+    """TESTING ONLY: one injected fault."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Literal["parse", "load", "preprocess", "forward", "postprocess"]
+    model: str = Field("*", description="a configured model's name, or * for every model")
+    exception: str = Field(
+        "RuntimeError", description="exception type to raise (resilience/faults.py lists them)"
+    )
+    rate: float = Field(1.0, ge=0.0, le=1.0, description="share of calls that fail")
+    message: str | None = Field(None, description="None: a message with random ids, addresses and paths")
+
+
+class FaultSettings(BaseModel):
+    """`[faults]` TESTING ONLY: raise chosen exceptions in chosen phases of chosen models at chosen rates. When
+    the section is present the server also serves POST /v1/admin/faults to change the rules at run time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[FaultRule] = Field(default_factory=list)
+    seed: int | None = Field(None, description="seed of the rate's random draws (reproducible tests)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HFP_", env_nested_delimiter="__", extra="forbid")
 
@@ -114,6 +162,10 @@ class Settings(BaseSettings):
     raw_retention: str | float = Field("1d", description="raw request samples kept this long")
     rollup_retention: str | float = Field("30d", description="one-minute rollups kept this long")
     load_on_start: bool = Field(True, description="load every configured model at start")
+    reporting: ReportingSettings = Field(default_factory=ReportingSettings)
+    faults: FaultSettings | None = Field(
+        None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
+    )
     models: list[ModelSpec] = Field(default_factory=list)
 
     @field_validator("raw_retention", "rollup_retention")

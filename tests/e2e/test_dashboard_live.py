@@ -39,6 +39,14 @@ def test_dashboard_shows_real_traffic(url: str) -> None:
                 timeout=30_000,
             )
             assert "minilm" in page.inner_text("#chart-throughput")
+            states = page.eval_on_selector_all(
+                "#models tbody tr:not(.note)",
+                "rows => Object.fromEntries(rows.map(r => [r.dataset.model, r.dataset.state]))",
+            )
+            assert states["minilm"] == "ready" and states["cls"] == "ready", states
+            assert page.inner_text('#models tr[data-model="minilm"]:not(.note) td.weights') not in ("", "–")
+            assert page.inner_text("#errors") == "no errors in this window"
+            assert "pid" in page.inner_text("#server")
             page.screenshot(path=str(ARTIFACTS / "dashboard-live.png"), full_page=True)
             assert not errors, errors
         finally:

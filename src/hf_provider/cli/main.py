@@ -292,6 +292,57 @@ def models_unpin(
     _admin(ctx, "unpin", name, url, config, api_key)
 
 
+@app.command()
+def errors(
+    model: Annotated[str | None, typer.Option(help="only this configured model")] = None,
+    since: Annotated[str | None, typer.Option(help="unix seconds, or a look-back such as 15m or 1d")] = None,
+    error_class: Annotated[
+        str | None, typer.Option("--class", help="only this error class (oom, ...)")
+    ] = None,
+    url: UrlOpt = None,
+    config: ConfigOpt = None,
+    api_key: ApiKeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Grouped, redacted error reports of a running server, most recently seen first."""
+    import httpx
+
+    query = {k: v for k, v in (("model", model), ("since", since), ("class", error_class)) if v is not None}
+    with connect(url, config, api_key) as client:
+        base = str(client.base_url).rstrip("/")
+        try:
+            r = client.get("/v1/admin/errors", params=query)
+        except httpx.HTTPError as e:
+            fail(f"no hfp server answers at {base} ({type(e).__name__}); start one with `hfp serve`")
+    if r.status_code >= 400:
+        fail(r.json().get("error", {}).get("message", r.text))
+    groups = r.json()["groups"]
+    if as_json:
+        sys.stdout.write(json.dumps(groups) + "\n")
+        return
+    import datetime
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    def when(ts: float) -> str:
+        return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+    table = Table()
+    for col in ("last seen", "count", "class", "model", "phase", "type", "message", "fingerprint"):
+        table.add_column(col, overflow="fold", justify="right" if col == "count" else "left")
+    for g in groups:
+        cells = (when(g["last_seen"]), str(g["count"]), g["error_class"], g["model"], g["phase"])
+        # Text, not markup: a message may hold brackets that rich would read as tags
+        table.add_row(*map(Text, (*cells, g["exc_type"], g["message"], g["fingerprint"])))
+    console = Console()
+    if not groups:
+        console.print("no errors reported")
+        return
+    console.print(table)
+
+
 def _register_optional() -> None:
     try:
         from hf_provider.cli.top import register

@@ -75,6 +75,15 @@ class Metrics:
             ["model", "task", "type"],
             registry=r,
         )
+        # hfp_errors_total above already counts failed requests by exception type (with a task label), so a
+        # family of that name cannot carry these labels too: reports are counted under their own name.
+        self.error_reports = Counter(
+            f"{p}_error_reports",
+            "Error reports (GET /v1/admin/errors), by model (a configured name, or -) and error class: every "
+            "failed request (4xx and 5xx, cancellations excepted) and every internal failure.",
+            ["model", "error_class"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             f"{p}_in_flight_requests",
             "Requests accepted and not yet settled (read from the scheduler at scrape time).",

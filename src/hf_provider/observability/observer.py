@@ -190,6 +190,12 @@ class Observer:
         # The component label is bounded: one per background loop, per configured model for stage threads.
         self.metrics.child(self.metrics.internal_errors, component).inc()
 
+    def error_reported(self, model: str, error_class: str) -> None:
+        """Counted for the error reporter (reporting/reporter.py); both labels are bounded sets."""
+        if not self.enabled:
+            return
+        self.metrics.child(self.metrics.error_reports, model, error_class).inc()
+
     def queue_depth(self, model: str, depth: int) -> None:
         if not self.enabled:
             return

@@ -18,12 +18,14 @@ from contextlib import contextmanager
 log = logging.getLogger(__name__)
 
 ErrorListener = Callable[[str], None]
+ExceptionListener = Callable[[str, BaseException], None]  # the error reporter's hook: component and exception
 
 
 class Supervisor:
     def __init__(self, on_error: ErrorListener | None = None) -> None:
         self._lock = threading.Lock()
         self._listeners: list[ErrorListener] = [on_error] if on_error is not None else []
+        self._exception_listeners: list[ExceptionListener] = []
         self.errors: dict[str, int] = {}
         self._failing: dict[str, str] = {}  # component -> what failed last
         self._threads: dict[str, threading.Thread] = {}
@@ -38,11 +40,22 @@ class Supervisor:
             if down:
                 self._failing[component] = type(exc).__name__
             listeners = list(self._listeners)
+            on_exception = list(self._exception_listeners)
         for fn in listeners:
             try:
                 fn(component)
             except Exception:  # a broken listener must not hide the error it was told about
                 log.exception("error listener failed for %s", component)
+        for report in on_exception:
+            try:
+                report(component, exc)
+            except Exception:
+                log.exception("exception listener failed for %s", component)
+
+    def on_exception(self, fn: ExceptionListener) -> None:
+        """Also tell `fn(component, exc)` of every reported exception (the error reporter listens here)."""
+        with self._lock:
+            self._exception_listeners.append(fn)
 
     def ok(self, component: str) -> None:
         """The component's last run succeeded: it is no longer down."""

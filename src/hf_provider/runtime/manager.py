@@ -29,6 +29,7 @@ from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
+from hf_provider.reporting.reports import tag
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
@@ -84,8 +85,12 @@ class ModelManager(MemoryAdmission):
         allow_adhoc: bool = True,
         clock: Callable[[], float] = time.monotonic,
         supervisor: Supervisor | None = None,
+        reporter: Any = None,
+        faults: Any = None,
     ) -> None:
         self.memory = memory or MemorySettings()
+        self.reporter = reporter  # reporting.Reporter: each scheduler reports its failed requests to it
+        self.faults = faults  # TESTING ONLY resilience.faults.FaultInjector
         self.supervisor = supervisor or Supervisor()
         self.observer = observer or NullObserver()
         self.allow_adhoc = allow_adhoc
@@ -212,6 +217,7 @@ class ModelManager(MemoryAdmission):
         try:
             self._load(e)
         except BaseException as exc:
+            tag(exc, "load")  # for its error report
             with self._lock:
                 e.state, e.error = "unloaded", str(exc)
                 self.accountant.release(e.spec.name)
@@ -229,6 +235,8 @@ class ModelManager(MemoryAdmission):
     def _load(self, e: Entry) -> None:
         spec = e.spec
         t0 = time.perf_counter()
+        if self.faults is not None:
+            self.faults.check(spec.name, "load")
         try:
             resolved = resolve(spec.source, spec.revision)
         except ModelNotFound as exc:
@@ -265,6 +273,7 @@ class ModelManager(MemoryAdmission):
             evict=lambda: self._evict_for_oom(spec.name),
             to_cpu=self._cpu_fallback(e),
             fault=self.fault,
+            faults=self.faults,
         )
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(
@@ -273,6 +282,7 @@ class ModelManager(MemoryAdmission):
             runner=runner,
             supervisor=self.supervisor,
             on_done=lambda: self.touch(spec.name),  # keep-alive idles from a request's end
+            reporter=self.reporter,
         )
         e.loaded_at = e.last_used = self.clock()
         e.loads += 1

@@ -36,11 +36,13 @@ from hf_provider.scheduling.shedding import RetryAfter, ServiceRate
 from hf_provider.types import DeltaSink, Item, RowControl, TaskHandler
 
 if TYPE_CHECKING:
+    from hf_provider.reporting.reporter import Reporter
     from hf_provider.runtime.model import LoadedModel
     from hf_provider.scheduling.worker import StageRunner
 
 log = logging.getLogger(__name__)
 _STOP = object()
+_REPORTED = frozenset({"error", "rejected", "timed_out"})  # cancelled: the caller left, nothing failed
 GENERATION_WAIT_S = 0.050  # longest a generation batch follows a burst of arrivals
 BURST_GAP_S = 0.003  # a burst ends when no request arrived for this long
 
@@ -68,6 +70,7 @@ class ModelScheduler(Admission):
         clock: Callable[[], float] = time.monotonic,
         supervisor: Supervisor | None = None,
         on_done: Callable[[], None] | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         if runner is None:
             from hf_provider.scheduling.worker import StageRunner
@@ -81,6 +84,7 @@ class ModelScheduler(Admission):
         self.clock = clock
         self.supervisor = supervisor or Supervisor()
         self.on_done = on_done  # called after each settlement (keep-alive idles from a request's end)
+        self.reporter = reporter  # error reports of failed requests, made at settlement
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self.max_queue = b.max_queue
         self._queue = BatchQueue(max_batch_size=b.max_batch_size, max_batch_tokens=b.max_batch_tokens)
@@ -194,6 +198,8 @@ class ModelScheduler(Admission):
             self._in_flight -= 1
             self._cv.notify()
         self._record(req, req.outcome or "error", req.settled_at or self.clock(), error)
+        if error is not None and req.outcome in _REPORTED and self.reporter is not None:
+            self.supervisor.call("reporter", self._report, req, was, error)
         if isinstance(error, ProviderError):
             error.recorded = True  # the server must not count it again when it answers
         if self.on_done is not None:
@@ -211,6 +217,21 @@ class ModelScheduler(Admission):
             len(req.items),
             req.tokens,
             None if error is None else type(error).__name__,
+        )
+
+    def _report(self, req: Request, was: str, error: BaseException) -> None:
+        m = self.model
+        assert self.reporter is not None
+        self.reporter.report(
+            error,
+            model=self.name,
+            phase="queue" if was == "queued" else "forward",  # unless a stage tagged the error itself
+            revision=m.commit,
+            request_id=req.request_id,
+            device=str(m.device),
+            dtype=str(m.dtype).removeprefix("torch."),
+            input_shape=[len(req.items), max((i.n_tokens for i in req.items), default=0)],
+            inputs=[i.data for i in req.items],
         )
 
     def _expire_due(self, now: float) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from hf_provider.errors import Cancelled, DeadlineExceeded
+from hf_provider.reporting.reports import REQUEST_ID, tag
 from hf_provider.types import DeltaSink, Item, TaskHandler
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Request:
         "params",
         "priority",
         "remaining",
+        "request_id",
         "results",
         "settled_at",
         "single",
@@ -74,6 +76,8 @@ class Request:
         self.submitted = submitted
         self.deadline = deadline
         self.model = model
+        # the HTTP request's id, for its error report (None outside a server)
+        self.request_id = REQUEST_ID.get()
         self.results: list[Any] = [None] * len(items)
         self.remaining = len(items)
         self.slots: list[Any] = []  # queue.Slot objects, set when queued
@@ -178,6 +182,7 @@ class Request:
                 return
             except Exception as exc:
                 error = exc
+        tag(error, "stream")
         log.warning(
             "stream sink of a %s request raised %s; failing that request", self.model, type(error).__name__
         )

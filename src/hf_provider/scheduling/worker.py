@@ -11,15 +11,19 @@ import torch
 
 from hf_provider.memory.measure import DevicePeak, HostPeak
 from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
+from hf_provider.reporting.reports import tag
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.types import RowControl
 
 if TYPE_CHECKING:
+    from hf_provider.resilience.faults import FaultInjector as Faults
     from hf_provider.runtime.model import LoadedModel
 
 
 class StageRunner:
-    """Runs a batch's stages for one model. `evict` and `to_cpu` are the memory manager's recovery actions."""
+    """Runs a batch's stages for one model. `evict` and `to_cpu` are the memory manager's recovery actions.
+    An exception leaving a stage is tagged with the stage's name and batch size for its error report; `faults`
+    (TESTING ONLY) raises chosen errors at the start of a stage."""
 
     def __init__(
         self,
@@ -29,21 +33,48 @@ class StageRunner:
         to_cpu: Callable[[], bool] | None = None,
         fault: FaultInjector | None = None,
         measure_memory: bool = True,
+        faults: Faults | None = None,
     ) -> None:
         self.model = model
         self.evict = evict
         self.to_cpu = to_cpu
         self.fault = fault
+        self.faults = faults
         self.measure_memory = measure_memory
         self.oom_recoveries = 0  # batches that hit out-of-memory and went through recovery
         self._host: HostPeak | None = None
 
     def preprocess(self, batch: Batch) -> None:
+        try:
+            self._preprocess(batch)
+        except BaseException as e:
+            tag(e, "preprocess", batch.size)
+            raise
+
+    def forward(self, batch: Batch, control: RowControl | None = None) -> None:
+        try:
+            self._forward(batch, control)
+        except BaseException as e:
+            tag(e, "forward", batch.size)
+            raise
+
+    def postprocess(self, batch: Batch) -> list[Any]:
+        try:
+            return self._postprocess(batch)
+        except BaseException as e:
+            tag(e, "postprocess", batch.size)
+            raise
+
+    def _preprocess(self, batch: Batch) -> None:
+        if self.faults is not None:
+            self.faults.check(self.model.name, "preprocess")
         t0 = time.perf_counter()
         batch.data = batch.handler.preprocess([s.item for s in batch.slots], batch.params)
         batch.timings["preprocess"] = time.perf_counter() - t0
 
-    def forward(self, batch: Batch, control: RowControl | None = None) -> None:
+    def _forward(self, batch: Batch, control: RowControl | None = None) -> None:
+        if self.faults is not None:
+            self.faults.check(self.model.name, "forward")
         device = self.model.device
         cuda = device.type == "cuda"
         meter = self._meter
@@ -71,7 +102,9 @@ class StageRunner:
             self._host = HostPeak()
         return self._host
 
-    def postprocess(self, batch: Batch) -> list[Any]:
+    def _postprocess(self, batch: Batch) -> list[Any]:
+        if self.faults is not None:
+            self.faults.check(self.model.name, "postprocess")
         t0 = time.perf_counter()
         results = batch.handler.postprocess(batch.data, batch.outputs, batch.params)
         batch.timings["postprocess"] = time.perf_counter() - t0
@@ -101,4 +134,8 @@ class StageRunner:
                 batch.timings[k] = batch.timings.get(k, 0.0) + v
             return out
 
-        return run_with_recovery(list(batch.slots), run, evict=self.evict, to_cpu=self.to_cpu)
+        try:
+            return run_with_recovery(list(batch.slots), run, evict=self.evict, to_cpu=self.to_cpu)
+        except BaseException as e:
+            tag(e, "forward", batch.size)
+            raise

@@ -12,18 +12,20 @@ from fastapi import FastAPI
 
 from hf_provider.errors import ProviderError
 from hf_provider.provider import Provider
+from hf_provider.reporting.redact import install_log_redaction
 from hf_provider.server.auth import BearerAuth
 from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, health, openai, tasks
+from hf_provider.server.routes import admin, health, openai, reports, tasks
 
 log = logging.getLogger(__name__)
 
 
 def create_app(provider: Provider, *, load_on_start: bool | None = None) -> FastAPI:
     settings = provider.settings
+    install_log_redaction()  # secrets in messages and tracebacks are masked before any handler sees them
     load_now = settings.load_on_start if load_on_start is None else load_on_start
 
     @asynccontextmanager
@@ -54,9 +56,14 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.state.loop_lag = lag
     app.state.load_on_start = load_now
     app.state.started = False
+    admin.record_start(app)
     install_error_handlers(app)
-    for r in (health.router, openai.router, tasks.router, admin.router):
+    for r in (health.router, openai.router, tasks.router, admin.router, reports.router):
         app.include_router(r)
+    if provider.faults is not None:  # TESTING ONLY: the route exists only when fault injection is configured
+        from hf_provider.server.routes import faults
+
+        app.include_router(faults.router)
     if provider.observer is not None:
         from hf_provider.server.routes.observability import build_router
 
@@ -80,6 +87,7 @@ async def _load_all(provider: Provider, app: FastAPI) -> None:
             await asyncio.to_thread(provider.manager.get, d["name"])
         except ProviderError as e:
             log.error("loading %s failed: %s", d["name"], e.message)
+            provider.report(e, model=d["name"], phase="load")
             sv.mark_down(component, e.message)  # until a later load of it succeeds (manager clears it)
         except Exception as e:  # a bug, not a bad model: counted, and the other models still load
             sv.report(component, e)

@@ -129,6 +129,14 @@ def record_refusal(request: Request, exc: Exception) -> None:
         provider.record_refusal("-", task_of_path(request.url.path), exc)
     else:
         provider.record_outcome("-", task_of_path(request.url.path), "client_error", type(exc).__name__)
+        provider.report(exc, model="-", phase="parse")
+
+
+def report_unknown(request: Request, exc: Exception) -> None:
+    """The error report of an exception that reached the 500 handler unreported (a bug in a route)."""
+    provider = getattr(request.app.state, "provider", None)
+    if provider is not None:
+        provider.report(exc, model="-", request_id=getattr(request.state, "request_id", None))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -155,7 +163,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unknown(request: Request, exc: Exception) -> Response:
         rid = getattr(request.state, "request_id", "-")
-        log.error("request %s failed with %s", rid, type(exc).__name__, exc_info=exc)
+        log.error("request %s failed with %s", rid, type(exc).__name__, exc_info=exc)  # masked (reporting)
+        report_unknown(request, exc)
         # Starlette answers this from ServerErrorMiddleware, outside RequestIdAndLimits: set the header here.
         return json_error(
             500,

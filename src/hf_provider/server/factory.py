@@ -31,11 +31,33 @@ def make_observer(settings: Settings):
     )
 
 
+def make_reporter(settings: Settings):
+    """Error reports in the server's home (errors.db), or None when `[reporting] enabled = false`."""
+    from hf_provider.reporting.reporter import Reporter
+    from hf_provider.reporting.store import ErrorStore
+
+    rs = settings.reporting
+    if not rs.enabled:
+        return None
+    forward = None
+    if rs.sentry_dsn is not None:
+        from hf_provider.reporting.sentry import SentryForwarder
+
+        forward = SentryForwarder(rs.sentry_dsn.get_secret_value())
+    return Reporter(
+        ErrorStore(instance_home(settings) / "errors.db"),
+        retention_s=rs.retention,
+        include_inputs=rs.include_inputs,
+        forward=forward,
+    )
+
+
 def build(settings: Settings) -> FastAPI:
     from hf_provider.server.app import create_app
 
     observer = make_observer(settings)
-    provider = Provider(settings=settings, observer=observer, allow_adhoc=False)
+    reporter = make_reporter(settings)
+    provider = Provider(settings=settings, observer=observer, allow_adhoc=False, reporter=reporter)
     observer.model_bytes = provider.manager.model_bytes
     observer.in_flight_source = provider.manager.in_flight_by_model
     return create_app(provider)

@@ -10,6 +10,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from hf_provider.reporting.reports import REQUEST_ID
 from hf_provider.server.errors import error_body, send_error
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
@@ -42,6 +43,7 @@ class RequestIdAndLimits:
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         state["arrived"] = time.monotonic()  # a request's deadline counts from here
+        REQUEST_ID.set(rid)  # for error reports; this task's context (and threads it starts) only
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: dict) -> None:

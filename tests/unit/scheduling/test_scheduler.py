@@ -436,7 +436,10 @@ def test_queued_requests_that_cannot_start_in_time_are_refused_not_timed_out() -
     sched.rate.items_per_s = 100.0  # admission believed 100 items/s...
     early = [submit(sched, h, i, deadline=clock.now + 10) for i in range(1, 4)]
     late = submit(sched, h, 4, deadline=clock.now + 1)  # 0.03 s ahead: admitted
-    sched.rate.items_per_s, sched.rate.batch_s = 2.0, 1.5  # ...then the device slowed down: a batch takes 1.5 s
+    sched.rate.items_per_s, sched.rate.batch_s = (
+        2.0,
+        1.5,
+    )  # ...then the device slowed down: a batch takes 1.5 s
     h.gate.set()
     with pytest.raises(Overloaded, match="cannot finish within its deadline") as e:
         late.result(WAIT)

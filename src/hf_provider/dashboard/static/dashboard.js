@@ -1,151 +1,15 @@
-// hf-provider dashboard: polls /v1/admin/series and /v1/admin/stats and draws canvas line charts.
-// No dependencies. Each chart element carries data-points = the number of points it drew (tests read it).
-// API key (server started with HFP_SERVER__API_KEY): the page and its assets load without it; every data request
-// sends it as a bearer token. It comes from the login form or once from the URL fragment (#key=...), which is
-// then removed from the address bar, and lives in sessionStorage only (this tab; never a cookie or localStorage).
+// hf-provider dashboard: renders what the server inlined into the page (<script id="initial">: the first
+// poll's answers for the default window) before anything else, so the first paint shows data; then polls
+// /v1/admin/{series,stats,models,server} every few seconds. charts.js draws, panels.js holds the models table,
+// the errors panel and the header's server identity. No dependencies.
+// API key (server started with HFP_SERVER__API_KEY): the page and its assets load without it and then hold no
+// data; every data request sends it as a bearer token. It comes from the login form or once from the URL
+// fragment (#key=...), which is then removed from the address bar, and lives in sessionStorage only (this tab;
+// never a cookie or localStorage).
 "use strict";
 
 const POLL_MS = 3000;
-const COLORS = ["#88c0d0", "#a3be8c", "#ebcb8b", "#d08770", "#b48ead", "#bf616a", "#5e81ac", "#8fbcbb"];
-
-const fmt = {
-  bytes(v) {
-    if (v == null) return "–";
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    while (Math.abs(v) >= 1024 && i < units.length - 1) { v /= 1024; i++; }
-    return `${v.toFixed(v >= 100 || i === 0 ? 0 : 1)} ${units[i]}`;
-  },
-  ms(v) { return v == null ? "–" : v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${v.toFixed(v < 10 ? 2 : 1)} ms`; },
-  percent(v) { return v == null ? "–" : `${v.toFixed(1)}%`; },
-  rate(v) { return v == null ? "–" : `${v < 10 ? v.toFixed(2) : v.toFixed(1)}/s`; },
-  count(v) { return v == null ? "–" : `${Math.round(v * 10) / 10}`; },
-};
-
-function niceMax(v) {
-  if (!(v > 0)) return 1;
-  const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
-  return 10 * p;
-}
-
-function timeLabel(ts, span) {
-  const d = new Date(ts * 1000);
-  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
-  if (span > 2 * 86400) return `${d.getMonth() + 1}/${d.getDate()} ${hm}`;
-  if (span <= 600) return d.toLocaleTimeString([], { hour12: false });
-  return hm;
-}
-
-class LineChart {
-  constructor(el) {
-    this.el = el;
-    this.unit = el.dataset.unit || "count";
-    el.innerHTML = `<h2></h2><canvas></canvas><div class="legend"></div><div class="empty">no data yet</div>
-      <div class="tip"></div>`;
-    el.querySelector("h2").textContent = el.dataset.title || el.id;
-    this.canvas = el.querySelector("canvas");
-    this.legend = el.querySelector(".legend");
-    this.empty = el.querySelector(".empty");
-    this.tip = el.querySelector(".tip");
-    this.t = [];
-    this.lines = [];
-    this.canvas.addEventListener("mousemove", (e) => this.hover(e));
-    this.canvas.addEventListener("mouseleave", () => { this.tip.style.display = "none"; });
-  }
-
-  update(t, lines) {
-    this.t = t;
-    this.lines = lines.filter((l) => l.values && l.values.some((v) => v != null));
-    let points = 0;
-    for (const l of this.lines) for (const v of l.values) if (v != null) points++;
-    this.el.dataset.points = String(points);
-    this.empty.style.display = points ? "none" : "block";
-    this.legend.innerHTML = "";
-    this.lines.forEach((l, i) => {
-      l.color = l.color || COLORS[i % COLORS.length];
-      const s = document.createElement("span");
-      s.innerHTML = `<i style="background:${l.color}"></i>`;
-      s.appendChild(document.createTextNode(l.label));
-      this.legend.appendChild(s);
-    });
-    this.draw();
-  }
-
-  geometry() {
-    const w = this.canvas.clientWidth, h = this.canvas.clientHeight;
-    return { w, h, left: 64, right: 10, top: 8, bottom: 22 };
-  }
-
-  draw() {
-    const dpr = window.devicePixelRatio || 1;
-    const g = this.geometry();
-    this.canvas.width = Math.max(1, Math.round(g.w * dpr));
-    this.canvas.height = Math.max(1, Math.round(g.h * dpr));
-    const ctx = this.canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, g.w, g.h);
-    const n = this.t.length;
-    if (!n) return;
-    let max = 0;
-    for (const l of this.lines) for (const v of l.values) if (v != null && v > max) max = v;
-    this.ymax = niceMax(max);
-    const pw = g.w - g.left - g.right, ph = g.h - g.top - g.bottom;
-    const x = (i) => g.left + (n === 1 ? pw / 2 : (i / (n - 1)) * pw);
-    const y = (v) => g.top + ph - (v / this.ymax) * ph;
-    this.x = x;
-    // grid and axes
-    ctx.strokeStyle = "#2a3440"; ctx.fillStyle = "#8a96a3"; ctx.lineWidth = 1;
-    ctx.font = "11px system-ui, sans-serif"; ctx.textAlign = "right"; ctx.textBaseline = "middle";
-    for (let k = 0; k <= 4; k++) {
-      const v = (this.ymax * k) / 4, yy = Math.round(y(v)) + 0.5;
-      ctx.beginPath(); ctx.moveTo(g.left, yy); ctx.lineTo(g.w - g.right, yy); ctx.stroke();
-      ctx.fillText(fmt[this.unit](v), g.left - 6, yy);
-    }
-    ctx.textAlign = "center"; ctx.textBaseline = "top";
-    const span = this.t[n - 1] - this.t[0];
-    const ticks = Math.min(6, n);
-    for (let k = 0; k < ticks; k++) {
-      const i = Math.round((k * (n - 1)) / Math.max(1, ticks - 1));
-      ctx.textAlign = k === ticks - 1 && ticks > 1 ? "right" : "center";
-      ctx.fillText(timeLabel(this.t[i], span), x(i), g.h - g.bottom + 6);
-    }
-    // lines: null breaks a line; a lone point is drawn as a dot
-    for (const l of this.lines) {
-      ctx.strokeStyle = l.color; ctx.fillStyle = l.color; ctx.lineWidth = 1.8;
-      ctx.beginPath();
-      let open = false;
-      l.values.forEach((v, i) => {
-        if (v == null) { open = false; return; }
-        const prev = i > 0 ? l.values[i - 1] : null, next = i < n - 1 ? l.values[i + 1] : null;
-        if (prev == null && next == null) {
-          ctx.moveTo(x(i) + 2, y(v)); ctx.arc(x(i), y(v), 2, 0, 2 * Math.PI); ctx.moveTo(x(i), y(v));
-        }
-        if (open) ctx.lineTo(x(i), y(v)); else ctx.moveTo(x(i), y(v));
-        open = true;
-      });
-      ctx.stroke();
-    }
-  }
-
-  hover(e) {
-    const n = this.t.length;
-    if (!n || !this.lines.length) return;
-    const g = this.geometry();
-    const rect = this.canvas.getBoundingClientRect();
-    const px = e.clientX - rect.left;
-    const i = Math.max(0, Math.min(n - 1, Math.round(((px - g.left) / (g.w - g.left - g.right)) * (n - 1))));
-    const rows = this.lines.map((l) => `${l.label}: ${fmt[this.unit](l.values[i])}`);
-    this.tip.textContent = "";
-    const head = document.createElement("div");
-    head.textContent = new Date(this.t[i] * 1000).toLocaleString();
-    this.tip.appendChild(head);
-    for (const r of rows) { const d = document.createElement("div"); d.textContent = r; this.tip.appendChild(d); }
-    this.tip.style.display = "block";
-    this.tip.style.left = `${Math.min(px + 12, g.w - 160)}px`;
-    this.tip.style.top = "30px";
-  }
-}
+const NOT_OK_KEYS = NOT_OK.map(([k]) => k);
 
 const charts = {};
 for (const el of document.querySelectorAll(".chart")) charts[el.id] = new LineChart(el);
@@ -154,25 +18,43 @@ const $ = (id) => document.getElementById(id);
 const perKey = (obj, suffix = "") =>
   Object.entries(obj || {}).map(([k, values]) => ({ label: `${k || "process"}${suffix}`, values }));
 
+// One line per model: what the budget holds for it (measured weights + estimated working memory); the
+// weights where that is not known. The table below the tiles splits it up.
+function memoryLines(series) {
+  const held = series.accounted_bytes || {}, weights = series.weight_bytes || {};
+  const names = new Set([...Object.keys(held), ...Object.keys(weights)]);
+  return [...names].map((m) => {
+    const a = held[m] || [], w = weights[m] || [];
+    const values = series.t.map((_, i) => (a[i] ? a[i] : w[i] != null ? w[i] : null));
+    return { label: m, values };
+  });
+}
+
+// Models biggest first: by memory held at its peak in the window, then by requests served, then by name.
+function rankModels(series, memory) {
+  const peak = (vals) => vals.reduce((a, v) => (v == null ? a : Math.max(a, v)), 0);
+  const total = (vals) => vals.reduce((a, v) => (v == null ? a : a + v), 0);
+  const mem = new Map(memory.map((l) => [l.label, peak(l.values)]));
+  const served = new Map(Object.entries(series.throughput || {}).map(([m, v]) => [m, total(v)]));
+  const names = new Set([...mem.keys(), ...served.keys(), ...Object.keys(series.queue_depth || {})]);
+  return [...names].sort((a, b) => (mem.get(b) || 0) - (mem.get(a) || 0)
+    || (served.get(b) || 0) - (served.get(a) || 0) || a.localeCompare(b));
+}
+
 function render(series, stats) {
   const t = series.t;
-  const tp = perKey(series.throughput);
-  if (tp.length > 1) tp.unshift({ label: "total", values: series.throughput_total, color: "#eceff4" });
+  const memory = memoryLines(series);
+  const colors = paletteFor(rankModels(series, memory));
+  const tp = groupLines(perKey(series.throughput), colors);
+  if (tp.length > 1) tp.unshift({ label: "total", values: series.throughput_total, color: TOTAL_COLOR });
   charts["chart-throughput"].update(t, tp);
   charts["chart-latency"].update(t, [
-    { label: "p50", values: series.latency_ms.p50, color: "#a3be8c" },
-    { label: "p95", values: series.latency_ms.p95, color: "#ebcb8b" },
-    { label: "p99", values: series.latency_ms.p99, color: "#bf616a" },
+    { label: "p50", values: series.latency_ms.p50, color: PALETTE[2] },
+    { label: "p95", values: series.latency_ms.p95, color: PALETTE[5] },
+    { label: "p99", values: series.latency_ms.p99, color: PALETTE[3] },
   ]);
-  charts["chart-queue"].update(t, perKey(series.queue_depth));
-  const memory = [];
-  const models = new Set([...Object.keys(series.weight_bytes), ...Object.keys(series.accounted_bytes)]);
-  for (const m of models) {
-    if (series.accounted_bytes[m]) memory.push({ label: `${m} accounted (budget)`, values: series.accounted_bytes[m] });
-    if (series.weight_bytes[m]) memory.push({ label: `${m} weights`, values: series.weight_bytes[m] });
-    if (series.peak_working_bytes[m]) memory.push({ label: `${m} peak working`, values: series.peak_working_bytes[m] });
-  }
-  charts["chart-memory"].update(t, memory);
+  charts["chart-queue"].update(t, groupLines(perKey(series.queue_depth), colors));
+  charts["chart-memory"].update(t, groupLines(memory, colors));
   charts["chart-cpu"].update(t, [{ label: "process CPU", values: series.cpu_percent }]);
   charts["chart-rss"].update(t, [
     { label: "process RSS", values: series.rss_bytes },
@@ -182,8 +64,12 @@ function render(series, stats) {
   const hasGpu = Object.keys(gpu.memory_used_bytes || {}).length > 0;
   for (const id of ["chart-gpu-memory", "chart-gpu-util"]) $(id).hidden = !hasGpu;
   if (hasGpu) {
-    charts["chart-gpu-memory"].update(t, perKey(gpu.memory_used_bytes).map((l) => ({ ...l, label: `GPU ${l.label}` })));
-    charts["chart-gpu-util"].update(t, perKey(gpu.utilization_percent).map((l) => ({ ...l, label: `GPU ${l.label}` })));
+    const gpuLines = (obj) => {
+      const lines = perKey(obj).map((l) => ({ ...l, label: `GPU ${l.label}` }));
+      return groupLines(lines, paletteFor(lines.map((l) => l.label)), "GPUs");
+    };
+    charts["chart-gpu-memory"].update(t, gpuLines(gpu.memory_used_bytes));
+    charts["chart-gpu-util"].update(t, gpuLines(gpu.utilization_percent));
   }
   $("tile-requests").textContent = String(stats.requests);
   $("tile-throughput").textContent = fmt.rate(stats.throughput_per_s);
@@ -195,6 +81,14 @@ function render(series, stats) {
   for (const m of series.models) {
     if (!have.has(m)) { const o = document.createElement("option"); o.value = m; o.textContent = m; sel.appendChild(o); }
   }
+}
+
+function renderAll(d) {
+  render(d.series, d.stats);
+  if (d.models !== undefined || d.modelsFailure) modelsTable.render(d.models, d.modelsFailure);
+  renderErrors(d.stats, d.perModel, (d.models && d.models.models) || modelsTable.last);
+  if (d.server !== undefined) serverIdentity.set(d.server);
+  document.body.dataset.ready = "1";
 }
 
 const KEY_ITEM = "hfp-api-key";
@@ -219,11 +113,19 @@ let apiKey = keyStore.get();
 
 class AuthError extends Error {}
 
-async function api(path) {
+// GET by default; an error answer's own message ({"error": {"message": ...}}) becomes the Error's message.
+async function api(path, { method = "GET" } = {}) {
   const headers = apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
-  const r = await fetch(path, { headers, credentials: "omit", cache: "no-store" });
+  const r = await fetch(path, { method, headers, credentials: "omit", cache: "no-store" });
   if (r.status === 401) throw new AuthError(apiKey ? "The API key was refused." : "This server needs an API key.");
-  if (!r.ok) throw new Error(`HTTP ${r.status}`);
+  if (!r.ok) {
+    let message = `HTTP ${r.status}`;
+    try {
+      const body = await r.json();
+      if (body && body.error && body.error.message) message = `${body.error.message} (HTTP ${r.status})`;
+    } catch { /* not JSON: the status says it */ }
+    throw new Error(message);
+  }
   return r.json();
 }
 
@@ -245,18 +147,53 @@ $("login").addEventListener("submit", (e) => {
   poll();
 });
 
+function settled(result) {
+  if (result.status === "fulfilled") return [result.value, null];
+  if (result.reason instanceof AuthError) throw result.reason;
+  return [undefined, result.reason.message];
+}
+
+// Per-model stats only when the window has non-ok outcomes at all (most polls: none, no extra requests).
+async function statsPerModel(stats, names, qs, model) {
+  if (model) return { [model]: stats };
+  if (!NOT_OK_KEYS.some((k) => stats[k])) return {};
+  try {
+    const all = await Promise.all(names.map((n) => api(`/v1/admin/stats?${qs}&model=${encodeURIComponent(n)}`)));
+    return Object.fromEntries(names.map((n, i) => [n, all[i]]));
+  } catch (err) {
+    if (err instanceof AuthError) throw err;
+    return null;  // the panel shows the totals
+  }
+}
+
+async function refreshModels() {
+  try {
+    modelsTable.render(await api("/v1/admin/models"));
+  } catch (err) {
+    if (err instanceof AuthError) showLogin(err.message);
+  }
+}
+
 let inFlight = false;
 async function poll() {
   if (inFlight || !$("login").hidden) return;  // no polling behind the login form: it would only get 401s
   inFlight = true;
   const window_ = $("window").value, model = $("model").value;
-  const qs = `window=${encodeURIComponent(window_)}${model ? `&model=${encodeURIComponent(model)}` : ""}`;
+  const qs = `window=${encodeURIComponent(window_)}`;
+  const mq = model ? `&model=${encodeURIComponent(model)}` : "";
   try {
-    const [series, stats] = await Promise.all([api(`/v1/admin/series?${qs}`), api(`/v1/admin/stats?${qs}`)]);
-    render(series, stats);
+    const [results, series, stats] = await Promise.all([
+      Promise.allSettled([api("/v1/admin/models"), api("/v1/admin/server")]),
+      api(`/v1/admin/series?${qs}${mq}`),
+      api(`/v1/admin/stats?${qs}${mq}`),
+    ]);
+    const [models, modelsFailure] = settled(results[0]);
+    const [server] = settled(results[1]);
+    const names = [...new Set([...series.models, ...((models && models.models) || []).map((m) => m.name)])];
+    const perModel = await statsPerModel(stats, names, qs, model);
+    renderAll({ series, stats, models, modelsFailure, server: server === undefined ? null : server, perModel });
     $("status").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     $("status").classList.remove("error");
-    document.body.dataset.ready = "1";
   } catch (err) {
     if (err instanceof AuthError) {
       if (apiKey) { apiKey = ""; keyStore.clear(); }  // a refused key is not sent again
@@ -270,8 +207,29 @@ async function poll() {
   }
 }
 
+// The server's answers for the default window, in the page itself: drawn now, before any request.
+function initialData() {
+  const el = $("initial");
+  if (!el) return null;
+  try { return JSON.parse(el.textContent); } catch { return null; }
+}
+
+const initial = initialData();
+if (initial) {
+  renderAll({
+    series: initial.series,
+    stats: initial.stats,
+    models: initial.models,
+    server: initial.server,
+    perModel: initial.model_stats,
+  });
+  const asOf = new Date(initial.series.now * 1000).toLocaleTimeString([], { hour12: false });
+  $("status").textContent = `as of ${asOf}`;
+}
 $("window").addEventListener("change", poll);
 $("model").addEventListener("change", poll);
 window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.draw()));
-poll();
-setInterval(poll, POLL_MS);
+setInterval(() => { serverIdentity.paint(); poll(); }, POLL_MS);
+// Without the page's own data (a server with an API key), or when the browser restored other choices than
+// the default window and all models, the first poll goes now.
+if (!initial || $("window").value !== String(initial.window) || $("model").value) poll();

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from hf_provider.dashboard import STATIC_DIR
 from hf_provider.observability.observer import MAX_WINDOW_S, Observer
+from hf_provider.server.auth import BearerAuth
+from hf_provider.server.routes import admin
+
+log = logging.getLogger(__name__)
+
+DASHBOARD_WINDOW_S = 300.0  # the page's default window: the data inlined into it covers this one
+INITIAL_MARKER = "<!--hfp:initial-data-->"
+NOT_OK = ("errors", "client_errors", "timed_out", "rejected", "cancelled")
 
 _ASSET_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -105,11 +115,35 @@ def build_router(
         except ValueError as exc:
             return _error(400, str(exc), code="invalid_step", param="step")
 
+    def initial_data(request: Request) -> dict[str, Any]:
+        """What the page's first poll would fetch for its default window, so its first paint shows data."""
+        obs = observer_getter()
+        w = DASHBOARD_WINDOW_S
+        series = obs.series(w, None, None)
+        stats = obs.stats(None, None, w)
+        provider = getattr(request.app.state, "provider", None)
+        models = admin.models_body(provider) if provider is not None else {"models": models_getter()}
+        names = sorted({m["name"] for m in models["models"] if "name" in m} | set(series["models"]))
+        per_model = {n: obs.stats(n, None, w) for n in names} if any(stats[k] for k in NOT_OK) else {}
+        return {
+            "window": w,
+            "series": series,
+            "stats": stats,
+            "models": models,
+            "model_stats": per_model,
+            "server": admin.server_info(request) if provider is not None else None,
+        }
+
     @router.get("/dashboard", include_in_schema=False)
-    def dashboard() -> FileResponse:
-        return FileResponse(
-            STATIC_DIR / "index.html", media_type=_ASSET_TYPES[".html"], headers={"Cache-Control": "no-cache"}
-        )
+    async def dashboard(request: Request) -> Response:
+        html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        data = None
+        if not _behind_api_key(request):  # the page is open: with a key it holds no data, it asks for the key
+            try:
+                data = await run_in_threadpool(initial_data, request)
+            except Exception:  # the page still works: its first poll fetches the same data
+                log.exception("dashboard: building the inline data failed")
+        return HTMLResponse(inline_initial(html, data), headers={"Cache-Control": "no-cache"})
 
     @router.get("/dashboard/static/{name}", include_in_schema=False)
     def asset(name: str) -> Response:
@@ -124,3 +158,21 @@ def build_router(
         )
 
     return router
+
+
+def _behind_api_key(request: Request) -> bool:
+    """True when this app checks an API key (configured, or the middleware installed by any other path)."""
+    provider = getattr(request.app.state, "provider", None)
+    if provider is not None and provider.settings.server.api_key is not None:
+        return True
+    return any(m.cls is BearerAuth for m in getattr(request.app, "user_middleware", ()))
+
+
+def inline_initial(html: str, data: dict[str, Any] | None) -> str:
+    """The page with `data` as a JSON script block in place of the marker (or just without the marker).
+    "<" is written as \\u003c, so no string in the data (a model name, an error message) can close the
+    script element or open a comment: JSON.parse reads it back unchanged."""
+    if data is None:
+        return html.replace(INITIAL_MARKER, "")
+    text = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY).decode().replace("<", "\\u003c")
+    return html.replace(INITIAL_MARKER, f'<script type="application/json" id="initial">{text}</script>')

@@ -1,0 +1,220 @@
+"""Structured error reports and their fingerprints.
+
+A report says what failed (`error_class`, exception type, masked message), where (model and revision, phase,
+the innermost hf_provider frames) and in what state (request id, device, dtype, batch size, input shape,
+memory). Reports of one root cause share a fingerprint: a sha256 of error class, exception type, the
+normalised frames, model and phase and the message after digits, hex, UUIDs, paths, ports and quoted values are
+stripped, so ids, addresses and names taken from a request never split a group.
+
+Light on purpose (std-lib only): `scheduling/request.py` imports the request-id context from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import traceback
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from hf_provider.reporting.redact import mask
+
+ERROR_CLASSES = (
+    "oom",
+    "device_fatal",
+    "load_failed",
+    "cache_corrupt",
+    "timeout",
+    "overloaded",
+    "circuit_open",
+    "worker_crashed",
+    "bad_request",
+    "internal",
+)
+PHASES = ("parse", "load", "queue", "preprocess", "forward", "postprocess", "stream", "background")
+MAX_FRAMES = 4
+
+# The id of the HTTP request being served (set by server/middleware.py; copied into threads by to_thread).
+REQUEST_ID: ContextVar[str | None] = ContextVar("hfp_request_id", default=None)
+
+
+@dataclass(slots=True)
+class Report:
+    error_class: str
+    exc_type: str
+    message: str  # masked
+    model: str  # a configured model's name, or "-"
+    phase: str
+    fingerprint: str
+    ts: float
+    revision: str | None = None
+    request_id: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    batch_size: int | None = None
+    input_shape: list[int] | None = None
+    inputs: dict[str, Any] | None = None  # redact.digest(...): length and hash, never the text by default
+    memory: dict[str, int] = field(default_factory=dict)
+    frames: list[str] = field(default_factory=list)
+
+    def sample(self) -> dict[str, Any]:
+        """What the store keeps of one occurrence (everything but the group's own keys)."""
+        return {
+            "ts": self.ts,
+            "exc_type": self.exc_type,
+            "message": self.message,
+            "revision": self.revision,
+            "request_id": self.request_id,
+            "device": self.device,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "input_shape": self.input_shape,
+            "inputs": self.inputs,
+            "memory": self.memory,
+            "frames": self.frames,
+        }
+
+
+# -- classification --------------------------------------------------------------------------------------------
+
+_DEVICE_FATAL = re.compile(
+    r"(?i)cuda error|device-side assert|illegal memory access|cudnn_status|cublas_status|nccl error|"
+    r"hip error|xpu error|unspecified launch failure"
+)
+_OOM = ("out of memory", "can't allocate memory", "cannot allocate memory")
+_CORRUPT_TYPES = frozenset({"SafetensorError", "HeaderTooLarge", "UnpicklingError", "BadZipFile"})
+_BY_NAME = {
+    "CircuitOpen": "circuit_open",
+    "BrokenProcessPool": "worker_crashed",
+    "WorkerCrashed": "worker_crashed",
+    "RequestValidationError": "bad_request",
+}
+
+
+def classify(exc: BaseException) -> str:
+    """The error class of an exception. An error type may declare its own with an `error_class` attribute
+    (breakers, worker pools and cache checks added later do, without a change here)."""
+    from hf_provider import errors as E
+
+    declared = getattr(exc, "error_class", None)
+    if isinstance(declared, str) and declared in ERROR_CLASSES:
+        return declared
+    for e in _chain(exc):
+        if type(e).__name__ in _CORRUPT_TYPES:
+            return "cache_corrupt"
+    if isinstance(exc, E.OutOfMemory | E.MemoryBudgetExceeded | MemoryError) or _is_oom(exc):
+        return "oom"
+    if isinstance(exc, RuntimeError) and _DEVICE_FATAL.search(str(exc)):
+        return "device_fatal"
+    if isinstance(exc, E.ModelLoadError):
+        return "load_failed"
+    if isinstance(exc, E.DeadlineExceeded | TimeoutError):
+        return "timeout"
+    if isinstance(exc, E.Unavailable):
+        return "overloaded"
+    if isinstance(exc, E.InvalidInput | E.TaskNotSupported | E.ModelNotFound):
+        return "bad_request"
+    return _BY_NAME.get(type(exc).__name__, "internal")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _OOM)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and len(out) < 8:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+# -- normalisation and fingerprint -----------------------------------------------------------------------------
+
+_NORMALISE: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"'[^'\n]*'|\"[^\"\n]*\""), "<str>"),  # quoted values come from requests and configs
+    (re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
+    (re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-@+~]+)+[\\/]?"), "<path>"),
+    (re.compile(r"\b[\w.\-]+:\d{2,5}\b"), "<host:port>"),
+    (re.compile(r"(?i)\b0x[0-9a-f]+\b"), "<hex>"),
+    (re.compile(r"(?i)\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{6,}\b"), "<hex>"),
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+    (re.compile(r"\s+"), " "),
+)
+
+
+def normalise(message: str) -> str:
+    """The message with what varies between occurrences of one cause stripped (see the module doc)."""
+    for pattern, repl in _NORMALISE:
+        message = pattern.sub(repl, message)
+    return message.strip()[:500]
+
+
+def frames_of(exc: BaseException) -> list[str]:
+    """The innermost frames inside hf_provider as `module:function` (no line numbers: they move between
+    releases), innermost last."""
+    out: list[str] = []
+    for fs in traceback.extract_tb(exc.__traceback__):
+        path = fs.filename.replace("\\", "/")
+        i = path.rfind("/hf_provider/")
+        if i < 0:
+            continue
+        module = path[i + 1 :].removesuffix(".py").replace("/", ".")
+        out.append(f"{module}:{fs.name}")
+    return out[-MAX_FRAMES:]
+
+
+def fingerprint(
+    error_class: str, exc_type: str, frames: list[str], model: str, phase: str, message: str
+) -> str:
+    key = "\n".join([error_class, exc_type, *frames, model, phase, normalise(message)])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+# -- marks carried by the exception itself ----------------------------------------------------------------------
+
+
+def tag(exc: BaseException, phase: str, batch_size: int | None = None) -> None:
+    """Record where `exc` happened; the innermost tag wins (a stage's tag is not overwritten by its caller's)."""
+    try:
+        if getattr(exc, "hfp_phase", None) is None:
+            exc.hfp_phase = phase  # type: ignore[attr-defined]
+            if batch_size is not None:
+                exc.hfp_batch_size = batch_size  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type without a __dict__: the reporter falls back to its own guess
+        pass
+
+
+def phase_of(exc: BaseException) -> str | None:
+    return getattr(exc, "hfp_phase", None)
+
+
+def mark_reported(exc: BaseException) -> None:
+    """One report per exception object: the settlement point reports it, the HTTP error handler then skips it."""
+    with contextlib.suppress(AttributeError):  # an exception type without a __dict__: reported twice at worst
+        exc.hfp_reported = True  # type: ignore[attr-defined]
+
+
+def is_reported(exc: BaseException) -> bool:
+    return bool(getattr(exc, "hfp_reported", False))
+
+
+def masked_message(exc: BaseException) -> str:
+    """The exception's message, masked. A validation error (pydantic, FastAPI) is summarised by field and
+    problem: its str() would quote the offending input."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            found = errors()
+            return mask(
+                "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in found[:5])
+            )[:2000]
+        except Exception:
+            return type(exc).__name__
+    text = getattr(exc, "message", None)
+    return mask(text if isinstance(text, str) else str(exc))[:2000]
