@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +57,8 @@ class Report:
     inputs: dict[str, Any] | None = None  # redact.digest(...): length and hash, never the text by default
     memory: dict[str, int] = field(default_factory=dict)
     frames: list[str] = field(default_factory=list)
+    repeats: int = 0  # later occurrences folded into this report (Reporter: refusals under overload)
+    last_ts: float | None = None  # the last of them
 
     def sample(self) -> dict[str, Any]:
         """What the store keeps of one occurrence (everything but the group's own keys)."""
@@ -158,14 +159,17 @@ def normalise(message: str) -> str:
 def frames_of(exc: BaseException) -> list[str]:
     """The innermost frames inside hf_provider as `module:function` (no line numbers: they move between
     releases), innermost last."""
+    # A walk of the traceback's code objects rather than traceback.extract_tb, which reads source lines through
+    # linecache (a stat per frame): reports are made on the event loop, hundreds a second under overload.
     out: list[str] = []
-    for fs in traceback.extract_tb(exc.__traceback__):
-        path = fs.filename.replace("\\", "/")
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        path = code.co_filename.replace("\\", "/")
         i = path.rfind("/hf_provider/")
-        if i < 0:
-            continue
-        module = path[i + 1 :].removesuffix(".py").replace("/", ".")
-        out.append(f"{module}:{fs.name}")
+        if i >= 0:
+            out.append(f"{path[i + 1 :].removesuffix('.py').replace('/', '.')}:{code.co_name}")
+        tb = tb.tb_next
     return out[-MAX_FRAMES:]
 
 

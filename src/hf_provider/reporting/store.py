@@ -84,16 +84,17 @@ class ErrorStore:
         samples: dict[str, list[Report]] = {}
         for r in reports:
             g = groups.get(r.fingerprint)
+            last = r.ts if r.last_ts is None else r.last_ts
             if g is None:
                 groups[r.fingerprint] = [
-                    r.fingerprint, r.error_class, r.exc_type, r.model, r.revision, r.phase, r.message, 1,
-                    r.ts, r.ts,
+                    r.fingerprint, r.error_class, r.exc_type, r.model, r.revision, r.phase, r.message,
+                    1 + r.repeats, r.ts, last,
                 ]  # fmt: skip
             else:
-                g[7] += 1
+                g[7] += 1 + r.repeats
                 g[8] = min(g[8], r.ts)
-                if r.ts >= g[9]:
-                    g[4], g[6], g[9] = r.revision, r.message, r.ts
+                if last >= g[9]:
+                    g[4], g[6], g[9] = r.revision, r.message, last
             samples.setdefault(r.fingerprint, []).append(r)
         if not groups:
             return

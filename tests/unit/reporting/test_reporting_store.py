@@ -111,3 +111,27 @@ def test_reporter_writes_on_its_own_thread(tmp_path: Path) -> None:
     rep._stop.set()
     rep._thread.join(10)  # type: ignore[union-attr]
     assert store.groups()[0]["count"] == 1
+
+
+def test_refusals_fold_into_one_pending_report_and_the_count_stays_exact(tmp_path: Path) -> None:
+    from hf_provider.errors import Overloaded
+
+    counted: list[tuple[str, str]] = []
+    clock = [1000.0]
+    rep = Reporter(
+        ErrorStore(tmp_path / "errors.db"), names=lambda: ["m"], count=lambda m, c: counted.append((m, c)),
+        clock=lambda: clock[0],
+    )  # fmt: skip
+    built = [
+        rep.report(Overloaded(f"queue wait {i}.{i}s", model="m"), model="m", phase="parse")
+        for i in range(300)
+    ]
+    assert sum(r is not None for r in built) == 1  # one report built, 299 refusals counted into it
+    clock[0] += 5
+    rep.flush()  # written: the next refusal builds a new report (a fresh sample)
+    assert rep.report(Overloaded("queue wait 9.9s", model="m"), model="m", phase="parse") is not None
+    rep.report(Overloaded("queue wait 1.0s", model="m"), model="m", phase="load")  # another phase: its own
+    [group] = [g for g in rep.groups() if g["phase"] == "parse"]
+    assert group["count"] == 301 and group["last_seen"] == 1005.0 and len(group["samples"]) == 2
+    assert len(counted) == 302 and set(counted) == {("m", "overloaded")}
+    rep.close()
