@@ -30,7 +30,12 @@ def start_server(
     env: dict[str, str] | None = None, config: Path | None = None, timeout: float = 180.0
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, "-m", "hf_provider.cli.main", "serve", "--no-supervise", "--port", str(port)]
+    # The server process itself, not `hfp serve`'s supervisor around it (CPU is measured by pid); a --compare-src
+    # version from before the supervisor has no such flag.
+    src = Path((env or {}).get("PYTHONPATH") or ROOT / "src")
+    cli = (src / "hf_provider" / "cli" / "main.py").read_text()
+    flag = ["--no-supervise"] if "--no-supervise" in cli else []
+    cmd = [sys.executable, "-m", "hf_provider.cli.main", "serve", *flag, "--port", str(port)]
     if config:
         cmd += ["--config", str(config)]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
