@@ -125,6 +125,14 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+class CircuitOpen(Unavailable):
+    """Refused at once: the model's circuit breaker is open after consecutive failures of its own
+    (resilience/breaker.py). Nothing was parsed or computed; a probe may be tried after `retry_after` seconds."""
+
+    code = "circuit_open"
+    error_class = "circuit_open"  # reporting.classify: not an overload
+
+
 class DeadlineExceeded(ProviderError, TimeoutError):
     """The request passed its deadline (the server's request_timeout_s, or the client's shorter one)."""
 

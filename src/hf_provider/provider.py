@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_provider.errors import (
+    CircuitOpen,
     InvalidInput,
     MemoryBudgetExceeded,
     ModelLoadError,
@@ -32,13 +33,14 @@ from hf_provider.errors import (
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.reports import tag
 from hf_provider.reporting.store import ErrorStore
+from hf_provider.resilience.breaker import Ticket
 from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.supervisor import Supervisor
-from hf_provider.runtime.manager import ModelManager
+from hf_provider.runtime.manager import Entry, ModelManager
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec
-from hf_provider.types import PRIORITIES, RESERVED_PARAMS, TASKS, DeltaSink
+from hf_provider.types import PRIORITIES, RESERVED_PARAMS, TASKS, DeltaSink, TaskHandler
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
@@ -201,31 +203,61 @@ class Provider:
         with self.manager.acquire(model) as e:
             handler = self.manager.handler(e, task)
             assert e.scheduler is not None
-            e.scheduler.check_admission(task, PRIORITIES[priority], deadline, self.loop_lag_s)
-            if sink is not None and not handler.streaming:
-                raise InvalidInput(
-                    f"task {task!r} does not stream; streaming is available for text-generation",
-                    param="stream",
+            breaker = e.scheduler.breaker
+            ticket = None if breaker is None else breaker.allow()
+            if isinstance(ticket, float):  # open: refused before any parse or forward pass
+                raise CircuitOpen(
+                    f"model {model!r} is failing: its circuit breaker is open after {breaker.threshold} "
+                    f"consecutive failures; retry in {ticket:.1f}s",
+                    model=model,
+                    task=task,
+                    retry_after=ticket,
                 )
             try:
-                if self.faults is not None:
-                    self.faults.check(model, "parse")
-                items, resolved, single = handler.parse(inputs, params)
-            except BaseException as exc:
-                tag(exc, "parse")
+                return self._queue(
+                    e, handler, ticket, (model, task, inputs, params, priority, deadline, sink)
+                )
+            except BaseException:
+                if ticket is not None:
+                    breaker.release(ticket)  # never queued: no verdict (a probe's ticket goes back)
                 raise
-            if sink is not None and not single:
-                raise InvalidInput("streaming takes a single prompt", param="inputs")
-            return e.scheduler.submit(
-                handler,
-                items,
-                resolved,
-                single=single,
-                priority=PRIORITIES[priority],
-                deadline=deadline,
-                sink=sink,
-                extra_wait_s=self.loop_lag_s,
+
+    def _queue(
+        self,
+        e: Entry,
+        handler: TaskHandler,
+        ticket: Ticket | None,
+        args: tuple[str, str, Any, Mapping[str, Any], str, float, DeltaSink | None],
+    ) -> Request:
+        """Parse and queue under the lease (the breaker admitted the request)."""
+        model, task, inputs, params, priority, deadline, sink = args
+        assert e.scheduler is not None
+        e.scheduler.check_admission(task, PRIORITIES[priority], deadline, self.loop_lag_s)
+        if sink is not None and not handler.streaming:
+            raise InvalidInput(
+                f"task {task!r} does not stream; streaming is available for text-generation",
+                param="stream",
             )
+        try:
+            if self.faults is not None:
+                self.faults.check(model, "parse")
+            items, resolved, single = handler.parse(inputs, params)
+        except BaseException as exc:
+            tag(exc, "parse")
+            raise
+        if sink is not None and not single:
+            raise InvalidInput("streaming takes a single prompt", param="inputs")
+        return e.scheduler.submit(
+            handler,
+            items,
+            resolved,
+            single=single,
+            priority=PRIORITIES[priority],
+            deadline=deadline,
+            sink=sink,
+            extra_wait_s=self.loop_lag_s,
+            ticket=ticket,
+        )
 
     def record_refusal(self, model: str, task: str, exc: ProviderError, inputs: Any = None) -> None:
         """Count and report a request refused before it reached a scheduler (which counts its own refusals)."""

@@ -53,6 +53,23 @@ class BatchingSpec(BaseModel):
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
 
 
+class BreakerSpec(BaseModel):
+    """The model's circuit breaker (resilience/breaker.py): after `failures` consecutive failures of the model's
+    own making (5xx classes, never client errors) requests get 503 `circuit_open` at once; after `cooldown`,
+    `probes` requests are let through and their success closes it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures: int = Field(5, ge=0, description="consecutive failures that open the breaker; 0 disables it")
+    cooldown: float = Field(30.0, description="time open before probes are let through, e.g. '30s'")
+    probes: int = Field(1, ge=1, description="requests let through while half-open; all must succeed")
+
+    @field_validator("cooldown", mode="before")
+    @classmethod
+    def _cooldown(cls, v: Any) -> Any:
+        return parse_duration(v)
+
+
 class ModelSpec(BaseModel):
     """One served model. `name` is how clients address it; `source` is a Hub id or a local folder."""
 
@@ -80,6 +97,9 @@ class ModelSpec(BaseModel):
         "keeps float activations (more accurate); both must pass the accuracy guard",
     )
     fallback_to_cpu: bool = False
+    breaker: BreakerSpec | None = Field(
+        default_factory=BreakerSpec, description="circuit breaker; None (or failures = 0) disables it"
+    )
 
     @field_validator("tasks")
     @classmethod

@@ -19,7 +19,14 @@ from tests.e2e.conftest import serve
 
 
 def config(tiny_models: dict[str, Path], home: Path) -> dict:
-    lm = {"source": str(tiny_models["decoder"]), "tasks": ["text-generation"], "device": "cpu"}
+    lm = {
+        "source": str(tiny_models["decoder"]),
+        "tasks": ["text-generation"],
+        "device": "cpu",
+        "breaker": {
+            "failures": 0
+        },  # every injected failure must reach the model (tests/integration/test_breaker_faults.py)
+    }
     return {
         "home": str(home),
         "faults": {"rules": []},  # TESTING ONLY: enables POST /v1/admin/faults

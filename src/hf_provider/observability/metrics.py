@@ -165,6 +165,20 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Circuit breakers (resilience/breaker.py)
+        self.breaker_state = Gauge(
+            f"{p}_breaker_state",
+            "The model's circuit breaker: 0 closed, 1 half-open (probes let through), 2 open (requests get 503 "
+            "circuit_open at once). Absent for a model whose breaker is disabled.",
+            ["model"],
+            registry=r,
+        )
+        self.breaker_openings = Counter(
+            f"{p}_breaker_openings",
+            "Times the model's circuit breaker opened (consecutive failures, or a failed probe).",
+            ["model"],
+            registry=r,
+        )
         # Process and system
         self.process_cpu_percent = Gauge(
             f"{p}_process_cpu_percent",
@@ -228,6 +242,7 @@ class Metrics:
             self.model_weight_bytes,
             self.model_accounted_bytes,
             self.model_peak_working_bytes,
+            self.breaker_state,
         ):
             with contextlib.suppress(KeyError):
                 g.remove(model)

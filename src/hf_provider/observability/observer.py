@@ -31,6 +31,7 @@ from hf_provider.observability.profiler import StageProfiler
 from hf_provider.observability.resources import ModelBytes, ResourceSampler
 from hf_provider.observability.series import shape_series
 from hf_provider.observability.store import HistoryStore, RequestRow, ResourceRow
+from hf_provider.resilience.breaker import STATE_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,17 @@ class Observer:
         if not self.enabled:
             return
         self.metrics.child(self.metrics.error_reports, model, error_class).inc()
+
+    def breaker_changed(self, model: str, old: str | None, new: str) -> None:
+        """The model's circuit breaker moved (resilience/breaker.py); `old` None: a fresh one at load."""
+        if not self.enabled:
+            return
+        try:
+            self.metrics.child(self.metrics.breaker_state, model).set(STATE_VALUE[new])
+            if new == "open":
+                self.metrics.child(self.metrics.breaker_openings, model).inc()
+        except Exception:
+            self._hook_failed("breaker_changed")
 
     def queue_depth(self, model: str, depth: int) -> None:
         if not self.enabled:

@@ -30,6 +30,7 @@ from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
 from hf_provider.reporting.reports import tag
+from hf_provider.resilience.breaker import Breaker
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
@@ -283,6 +284,7 @@ class ModelManager(MemoryAdmission):
             supervisor=self.supervisor,
             on_done=lambda: self.touch(spec.name),  # keep-alive idles from a request's end
             reporter=self.reporter,
+            breaker=self._breaker(spec),
         )
         e.loaded_at = e.last_used = self.clock()
         e.loads += 1
@@ -298,6 +300,26 @@ class ModelManager(MemoryAdmission):
             est.weight_bytes,
             time.perf_counter() - t0,
         )
+
+    def _breaker(self, spec: ModelSpec) -> Breaker | None:
+        """A fresh breaker per load (a reload may be the fix), its state changes pushed to the observer."""
+        b = spec.breaker
+        if b is None or b.failures == 0:
+            return None
+        hook = getattr(self.observer, "breaker_changed", None)
+
+        def changed(old: str, new: str) -> None:
+            if new == "open":
+                log.warning("circuit breaker of %s opened (was %s)", spec.name, old)
+            else:
+                log.info("circuit breaker of %s is %s (was %s)", spec.name, new, old)
+            if hook is not None:
+                self.supervisor.call("observer", hook, spec.name, old, new)
+
+        breaker = Breaker(b.failures, b.cooldown, b.probes, clock=self.clock, on_change=changed)
+        if hook is not None:
+            self.supervisor.call("observer", hook, spec.name, None, "closed")
+        return breaker
 
     def attach_tasks(self, model: LoadedModel, tasks: list[str]) -> None:
         """Build handlers on the already-loaded weights; an unservable task raises TaskNotSupported."""
@@ -410,10 +432,20 @@ class ModelManager(MemoryAdmission):
                         "error": e.error,
                         "quantization": e.spec.quantization,
                         "quantization_cosine": e.quantization_cosine,
+                        "breaker": self._breaker_view(e),
                     }
                 )
                 out.append(info)
             return out
+
+    def _breaker_view(self, e: Entry) -> dict[str, Any] | None:
+        breaker = e.scheduler.breaker if e.scheduler else None
+        if breaker is None:
+            return None
+        view = breaker.describe()
+        if view["opened_at"] is not None:
+            view["opened_at"] = _wall(view["opened_at"], self.clock)
+        return view
 
     def in_flight_by_model(self) -> dict[str, int]:
         """Requests accepted and not finished, per loaded model (read by metrics at scrape time)."""

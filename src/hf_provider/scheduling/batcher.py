@@ -37,6 +37,7 @@ from hf_provider.types import DeltaSink, Item, RowControl, TaskHandler
 
 if TYPE_CHECKING:
     from hf_provider.reporting.reporter import Reporter
+    from hf_provider.resilience.breaker import Breaker
     from hf_provider.runtime.model import LoadedModel
     from hf_provider.scheduling.worker import StageRunner
 
@@ -71,6 +72,7 @@ class ModelScheduler(Admission):
         supervisor: Supervisor | None = None,
         on_done: Callable[[], None] | None = None,
         reporter: Reporter | None = None,
+        breaker: Breaker | None = None,
     ) -> None:
         if runner is None:
             from hf_provider.scheduling.worker import StageRunner
@@ -85,6 +87,7 @@ class ModelScheduler(Admission):
         self.supervisor = supervisor or Supervisor()
         self.on_done = on_done  # called after each settlement (keep-alive idles from a request's end)
         self.reporter = reporter  # error reports of failed requests, made at settlement
+        self.breaker = breaker  # the model's circuit breaker: the Provider asks it, settlement gives verdicts
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self.max_queue = b.max_queue
         self._queue = BatchQueue(max_batch_size=b.max_batch_size, max_batch_tokens=b.max_batch_tokens)
@@ -140,8 +143,10 @@ class ModelScheduler(Admission):
         deadline: float = float("inf"),
         sink: DeltaSink | None = None,
         extra_wait_s: float = 0.0,
+        ticket: Any = None,
     ) -> Request:
-        """Queue one request, or raise Overloaded / ShuttingDown at once (recorded as `rejected`)."""
+        """Queue one request, or raise Overloaded / ShuttingDown at once (recorded as `rejected`). `ticket`, the
+        breaker's (resilience/breaker.py), is judged at settlement; a refused request's stays with the caller."""
         now = self.clock()
         req = Request(
             handler,
@@ -156,6 +161,7 @@ class ModelScheduler(Admission):
             model=self.name,
             on_settle=self._on_settle,
         )
+        req.ticket = ticket  # before the push: the request may be settled on another thread at once
         with self._cv:
             error = self._admission(req, now, extra_wait_s)
             if error is None:
@@ -198,6 +204,8 @@ class ModelScheduler(Admission):
             self._in_flight -= 1
             self._cv.notify()
         self._record(req, req.outcome or "error", req.settled_at or self.clock(), error)
+        if req.ticket is not None and self.breaker is not None:
+            self.supervisor.call("breaker", self.breaker.settle, req.ticket, req.outcome or "error", error)
         if error is not None and req.outcome in _REPORTED and self.reporter is not None:
             self.supervisor.call("reporter", self._report, req, was, error)
         if isinstance(error, ProviderError):

@@ -34,6 +34,8 @@ class SchedulerObserver(Protocol):
 
     def queue_depth(self, model: str, depth: int) -> None: ...
 
+    def breaker_changed(self, model: str, old: str | None, new: str) -> None: ...
+
     def tokens_generated(self, model: str, task: str, tokens: int) -> None: ...
 
     def model_loaded(self, model: str, revision: str | None, seconds: float, weight_bytes: int) -> None: ...
@@ -51,6 +53,9 @@ class NullObserver:
         pass
 
     def queue_depth(self, *a: object, **k: object) -> None:
+        pass
+
+    def breaker_changed(self, *a: object, **k: object) -> None:
         pass
 
     def tokens_generated(self, *a: object, **k: object) -> None:

@@ -50,6 +50,7 @@ class Request:
         "slots",
         "state",
         "submitted",
+        "ticket",
     )
 
     def __init__(
@@ -83,6 +84,9 @@ class Request:
         self.slots: list[Any] = []  # queue.Slot objects, set when queued
         self.state = QUEUED
         self.outcome: str | None = None
+        self.ticket: Any = (
+            None  # the model's circuit-breaker ticket (resilience/breaker.py), judged at settlement
+        )
         self.settled_at: float | None = None
         self.future: Future = Future()
         self.future.set_running_or_notify_cancel()

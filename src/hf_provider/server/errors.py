@@ -29,6 +29,7 @@ ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.TooManyItems, 413, "invalid_request_error"),
     (E.InvalidInput, 400, "invalid_request_error"),
     (E.Overloaded, 429, "rate_limit_error"),
+    (E.CircuitOpen, 503, "service_unavailable"),  # the model is failing: refused at once, with Retry-After
     (E.DeadlineExceeded, 504, "timeout_error"),
     (E.Cancelled, 499, "invalid_request_error"),  # nginx's "client closed request": nobody reads it
     (E.Unavailable, 503, "service_unavailable"),
