@@ -9,12 +9,12 @@ a writer's fsync. sqlite3 from the standard library: one small table pair needs 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hf_provider.dbfile import migrate, open_db
 from hf_provider.reporting.reports import Report
 
 SCHEMA_VERSION = 1
@@ -46,31 +46,9 @@ class ErrorStore:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lock = threading.Lock()
-        if path is None:
-            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_db(path)
         with self._lock:
-            self._migrate()
-
-    def _migrate(self) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        for stmt in filter(None, (s.strip() for s in _SCHEMA.split(";"))):
-            db.execute(stmt)
-        row = db.execute("SELECT max(version) FROM schema_version").fetchone()
-        if row[0] is None:
-            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif row[0] > SCHEMA_VERSION:
-            db.execute("ROLLBACK")
-            raise RuntimeError(
-                f"{self.path} was written by a newer hf-provider (schema {row[0]} > {SCHEMA_VERSION}); "
-                "upgrade hf-provider or point HFP_HOME elsewhere."
-            )
-        db.execute("COMMIT")
+            migrate(self._db, _SCHEMA, SCHEMA_VERSION, path)
 
     def close(self) -> None:
         with self._lock:
