@@ -18,10 +18,11 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hf_provider.errors import (
     CircuitOpen,
+    ConfigError,
     InvalidInput,
     MemoryBudgetExceeded,
     ModelLoadError,
@@ -33,19 +34,29 @@ from hf_provider.errors import (
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.reports import tag
 from hf_provider.reporting.store import ErrorStore
-from hf_provider.resilience.breaker import Ticket
+from hf_provider.resilience import fallback
+from hf_provider.resilience.breaker import OPEN, Ticket
 from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.manager import Entry, ModelManager
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
-from hf_provider.spec import ModelSpec
+from hf_provider.spec import ModelSpec, check_fallbacks
 from hf_provider.types import PRIORITIES, RESERVED_PARAMS, TASKS, DeltaSink, TaskHandler
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
 _INLINE_PARSE_CHARS = 2048
 Params = Mapping[str, Any] | None
+
+
+class Answer(NamedTuple):
+    """A request's result with what a server reports beside it."""
+
+    result: Any
+    tokens: int  # input tokens (OpenAI `usage`)
+    served_by: str  # the model that computed it
+    fallback_reason: str | None  # why a fallback computed it (resilience/fallback.py); None: the model asked
 
 
 class Provider:
@@ -66,6 +77,13 @@ class Provider:
             specs = (
                 default_specs()
             )  # nothing configured: the built-in MiniLM, as `hfp serve` does (no network)
+        if models is not None:  # settings check their own models when they load
+            try:
+                check_fallbacks(specs)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
+        # model -> its fallbacks, tried in order when it refuses a request before queueing it
+        self._fallbacks = {s.name: list(s.fallbacks) for s in specs if s.fallbacks}
         self.observer = observer
         self.supervisor = Supervisor(on_error=getattr(observer, "internal_error", None))
         if observer is not None and hasattr(observer, "supervisor"):
@@ -171,16 +189,69 @@ class Provider:
         sink: DeltaSink | None = None,
     ) -> Request:
         """Validate and queue one request; returns it (`.future` completes when it is settled). `sink` receives
-        streamed text deltas and None at the end. Errors before the request is queued raise here."""
+        streamed text deltas and None at the end. Errors before the request is queued raise here. When the model
+        refuses the request for a reason of its own health and has `fallbacks`, the first fallback that takes it
+        serves it: the Request's `served_by` and `fallback_reason` say so."""
+        fallbacks = self._fallbacks.get(model)
         try:
             when = self.deadline(timeout) if deadline is None else deadline
-            return self._submit(model, task, inputs, _check_params(params), priority, when, sink)
+            checked = _check_params(params)
+            if not fallbacks:
+                return self._submit(model, task, inputs, checked, priority, when, sink)
+            return self._submit_chain(model, fallbacks, task, inputs, checked, priority, when, sink)
         except ProviderError as exc:
-            self.record_refusal(model, task, exc, inputs)
+            # The error raised after a walk of the chain is the last fallback's: counted for that model.
+            who = exc.model if fallbacks and exc.model in fallbacks else model
+            self.record_refusal(who, task, exc, inputs)
             raise
         except Exception as exc:  # a bug or an injected fault before the queue: reported, then raised (500)
             self.report(exc, model=model, phase="parse", inputs=inputs)
             raise
+
+    def _submit_chain(
+        self,
+        model: str,
+        fallbacks: list[str],
+        task: str,
+        inputs: Any,
+        params: Mapping[str, Any],
+        priority: str,
+        deadline: float,
+        sink: DeltaSink | None,
+    ) -> Request:
+        # Every refusal that switches happens before the request is queued (breaker, admission, load): the
+        # request is computed once, by whichever model took it.
+        served = fallback.serve(
+            model,
+            fallbacks,
+            lambda name: self._submit(name, task, inputs, params, priority, deadline, sink),
+            serves=lambda name: self._serves(name, task),
+            is_open=self._is_open,
+            on_refused=lambda name, exc: self.record_refusal(name, task, exc, inputs),
+        )
+        req: Request = served.value
+        if served.reason is not None:
+            # Set before the caller sees the request; it is read only once the request is settled.
+            req.fallback_reason = served.reason
+            if self.observer is not None and hasattr(self.observer, "fallback_used"):
+                self.supervisor.call(
+                    "observer", self.observer.fallback_used, model, served.model, served.reason
+                )
+        return req
+
+    def _serves(self, name: str, task: str) -> bool:
+        """Whether a fallback serves `task`, without loading it: a loaded model by its handlers, another by its
+        configured tasks (none configured: maybe; the attempt's TaskNotSupported then skips it)."""
+        e = self.manager.entry(name)
+        loaded = e.model
+        if loaded is not None:
+            return task in loaded.handlers
+        return not e.spec.tasks or task in e.spec.tasks
+
+    def _is_open(self, name: str) -> bool:
+        """A fallback whose breaker is open would refuse at once: skipped (no probe ticket is taken)."""
+        sched = self.manager.entry(name).scheduler
+        return sched is not None and sched.breaker is not None and sched.breaker.state == OPEN
 
     def _submit(
         self,
@@ -322,10 +393,10 @@ class Provider:
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> Any:
-        result, _ = await self.arun_usage(
+        answer = await self.arun_usage(
             model, task, inputs, params, priority=priority, timeout=timeout, deadline=deadline
         )
-        return result
+        return answer.result
 
     async def arun_usage(
         self,
@@ -337,8 +408,9 @@ class Provider:
         priority: str = "interactive",
         timeout: float | None = None,
         deadline: float | None = None,
-    ) -> tuple[Any, int]:
-        """Like arun, also returning the number of input tokens (for OpenAI `usage`). Cancelling the awaiting
+    ) -> Answer:
+        """Like arun, also returning the number of input tokens (for OpenAI `usage`) and the model that served
+        the request (a fallback, and why, when the model refused it). Cancelling the awaiting
         task cancels the request: queued items leave the queue, a running generation row stops. `deadline`
         (time.monotonic) replaces `timeout` when given."""
         deadline = self.deadline(timeout) if deadline is None else deadline
@@ -349,7 +421,7 @@ class Provider:
         # per request on small CPUs).
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
         try:
-            return await waiter, req.tokens
+            return Answer(await waiter, req.tokens, req.served_by, req.fallback_reason)
         except asyncio.CancelledError:
             req.cancel(time.monotonic())
             raise
@@ -369,7 +441,13 @@ class Provider:
         # Small inputs of a ready model are parsed inline; a load (seconds) must never block the event loop.
         args = (model, task, inputs, params)
         kw = {"priority": priority, "deadline": deadline, "sink": sink}
-        if _size(inputs) <= _INLINE_PARSE_CHARS and self.manager.is_ready(model):
+        # A fallback may serve it too, so the whole chain must be ready.
+        ready = self.manager.is_ready
+        if (
+            _size(inputs) <= _INLINE_PARSE_CHARS
+            and ready(model)
+            and all(map(ready, self._fallbacks.get(model, ())))
+        ):
             return self.submit(*args, **kw)
         pending = asyncio.ensure_future(asyncio.to_thread(self.submit, *args, **kw))
         try:

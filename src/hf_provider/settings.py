@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from hf_provider.errors import ConfigError
 from hf_provider.memory.budget import GPU_MEMORY, check_size
-from hf_provider.spec import ModelSpec, parse_duration
+from hf_provider.spec import ModelSpec, check_fallbacks, parse_duration
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "hfp_file_data", default=None
@@ -167,6 +167,12 @@ class Settings(BaseSettings):
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )
     models: list[ModelSpec] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _fallbacks(cls, v: list[ModelSpec]) -> list[ModelSpec]:
+        check_fallbacks(v)
+        return v
 
     @field_validator("raw_retention", "rollup_retention")
     @classmethod

@@ -100,6 +100,11 @@ class ModelSpec(BaseModel):
     breaker: BreakerSpec | None = Field(
         default_factory=BreakerSpec, description="circuit breaker; None (or failures = 0) disables it"
     )
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="configured models that serve a request this model refuses before queueing it (breaker "
+        "open, overloaded, load failed), tried in order (resilience/fallback.py); never for a client error",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -136,3 +141,37 @@ class ModelSpec(BaseModel):
             if extra:
                 raise ValueError(f"defaults given for task(s) {extra} that are not in tasks {self.tasks}")
         return self
+
+
+def check_fallbacks(specs: list[ModelSpec]) -> None:
+    """Every model's `fallbacks` name other configured models, and no chain leads back to where it started
+    (the walk is one hop today; a cycle-free graph keeps a deeper walk safe). Raises ValueError naming the model
+    and the field."""
+    names = {s.name for s in specs}
+    graph: dict[str, list[str]] = {}
+    for s in specs:
+        if s.name in s.fallbacks:
+            raise ValueError(f"models.{s.name}.fallbacks: a model cannot be its own fallback")
+        unknown = [f for f in s.fallbacks if f not in names]
+        if unknown:
+            raise ValueError(
+                f"models.{s.name}.fallbacks: {unknown} are not configured models; configured: "
+                f"{', '.join(sorted(names))}"
+            )
+        if len(set(s.fallbacks)) != len(s.fallbacks):
+            raise ValueError(f"models.{s.name}.fallbacks: a fallback is listed twice: {s.fallbacks}")
+        graph[s.name] = s.fallbacks
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name) :], name])
+            raise ValueError(f"models.{name}.fallbacks: the fallbacks form a cycle ({cycle})")
+        if name in done:
+            return
+        for nxt in graph.get(name, []):
+            visit(nxt, [*path, name])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])

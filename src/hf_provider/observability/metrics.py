@@ -179,6 +179,14 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # Fallback chains (resilience/fallback.py)
+        self.fallbacks = Counter(
+            f"{p}_fallbacks",
+            "Requests the model refused before queueing them and a fallback served; `reason`: circuit_open, "
+            "overloaded, load_failed or worker_crashed.",
+            ["model", "fallback", "reason"],
+            registry=r,
+        )
         # Process and system
         self.process_cpu_percent = Gauge(
             f"{p}_process_cpu_percent",

@@ -208,6 +208,16 @@ class Observer:
         except Exception:
             self._hook_failed("breaker_changed")
 
+    def fallback_used(self, model: str, fallback: str, reason: str) -> None:
+        """A fallback served a request `model` refused (resilience/fallback.py). The Provider passes configured
+        names and the fixed reasons only, so the labels stay bounded."""
+        if not self.enabled:
+            return
+        try:
+            self.metrics.child(self.metrics.fallbacks, model, fallback, reason).inc()
+        except Exception:
+            self._hook_failed("fallback_used")
+
     def queue_depth(self, model: str, depth: int) -> None:
         if not self.enabled:
             return

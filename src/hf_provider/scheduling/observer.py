@@ -38,6 +38,8 @@ class SchedulerObserver(Protocol):
 
     def tokens_generated(self, model: str, task: str, tokens: int) -> None: ...
 
+    def fallback_used(self, model: str, fallback: str, reason: str) -> None: ...
+
     def model_loaded(self, model: str, revision: str | None, seconds: float, weight_bytes: int) -> None: ...
 
     def model_unloaded(self, model: str, reason: str) -> None: ...
@@ -59,6 +61,9 @@ class NullObserver:
         pass
 
     def tokens_generated(self, *a: object, **k: object) -> None:
+        pass
+
+    def fallback_used(self, *a: object, **k: object) -> None:
         pass
 
     def model_loaded(self, *a: object, **k: object) -> None:

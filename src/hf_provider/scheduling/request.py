@@ -34,6 +34,7 @@ class Request:
         "_on_settle",
         "_sink",
         "deadline",
+        "fallback_reason",
         "future",
         "handler",
         "items",
@@ -88,6 +89,8 @@ class Request:
             None  # the model's circuit-breaker ticket (resilience/breaker.py), judged at settlement
         )
         self.settled_at: float | None = None
+        # why a fallback serves this request (resilience/fallback.py), set by the Provider; None: the model asked
+        self.fallback_reason: str | None = None
         self.future: Future = Future()
         self.future.set_running_or_notify_cancel()
         self._sink = sink
@@ -97,6 +100,11 @@ class Request:
     @property
     def tokens(self) -> int:
         return sum(i.n_tokens for i in self.items)
+
+    @property
+    def served_by(self) -> str:
+        """The model that serves the request (a fallback's name when `fallback_reason` is set)."""
+        return self.model
 
     @property
     def settled(self) -> bool:

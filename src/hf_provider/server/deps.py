@@ -27,6 +27,14 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def served_headers(served_by: str, fallback_reason: str | None) -> dict[str, str]:
+    """x-hfp-served-by on every success; x-hfp-fallback-reason when a fallback served the request
+    (resilience/fallback.py). Both values are configured names and fixed reasons, never client text."""
+    if fallback_reason is None:
+        return {"x-hfp-served-by": served_by}
+    return {"x-hfp-served-by": served_by, "x-hfp-fallback-reason": fallback_reason}
+
+
 def provider_of(request: Request) -> Provider:
     return request.app.state.provider
 

@@ -71,7 +71,7 @@ class EmbeddingsFastPath:
         try:
             deadline = deadline_from(self.provider, scope, timeout)
             work = embeddings_payload(self.provider, body, priority or "interactive", deadline)
-            payload = await until_disconnect(receive, work)
+            payload, headers = await until_disconnect(receive, work)
         except ProviderError as e:
             self.provider.record_refusal("-", "embeddings", e)  # a no-op when the provider counted it
             return provider_error_response(e)
@@ -81,4 +81,4 @@ class EmbeddingsFastPath:
             return json_error(
                 500, f"Internal server error (request id {rid}).", "server_error", "internal_error"
             )
-        return Response(orjson.dumps(payload), media_type="application/json")
+        return Response(orjson.dumps(payload), media_type="application/json", headers=headers)

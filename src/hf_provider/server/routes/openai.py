@@ -16,8 +16,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError, TaskNotSupported
-from hf_provider.provider import Provider, TextStream
-from hf_provider.server.deps import JSONResponse, deadline_of, priority_of, provider_of, until_disconnect
+from hf_provider.provider import Answer, Provider, TextStream
+from hf_provider.server.deps import (
+    JSONResponse,
+    deadline_of,
+    priority_of,
+    provider_of,
+    served_headers,
+    until_disconnect,
+)
 from hf_provider.server.errors import error_body
 from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest, GenerationBody
 
@@ -29,19 +36,22 @@ log = logging.getLogger(__name__)
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     """Served by `server/fastpath.py` in practice; kept for the OpenAPI schema and as the reference path."""
     payload = embeddings_payload(provider_of(request), body, priority_of(request), deadline_of(request))
-    return JSONResponse(await until_disconnect(request.receive, payload))
+    content, headers = await until_disconnect(request.receive, payload)
+    return JSONResponse(content, headers=headers)
 
 
 async def embeddings_payload(
     provider: Provider, body: EmbeddingsRequest, priority: str, deadline: float
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The response body and its headers (which model served it, see `served_headers`)."""
     texts = [body.input] if isinstance(body.input, str) else body.input
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
-    vectors, tokens = await provider.arun_usage(
+    answer = await provider.arun_usage(
         body.model, "embeddings", texts, params, priority=priority, deadline=deadline
     )
+    vectors, tokens = answer.result, answer.tokens
     if body.encoding_format == "base64":
         data = [
             {
@@ -56,9 +66,9 @@ async def embeddings_payload(
     return {
         "object": "list",
         "data": data,
-        "model": body.model,
+        "model": body.model,  # the name asked for, even when a fallback served it (see the README)
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
+    }, served_headers(answer.served_by, answer.fallback_reason)
 
 
 async def _entry(provider: Provider, model: str):
@@ -123,9 +133,10 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
                 yield piece
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_stream_headers(stream))
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    outs = await _run(provider, request, body.model, task, prompts, params)
+    answer = await _run(provider, request, body.model, task, prompts, params)
+    outs = answer.result
     choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
     for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
         text = out.get("generated_text", "")
@@ -148,7 +159,8 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             "model": body.model,
             "choices": choices,
             "usage": usage,
-        }
+        },
+        headers=served_headers(answer.served_by, answer.fallback_reason),
     )
 
 
@@ -204,8 +216,9 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
             async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
                 yield piece
 
-        return StreamingResponse(events(), media_type="text/event-stream")
-    out = await _run(provider, request, body.model, task, prompt, params)
+        return StreamingResponse(events(), media_type="text/event-stream", headers=_stream_headers(stream))
+    answer = await _run(provider, request, body.model, task, prompt, params)
+    out = answer.result
     pt, ct = out.get("prompt_tokens", 0), out.get("completion_tokens", 0)
     return JSONResponse(
         {
@@ -222,7 +235,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                 }
             ],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
-        }
+        },
+        headers=served_headers(answer.served_by, answer.fallback_reason),
     )
 
 
@@ -243,10 +257,14 @@ async def list_models(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data})
 
 
+def _stream_headers(stream: TextStream) -> dict[str, str]:
+    return served_headers(stream.request.served_by, stream.request.fallback_reason)
+
+
 async def _run(
     provider: Provider, request: Request, model: str, task: str, inputs: Any, params: dict[str, Any]
-) -> Any:
-    work = provider.arun(
+) -> Answer:
+    work = provider.arun_usage(
         model, task, inputs, params, priority=priority_of(request), deadline=deadline_of(request)
     )
     return await until_disconnect(request.receive, work)

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from hf_provider.errors import InvalidInput
-from hf_provider.server.deps import JSONResponse, deadline_of, priority_of, provider_of, until_disconnect
+from hf_provider.server.deps import (
+    JSONResponse,
+    deadline_of,
+    priority_of,
+    provider_of,
+    served_headers,
+    until_disconnect,
+)
 from hf_provider.server.schemas import TaskRequest
 from hf_provider.types import TASKS
 
@@ -27,9 +34,9 @@ async def run_task(task: str, body: TaskRequest, request: Request) -> Response:
             param="parameters.stream",
         )
     provider = provider_of(request)
-    outputs = await until_disconnect(
+    answer = await until_disconnect(
         request.receive,
-        provider.arun(
+        provider.arun_usage(
             body.model,
             task,
             body.inputs,
@@ -38,4 +45,7 @@ async def run_task(task: str, body: TaskRequest, request: Request) -> Response:
             deadline=deadline_of(request),
         ),
     )
-    return JSONResponse({"model": body.model, "task": task, "outputs": outputs})
+    return JSONResponse(
+        {"model": body.model, "task": task, "outputs": answer.result},
+        headers=served_headers(answer.served_by, answer.fallback_reason),
+    )
