@@ -76,6 +76,16 @@ class ModelLoadError(ProviderError, RuntimeError):
     code = "model_load_failed"
 
 
+class LoadBackoff(ModelLoadError):
+    """The model's last load failed moments ago; the next one waits out a backoff (runtime/manager.py)."""
+
+    code = "model_load_failed"
+
+    def __init__(self, message: str, *, model: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, model=model)
+        self.retry_after = retry_after
+
+
 class QuantizationRejected(ModelLoadError):
     """A quantized model failed its accuracy guard; carries the measured figure."""
 

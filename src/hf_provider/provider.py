@@ -119,7 +119,7 @@ class Provider:
 
     # lifecycle --------------------------------------------------------------------------------------------------
     def load(self, name: str) -> dict[str, Any]:
-        e = self.manager.get(name)
+        e = self.manager.get(name, force=True)  # an operator's load does not wait out a failed load's backoff
         assert e.model is not None
         return e.model.info()
 

@@ -170,7 +170,9 @@ def test_5xx_twice_then_ok_is_retried(hub: LocalHub, caplog: pytest.LogCaptureFi
     hub.fail_next(2, status=503, path_contains="/api/models/org/model/revision/")
     waits: list[float] = []
     with caplog.at_level("WARNING", logger="hf_provider.hub.resolve"):
-        r = resolve("org/model", "main", retry=HubRetry(initial_wait=0.01, sleep=waits.append))
+        r = resolve(
+            "org/model", "main", retry=HubRetry(initial_wait=0.01, sleep=waits.append, jitter=lambda: 1.0)
+        )
     assert r.commit == c1
     assert [x.status for x in hub.requests if "/revision/" in x.path] == [503, 503, 200]
     assert len(waits) == 2 and waits[1] > waits[0]

@@ -15,8 +15,7 @@ import os
 import re
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Literal
 import tenacity
 
 from hf_provider.errors import ModelNotFound, Unavailable
+from hf_provider.resilience.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,9 @@ class HubEnv:
         )
 
 
-@dataclass(frozen=True)
-class HubRetry:
-    """Bounded retries of transient Hub failures (connection errors, timeouts, 5xx); 4xx are never retried."""
-
-    attempts: int = 4
-    initial_wait: float = 0.5
-    max_wait: float = 8.0
-    sleep: Callable[[float], None] = time.sleep  # injectable so tests need no real sleeps
+# Bounded retries of transient Hub failures (connection errors, timeouts, 5xx; 4xx are never retried): attempts,
+# backoff with jitter, and, when the caller passes them, a deadline and a retry budget shared by a model's loads.
+HubRetry = RetryPolicy
 
 
 def default_patterns(files: Iterable[str]) -> list[str]:
@@ -140,16 +135,13 @@ def resolve(
         except ModelNotFound:
             pass
     policy = retry or HubRetry()
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(max(1, policy.attempts)),
-        wait=tenacity.wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
-        retry=tenacity.retry_if_exception(_is_transient),
-        sleep=policy.sleep,
-        before_sleep=lambda state: _log_retry(source, rev, policy, state),
-        reraise=True,
-    )
     try:
-        return retrying(_download, source, rev, allow_patterns, env)
+        return call_with_retries(
+            lambda: _download(source, rev, allow_patterns, env),
+            policy,
+            transient=_is_transient,
+            before_sleep=lambda state: _log_retry(source, rev, policy, state),
+        )
     except Exception as e:
         if not _is_transient(e):
             raise

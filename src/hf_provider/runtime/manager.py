@@ -12,18 +12,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hf_provider.errors import (
+    LoadBackoff,
     ModelLoadError,
     ModelNotFound,
     ProviderError,
     TaskNotSupported,
     Unavailable,
 )
-from hf_provider.hub.resolve import resolve
+from hf_provider.hub.resolve import HubRetry, resolve
 from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
@@ -31,6 +32,7 @@ from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience.breaker import Breaker
+from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
@@ -45,6 +47,10 @@ from hf_provider.settings import MemorySettings
 from hf_provider.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+
+# After a failed load the next one waits 1, 2, 4... up to 30 s: requests meanwhile get the failure at once (503 with
+# Retry-After, or their fallback) instead of each starting the same failing load; an admin load goes at once.
+LOAD_BACKOFF_S = (1.0, 30.0)
 
 
 @dataclass(eq=False)
@@ -65,6 +71,10 @@ class Entry:
     error: str | None = None
     attempts: int = 0  # loads started, so waiters can tell that the load they waited for failed
     adhoc: bool = False  # registered on demand from a folder or Hub id, not from the configuration
+    failures: int = 0  # loads failed in a row; each doubles the pause before the next one (LOAD_BACKOFF_S)
+    retry_at: float = 0.0  # on the manager's clock: no load starts before it after a failure
+    # Hub retries of this model's loads, all callers together, stay within 20% of its load attempts.
+    retry_budget: RetryBudget = field(default_factory=RetryBudget)
 
     @property
     def in_flight(self) -> int:
@@ -139,13 +149,14 @@ class ModelManager(MemoryAdmission):
             self._entries[spec.name] = Entry(spec)
 
     # loading ----------------------------------------------------------------------------------------------------
-    def get(self, name: str, *, wait_s: float | None = None) -> Entry:
-        """The ready entry for `name`, loading it if needed; waits at most `wait_s` for another thread's load."""
+    def get(self, name: str, *, wait_s: float | None = None, force: bool = False) -> Entry:
+        """The ready entry for `name`, loading it if needed; waits at most `wait_s` for another thread's load.
+        `force` (an operator's load) ignores the pause after a failed load."""
         e = self.entry(name)
         if e.state == "ready":
             e.last_used = self.clock()
             return e
-        self._ensure_loaded(e, self.memory.load_wait_s if wait_s is None else wait_s)
+        self._ensure_loaded(e, self.memory.load_wait_s if wait_s is None else wait_s, force=force)
         e.last_used = self.clock()
         return e
 
@@ -194,9 +205,10 @@ class ModelManager(MemoryAdmission):
             if e is not None and e.state == "ready":
                 e.last_used = self.clock()
 
-    def _ensure_loaded(self, e: Entry, wait_s: float) -> None:
+    def _ensure_loaded(self, e: Entry, wait_s: float, *, force: bool = False) -> None:
         """Load `e` on this thread, or wait (at most wait_s) for the load or unload another thread is doing.
-        Waiters on a load that fails get its error instead of starting the same failing load again."""
+        Waiters on a load that fails get its error instead of starting the same failing load again, and so do
+        callers until the backoff after the failure ends (unless `force`)."""
         deadline = time.monotonic() + wait_s
         with self._lock:
             attempt = e.attempts
@@ -213,13 +225,24 @@ class ModelManager(MemoryAdmission):
                 return
             if e.attempts != attempt and e.error is not None:  # the load we waited for failed
                 raise ModelLoadError(f"loading model {e.spec.name!r} failed: {e.error}", model=e.spec.name)
+            pause = e.retry_at - self.clock()
+            if e.error is not None and pause > 0 and not force:
+                raise LoadBackoff(
+                    f"loading model {e.spec.name!r} failed {e.failures} time(s) in a row (last: {e.error}); "
+                    f"the next attempt starts in {pause:.1f}s",
+                    model=e.spec.name,
+                    retry_after=pause,
+                )
             e.state, e.error = "loading", None
             e.attempts += 1
         try:
-            self._load(e)
+            self._load(e, deadline)
         except BaseException as exc:
             tag(exc, "load")  # for its error report
             with self._lock:
+                e.failures += 1
+                first, cap = LOAD_BACKOFF_S
+                e.retry_at = self.clock() + min(cap, first * 2 ** (e.failures - 1))
                 e.state, e.error = "unloaded", str(exc)
                 self.accountant.release(e.spec.name)
                 if e.adhoc and isinstance(exc, ModelNotFound):
@@ -229,17 +252,19 @@ class ModelManager(MemoryAdmission):
         if self.memory.freeze_heap:
             heap.freeze()  # before its first request: one collection now instead of long ones while serving
         with self._lock:
-            e.state = "ready"
+            e.state, e.failures = "ready", 0
             self._changed.notify_all()
         self.supervisor.ok(f"model-loading/{e.spec.name}")
 
-    def _load(self, e: Entry) -> None:
+    def _load(self, e: Entry, deadline: float) -> None:
         spec = e.spec
         t0 = time.perf_counter()
         if self.faults is not None:
             self.faults.check(spec.name, "load")
         try:
-            resolved = resolve(spec.source, spec.revision)
+            # Transient Hub failures are retried while the caller can still wait, within the model's budget.
+            retry = HubRetry(deadline=deadline, budget=e.retry_budget)
+            resolved = resolve(spec.source, spec.revision, retry=retry)
         except ModelNotFound as exc:
             if e.adhoc:
                 raise  # the caller named a folder or Hub id: "unknown model" is the right answer

@@ -34,6 +34,7 @@ ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.Cancelled, 499, "invalid_request_error"),  # nginx's "client closed request": nobody reads it
     (E.Unavailable, 503, "service_unavailable"),
     (E.ConfigError, 500, "server_error"),
+    (E.LoadBackoff, 503, "service_unavailable"),  # a load failed moments ago: Retry-After says when to retry
     (E.ModelLoadError, 500, "server_error"),
     (E.ProviderError, 500, "server_error"),
 )

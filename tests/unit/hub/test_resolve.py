@@ -155,7 +155,10 @@ def test_retries_are_bounded(hub: LocalHub) -> None:
     hub.fail_next(100, status=502, path_contains="/revision/")
     sleeps: list[float] = []
     with pytest.raises(Unavailable) as e:
-        resolve("org/model", retry=HubRetry(attempts=3, initial_wait=1, max_wait=1.5, sleep=sleeps.append))
+        resolve(
+            "org/model",
+            retry=HubRetry(attempts=3, initial_wait=1, max_wait=1.5, sleep=sleeps.append, jitter=lambda: 1.0),
+        )
     assert sleeps == [1, 1.5]
     assert len([r for r in hub.requests if "/revision/" in r.path]) == 3
     assert e.value.retry_after and "HTTP 502" in e.value.message
