@@ -126,3 +126,26 @@ def test_header_names_the_server(served: Served, page) -> None:
     text = page.inner_text("#server")
     assert text.startswith(f"{cfg.host}:{cfg.port} · v{metadata.version('hf-provider')} · up ")
     assert text.endswith(f" · pid {os.getpid()}")
+
+
+def test_error_groups_show_the_reports_of_the_window(served: Served, page) -> None:
+    for i in range(3):  # three messages that differ only by a number: one group of three
+        bad = httpx.post(
+            f"{served.url}/v1/tasks/text-classification",
+            json={"model": "cls", "inputs": "x", "parameters": {f"nope{i}": 1}},
+            timeout=60,
+        )
+        assert bad.status_code == 400
+    groups = httpx.get(f"{served.url}/v1/admin/errors", params={"model": "cls"}, timeout=30).json()["groups"]
+    group = next(g for g in groups if g["error_class"] == "bad_request" and g["count"] >= 3)
+    sel = f'#error-groups tr[data-fingerprint="{group["fingerprint"]}"]'
+    page.wait_for_function(
+        "([sel, n]) => (document.querySelector(sel + ' td.count') || {}).textContent === n",
+        arg=[sel, str(group["count"])],
+        timeout=30_000,
+    )
+    cells = page.eval_on_selector_all(f"{sel} td", "tds => tds.map(td => td.textContent)")
+    assert cells[:3] == ["bad_request", "cls", group["phase"] or "–"]
+    assert cells[4].endswith(" ago") and cells[5] == group["message"]
+    page.reload()  # in the page's own data from the start
+    assert page.inner_text(f"{sel} td.count") == str(group["count"])

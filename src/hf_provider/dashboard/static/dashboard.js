@@ -88,6 +88,7 @@ function renderAll(d) {
   if (d.models !== undefined || d.modelsFailure) modelsTable.render(d.models, d.modelsFailure);
   renderErrors(d.stats, d.perModel, (d.models && d.models.models) || modelsTable.last);
   if (d.server !== undefined) serverIdentity.set(d.server);
+  if (d.groups !== undefined || d.groupsFailure) renderErrorGroups(d.groups, d.groupsFailure);
   document.body.dataset.ready = "1";
 }
 
@@ -183,15 +184,23 @@ async function poll() {
   const mq = model ? `&model=${encodeURIComponent(model)}` : "";
   try {
     const [results, series, stats] = await Promise.all([
-      Promise.allSettled([api("/v1/admin/models"), api("/v1/admin/server")]),
+      Promise.allSettled([
+        api("/v1/admin/models"),
+        api("/v1/admin/server"),
+        api(`/v1/admin/errors?since=${encodeURIComponent(`${window_}s`)}${mq}`),
+      ]),
       api(`/v1/admin/series?${qs}${mq}`),
       api(`/v1/admin/stats?${qs}${mq}`),
     ]);
     const [models, modelsFailure] = settled(results[0]);
     const [server] = settled(results[1]);
+    const [reports, reportsFailure] = settled(results[2]);
     const names = [...new Set([...series.models, ...((models && models.models) || []).map((m) => m.name)])];
     const perModel = await statsPerModel(stats, names, qs, model);
-    renderAll({ series, stats, models, modelsFailure, server: server === undefined ? null : server, perModel });
+    renderAll({
+      series, stats, models, modelsFailure, server: server === undefined ? null : server, perModel,
+      groups: reports && reports.groups, groupsFailure: reportsFailure,
+    });
     $("status").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     $("status").classList.remove("error");
   } catch (err) {
@@ -222,6 +231,7 @@ if (initial) {
     models: initial.models,
     server: initial.server,
     perModel: initial.model_stats,
+    groups: initial.groups || undefined,
   });
   const asOf = new Date(initial.series.now * 1000).toLocaleTimeString([], { hour12: false });
   $("status").textContent = `as of ${asOf}`;

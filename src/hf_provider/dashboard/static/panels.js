@@ -176,6 +176,47 @@ function renderErrors(stats, perModel, models) {
   box.appendChild(table);
 }
 
+// Grouped error reports (GET /v1/admin/errors) seen in the window, most recent first: what failed, where, how
+// often. Messages are the reports' own, redacted by the server; the last 20 groups are shown.
+function renderErrorGroups(groups, failure) {
+  const box = document.getElementById("error-groups");
+  box.textContent = "";
+  if (failure || !groups || !groups.length) {
+    const p = document.createElement("p");
+    p.className = "muted empty-groups";
+    p.textContent = failure ? `error reports unavailable: ${failure}` : "no error reports in this window";
+    box.appendChild(p);
+    return;
+  }
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const h of ["Class", "Model", "Phase", "Count", "Last seen", "Message"]) {
+    const th = document.createElement("th");
+    th.textContent = h;
+    head.appendChild(th);
+  }
+  const body = table.createTBody();
+  const now = Date.now() / 1000;
+  for (const g of groups.slice(0, 20)) {
+    const tr = body.insertRow();
+    tr.dataset.fingerprint = g.fingerprint;
+    tr.dataset.class = g.error_class;
+    tr.insertCell().textContent = g.error_class;
+    tr.insertCell().textContent = g.model || "–";
+    tr.insertCell().textContent = g.phase || "–";
+    const count = tr.insertCell();
+    count.className = "num count";
+    count.textContent = String(g.count);
+    const seen = tr.insertCell();
+    seen.textContent = `${fmt.duration(Math.max(0, now - g.last_seen))} ago`;
+    seen.title = new Date(g.last_seen * 1000).toLocaleString();
+    const msg = tr.insertCell();
+    msg.className = "load-error message";
+    msg.textContent = g.message;
+  }
+  box.appendChild(table);
+}
+
 // "127.0.0.1:8000 · v0.1.0 · up 3 h 12 min · pid 1234"; the uptime goes on from when the answer came.
 const serverIdentity = {
   info: null,

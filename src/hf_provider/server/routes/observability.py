@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -132,6 +133,8 @@ def build_router(
             "models": models,
             "model_stats": per_model,
             "server": admin.server_info(request) if provider is not None else None,
+            # the error groups of the window (redacted reports), as GET /v1/admin/errors would answer
+            "groups": provider.errors(since=time.time() - w) if provider is not None else None,
         }
 
     @router.get("/dashboard", include_in_schema=False)
