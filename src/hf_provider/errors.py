@@ -86,6 +86,25 @@ class LoadBackoff(ModelLoadError):
         self.retry_after = retry_after
 
 
+class CacheCorrupt(ModelLoadError):
+    """A cached model file failed its integrity check and could not be repaired (offline, or the Hub sent bad
+    bytes again); `file` names it, relative to the snapshot (cache/integrity.py)."""
+
+    code = "cache_corrupt"
+    error_class = "cache_corrupt"  # reporting.classify
+
+    def __init__(self, message: str, *, model: str | None = None, file: str | None = None) -> None:
+        super().__init__(message, model=model)
+        self.file = file
+
+
+class LockDrift(ModelLoadError):
+    """`--locked`: what the Hub or the cache holds differs from hfp.lock (a file missing from the locked commit,
+    another size or sha256 upstream, the config asking another source or revision than the lock)."""
+
+    code = "lock_drift"
+
+
 class QuantizationRejected(ModelLoadError):
     """A quantized model failed its accuracy guard; carries the measured figure."""
 

@@ -17,6 +17,7 @@ import queue
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,6 +32,7 @@ from hf_provider.errors import (
     TaskNotSupported,
     Unavailable,
 )
+from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.reports import tag
 from hf_provider.reporting.store import ErrorStore
@@ -68,7 +70,11 @@ class Provider:
         observer: Any = None,
         allow_adhoc: bool = True,
         reporter: Reporter | None = None,
+        locked: bool | None = None,
+        lock_file: Path | str | None = None,
     ) -> None:
+        """`locked=True` loads exactly the commits and files of `lock_file` (default: the settings' lock_file,
+        else ./hfp.lock), and refuses a Hub model asking a branch or tag the lock has no entry for."""
         self.settings = settings or load_settings()
         specs = list(models) if models is not None else list(self.settings.models)
         if models is None and not specs:
@@ -93,6 +99,15 @@ class Provider:
             reporter = Reporter(ErrorStore(None), retention_s=rs.retention, include_inputs=rs.include_inputs)
         self.reporter = reporter
         self.faults = FaultInjector.from_settings(self.settings.faults)  # TESTING ONLY
+        policy = FetchPolicy.from_settings(self.settings)
+        lock = Path(lock_file) if lock_file is not None else policy.lock_file
+        policy = replace(
+            policy,
+            locked=policy.locked if locked is None else locked,
+            lock_file=lock or (Path.cwd() / "hfp.lock"),
+        )
+        fetcher = Fetcher(policy)
+        fetcher.check_locked(specs)  # a missing or stale entry stops the start, naming the models
         self.manager = ModelManager(
             specs,
             memory=self.settings.memory,
@@ -101,6 +116,7 @@ class Provider:
             supervisor=self.supervisor,
             reporter=reporter,
             faults=self.faults,
+            fetcher=fetcher,
         )
         if reporter is not None:
             reporter.names = self.manager.names

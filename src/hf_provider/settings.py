@@ -139,6 +139,31 @@ class FaultRule(BaseModel):
     message: str | None = Field(None, description="None: a message with random ids, addresses and paths")
 
 
+class CacheSettings(BaseModel):
+    """`[cache]`: the HF cache the models download into (cache/): a disk budget and file integrity checks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    disk_budget: str | int | float | None = Field(
+        None,
+        description="keep the HF cache within this ('20GiB', bytes, or a fraction of the disk such as 0.5): after "
+        "each download the least recently used revisions are removed, never one that is loaded, locked or "
+        "swapping; None: no budget",
+    )
+    verify: bool = Field(
+        True,
+        description="check a model's files (sha256 / ETag, safetensors headers) before each load and download a "
+        "bad file again; digests are remembered by (inode, size, mtime), so a warm restart reads no file twice",
+    )
+
+    @field_validator("disk_budget", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        if v is not None:
+            check_size(v, of="the disk")
+        return v
+
+
 class FaultSettings(BaseModel):
     """`[faults]` TESTING ONLY: raise chosen exceptions in chosen phases of chosen models at chosen rates. When
     the section is present the server also serves POST /v1/admin/faults to change the rules at run time."""
@@ -166,6 +191,11 @@ class Settings(BaseSettings):
     faults: FaultSettings | None = Field(
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    locked: bool = Field(
+        False, description="load exactly the commits and files of the lock file (`hfp serve --locked`)"
+    )
+    lock_file: Path | None = Field(None, description="hfp.lock; default: beside the config file (`hfp lock`)")
     models: list[ModelSpec] = Field(default_factory=list)
 
     @field_validator("models")
@@ -234,7 +264,10 @@ def load_settings(config: Path | str | dict[str, Any] | None = None, **overrides
     data = _read_config(config)
     token = _FILE_DATA.set(data)
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        if settings.lock_file is None and isinstance(config, Path | str):
+            settings.lock_file = Path(config).resolve().parent / "hfp.lock"  # `hfp lock` writes it there
+        return settings
     except ValidationError as e:
         where = (
             "the settings passed in" if not isinstance(config, Path | str) else f"config file {str(config)!r}"

@@ -88,6 +88,33 @@ class LockEntry:
         return d
 
 
+def entry_from_snapshot(
+    name: str,
+    source: str,
+    revision: str,
+    commit: str,
+    folder: str | os.PathLike[str],
+    *,
+    code_revision: str | None = None,
+) -> LockEntry:
+    """A lock entry for a downloaded snapshot: every file under `folder` with its size and sha256.
+
+    Hashes go through the integrity verdict cache (cache/integrity.py), so a file already verified since its
+    last change is not read again.
+    """
+    from hf_provider.cache.integrity import file_sha256
+
+    root = Path(folder)
+    files = []
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if rel.startswith(".cache/") or rel.startswith(".git/"):
+                continue
+            files.append(LockedFile(rel, p.stat().st_size, file_sha256(p)))
+    return LockEntry(name, source, revision, commit, code_revision, tuple(files))
+
+
 def lock_path_for(config: str | os.PathLike[str] | None) -> Path:
     """The lock beside `config` (hfp.toml), or ./hfp.lock when no config file is used."""
     return Path(config).resolve().parent / LOCK_NAME if config else Path.cwd() / LOCK_NAME
@@ -193,6 +220,7 @@ __all__ = [
     "LockEntry",
     "LockedFile",
     "dumps",
+    "entry_from_snapshot",
     "lock_path_for",
     "read_lock",
     "remove_entry",

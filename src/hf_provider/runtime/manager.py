@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hf_provider.cache import pins
 from hf_provider.errors import (
     LoadBackoff,
     ModelLoadError,
@@ -24,7 +25,8 @@ from hf_provider.errors import (
     TaskNotSupported,
     Unavailable,
 )
-from hf_provider.hub.resolve import HubRetry, resolve
+from hf_provider.hub.fetch import Fetcher
+from hf_provider.hub.resolve import HubRetry
 from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
@@ -98,8 +100,12 @@ class ModelManager(MemoryAdmission):
         supervisor: Supervisor | None = None,
         reporter: Any = None,
         faults: Any = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.memory = memory or MemorySettings()
+        # Hub files: the lock, integrity checks and repair, the disk budget (hub/fetch.py)
+        self.fetcher = fetcher or Fetcher()
+        pins.register_holder(self.loaded_revisions)  # the disk budget never removes what is loaded here
         self.reporter = reporter  # reporting.Reporter: each scheduler reports its failed requests to it
         self.faults = faults  # TESTING ONLY resilience.faults.FaultInjector
         self.supervisor = supervisor or Supervisor()
@@ -123,6 +129,11 @@ class ModelManager(MemoryAdmission):
         self._reaper = self.supervisor.spawn("keepalive", self._reap_once, name="hfp-keepalive")
 
     # lookup -----------------------------------------------------------------------------------------------------
+    def loaded_revisions(self) -> list[tuple[str, str]]:
+        """(repo id, commit) of every loaded Hub model: cache/pins.py asks before pruning."""
+        with self._lock:
+            return [(e.spec.source, e.model.commit) for e in self._entries.values() if e.model and e.model.commit]
+
     def names(self) -> list[str]:
         with self._lock:
             return list(self._entries)
@@ -264,7 +275,7 @@ class ModelManager(MemoryAdmission):
         try:
             # Transient Hub failures are retried while the caller can still wait, within the model's budget.
             retry = HubRetry(deadline=deadline, budget=e.retry_budget)
-            resolved = resolve(spec.source, spec.revision, retry=retry)
+            resolved = self.fetcher.fetch(spec, retry=retry)
         except ModelNotFound as exc:
             if e.adhoc:
                 raise  # the caller named a folder or Hub id: "unknown model" is the right answer

@@ -35,6 +35,8 @@ ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.Unavailable, 503, "service_unavailable"),
     (E.ConfigError, 500, "server_error"),
     (E.LoadBackoff, 503, "service_unavailable"),  # a load failed moments ago: Retry-After says when to retry
+    # a cached file is corrupt and could not be downloaded again now: retryable once the Hub is reachable
+    (E.CacheCorrupt, 503, "service_unavailable"),
     (E.ModelLoadError, 500, "server_error"),
     (E.ProviderError, 500, "server_error"),
 )

@@ -1,0 +1,119 @@
+"""What hf-provider remembers about the HF cache: when each revision was last used, and file digests.
+
+Kept in SQLite in huggingface_hub's assets folder for downstream libraries (`cached_assets_path`, by default
+`$HF_HOME/assets/hf-provider/`), one database per cache folder, so several servers on one cache share it and the
+cache folder itself holds nothing `hf cache` does not know.
+
+- `access`: the provider's own record of use, one row per (repo, commit), updated at every load. The disk budget
+  removes the least recently used revision first by this record, since atime is unreliable (noatime, relatime,
+  and a hash check that reads every byte would count as use).
+- `digests`: a file's digest keyed by its (inode, size, mtime_ns) at hashing time, so a warm restart, whose files
+  have not changed, hashes nothing; any write to a file changes its mtime and invalidates the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hf_provider.dbfile import migrate, open_db
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS access (
+    repo_id TEXT NOT NULL, commit_hash TEXT NOT NULL, last_used REAL NOT NULL, uses INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (repo_id, commit_hash));
+CREATE TABLE IF NOT EXISTS digests (
+    path TEXT NOT NULL, algorithm TEXT NOT NULL, inode INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (path, algorithm))
+"""
+
+
+def state_dir(cache_dir: Path) -> Path:
+    """This cache's folder under huggingface_hub's assets cache (`HF_ASSETS_CACHE`, else `<HF_HOME>/assets`)."""
+    from huggingface_hub import cached_assets_path
+
+    assets = os.environ.get("HF_ASSETS_CACHE") or str(Path(cache_dir).parent / "assets")
+    key = hashlib.sha1(str(Path(cache_dir).resolve()).encode()).hexdigest()[:16]
+    return cached_assets_path(
+        library_name="hf-provider", namespace="hub-cache", subfolder=key, assets_dir=assets
+    )
+
+
+class CacheState:
+    def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._db = open_db(path)
+        migrate(self._db, _SCHEMA, SCHEMA_VERSION, path)
+        self._lock = threading.Lock()
+
+    # ---- access records ------------------------------------------------------------------------------------
+    def touch(self, repo_id: str, commit: str, when: float | None = None) -> None:
+        t = self.clock() if when is None else when
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO access (repo_id, commit_hash, last_used, uses) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (repo_id, commit_hash) DO UPDATE SET last_used = max(last_used, excluded.last_used), "
+                "uses = uses + 1",
+                (repo_id, commit, t),
+            )
+
+    def last_used(self) -> dict[tuple[str, str], float]:
+        with self._lock:
+            rows = self._db.execute("SELECT repo_id, commit_hash, last_used FROM access").fetchall()
+        return {(r, c): t for r, c, t in rows}
+
+    def forget(self, repo_id: str, commit: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM access WHERE repo_id = ? AND commit_hash = ?", (repo_id, commit))
+
+    # ---- digests ---------------------------------------------------------------------------------------------
+    def digest(self, path: Path, algorithm: str, st: os.stat_result) -> str | None:
+        """The digest recorded for `path` if the file is still the one that was hashed (same inode, size, mtime)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT inode, size, mtime_ns, digest FROM digests WHERE path = ? AND algorithm = ?",
+                (str(path), algorithm),
+            ).fetchone()
+        if row and (row[0], row[1], row[2]) == (st.st_ino, st.st_size, st.st_mtime_ns):
+            return row[3]
+        return None
+
+    def record_digest(self, path: Path, algorithm: str, st: os.stat_result, digest: str) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO digests (path, algorithm, inode, size, mtime_ns, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (str(path), algorithm, st.st_ino, st.st_size, st.st_mtime_ns, digest),
+            )
+
+    def drop_digests(self, path: Path) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM digests WHERE path = ?", (str(path),))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+_states: dict[Path, CacheState] = {}
+_states_lock = threading.Lock()
+
+
+def state_for(cache_dir: Path) -> CacheState:
+    """The process's one CacheState for `cache_dir` (opened on first use)."""
+    key = Path(cache_dir).resolve()
+    with _states_lock:
+        s = _states.get(key)
+        if s is None:
+            s = _states[key] = CacheState(state_dir(key) / "state.sqlite")
+        return s
+
+
+__all__ = ["CacheState", "state_dir", "state_for"]
