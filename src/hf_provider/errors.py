@@ -162,6 +162,24 @@ class CircuitOpen(Unavailable):
     error_class = "circuit_open"  # reporting.classify: not an overload
 
 
+class WorkerCrashed(Unavailable):
+    """The model's worker process died (killed, a segfault, a fatal device error) while it held the request, or
+    is restarting after such a death (resilience/isolation.py). Only that model's requests fail; retry after
+    `retry_after` seconds, or a fallback serves the request."""
+
+    code = "worker_crashed"
+    error_class = "worker_crashed"  # reporting.classify
+
+
+class DeviceFailed(Unavailable):
+    """A fatal device error (a CUDA illegal memory access, a device-side assert) poisoned the device context of
+    an in-process model: it is marked failed and refuses requests until it is reloaded (or the server restarts),
+    instead of serving the same error forever."""
+
+    code = "model_failed"
+    error_class = "device_fatal"  # reporting.classify
+
+
 class DeadlineExceeded(ProviderError, TimeoutError):
     """The request passed its deadline (the server's request_timeout_s, or the client's shorter one)."""
 

@@ -39,6 +39,7 @@ from hf_provider.reporting.store import ErrorStore
 from hf_provider.resilience import fallback
 from hf_provider.resilience.breaker import OPEN, Ticket
 from hf_provider.resilience.faults import FaultInjector
+from hf_provider.resilience.isolation import check_serving
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.manager import Entry, ModelManager
 from hf_provider.scheduling.request import Request
@@ -290,6 +291,8 @@ class Provider:
         with self.manager.acquire(model) as e:
             handler = self.manager.handler(e, task)
             assert e.scheduler is not None
+            # A crashed worker or a failed device refuses at once (resilience/isolation.py; fallbacks may serve).
+            check_serving(e.scheduler)
             breaker = e.scheduler.breaker
             ticket = None if breaker is None else breaker.allow()
             if isinstance(ticket, float):  # open: refused before any parse or forward pass

@@ -100,6 +100,12 @@ class ModelSpec(BaseModel):
     breaker: BreakerSpec | None = Field(
         default_factory=BreakerSpec, description="circuit breaker; None (or failures = 0) disables it"
     )
+    isolation: Literal["thread", "process"] = Field(
+        "thread",
+        description="'thread': the model runs in the server's process (fastest); 'process': in a child process "
+        "with its own device context, so a crash of it (killed, a segfault, a fatal CUDA error) fails only its "
+        "in-flight requests (503 worker_crashed) and it restarts with backoff (resilience/isolation.py)",
+    )
     fallbacks: list[str] = Field(
         default_factory=list,
         description="configured models that serve a request this model refuses before queueing it (breaker "

@@ -26,9 +26,11 @@ CIRCUIT_OPEN, OVERLOADED, LOAD_FAILED, WORKER_CRASHED = (
 
 # Refusals before the request was queued, and the reason each gives (the x-hfp-fallback-reason header and the
 # hfp_fallbacks_total label). Most specific first: CircuitOpen and Overloaded are both Unavailable.
-# A crashed worker (issue 10 item 7) joins with WORKER_CRASHED once its error exists.
+# A model marked failed after a fatal device error is a crashed worker that cannot restart by itself.
 _SWITCH: tuple[tuple[type[BaseException], str], ...] = (
     (E.CircuitOpen, CIRCUIT_OPEN),
+    (E.WorkerCrashed, WORKER_CRASHED),
+    (E.DeviceFailed, WORKER_CRASHED),
     (E.Overloaded, OVERLOADED),
     (E.ModelLoadError, LOAD_FAILED),
     (E.MemoryBudgetExceeded, LOAD_FAILED),

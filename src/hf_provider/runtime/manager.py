@@ -34,6 +34,7 @@ from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience.breaker import Breaker
+from hf_provider.resilience.isolation import ThreadRunner, runner_view, start_isolated
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
@@ -295,23 +296,36 @@ class ModelManager(MemoryAdmission):
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(spec.name, pool, est.total_bytes)
-        model = load_model(spec, resolved=resolved)
-        try:
-            e.quantization_cosine = apply_quantization(model)
-            self.attach_tasks(model, spec.tasks or supported_tasks(model))
+        runner: StageRunner
+        if spec.isolation == "process":  # the weights live in a child process (resilience/isolation.py)
+            model, runner, e.quantization_cosine = start_isolated(
+                spec, str(resolved.path), resolved.commit, supervisor=self.supervisor, faults=self.faults
+            )
             actual = model.weight_bytes + est.working_bytes
-            self._commit(spec.name, pool, actual)
-        except BaseException:
-            del model
-            release_memory(str(device), refreeze=self.memory.freeze_heap)
-            raise
-        runner = StageRunner(
-            model,
-            evict=lambda: self._evict_for_oom(spec.name),
-            to_cpu=self._cpu_fallback(e),
-            fault=self.fault,
-            faults=self.faults,
-        )
+            try:
+                self._commit(spec.name, pool, actual)
+            except BaseException:
+                runner.close()
+                raise
+        else:
+            model = load_model(spec, resolved=resolved)
+            try:
+                e.quantization_cosine = apply_quantization(model)
+                self.attach_tasks(model, spec.tasks or supported_tasks(model))
+                actual = model.weight_bytes + est.working_bytes
+                self._commit(spec.name, pool, actual)
+            except BaseException:
+                del model
+                release_memory(str(device), refreeze=self.memory.freeze_heap)
+                raise
+            runner = ThreadRunner(
+                model,
+                supervisor=self.supervisor,
+                evict=lambda: self._evict_for_oom(spec.name),
+                to_cpu=self._cpu_fallback(e),
+                fault=self.fault,
+                faults=self.faults,
+            )
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(
             model,
@@ -469,8 +483,13 @@ class ModelManager(MemoryAdmission):
                         "quantization": e.spec.quantization,
                         "quantization_cosine": e.quantization_cosine,
                         "breaker": self._breaker_view(e),
+                        "isolation": e.spec.isolation,
+                        "pid": None,
+                        "restarts": 0,
                     }
                 )
+                if e.scheduler is not None:  # the worker's pid and restarts; state "failed" (isolation.py)
+                    info.update(runner_view(e.scheduler.runner))
                 out.append(info)
             return out
 

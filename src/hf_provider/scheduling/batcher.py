@@ -194,6 +194,8 @@ class ModelScheduler(Admission):
         for t in self._threads:
             t.join(timeout)
         self.supervisor.forget(self.name)
+        if (close_runner := getattr(self.runner, "close", None)) is not None:
+            close_runner()  # a worker process (resilience/isolation.py) ends with its scheduler
 
     # settlement -------------------------------------------------------------------------------------------------
     def _on_settle(self, req: Request, was: str, error: BaseException | None) -> None:

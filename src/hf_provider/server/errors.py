@@ -30,6 +30,8 @@ ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.InvalidInput, 400, "invalid_request_error"),
     (E.Overloaded, 429, "rate_limit_error"),
     (E.CircuitOpen, 503, "service_unavailable"),  # the model is failing: refused at once, with Retry-After
+    (E.WorkerCrashed, 503, "service_unavailable"),  # its worker process died: retry, or a fallback serves it
+    (E.DeviceFailed, 503, "service_unavailable"),  # its device context is poisoned until a reload
     (E.DeadlineExceeded, 504, "timeout_error"),
     (E.Cancelled, 499, "invalid_request_error"),  # nginx's "client closed request": nobody reads it
     (E.Unavailable, 503, "service_unavailable"),
