@@ -117,7 +117,9 @@ def test_random_flips_anywhere_are_detected_and_each_repaired_with_one_download(
     assert _check(cache, rev) == [] and hub.requests == []
 
 
-def test_a_warm_check_hashes_nothing_also_after_a_restart(hub: LocalHub, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_warm_check_hashes_nothing_also_after_a_restart(
+    hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import hf_provider.cache.integrity as integrity
     from hf_provider.cache import state as state_mod
 
@@ -139,7 +141,9 @@ def test_a_warm_check_hashes_nothing_also_after_a_restart(hub: LocalHub, monkeyp
     # a file written since is hashed again (its mtime changed), and only that one
     _flip(rev.path / "model.safetensors", random.Random(5), data_only=True)
     _check(cache, rev)
-    assert read == [Path(os.path.realpath(rev.path / "model.safetensors")).name] * 2  # the bad one, the repaired one
+    assert (
+        read == [Path(os.path.realpath(rev.path / "model.safetensors")).name] * 2
+    )  # the bad one, the repaired one
 
 
 def test_the_hub_sending_bad_bytes_again_is_cache_corrupt_not_a_loop(hub: LocalHub) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from hf_provider.cli.cache import register as register_cache_commands
 from hf_provider.cli.common import (
     API_KEY_HELP,
     check_model_name,
@@ -129,6 +130,13 @@ def serve(
             help="run the server in a child process and restart it, with backoff, when it dies",
         ),
     ] = True,
+    locked: Annotated[
+        bool,
+        typer.Option(
+            "--locked",
+            help="load exactly the commits and files of hfp.lock (beside --config); refuse models it lacks",
+        ),
+    ] = False,
 ) -> None:
     """Serve the configured models (or the built-in default) over HTTP."""
     import uvicorn
@@ -142,6 +150,8 @@ def serve(
             settings.server.host = host
         if port is not None:
             settings.server.port = port
+        if locked:
+            settings.locked = True
         # before build: it loads the models (seconds to minutes), and uvicorn binds only after that
         check_port_free(settings.server.host, settings.server.port)
         if supervise:  # a bad config or a taken port is reported once, here, and never restarted
@@ -150,6 +160,7 @@ def serve(
 
             args = [*(["--config", str(config)] if config else []), *(["--host", host] if host else [])]
             args += ["--port", str(port)] if port is not None else []
+            args += ["--locked"] if locked else []
             raise typer.Exit(run_supervised(server_argv(args)))
         if settings.server.api_key is None and not is_loopback(settings.server.host):
             typer.echo(
@@ -352,6 +363,7 @@ def _register_optional() -> None:
 
 
 _register_optional()
+register_cache_commands(app)  # hfp lock, hfp outdated, hfp cache ls | verify | prune
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from hf_provider.cache import budget as cache_budget
 from hf_provider.cache import pins
-from hf_provider.cache.integrity import ensure_intact, expected_files
+from hf_provider.cache.integrity import ensure_intact, expected_files, file_digest
 from hf_provider.cache.state import state_for
 from hf_provider.errors import ConfigError, LockDrift
 from hf_provider.hub.lockfile import LockEntry, read_lock
@@ -152,12 +152,28 @@ class Fetcher:
                 problems.append(
                     f"{f.path} has sha256 {hub.digest[:12]}… upstream, {f.sha256[:12]}… in the lock"
                 )
+            elif hub.algorithm == "git-sha1" and self._small_file_drifted(
+                resolved.path / f.path, f.sha256, hub
+            ):
+                problems.append(f"{f.path} as the Hub serves it has another sha256 than the lock's")
         if problems:
             raise LockDrift(
                 f"model {spec.name!r} ({spec.source}@{entry.commit}) differs from hfp.lock: "
                 f"{'; '.join(problems)}. Run `hfp lock` if the change is expected.",
                 model=spec.name,
             )
+
+    @staticmethod
+    def _small_file_drifted(path: Path, locked_sha256: str, hub: Any) -> bool:
+        """A small file's Hub checksum is a git sha1, not comparable with the lock's sha256: the file on disk
+        that matches the Hub's sha1 but not the lock's sha256 shows the lock and the Hub disagree (a file that
+        matches neither is corruption, left to the integrity check to repair)."""
+        if not path.exists():
+            return False
+        state = state_for(HubEnv.current().cache_dir)
+        if file_digest(path, "sha256", state)[0] == locked_sha256:
+            return False
+        return file_digest(path, "git-sha1", state)[0] == hub.digest
 
 
 __all__ = ["FetchPolicy", "Fetcher"]

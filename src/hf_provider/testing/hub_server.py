@@ -13,6 +13,10 @@ Point `HF_ENDPOINT` at `LocalHub.start()` and `snapshot_download`, `hf_hub_downl
                                                   client takes the metadata from the redirect itself
     GET  /_lfs/{sha256}?r=&c=&f=                  the LFS "CDN" (Range supported)
 
+Tests change the repos while the server runs: `add_commit` (a new commit on a branch, moving it), `move_branch`
+(point a branch at any commit), `corrupt` (serve flipped bytes under the right ETag), `fail_next` (injected
+errors); `requests` counts what the client asked for.
+
 Errors carry `X-Error-Code` (RepoNotFound, RevisionNotFound, EntryNotFound) as the Hub's do, which is what
 `huggingface_hub` turns into its typed errors. Std-lib only: the server runs in a daemon thread.
 """
@@ -165,6 +169,14 @@ class LocalHub:
             if tag is not None:
                 repo.tags[tag] = sha
             return sha
+
+    def move_branch(self, repo_id: str, branch: str, commit: str) -> None:
+        """Point `branch` (created if new) at an existing `commit`, as a force-push or a reset would."""
+        with self._lock:
+            repo = self._repos.get(repo_id)
+            if repo is None or commit not in repo.commits:
+                raise KeyError(f"no commit {commit!r} in repo {repo_id!r} of this LocalHub")
+            repo.branches[branch] = commit
 
     def corrupt(self, repo_id: str, filename: str, commit: str | None = None) -> None:
         """Serve wrong bytes (same length, every byte flipped) for `filename`, at `commit` or at every commit,
