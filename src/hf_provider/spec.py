@@ -51,6 +51,13 @@ class BatchingSpec(BaseModel):
         "refuses earlier, by time)",
     )
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
+    generation: Literal["auto", "continuous", "static"] = Field(
+        "auto",
+        description="text-generation on decoders: 'continuous' lets requests join and leave the running batch at "
+        "every token (runtime/continuous; its KV cache of max_batch_size slots is accounted with the model), "
+        "'static' runs whole batches through generate; 'auto' is continuous on CUDA and static on CPU, where "
+        "static measured faster",
+    )
 
 
 class BreakerSpec(BaseModel):

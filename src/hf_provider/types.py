@@ -61,6 +61,42 @@ class RowControl(Protocol):
     def generated(self, tokens: int) -> None: ...
 
 
+class GenRow(Protocol):
+    """One row of a continuous generation batch (runtime/continuous), answered by its request: it streams
+    through `emit`, is asked `stop_reason` before every step (a cancelled or timed-out row leaves at once), and
+    ends with exactly one of `finish` (its result) or `fail`."""
+
+    @property
+    def streaming(self) -> bool: ...
+
+    def emit(self, delta: str) -> None: ...
+
+    def stop_reason(self) -> str | None: ...
+
+    def finish(self, result: Any) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+class GenerationEngine(Protocol):
+    """Iteration-level generation for one loaded model (runtime/continuous/engine.py), driven by the scheduler's
+    thread (scheduling/continuous.py): rows are added, then each `step` runs one token of every running row."""
+
+    @property
+    def free_slots(self) -> int: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+    def accepts(self, handler: TaskHandler) -> bool: ...
+
+    def add_item(self, handler: TaskHandler, item: Item, params: Mapping[str, Any], row: GenRow) -> None: ...
+
+    def step(self, count: Callable[[int], None] | None = None) -> int: ...
+
+    def abort(self, error: BaseException) -> None: ...
+
+
 @runtime_checkable
 class TaskHandler(Protocol):
     """parse (per request) / preprocess (CPU) / forward (device) / postprocess (CPU) for one task of one model."""

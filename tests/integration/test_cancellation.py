@@ -42,13 +42,17 @@ class Tokens:
     def model_unloaded(self, *a) -> None: ...
 
 
-@pytest.fixture(scope="module")
-def lm(tiny_models: dict[str, Path]):
+@pytest.fixture(scope="module", params=["static", "continuous"])
+def lm(tiny_models: dict[str, Path], request: pytest.FixtureRequest):
+    """The same checks with static batching and with continuous batching (runtime/continuous) forced on."""
     path = build_sized_gpt2(tiny_models["decoder"].parent, 64, 2, positions=4096)
     obs = Tokens()
     settings = load_settings({"metrics_enabled": False})
+    batching = {"generation": request.param, "max_batch_size": 4}
     with Provider(
-        [ModelSpec(name="lm", source=str(path), device="cpu")], settings=settings, observer=obs
+        [ModelSpec(name="lm", source=str(path), device="cpu", batching=batching)],
+        settings=settings,
+        observer=obs,
     ) as p:
         p.run("lm", "text-generation", "warm", {"max_new_tokens": 2})
         yield p, obs
@@ -64,7 +68,7 @@ def _settled(p: Provider) -> None:
     sched = _sched(p)
     done = threading.Event()
     for _ in range(500):
-        if sched.in_flight == 0 and not sched._device_busy:
+        if sched.in_flight == 0 and not sched._device_busy and not (sched.engine and sched.engine.busy):
             return
         done.wait(0.01)
     raise AssertionError(f"{sched.in_flight} requests still in flight")

@@ -37,6 +37,7 @@ from hf_provider.resilience.breaker import Breaker
 from hf_provider.resilience.isolation import ThreadRunner, runner_view, start_isolated
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
+from hf_provider.runtime import continuous
 from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
@@ -297,6 +298,7 @@ class ModelManager(MemoryAdmission):
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(spec.name, pool, est.total_bytes)
         runner: StageRunner
+        gen = None  # continuous batching (runtime/continuous): its KV cache is accounted with the weights
         if spec.isolation == "process":  # the weights live in a child process (resilience/isolation.py)
             model, runner, e.quantization_cosine = start_isolated(
                 spec, str(resolved.path), resolved.commit, supervisor=self.supervisor, faults=self.faults
@@ -313,6 +315,8 @@ class ModelManager(MemoryAdmission):
                 e.quantization_cosine = apply_quantization(model)
                 self.attach_tasks(model, spec.tasks or supported_tasks(model))
                 actual = model.weight_bytes + est.working_bytes
+                gen = continuous.prepare(model, self.accountant.budget.for_pool(pool), actual)
+                actual += gen.nbytes if gen is not None else 0
                 self._commit(spec.name, pool, actual)
             except BaseException:
                 del model
@@ -326,6 +330,10 @@ class ModelManager(MemoryAdmission):
                 fault=self.fault,
                 faults=self.faults,
             )
+        engine = gen.build() if gen is not None else None
+        if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back
+            actual -= gen.nbytes
+            self.accountant.commit(spec.name, pool, actual)
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(
             model,
@@ -335,6 +343,7 @@ class ModelManager(MemoryAdmission):
             on_done=lambda: self.touch(spec.name),  # keep-alive idles from a request's end
             reporter=self.reporter,
             breaker=self._breaker(spec),
+            engine=engine,
         )
         e.loaded_at = e.last_used = self.clock()
         e.loads += 1

@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING, Any
 from hf_provider.errors import ProviderError
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.admit import Admission
+from hf_provider.scheduling.continuous import ContinuousStage
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
 from hf_provider.scheduling.queue import Batch, BatchQueue, Slot
 from hf_provider.scheduling.request import Request
 from hf_provider.scheduling.rows import BatchRows
 from hf_provider.scheduling.shedding import RetryAfter, ServiceRate
-from hf_provider.types import DeltaSink, Item, RowControl, TaskHandler
+from hf_provider.types import DeltaSink, GenerationEngine, Item, RowControl, TaskHandler
 
 if TYPE_CHECKING:
     from hf_provider.reporting.reporter import Reporter
@@ -61,7 +62,7 @@ def _stop_at_exit() -> None:
         sched.abandon("the process is exiting")
 
 
-class ModelScheduler(Admission):
+class ModelScheduler(Admission, ContinuousStage):
     def __init__(
         self,
         model: LoadedModel,
@@ -73,6 +74,7 @@ class ModelScheduler(Admission):
         on_done: Callable[[], None] | None = None,
         reporter: Reporter | None = None,
         breaker: Breaker | None = None,
+        engine: GenerationEngine | None = None,
     ) -> None:
         if runner is None:
             from hf_provider.scheduling.worker import StageRunner
@@ -88,6 +90,7 @@ class ModelScheduler(Admission):
         self.on_done = on_done  # called after each settlement (keep-alive idles from a request's end)
         self.reporter = reporter  # error reports of failed requests, made at settlement
         self.breaker = breaker  # the model's circuit breaker: the Provider asks it, settlement gives verdicts
+        self.engine = engine  # continuous batching (scheduling/continuous.py) replaces the three stages
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self.max_queue = b.max_queue
         self._queue = BatchQueue(max_batch_size=b.max_batch_size, max_batch_tokens=b.max_batch_tokens)
@@ -111,11 +114,16 @@ class ModelScheduler(Admission):
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
         self.peak_working_bytes: int | None = None  # largest measured working memory of a pass since load
         sv = self.supervisor
-        self._threads = [
-            sv.spawn(f"collect/{self.name}", self._collect_once, name=f"hfp-collect-{self.name}"),
-            sv.spawn(f"forward/{self.name}", self._forward_once, name=f"hfp-forward-{self.name}"),
-            sv.spawn(f"post/{self.name}", self._post_once, name=f"hfp-post-{self.name}"),
-        ]
+        if engine is not None:
+            self._threads = [
+                sv.spawn(f"generate/{self.name}", self._continuous_once, name=f"hfp-generate-{self.name}")
+            ]
+        else:
+            self._threads = [
+                sv.spawn(f"collect/{self.name}", self._collect_once, name=f"hfp-collect-{self.name}"),
+                sv.spawn(f"forward/{self.name}", self._forward_once, name=f"hfp-forward-{self.name}"),
+                sv.spawn(f"post/{self.name}", self._post_once, name=f"hfp-post-{self.name}"),
+            ]
         _open.add(self)
 
     # public -----------------------------------------------------------------------------------------------------

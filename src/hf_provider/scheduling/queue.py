@@ -149,6 +149,22 @@ class BatchQueue:
         self._len -= len(chosen)
         return chosen
 
+    def take_first(self, now: float, n: int) -> list[Slot]:
+        """Remove and return up to `n` items in service order (the anchor's class first, oldest first), whatever
+        their task and parameters: continuous batching runs rows of any parameters side by side."""
+        c = self._anchor_class(now)
+        if c is None or n <= 0:
+            return []
+        out: list[Slot] = []
+        for ci in [c] + [i for i in range(len(self._classes)) if i != c]:
+            q = self._classes[ci]
+            while q and len(out) < n:
+                s = q.popleft()
+                s.queued = False
+                out.append(s)
+        self._len -= len(out)
+        return out
+
     def _around_anchor(self, anchor: Slot, candidates: list[Slot]) -> list[Slot]:
         ordered = sorted(candidates, key=lambda s: s.item.n_tokens)
         pos = next(i for i, s in enumerate(ordered) if s is anchor)

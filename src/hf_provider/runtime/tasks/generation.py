@@ -71,7 +71,10 @@ class BatchStreamer(BaseStreamer):
         if not self._prompt_seen:  # generate() first pushes the prompt (or the decoder start tokens)
             self._prompt_seen = True
             return
-        ids = value.reshape(-1).tolist()
+        self.push(value.reshape(-1).tolist())
+
+    def push(self, ids: list[int]) -> None:
+        """One new token per row (continuous batching pushes a one-row streamer's tokens here directly)."""
         for i, (row, tok) in enumerate(zip(self.rows, ids, strict=True)):
             if row.done:
                 continue
