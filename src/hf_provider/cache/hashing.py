@@ -1,36 +1,47 @@
 """Streaming file digests: sha256 (LFS files, lock entries) and git blob sha1 (small files, whose Hub ETag is it).
 
-Files are read in large chunks into one reused buffer (no copy of the file in memory); `hashlib.file_digest`
-does exactly that for sha256 and runs the digest with the GIL released, so one core reaches the digest's own
-speed (bench/hashing.py prints it). A git blob sha1 hashes a `blob <size>\\0` header first, which file_digest
-cannot do, hence the loop for that one.
+The file is memory-mapped and handed to hashlib in one call: no copy of the file in the process's memory (the
+pages are the page cache's own, clean and reclaimable), no per-chunk Python loop, and the digest runs with the
+GIL released. On this machine that reaches the digest's in-memory speed, where `hashlib.file_digest` (256 KiB
+reads into a buffer) reached about 0.85x of it (bench/hashing.py prints both). Files that cannot be mapped (empty,
+or on a filesystem without mmap) are read in chunks instead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
-from pathlib import Path
 from typing import Literal
 
 Algorithm = Literal["sha256", "git-sha1"]
-CHUNK = 8 * 1024 * 1024  # large enough that per-read overhead vanishes, small enough to stay in L2/L3
+CHUNK = 8 * 1024 * 1024  # the chunked fallback's read size
+
+
+def _digest(path: str | os.PathLike[str], h: hashlib._Hash) -> str:
+    with open(path, "rb", buffering=0) as f:
+        try:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                if hasattr(m, "madvise"):
+                    m.madvise(mmap.MADV_SEQUENTIAL)  # read ahead aggressively, drop behind
+                h.update(m)
+                return h.hexdigest()
+        except (ValueError, OSError):  # empty file, or no mmap here: stream it
+            f.seek(0)
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                h.update(view[:n])
+            return h.hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb", buffering=0) as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return _digest(path, hashlib.sha256())
 
 
 def git_sha1_file(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    h = hashlib.sha1(b"blob %d\0" % p.stat().st_size)
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with open(p, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+    """The git blob id: sha1 of `blob <size>\\0` and the content (the Hub's ETag of a non-LFS file)."""
+    return _digest(path, hashlib.sha1(b"blob %d\0" % os.stat(path).st_size))
 
 
 def digest_file(path: str | os.PathLike[str], algorithm: Algorithm) -> str:

@@ -1,0 +1,77 @@
+"""cache/: digests (mapped and chunked paths), verdict records keyed by (inode, size, mtime), pins."""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from hf_provider.cache import pins
+from hf_provider.cache.hashing import algorithm_of, digest_file, git_sha1_file, sha256_file
+from hf_provider.cache.integrity import file_digest
+from hf_provider.cache.state import CacheState
+
+
+@pytest.mark.parametrize("data", [b"", b"hello", os.urandom(3 * 1024 * 1024 + 7)])
+def test_digests_match_hashlib_and_git(tmp_path: Path, data: bytes) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(data)
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest() == digest_file(p, "sha256")
+    assert git_sha1_file(p) == hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_algorithm_of_and_unknown_digest(tmp_path: Path) -> None:
+    assert algorithm_of("a" * 64) == "sha256" and algorithm_of("a" * 40) == "git-sha1"
+    with pytest.raises(ValueError, match="neither"):
+        algorithm_of("abc")
+    with pytest.raises(ValueError, match="unknown digest"):
+        digest_file(tmp_path, "md5")  # type: ignore[arg-type]
+
+
+def test_a_recorded_digest_is_reused_until_the_file_changes(tmp_path: Path) -> None:
+    state = CacheState(None)
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(b"x" * 1000)
+    d1, hashed1 = file_digest(p, "sha256", state)
+    d2, hashed2 = file_digest(p, "sha256", state)
+    assert (hashed1, hashed2) == (True, False) and d1 == d2
+    p.write_bytes(b"y" * 1000)  # same size, new mtime
+    d3, hashed3 = file_digest(p, "sha256", state)
+    assert hashed3 and d3 == hashlib.sha256(b"y" * 1000).hexdigest()
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    assert file_digest(p, "sha256", state)[1]  # any mtime change means hash again
+
+
+def test_access_records_keep_the_latest_use(tmp_path: Path) -> None:
+    state = CacheState(tmp_path / "s.sqlite")
+    state.touch("org/a", "1" * 40, 10.0)
+    state.touch("org/a", "1" * 40, 5.0)  # an older record never moves recency back
+    state.touch("org/b", "2" * 40, 7.0)
+    assert state.last_used() == {("org/a", "1" * 40): 10.0, ("org/b", "2" * 40): 7.0}
+    state.forget("org/a", "1" * 40)
+    assert CacheState(tmp_path / "s.sqlite").last_used() == {("org/b", "2" * 40): 7.0}  # on disk
+
+
+def test_pins_count_references_and_holders_drop_out_when_collected() -> None:
+    c = "c" * 40
+    pins.pin("org/x", c, "swapping")
+    with pins.pinned("org/x", c, "swapping"):
+        assert pins.reasons("org/x", c) == {"swapping"}
+    assert pins.is_pinned("org/x", c)  # the outer pin still holds
+    pins.unpin("org/x", c, "swapping")
+    assert not pins.is_pinned("org/x", c)
+
+    class Holder:
+        def loaded(self) -> list[tuple[str, str]]:
+            return [("org/y", c)]
+
+    h = Holder()
+    pins.register_holder(h.loaded)
+    assert pins.reasons("org/y", c) == {"loaded"}
+    del h
+    gc.collect()
+    assert not pins.is_pinned("org/y", c)
