@@ -115,6 +115,13 @@ class QuantizationRejected(ModelLoadError):
         self.measured = measured
 
 
+class VersionConflict(ProviderError, RuntimeError):
+    """A swap, rollback or canary step cannot run now: another is in progress, nothing to roll back to, no canary
+    running. The model keeps serving as it was."""
+
+    code = "version_conflict"
+
+
 class Unavailable(ProviderError, RuntimeError):
     """The work cannot be done now (model loading past the deadline, queue full, memory exhausted).
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hf_provider.errors import (
     CircuitOpen,
@@ -33,6 +33,8 @@ from hf_provider.errors import (
     Unavailable,
 )
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
+from hf_provider.lifecycle.controller import Lifecycle
+from hf_provider.lifecycle.history import HistoryStore
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.reports import tag
 from hf_provider.reporting.store import ErrorStore
@@ -41,11 +43,14 @@ from hf_provider.resilience.breaker import OPEN, Ticket
 from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.isolation import check_serving
 from hf_provider.resilience.supervisor import Supervisor
-from hf_provider.runtime.manager import Entry, ModelManager
+from hf_provider.runtime.manager import ModelManager
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec, check_fallbacks
 from hf_provider.types import PRIORITIES, RESERVED_PARAMS, TASKS, DeltaSink, TaskHandler
+
+if TYPE_CHECKING:
+    from hf_provider.scheduling.batcher import ModelScheduler
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
@@ -60,6 +65,7 @@ class Answer(NamedTuple):
     tokens: int  # input tokens (OpenAI `usage`)
     served_by: str  # the model that computed it
     fallback_reason: str | None  # why a fallback computed it (resilience/fallback.py); None: the model asked
+    revision: str | None = None  # the commit of the version that computed it (lifecycle/: swaps, canaries)
 
 
 class Provider:
@@ -73,6 +79,7 @@ class Provider:
         reporter: Reporter | None = None,
         locked: bool | None = None,
         lock_file: Path | str | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         """`locked=True` loads exactly the commits and files of `lock_file` (default: the settings' lock_file,
         else ./hfp.lock), and refuses a Hub model asking a branch or tag the lock has no entry for."""
@@ -125,6 +132,8 @@ class Provider:
                 reporter.count = observer.error_reported
             self.supervisor.on_exception(reporter.internal_failure)
             reporter.start(self.supervisor)
+        # Swaps, rollbacks, canaries and the version history (in memory unless the server gives it a file).
+        self.lifecycle = Lifecycle(self.manager, history, self.settings.versioning, faults=self.faults)
         # Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait, since
         # a request's answer waits for the loop as well as for the model.
         self.loop_lag_s = 0.0
@@ -150,6 +159,7 @@ class Provider:
         return [d for d in self.manager.describe() if d["state"] == "ready"]
 
     def close(self) -> None:
+        self.lifecycle.close()
         self.manager.close()
         if self.reporter is not None:
             self.reporter.close()
@@ -288,12 +298,16 @@ class Provider:
                 param="priority",
             )
         # The lease keeps the model from eviction and keep-alive unloading until the request is queued.
-        with self.manager.acquire(model) as e:
-            handler = self.manager.handler(e, task)
-            assert e.scheduler is not None
+        # A request waits for a load (or a version switch) at most until its deadline.
+        wait = min(self.settings.memory.load_wait_s, max(0.0, deadline - time.monotonic()))
+        with self.manager.acquire(model, wait_s=wait) as e:
+            # During a canary (lifecycle/canary.py) its share of requests goes to the candidate's scheduler.
+            sched = e.scheduler if e.canary is None else e.canary.route(e.scheduler, task)
+            handler = self.manager.handler(e, task) if sched is e.scheduler else sched.model.handlers[task]
+            assert sched is not None
             # A crashed worker or a failed device refuses at once (resilience/isolation.py; fallbacks may serve).
-            check_serving(e.scheduler)
-            breaker = e.scheduler.breaker
+            check_serving(sched)
+            breaker = sched.breaker
             ticket = None if breaker is None else breaker.allow()
             if isinstance(ticket, float):  # open: refused before any parse or forward pass
                 raise CircuitOpen(
@@ -305,7 +319,7 @@ class Provider:
                 )
             try:
                 return self._queue(
-                    e, handler, ticket, (model, task, inputs, params, priority, deadline, sink)
+                    sched, handler, ticket, (model, task, inputs, params, priority, deadline, sink)
                 )
             except BaseException:
                 if ticket is not None:
@@ -314,15 +328,14 @@ class Provider:
 
     def _queue(
         self,
-        e: Entry,
+        sched: ModelScheduler,
         handler: TaskHandler,
         ticket: Ticket | None,
         args: tuple[str, str, Any, Mapping[str, Any], str, float, DeltaSink | None],
     ) -> Request:
         """Parse and queue under the lease (the breaker admitted the request)."""
         model, task, inputs, params, priority, deadline, sink = args
-        assert e.scheduler is not None
-        e.scheduler.check_admission(task, PRIORITIES[priority], deadline, self.loop_lag_s)
+        sched.check_admission(task, PRIORITIES[priority], deadline, self.loop_lag_s)
         if sink is not None and not handler.streaming:
             raise InvalidInput(
                 f"task {task!r} does not stream; streaming is available for text-generation",
@@ -337,7 +350,7 @@ class Provider:
             raise
         if sink is not None and not single:
             raise InvalidInput("streaming takes a single prompt", param="inputs")
-        return e.scheduler.submit(
+        req = sched.submit(
             handler,
             items,
             resolved,
@@ -348,6 +361,8 @@ class Provider:
             extra_wait_s=self.loop_lag_s,
             ticket=ticket,
         )
+        req.revision = sched.model.commit or sched.model.spec.revision  # read once the request is settled
+        return req
 
     def record_refusal(self, model: str, task: str, exc: ProviderError, inputs: Any = None) -> None:
         """Count and report a request refused before it reached a scheduler (which counts its own refusals)."""
@@ -440,7 +455,7 @@ class Provider:
         # per request on small CPUs).
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
         try:
-            return Answer(await waiter, req.tokens, req.served_by, req.fallback_reason)
+            return Answer(await waiter, req.tokens, req.served_by, req.fallback_reason, req.revision)
         except asyncio.CancelledError:
             req.cancel(time.monotonic())
             raise

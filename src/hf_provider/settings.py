@@ -125,6 +125,36 @@ class ReportingSettings(BaseModel):
         return parse_duration(v)
 
 
+class VersioningSettings(BaseModel):
+    """`[versioning]`: swaps, rollbacks and canaries of a model's revision while it serves (lifecycle/)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warm_previous: str | float = Field(
+        "10m",
+        validate_default=True,
+        description="after a swap the previous version stays loaded (weights in host memory, within the budget) "
+        "this long, so a rollback serves at once; 0 unloads it when it has drained",
+    )
+    drain_timeout_s: float = Field(
+        60.0, gt=0, description="longest a swapped-out version may take to finish its in-flight requests"
+    )
+    canary_abort_margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="a canary is aborted when the candidate's error rate exceeds the primary's by more than this",
+    )
+    canary_min_requests: int = Field(
+        20, ge=1, description="requests the candidate must have answered before its error rate is judged"
+    )
+
+    @field_validator("warm_previous")
+    @classmethod
+    def _duration(cls, v: str | float) -> float:
+        return parse_duration(v)
+
+
 class FaultRule(BaseModel):
     """TESTING ONLY: one injected fault."""
 
@@ -188,6 +218,7 @@ class Settings(BaseSettings):
     rollup_retention: str | float = Field("30d", description="one-minute rollups kept this long")
     load_on_start: bool = Field(True, description="load every configured model at start")
     reporting: ReportingSettings = Field(default_factory=ReportingSettings)
+    versioning: VersioningSettings = Field(default_factory=VersioningSettings)
     faults: FaultSettings | None = Field(
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )

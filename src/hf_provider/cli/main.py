@@ -22,6 +22,7 @@ from hf_provider.cli.common import (
     load,
     quiet_progress_bars,
 )
+from hf_provider.cli.versions import register as register_version_commands
 
 app = typer.Typer(
     help="Serve HuggingFace models: one weight set, many tasks.",
@@ -29,7 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(
-    help="List configured and loaded models; load, unload, pin, unpin on a running server.",
+    help="List configured and loaded models; load, unload, pin, unpin, swap, rollback, canary on a running "
+    "server.",
     invoke_without_command=True,
 )
 app.add_typer(models_app, name="models")
@@ -364,6 +366,7 @@ def _register_optional() -> None:
 
 _register_optional()
 register_cache_commands(app)  # hfp lock, hfp outdated, hfp cache ls | verify | prune
+register_version_commands(models_app)  # hfp models history | swap | rollback | canary | promote | abort
 
 
 def main() -> None:

@@ -259,6 +259,18 @@ class Accountant:
                 freed += entry.nbytes if entry else 0
         return freed
 
+    def rename(self, model: str, new_name: str) -> None:
+        """Move `model`'s bytes to `new_name` in every pool at once (a version swap re-labels the outgoing and
+        incoming versions: between two separate calls another load could take the bytes in transit)."""
+        with self._lock:
+            for entries in self._ledger.values():
+                if new_name in entries:
+                    raise ValueError(f"{new_name!r} already holds bytes; release it before renaming onto it")
+            for entries in self._ledger.values():
+                entry = entries.pop(model, None)
+                if entry is not None:
+                    entries[new_name] = entry
+
     def used(self, pool: str) -> int:
         """Committed plus reserved bytes in a pool."""
         with self._lock:

@@ -151,11 +151,13 @@ class Reporter:
         # share a key here (digits dropped by str.translate, a C loop), computed once. Anything else that differs
         # (hex ids, paths) makes a new key and takes the full path, so grouping never depends on the cache.
         cause = exc.__cause__ or exc.__context__
-        key = (type(exc), type(cause), label, where, tuple(frames), message.translate(_NO_DIGITS))
+        # Groups are kept per revision: after a swap or during a canary, the candidate's errors are its own.
+        who = label if revision is None or label == "-" else f"{label}@{revision}"
+        key = (type(exc), type(cause), who, where, tuple(frames), message.translate(_NO_DIGITS))
         known = self._known.get(key)
         if known is None:
             error_class = classify(exc)
-            known = (error_class, fingerprint(error_class, exc_type, frames, label, where, message))
+            known = (error_class, fingerprint(error_class, exc_type, frames, who, where, message))
             if len(self._known) >= _KNOWN_MAX:
                 self._known.clear()
             self._known[key] = known

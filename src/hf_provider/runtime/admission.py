@@ -35,6 +35,7 @@ class MemoryAdmission:
     memory: MemorySettings
     clock: Callable[[], float]
     unload: Callable[..., bool]
+    reclaim: Callable[[str, int], bool] | None
 
     def _residents(self) -> list[Resident]:
         return [
@@ -65,6 +66,9 @@ class MemoryAdmission:
                 plan = plan_eviction(
                     self._residents(), pool, need, free, self.clock(), self.memory.min_residency_s
                 )
+            # Warm previous versions (lifecycle/) are a cache: they go before any serving model is evicted.
+            if self.reclaim is not None and self.reclaim(pool, need - free):
+                continue
             if plan:
                 for victim in plan:
                     self._evict(victim)

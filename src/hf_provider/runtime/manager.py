@@ -26,7 +26,7 @@ from hf_provider.errors import (
     Unavailable,
 )
 from hf_provider.hub.fetch import Fetcher
-from hf_provider.hub.resolve import HubRetry
+from hf_provider.hub.resolve import HubRetry, Resolved
 from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
@@ -79,6 +79,7 @@ class Entry:
     retry_at: float = 0.0  # on the manager's clock: no load starts before it after a failure
     # Hub retries of this model's loads, all callers together, stay within 20% of its load attempts.
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
+    canary: Any = None  # lifecycle.canary.Canary while a candidate revision takes a share of the requests
 
     @property
     def in_flight(self) -> int:
@@ -127,6 +128,10 @@ class ModelManager(MemoryAdmission):
             if spec.name in self._entries:
                 raise ValueError(f"model name {spec.name!r} is configured twice; names must be unique")
             self._entries[spec.name] = Entry(spec)
+        # lifecycle/ (versions) hooks: on_load(entry, error) after every load; reclaim(pool, bytes) frees warm
+        # previous versions before a load evicts a serving model
+        self.on_load: Callable[[Entry, BaseException | None], None] | None = None
+        self.reclaim: Callable[[str, int], bool] | None = None
         self._stop = threading.Event()
         self._reaper = self.supervisor.spawn("keepalive", self._reap_once, name="hfp-keepalive")
 
@@ -225,7 +230,7 @@ class ModelManager(MemoryAdmission):
         deadline = time.monotonic() + wait_s
         with self._lock:
             attempt = e.attempts
-            while e.state in ("loading", "evicting"):
+            while e.state in ("loading", "evicting", "switching"):  # switching: lifecycle/switch.py
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise Unavailable(
@@ -261,6 +266,7 @@ class ModelManager(MemoryAdmission):
                 if e.adhoc and isinstance(exc, ModelNotFound):
                     self._entries.pop(e.spec.name, None)  # an unresolvable ad-hoc name is not remembered
                 self._changed.notify_all()
+            self._loaded(e, exc)
             raise
         if self.memory.freeze_heap:
             heap.freeze()  # before its first request: one collection now instead of long ones while serving
@@ -268,16 +274,33 @@ class ModelManager(MemoryAdmission):
             e.state, e.failures = "ready", 0
             self._changed.notify_all()
         self.supervisor.ok(f"model-loading/{e.spec.name}")
+        self._loaded(e, None)
 
-    def _load(self, e: Entry, deadline: float) -> None:
+    def _loaded(self, e: Entry, error: BaseException | None) -> None:
+        if self.on_load is not None:
+            self.supervisor.call("lifecycle", self.on_load, e, error)
+
+    def _load(
+        self,
+        e: Entry,
+        deadline: float,
+        *,
+        key: str | None = None,
+        resolved: Resolved | None = None,
+        faults: Any = None,
+    ) -> None:
+        """Load `e.spec` into `e`. lifecycle/ loads a second version of a model into an Entry of its own (never
+        registered), accounted under another `key` in the budget, with the commit it `resolved` and its faults."""
         spec = e.spec
+        key = key or spec.name
+        faults = faults or self.faults
         t0 = time.perf_counter()
-        if self.faults is not None:
-            self.faults.check(spec.name, "load")
+        if faults is not None:
+            faults.check(spec.name, "load")
         try:
             # Transient Hub failures are retried while the caller can still wait, within the model's budget.
             retry = HubRetry(deadline=deadline, budget=e.retry_budget)
-            resolved = self.fetcher.fetch(spec, retry=retry)
+            resolved = resolved or self.fetcher.fetch(spec, retry=retry)
         except ModelNotFound as exc:
             if e.adhoc:
                 raise  # the caller named a folder or Hub id: "unknown model" is the right answer
@@ -296,16 +319,16 @@ class ModelManager(MemoryAdmission):
             ) from exc
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
-        self._admit(spec.name, pool, est.total_bytes)
+        self._admit(key, pool, est.total_bytes)
         runner: StageRunner
         gen = None  # continuous batching (runtime/continuous): its KV cache is accounted with the weights
         if spec.isolation == "process":  # the weights live in a child process (resilience/isolation.py)
             model, runner, e.quantization_cosine = start_isolated(
-                spec, str(resolved.path), resolved.commit, supervisor=self.supervisor, faults=self.faults
+                spec, str(resolved.path), resolved.commit, supervisor=self.supervisor, faults=faults
             )
             actual = model.weight_bytes + est.working_bytes
             try:
-                self._commit(spec.name, pool, actual)
+                self._commit(key, pool, actual)
             except BaseException:
                 runner.close()
                 raise
@@ -317,7 +340,7 @@ class ModelManager(MemoryAdmission):
                 actual = model.weight_bytes + est.working_bytes
                 gen = continuous.prepare(model, self.accountant.budget.for_pool(pool), actual)
                 actual += gen.nbytes if gen is not None else 0
-                self._commit(spec.name, pool, actual)
+                self._commit(key, pool, actual)
             except BaseException:
                 del model
                 release_memory(str(device), refreeze=self.memory.freeze_heap)
@@ -328,12 +351,12 @@ class ModelManager(MemoryAdmission):
                 evict=lambda: self._evict_for_oom(spec.name),
                 to_cpu=self._cpu_fallback(e),
                 fault=self.fault,
-                faults=self.faults,
+                faults=faults,
             )
         engine = gen.build() if gen is not None else None
         if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back
             actual -= gen.nbytes
-            self.accountant.commit(spec.name, pool, actual)
+            self.accountant.commit(key, pool, actual)
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(
             model,

@@ -46,6 +46,7 @@ class Request:
         "remaining",
         "request_id",
         "results",
+        "revision",
         "settled_at",
         "single",
         "slots",
@@ -91,6 +92,8 @@ class Request:
         self.settled_at: float | None = None
         # why a fallback serves this request (resilience/fallback.py), set by the Provider; None: the model asked
         self.fallback_reason: str | None = None
+        # the commit (or revision) of the version that serves it, set by the Provider: x-hfp-revision
+        self.revision: str | None = None
         self.future: Future = Future()
         self.future.set_running_or_notify_cancel()
         self._sink = sink

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from hf_provider.errors import ProviderError
+from hf_provider.lifecycle.history import ACTOR
 from hf_provider.provider import Provider
 from hf_provider.reporting.redact import install_log_redaction
 from hf_provider.server.auth import BearerAuth
@@ -18,7 +19,7 @@ from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, health, openai, reports, tasks
+from hf_provider.server.routes import admin, health, openai, reports, tasks, versions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.state.started = False
     admin.record_start(app)
     install_error_handlers(app)
-    for r in (health.router, openai.router, tasks.router, admin.router, reports.router):
+    for r in (health.router, openai.router, tasks.router, admin.router, versions.router, reports.router):
         app.include_router(r)
     if provider.faults is not None:  # TESTING ONLY: the route exists only when fault injection is configured
         from hf_provider.server.routes import faults
@@ -79,6 +80,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
 async def _load_all(provider: Provider, app: FastAPI) -> None:
     """Load configured models in the background so /healthz answers at once and /readyz tells when done."""
     sv = provider.supervisor
+    ACTOR.set("start")  # this task's own context: its loads are recorded in the version history as "start"
     for d in provider.manager.describe():
         if d["keep_alive"] is not None and d["keep_alive"] == 0:
             continue  # scale-to-zero models load on their first request

@@ -27,12 +27,18 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def served_headers(served_by: str, fallback_reason: str | None) -> dict[str, str]:
+def served_headers(
+    served_by: str, fallback_reason: str | None, revision: str | None = None
+) -> dict[str, str]:
     """x-hfp-served-by on every success; x-hfp-fallback-reason when a fallback served the request
-    (resilience/fallback.py). Both values are configured names and fixed reasons, never client text."""
-    if fallback_reason is None:
-        return {"x-hfp-served-by": served_by}
-    return {"x-hfp-served-by": served_by, "x-hfp-fallback-reason": fallback_reason}
+    (resilience/fallback.py); x-hfp-revision, the commit of the version that served it (lifecycle/: during a
+    swap or canary two versions serve). Configured names, fixed reasons and commits, never client text."""
+    headers = {"x-hfp-served-by": served_by}
+    if fallback_reason is not None:
+        headers["x-hfp-fallback-reason"] = fallback_reason
+    if revision is not None:
+        headers["x-hfp-revision"] = revision
+    return headers
 
 
 def provider_of(request: Request) -> Provider:

@@ -28,6 +28,7 @@ ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.TaskNotSupported, 400, "invalid_request_error"),
     (E.TooManyItems, 413, "invalid_request_error"),
     (E.InvalidInput, 400, "invalid_request_error"),
+    (E.VersionConflict, 409, "invalid_request_error"),  # lifecycle/: another swap or canary step is running
     (E.Overloaded, 429, "rate_limit_error"),
     (E.CircuitOpen, 503, "service_unavailable"),  # the model is failing: refused at once, with Retry-After
     (E.WorkerCrashed, 503, "service_unavailable"),  # its worker process died: retry, or a fallback serves it

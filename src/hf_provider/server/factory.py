@@ -57,7 +57,12 @@ def build(settings: Settings) -> FastAPI:
 
     observer = make_observer(settings)
     reporter = make_reporter(settings)
-    provider = Provider(settings=settings, observer=observer, allow_adhoc=False, reporter=reporter)
+    from hf_provider.lifecycle.history import HistoryStore
+
+    history = HistoryStore(instance_home(settings) / "versions.db")  # loads, swaps, rollbacks of this server
+    provider = Provider(
+        settings=settings, observer=observer, allow_adhoc=False, reporter=reporter, history=history
+    )
     observer.model_bytes = provider.manager.model_bytes
     observer.in_flight_source = provider.manager.in_flight_by_model
     return create_app(provider)

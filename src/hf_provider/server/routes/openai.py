@@ -68,7 +68,7 @@ async def embeddings_payload(
         "data": data,
         "model": body.model,  # the name asked for, even when a fallback served it (see the README)
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }, served_headers(answer.served_by, answer.fallback_reason)
+    }, served_headers(answer.served_by, answer.fallback_reason, answer.revision)
 
 
 async def _entry(provider: Provider, model: str):
@@ -160,7 +160,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             "choices": choices,
             "usage": usage,
         },
-        headers=served_headers(answer.served_by, answer.fallback_reason),
+        headers=served_headers(answer.served_by, answer.fallback_reason, answer.revision),
     )
 
 
@@ -236,7 +236,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
             ],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
         },
-        headers=served_headers(answer.served_by, answer.fallback_reason),
+        headers=served_headers(answer.served_by, answer.fallback_reason, answer.revision),
     )
 
 
@@ -258,7 +258,7 @@ async def list_models(request: Request) -> Response:
 
 
 def _stream_headers(stream: TextStream) -> dict[str, str]:
-    return served_headers(stream.request.served_by, stream.request.fallback_reason)
+    return served_headers(stream.request.served_by, stream.request.fallback_reason, stream.request.revision)
 
 
 async def _run(

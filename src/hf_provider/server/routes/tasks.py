@@ -47,5 +47,5 @@ async def run_task(task: str, body: TaskRequest, request: Request) -> Response:
     )
     return JSONResponse(
         {"model": body.model, "task": task, "outputs": answer.result},
-        headers=served_headers(answer.served_by, answer.fallback_reason),
+        headers=served_headers(answer.served_by, answer.fallback_reason, answer.revision),
     )

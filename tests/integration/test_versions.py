@@ -1,0 +1,211 @@
+"""Swap, rollback and warm previous versions against the local Hub: a model's revision changes while it serves,
+no request fails, a failed load changes nothing, a rollback to the warm previous version loads nothing."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hf_provider.errors import InvalidInput, ModelLoadError, VersionConflict
+from hf_provider.provider import Provider
+from hf_provider.settings import load_settings
+from hf_provider.spec import ModelSpec
+from hf_provider.testing.hub_server import LocalHub, use_local_hub
+
+TASK = "text-classification"
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, Path]) -> Iterator[Any]:
+    with LocalHub() as h:
+        use_local_hub(monkeypatch, h, tmp_path / "hf-home")
+        h.v1 = h.add_commit("org/cls", tiny_models["bert-cls"], tag="v1")
+        h.v2 = h.add_commit("org/cls", {"README.md": b"second revision"}, tag="v2")
+        # a revision that resolves, downloads and verifies but does not load: its config does not fit the weights
+        config = json.loads((tiny_models["bert-cls"] / "config.json").read_text())
+        config["intermediate_size"] = config["intermediate_size"] * 2
+        h.broken = h.add_commit("org/cls", {"config.json": json.dumps(config)}, branch="broken")
+        yield h
+
+
+def make(config: dict[str, Any] | None = None) -> Provider:
+    settings = load_settings({"metrics_enabled": False, **(config or {})})
+    spec = ModelSpec(name="cls", source="org/cls", revision="v1", tasks=[TASK], device="cpu")
+    return Provider([spec], settings=settings)
+
+
+def serve(p: Provider) -> tuple[Any, str | None]:
+    req = p.submit("cls", TASK, "a fine day")
+    return req.future.result(60), req.revision
+
+
+def commit_of(p: Provider) -> str | None:
+    return p.lifecycle.status("cls")["commit"]
+
+
+def test_swap_to_an_unknown_revision_is_invalid_input_and_changes_nothing(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        with pytest.raises(InvalidInput, match="no revision 'nope'"):
+            p.lifecycle.swap("cls", "nope")
+        with pytest.raises(InvalidInput, match="revision must be"):
+            p.lifecycle.swap("cls", "  ")
+        assert commit_of(p) == hub.v1
+
+
+def test_a_swap_whose_load_fails_leaves_the_old_version_serving(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        with pytest.raises(ModelLoadError, match="could not load model 'cls'"):
+            p.lifecycle.swap("cls", "broken")
+        assert commit_of(p) == hub.v1
+        assert serve(p)[1] == hub.v1
+        # nothing of the failed version is left in the budget
+        assert set(p.manager.accountant.snapshot()["models"]) == {"cls"}
+        last = p.lifecycle.events("cls")[0]
+        assert (last["action"], last["outcome"], last["commit"]) == ("swap", "failed", hub.broken)
+        assert "could not load model" in last["detail"] and last["actor"] == "python"
+
+
+def test_swap_under_load_fails_no_request(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        stop = threading.Event()
+        seen: Counter[str | None] = Counter()
+        failures: list[BaseException] = []
+
+        def client() -> None:
+            while not stop.is_set():
+                try:
+                    seen[serve(p)[1]] += 1
+                except BaseException as e:  # any failure is the test's failure
+                    failures.append(e)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for rev in ("v2", "v1", "v2"):
+                p.lifecycle.swap("cls", rev)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert failures == []
+        assert seen[hub.v1] > 0 and seen[hub.v2] > 0
+        assert commit_of(p) == hub.v2 and serve(p)[1] == hub.v2
+        actions = [(e["action"], e["revision"], e["outcome"]) for e in p.lifecycle.events("cls")]
+        assert actions[:3] == [("swap", "v2", "ok"), ("swap", "v1", "ok"), ("swap", "v2", "ok")]
+        assert actions[-1] == ("load", "v1", "ok")
+
+
+def test_rollback_without_a_previous_revision_is_a_conflict(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        with pytest.raises(VersionConflict, match="no previous revision"):
+            p.lifecycle.rollback("cls")
+
+
+def test_rollback_to_the_warm_previous_version_loads_nothing(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        p.lifecycle.swap("cls", "v2")
+        status = p.lifecycle.status("cls")
+        assert status["previous"]["commit"] == hub.v1 and status["previous"]["warm_for_s"] > 500
+        loads = p.manager.entry("cls").loads
+        hub.clear_requests()
+        out = p.lifecycle.rollback("cls")
+        assert out["commit"] == hub.v1 and out["revision"] == "v1"
+        assert hub.paths == []  # no Hub request: the weights were in memory
+        assert serve(p)[1] == hub.v1
+        assert p.manager.entry("cls").loads == loads + 1  # a switch, counted as a (re)load of the entry
+        assert p.lifecycle.status("cls")["previous"]["commit"] == hub.v2  # and back again is warm too
+        p.lifecycle.rollback("cls")
+        assert serve(p)[1] == hub.v2
+        last = p.lifecycle.events("cls")[0]
+        assert (last["action"], last["revision"], last["detail"]) == (
+            "rollback",
+            "v2",
+            "warm previous version",
+        )
+
+
+def test_warm_previous_expires_and_a_later_rollback_loads_from_the_cache(hub: Any) -> None:
+    with make({"versioning": {"warm_previous": "10m"}}) as p:
+        p.load("cls")
+        p.lifecycle.swap("cls", "v2")
+        now = p.manager.clock()
+        assert p.lifecycle.expire(now + 599) == []
+        assert p.lifecycle.expire(now + 601) == ["cls"]
+        assert p.lifecycle.status("cls")["previous"] is None
+        assert set(p.manager.accountant.snapshot()["models"]) == {"cls"}
+        p.lifecycle.rollback("cls")  # loaded again, beside the serving one
+        assert serve(p)[1] == hub.v1
+
+
+def test_warm_previous_zero_drops_the_old_version_once_drained(hub: Any) -> None:
+    with make({"versioning": {"warm_previous": 0}}) as p:
+        p.load("cls")
+        p.lifecycle.swap("cls", "v2")
+        assert p.lifecycle.status("cls")["previous"] is None
+        assert set(p.manager.accountant.snapshot()["models"]) == {"cls"}
+
+
+def test_a_load_reclaims_warm_previous_memory_first(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        p.lifecycle.swap("cls", "v2")
+        parked = p.lifecycle.status("cls")["previous"]["accounted_bytes"]
+        assert parked > 0
+        assert p.lifecycle.reclaim("cuda:0", 1) is False  # nothing parked there
+        assert p.lifecycle.reclaim("host", 1) is True
+        assert p.lifecycle.status("cls")["previous"] is None
+        assert p.manager.accountant.used("host") == p.manager.entry("cls").accounted_bytes
+
+
+def test_sequential_swap_when_the_budget_holds_one_version(hub: Any) -> None:
+    probe = make()
+    one = probe.manager.get("cls").accounted_bytes
+    probe.close()
+    with make({"memory": {"host_budget": int(one * 1.5)}}) as p:
+        p.load("cls")
+        stop = threading.Event()
+        seen: Counter[str | None] = Counter()
+        failures: list[BaseException] = []
+
+        def client() -> None:
+            while not stop.is_set():
+                try:
+                    seen[serve(p)[1]] += 1
+                except BaseException as e:
+                    failures.append(e)
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            p.lifecycle.swap("cls", "v2")  # no room beside: requests wait while it switches
+            with pytest.raises(ModelLoadError):
+                p.lifecycle.swap("cls", "broken")  # the old commit is loaded again
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        assert failures == []
+        assert seen[hub.v2] > 0
+        assert commit_of(p) == hub.v2 and serve(p)[1] == hub.v2
+        assert p.manager.accountant.peak("host") <= int(one * 1.5)
+
+
+def test_a_second_operation_on_the_same_model_is_a_conflict(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        with p.lifecycle._operation("cls"), pytest.raises(VersionConflict, match="another swap"):
+            p.lifecycle.swap("cls", "v2")
+        assert p.lifecycle.swap("cls", "v2")["commit"] == hub.v2
