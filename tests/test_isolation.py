@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hf_provider.errors import ConfigError, WorkerCrashed
+from hf_provider.errors import Cancelled, ConfigError, WorkerCrashed
+from hf_provider.resilience.procworker import RestartBackoff
 from hf_provider.settings import FaultRule, load_settings
 from hf_provider.testing.models import build_sized_gpt2
 
@@ -26,6 +27,20 @@ PROMPT = "the cat"  # with this prompt the random model runs to max_new_tokens (
 LONG = {"max_new_tokens": 1000}  # ~2 s on the child: long enough to be killed halfway
 CLS = {"model": "cls", "inputs": ["a good book"]}
 FATAL = "CUDA error: an illegal memory access was encountered"
+
+
+def test_restart_backoff_doubles_within_a_crash_streak_and_starts_over_after_a_long_run() -> None:
+    now = [0.0]
+    b = RestartBackoff(first=0.25, cap=2.0, reset_s=60.0, clock=lambda: now[0])
+    b.started()
+    now[0] = 1.0
+    assert [b.crashed(), b.crashed(), b.crashed(), b.crashed(), b.crashed()] == [0.25, 0.5, 1.0, 2.0, 2.0]
+    b.started()
+    now[0] += 59.0  # crashed again before a minute of running: still the same streak
+    assert b.crashed() == 2.0
+    b.started()
+    now[0] += 60.0  # ran a minute: this crash is a first one
+    assert b.crashed() == 0.25
 
 
 def test_an_unknown_isolation_value_is_a_config_error_naming_the_choices(
@@ -53,6 +68,7 @@ def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
         "faults": {"rules": []},  # TESTING ONLY: the injector the last test drives
         "models": [
             {"name": "gen", "source": str(lm), "device": "cpu", "isolation": "process", "breaker": off},
+            {"name": "gen-thread", "source": str(lm), "device": "cpu", "breaker": off},
             {"name": "cls", "source": str(tiny_models["bert-cls"]), "device": "cpu", "breaker": off},
             {"name": "doomed", "source": str(tiny_models["bert-cls"]), "device": "cpu", "breaker": off},
         ],
@@ -236,3 +252,33 @@ def test_a_fatal_device_error_in_process_marks_the_model_failed_and_readyz_degra
     assert c.post("/v1/admin/models/doomed/load").status_code == 200
     assert c.post("/v1/tasks/text-classification", json=body).status_code == 200
     assert c.get("/readyz").status_code == 200
+
+
+def test_the_worker_answers_as_the_in_process_model_streams_and_stops_a_cancelled_row(
+    server: TestClient,
+) -> None:
+    c, provider = server, server.app.state.provider
+    _wait_serving(c, "gen")
+    for prompt in ("the cat", "a long way home"):
+        params = {"max_new_tokens": 30}
+        assert provider.run("gen", "text-generation", prompt, params) == provider.run(
+            "gen-thread", "text-generation", prompt, params
+        )
+    # Deltas cross the pipe as they are made, and add up to the answer.
+    deltas: list[str | None] = []
+    req = provider.submit("gen", "text-generation", PROMPT, {"max_new_tokens": 30}, sink=deltas.append)
+    result = req.future.result(60)
+    assert deltas[-1] is None and len(deltas) > 2
+    assert "".join(d for d in deltas if d) == result["generated_text"]
+    # A cancelled request's row is stopped inside the child at its next token: the worker is free at once
+    # instead of generating the remaining ~1000 tokens for nobody.
+    worker = _runner(c, "gen").worker
+    req = provider.submit("gen", "text-generation", PROMPT, LONG)
+    _when_inside(c, "gen")
+    req.cancel(time.monotonic(), "the client left")
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled):
+        req.future.result(10)
+    while worker._call_lock.locked():
+        assert time.monotonic() - t0 < 1.0, "the child kept generating for a cancelled request"
+        time.sleep(0.005)

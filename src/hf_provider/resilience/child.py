@@ -15,6 +15,7 @@ Messages on the pipe (tuples, pickled by multiprocessing):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
@@ -130,8 +131,11 @@ def main(conn: Any, spec_json: str, path: str, commit: str | None, threads: int)
     try:
         model, cosine = _load(spec_json, path, commit)
         conn.send(("ready", describe(model, cosine)))
+    except (BrokenPipeError, EOFError):
+        return  # the parent stopped waiting for us (it is closing): nobody to tell
     except BaseException as exc:
-        conn.send(("failed", pack_error(exc)))
+        with contextlib.suppress(OSError):
+            conn.send(("failed", pack_error(exc)))
         return
     send_lock = threading.Lock()
 

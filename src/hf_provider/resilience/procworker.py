@@ -131,12 +131,18 @@ class ProcessWorker:
         proc.start()
         child.close()  # the child's end lives in the child only, so its death closes the pipe here
         try:
-            if not mpc.wait([parent], self.start_timeout_s):
-                raise ModelLoadError(
-                    f"the worker process of {self.name!r} did not load the model within "
-                    f"{self.start_timeout_s:.0f}s",
-                    model=self.name,
-                )
+            end = t0 + self.start_timeout_s
+            while not mpc.wait([parent], 0.25):  # a pipe closed by the child's death also wakes this
+                if self.state == CLOSED:
+                    raise ModelLoadError(
+                        f"model {self.name!r} was closed while its worker started", model=self.name
+                    )
+                if time.monotonic() > end:
+                    raise ModelLoadError(
+                        f"the worker process of {self.name!r} did not load the model within "
+                        f"{self.start_timeout_s:.0f}s",
+                        model=self.name,
+                    )
             msg = parent.recv()
         except (EOFError, OSError) as exc:
             proc.join(1.0)
@@ -159,7 +165,10 @@ class ProcessWorker:
                 f"the worker process of {self.name!r} could not load it: {type(error).__name__}: {error}",
                 model=self.name,
             ) from error
-        self.process, self._conn = proc, parent
+        old, self.process, self._conn = self._conn, proc, parent
+        if old is not None:
+            with self._call_lock:  # the dead process's pipe, once no batch can be reading it
+                old.close()
         self.start_s = time.monotonic() - t0
         self.backoff.started()
         log.info("worker process of %s started (pid %d) in %.2fs", self.name, proc.pid, self.start_s)
@@ -214,7 +223,8 @@ class ProcessWorker:
             self.crashes += 1
             now = time.monotonic()
             self.down_since = now
-            self.restart_at = now + self.backoff.crashed()
+            delay = self.backoff.crashed()
+            self.restart_at = now + delay
             self._cv.notify_all()
         proc.join(0.5)
         log.warning(
@@ -223,10 +233,8 @@ class ProcessWorker:
             proc.pid,
             why,
             proc.exitcode,
-            self.restart_at - now,
+            delay,
         )
-        if self._conn is not None:
-            self._conn.close()
 
     def eta_s(self) -> float:
         """Seconds until the worker should be serving again (0 when it is)."""
