@@ -127,7 +127,7 @@ def enforce(
                 "cache budget: removed %s@%s (%d bytes, least recently used)", r.repo_id, r.commit, r.size
             )
         p = Plan(limit, p.total, remove, p.freed if remove == p.remove else _freed(info, remove), p.revisions)
-    if not p.within:
+    if not p.within and not dry_run:
         log.warning(
             "cache budget %d bytes: the cache holds %d bytes after pruning; what is left is loaded, locked or "
             "swapping",

@@ -211,7 +211,8 @@ def register(app: typer.Typer) -> None:
         for r in plan.remove:
             typer.echo(f"{verb} {r.repo_id}@{r.commit[:12]} ({human_bytes(r.size)})")
         typer.echo(
-            f"cache {human_bytes(plan.total)} -> {human_bytes(plan.after)}, budget {human_bytes(plan.budget)}"
+            f"cache {human_bytes(plan.total)} -> {human_bytes(plan.after)} (frees {human_bytes(plan.freed)}; "
+            f"blobs a kept revision shares stay), budget {human_bytes(plan.budget)}"
             + ("" if plan.within else ": still over; the rest is locked or in use")
         )
 

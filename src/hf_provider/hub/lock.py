@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hf_provider.cache.integrity import ensure_intact
+from hf_provider.cache.state import state_for
 from hf_provider.hub.lockfile import LockEntry, entry_from_snapshot
 from hf_provider.hub.resolve import COMMIT_RE, HubEnv, resolve
 from hf_provider.spec import ModelSpec
@@ -46,6 +47,7 @@ def lock_models(specs: Iterable[ModelSpec]) -> LockResult:
             endpoint=env.endpoint,
             offline=env.offline,
         )
+        state_for(env.cache_dir).touch(r.source, r.commit)  # a lock is a use: the budget keeps it recent
         entries[spec.name] = entry_from_snapshot(
             spec.name,
             spec.source,

@@ -200,11 +200,13 @@ def remove_entry(path: str | os.PathLike[str], name: str, *, timeout: float = 30
 
 
 def _modify(path: str | os.PathLike[str], change: Any, timeout: float) -> None:
-    from filelock import FileLock  # huggingface_hub's own dependency; its cache uses the same kind of lock
+    # huggingface_hub's own file lock (its cache's downloads use it): falls back to a soft lock where the
+    # filesystem has no flock, and keeps us from depending on filelock directly.
+    from huggingface_hub.utils import WeakFileLock
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(p) + ".lock", timeout=timeout):
+    with WeakFileLock(str(p) + ".lock", timeout=timeout):
         entries = read_lock(p)
         change(entries)
         write_lock(p, entries)
