@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from hf_provider.errors import ConfigError
 from hf_provider.memory.budget import GPU_MEMORY, check_size
+from hf_provider.scaling.config import RaySettings
 from hf_provider.spec import ModelSpec, check_fallbacks, parse_duration
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -223,6 +224,9 @@ class Settings(BaseSettings):
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    ray: RaySettings = Field(
+        default_factory=RaySettings, description="`hfp serve --ray` / `hfp ray config` (scaling/config.py)"
+    )
     locked: bool = Field(
         False, description="load exactly the commits and files of the lock file (`hfp serve --locked`)"
     )

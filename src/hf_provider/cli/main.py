@@ -22,6 +22,8 @@ from hf_provider.cli.common import (
     load,
     quiet_progress_bars,
 )
+from hf_provider.cli.ray_cmd import register as register_ray_commands
+from hf_provider.cli.ray_cmd import serve_on_ray
 from hf_provider.cli.versions import register as register_version_commands
 
 app = typer.Typer(
@@ -139,6 +141,13 @@ def serve(
             help="load exactly the commits and files of hfp.lock (beside --config); refuse models it lacks",
         ),
     ] = False,
+    on_ray: Annotated[
+        bool, typer.Option("--ray", help="serve on Ray Serve: replicas and autoscaling from \\[ray]")
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="join this Ray cluster (implies --ray; default: start a local one)"),
+    ] = None,
 ) -> None:
     """Serve the configured models (or the built-in default) over HTTP."""
     import uvicorn
@@ -154,6 +163,9 @@ def serve(
             settings.server.port = port
         if locked:
             settings.locked = True
+        if on_ray or ray_address:  # Ray's proxy on host:port, replicas each with a Provider (scaling/)
+            serve_on_ray(settings, ray_address)
+            return
         # before build: it loads the models (seconds to minutes), and uvicorn binds only after that
         check_port_free(settings.server.host, settings.server.port)
         if supervise:  # a bad config or a taken port is reported once, here, and never restarted
@@ -367,6 +379,7 @@ def _register_optional() -> None:
 _register_optional()
 register_cache_commands(app)  # hfp lock, hfp outdated, hfp cache ls | verify | prune
 register_version_commands(models_app)  # hfp models history | swap | rollback | canary | promote | abort
+register_ray_commands(app)  # hfp ray config
 
 
 def main() -> None:

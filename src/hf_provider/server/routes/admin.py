@@ -63,7 +63,11 @@ async def server(request: Request) -> Response:
 
 @router.get("/models")
 async def models(request: Request) -> Response:
-    return JSONResponse(models_body(provider_of(request)))
+    body = models_body(provider_of(request))
+    extra = getattr(request.app.state, "models_extra", None)  # on Ray: the replicas (scaling/routes.py)
+    if extra is not None:
+        body.update(await extra())
+    return JSONResponse(body)
 
 
 def _one(request: Request, name: str) -> dict:

@@ -1,0 +1,215 @@
+"""Ray Serve scaling: the same embeddings load against 1 replica and against 2 (each one CPU and one torch
+thread), in one run on one local Ray; then an autoscaled deployment (min 1, max 2) under that load and idle
+after it, timing the scale-up and the scale-down. Prints the 2-vs-1 throughput ratio and every failed request.
+
+    .venv/bin/python bench/ray_scale.py [--seconds 20] [--clients 4] [--batch 32]
+
+Requests carry many sentences each so that the client and Ray's proxy (which share the machine) cost little
+beside the replicas' forward passes; on a 2-core machine the two replicas take both cores, so the ratio shows
+how close to linear the replicas scale when nothing else runs. A machine shared with other work reads lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+APP = "hfp-bench"
+
+
+def _port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _settings(home: str, minilm: str, **ray: Any) -> Any:
+    from hf_provider.settings import load_settings
+
+    return load_settings(
+        {
+            "home": home,
+            "history_enabled": False,
+            "ray": {"num_cpus": 1, "torch_threads": 1, "max_ongoing_requests": 16, **ray},
+            "models": [{"name": "minilm", "source": minilm, "tasks": ["embeddings"], "device": "cpu"}],
+        }
+    )
+
+
+def _running(app: str) -> int:
+    from ray import serve
+
+    from hf_provider.scaling.config import DEPLOYMENT_NAME
+
+    status = serve.status().applications.get(app)
+    if status is None:
+        return 0
+    states = status.deployments[DEPLOYMENT_NAME].replica_states
+    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
+
+
+def _wait(check: Callable[[], bool], timeout_s: float) -> float | None:
+    t0 = time.monotonic()
+    while not check():
+        if time.monotonic() - t0 > timeout_s:
+            return None
+        time.sleep(0.25)
+    return time.monotonic() - t0
+
+
+class Load:
+    """`clients` threads posting one batch each, back to back, while `on` is set; statuses are kept."""
+
+    def __init__(self, url: str, clients: int, batch: int) -> None:
+        self.url, self.clients = url, clients
+        self.body = {"model": "minilm", "input": [f"sentence {i} about a cat on a mat" for i in range(batch)]}
+        self.ok_items = 0
+        self.failed: list[str] = []
+        self.on = threading.Event()
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, trickle: bool = True) -> None:
+        self.on.set()
+        self._threads = [
+            threading.Thread(target=self._client, args=(trickle and i == 0,), daemon=True)
+            for i in range(self.clients)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _client(self, trickle: bool) -> None:
+        import httpx
+
+        with httpx.Client(base_url=self.url, timeout=120.0) as c:
+            while not self.stop.is_set() and (trickle or self.on.is_set()):
+                try:
+                    r = c.post(
+                        "/v1/embeddings", json=self.body, headers={"serve_multiplexed_model_id": "minilm"}
+                    )
+                    ok = r.status_code == 200
+                    why = f"{r.status_code} {r.text[:120]}"
+                except Exception as e:  # a dropped connection is a failed request too
+                    ok, why = False, repr(e)
+                with self._lock:
+                    if ok:
+                        self.ok_items += len(self.body["input"])
+                    else:
+                        self.failed.append(why)
+                if trickle and not self.on.is_set():
+                    time.sleep(0.3)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.on.clear()
+        for t in self._threads:
+            t.join(120)
+
+
+def _throughput(url: str, seconds: float, clients: int, batch: int) -> tuple[float, list[str]]:
+    warm = Load(url, clients, batch)
+    warm.start(trickle=False)
+    time.sleep(3)  # first batches: allocator and thread start-up
+    warm.finish()
+    load = Load(url, clients, batch)
+    load.start(trickle=False)
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    items = load.ok_items
+    elapsed = time.monotonic() - t0
+    load.finish()
+    return items / elapsed, load.failed + warm.failed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured load per phase")
+    ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    ap.add_argument("--batch", type=int, default=32, help="sentences per request")
+    args = ap.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for var in (
+        "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+        "RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+    ):
+        os.environ.setdefault(var, "0.5")
+    import tempfile
+
+    import ray
+    from ray import serve
+
+    from hf_provider.scaling.ray_serve import application, shutdown_directory
+    from hf_provider.testing.models import minilm_path
+
+    home = tempfile.mkdtemp(prefix="hfp-ray-bench-")
+    minilm = str(minilm_path())
+    port = _port()
+    url = f"http://127.0.0.1:{port}"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    failed: list[str] = []
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+        rates = {}
+        for n in (1, 2):
+            serve.run(
+                application(_settings(home, minilm, min_replicas=n, max_replicas=n)), name=APP, blocking=False
+            )
+            rates[n], f = _throughput(url, args.seconds, args.clients, args.batch)
+            failed += f
+            print(f"{n} replica(s): {rates[n]:.1f} sentences/s", flush=True)
+            serve.delete(APP)
+
+        auto = _settings(
+            home,
+            minilm,
+            min_replicas=1,
+            max_replicas=2,
+            target_ongoing_requests=1,
+            upscale_delay_s=1,
+            downscale_delay_s=5,
+            look_back_period_s=2,
+            metrics_interval_s=0.5,
+        )
+        serve.run(application(auto), name=APP, blocking=False)
+        load = Load(url, args.clients, args.batch)
+        load.start(trickle=True)
+        up = _wait(lambda: _running(APP) == 2, 300)
+        time.sleep(3)
+        load.on.clear()  # one client goes on slowly: requests are in flight while a replica drains
+        down = _wait(lambda: _running(APP) == 1, 300)
+        time.sleep(2)
+        load.finish()
+        failed += load.failed
+        serve.delete(APP)
+    finally:
+        serve.shutdown()
+        shutdown_directory(APP)
+        ray.shutdown()
+
+    print()
+    print(
+        f"throughput 2 replicas / 1 replica: {rates[2] / rates[1]:.2f}x  ({rates[2]:.1f} vs {rates[1]:.1f} sentences/s)"
+    )
+    print(
+        f"scale-up 1->2 under load: {'not seen' if up is None else f'{up:.1f} s'} (includes the new replica's start)"
+    )
+    print(
+        f"scale-down 2->1 when idle: {'not seen' if down is None else f'{down:.1f} s'} (downscale_delay_s 5)"
+    )
+    print(f"failed requests: {len(failed)}")
+    for f in failed[:10]:
+        print("  ", f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""What runs inside one Ray Serve replica, apart from the Ray calls: settings for this replica, its load signals,
+its view for the admin routes, and the set of models it advertises for routing.
+
+No Ray import here (scaling/ray_serve.py makes every Ray call), so this part is tested without a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hf_provider.memory.budget import gpu_total_bytes
+from hf_provider.provider import Provider
+from hf_provider.scaling.budget import replica_gpu_budget, replica_host_budget
+from hf_provider.scaling.policy import IN_FLIGHT, QUEUE_WAIT, QUEUED_ITEMS
+from hf_provider.settings import Settings
+
+ADVERTISED = ("loading", "ready")  # states in which a replica holds (or is about to hold) a model
+
+
+def replica_settings(settings: Settings, replica_id: str) -> Settings:
+    """This replica's settings: its own state folder (history and error reports are per process), and the
+    memory budget of its share of the node (scaling/budget.py)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", replica_id) or "replica"
+    gpu_totals = gpu_total_bytes() if settings.ray.num_gpus > 0 else {}
+    memory = settings.memory.model_copy(
+        update={
+            # model_copy does not validate: the GPU budget may become a per-device mapping, which
+            # MemoryBudget.from_settings takes but the settings' own (single value) field would refuse
+            "host_budget": replica_host_budget(settings.memory.host_budget, settings.ray),
+            "gpu_budget": replica_gpu_budget(settings.memory.gpu_budget, settings.ray, gpu_totals),
+        }
+    )
+    return settings.model_copy(update={"home": settings.home / "ray" / safe, "memory": memory})
+
+
+def preload(provider: Provider) -> list[str]:
+    """Load the configured models that fit this replica's budget, in configuration order, before it takes
+    traffic: a replica added by a scale-up then serves at once instead of holding its first requests behind a
+    load. Models with keep_alive 0 load on demand; the first one that does not fit ends it (the rest load where
+    requests for them are routed: model affinity)."""
+    from hf_provider.errors import MemoryBudgetExceeded, ProviderError
+
+    loaded = []
+    for d in provider.manager.describe():
+        if d["keep_alive"] == 0:
+            continue
+        try:
+            provider.manager.get(d["name"])
+        except MemoryBudgetExceeded:
+            break
+        except ProviderError as e:  # reported as at a server start; /readyz names it, requests get its error
+            provider.report(e, model=d["name"], phase="load")
+            provider.supervisor.mark_down(f"model-loading/{d['name']}", e.message)
+            continue
+        loaded.append(d["name"])
+    return loaded
+
+
+def autoscaling_stats(provider: Provider) -> dict[str, float]:
+    """The replica's load for the autoscaling policy (scaling/policy.py): the longest estimated queue wait of
+    its models (items ahead over the measured service rate), queued items and requests in flight."""
+    manager = provider.manager
+    wait = 0.0
+    for name in manager.names():
+        scheduler = manager.entry(name).scheduler
+        if scheduler is None or scheduler.queue_depth == 0:
+            continue
+        w = scheduler.estimated_wait_s(priority=1)  # priority 1: every queued item, bulk included
+        if w is not None:
+            wait = max(wait, w)
+    return {
+        QUEUE_WAIT: float(wait),
+        QUEUED_ITEMS: float(manager.queued_items()),
+        IN_FLIGHT: float(sum(manager.in_flight_by_model().values())),
+    }
+
+
+def replica_view(provider: Provider, replica_id: str, node: str | None) -> dict[str, Any]:
+    """One replica in GET /v1/admin/replicas and in /v1/admin/models' `replicas`."""
+    keep = ("name", "state", "weight_bytes", "accounted_bytes", "queued", "in_flight", "loads", "error")
+    # unloaded models that were loaded once stay listed: their load count tells how often affinity failed
+    models = [
+        {k: d.get(k) for k in keep}
+        for d in provider.manager.describe()
+        if d["state"] != "unloaded" or d["loads"]
+    ]
+    memory = provider.manager.memory_view()
+    return {
+        "replica": replica_id,
+        "node": node,
+        "models": models,
+        "memory": {k: v for k, v in memory.items() if k != "pools"},
+        "seen": time.time(),
+    }
+
+
+class Advertiser:
+    """Keeps Ray's router told which models this replica holds, so requests carrying a model as their
+    multiplexed model id reach a replica that has it.
+
+    Ray's own `@serve.multiplexed` keeps a count-limited LRU of its own and would advertise models our byte
+    budget has already evicted (or evict what our budget would keep), so the set advertised here is read from
+    the ModelManager: every model loading or ready. `push` is Ray's call (scaling/ray_serve.py); it runs when
+    the set changes, when a request names a model not yet held (before its load starts, as Ray's wrapper does),
+    and every `refresh_s` in case an update was lost.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        push: Callable[[list[str]], None],
+        *,
+        refresh_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.provider = provider
+        self._push = push
+        self._refresh_s = refresh_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sent: list[str] | None = None
+        self._sent_at = 0.0
+        self._incoming: dict[str, float] = {}  # named by requests, not loaded yet -> when
+        self._incoming_ttl_s = provider.settings.memory.load_wait_s  # a load that never came is forgotten
+
+    def held(self) -> list[str]:
+        names = {d["name"] for d in self.provider.manager.describe() if d["state"] in ADVERTISED}
+        now = self._clock()
+        with self._lock:
+            for n in [n for n, t in self._incoming.items() if n in names or now - t > self._incoming_ttl_s]:
+                del self._incoming[n]
+            return sorted(names | set(self._incoming))
+
+    def note_request(self, model_id: str) -> None:
+        """A request routed here for `model_id`: advertise it at once if it is a configured model not held."""
+        if not model_id or model_id not in self.provider.manager.names():
+            return
+        with self._lock:
+            if self._sent is not None and model_id in self._sent:
+                return
+            self._incoming[model_id] = self._clock()
+        self.sync()
+
+    def sync(self) -> bool:
+        """Push the held set if it changed or is due for a refresh; True when pushed."""
+        names = self.held()
+        now = self._clock()
+        with self._lock:
+            if names == self._sent and now - self._sent_at < self._refresh_s:
+                return False
+            self._sent, self._sent_at = names, now
+        self._push(names)
+        return True
