@@ -493,7 +493,8 @@ class Provider:
 
     def embed(
         self, model: str, texts: list[str] | str, params: Params = None, *, timeout: float | None = None
-    ) -> list[list[float]]:
+    ) -> list[Any]:
+        """One float32 numpy vector per text (as sentence-transformers' `encode` gives them)."""
         return self.run(
             model, "embeddings", [texts] if isinstance(texts, str) else texts, params, timeout=timeout
         )

@@ -104,6 +104,11 @@ class ModelSpec(BaseModel):
         "keeps float activations (more accurate); both must pass the accuracy guard",
     )
     fallback_to_cpu: bool = False
+    cuda_graphs: bool = Field(
+        True,
+        description="on CUDA, encoder forward passes (embeddings) replay CUDA graphs captured per batch-size and "
+        "length bucket instead of launching each kernel from Python (runtime/graphs.py)",
+    )
     breaker: BreakerSpec | None = Field(
         default_factory=BreakerSpec, description="circuit breaker; None (or failures = 0) disables it"
     )

@@ -114,12 +114,23 @@ def run(
             result = provider.run(model, task, payload, params)
     except ProviderError as e:
         fail(e.message)
+    result = _plain(result)  # embeddings are numpy arrays: printed as lists
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
         from rich import print as rprint
 
         rprint(result)
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 @app.command()

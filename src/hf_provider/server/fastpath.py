@@ -81,4 +81,5 @@ class EmbeddingsFastPath:
             return json_error(
                 500, f"Internal server error (request id {rid}).", "server_error", "internal_error"
             )
-        return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
+        body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)  # vectors are numpy arrays
+        return Response(body, media_type="application/json", headers=headers)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ def test_shape_norm_and_batch_equals_single(handler, run, name: str) -> None:
     h = handler(name, "embeddings")
     texts = ["Alice lives in Paris.", "Bob", "The weather in Rome was great today, said Carol."]
     batch = run(h, texts)
-    assert len(batch) == 3 and all(isinstance(v, list) and isinstance(v[0], float) for v in batch)
+    assert len(batch) == 3 and all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in batch)
     for text, vec in zip(texts, batch, strict=True):
         assert math.isclose(sum(x * x for x in vec), 1.0, rel_tol=1e-5)
         single = run(h, text)
@@ -43,7 +44,7 @@ def test_minilm_matches_sentence_transformers(handler, loaded, run) -> None:
         "A man is eating a piece of bread.",
         "The stock market fell sharply today.",
     ]
-    ours = torch.tensor(run(h, texts))
+    ours = torch.from_numpy(np.stack(run(h, texts)))
     ref = loaded("minilm").sentence_model.encode(texts, convert_to_tensor=True)
     assert ours.shape == (3, 384)
     assert torch.allclose(ours, ref.cpu(), atol=1e-5)

@@ -157,23 +157,36 @@ class BaseHandler(ABC):
         keys: tuple[str, ...] = ("input_ids", "attention_mask"),
         side: str = "right",
     ) -> dict[str, Any]:
-        """Pad token lists to one tensor per key on the model's device (pad id for input_ids, 0 elsewhere)."""
+        """Pad token lists to one tensor per key on the model's device (pad id for input_ids, 0 elsewhere).
+
+        Filled with numpy in one pass per key (a Python list per row made this the batch's costliest CPU step),
+        and sent to a GPU from pinned memory without waiting: the copy queues behind the pass in progress
+        instead of holding this thread (and the next batch) until the device is done."""
+        import itertools
+
+        import numpy as np
         import torch
 
         tok = self.model.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-        width = max(len(r["input_ids"]) for r in rows)
+        lens = np.fromiter((len(r["input_ids"]) for r in rows), dtype=np.int64, count=len(rows))
+        width = int(lens.max())
+        cols = np.arange(width)[None, :]
+        filled = cols >= (width - lens)[:, None] if side == "left" else cols < lens[:, None]
+        device = self.model.device
+        cuda = device.type == "cuda"
         out = {}
         for key in keys:
             if key not in rows[0] and key != "attention_mask":
                 continue
-            fill = pad_id if key == "input_ids" else 0
-            data = []
-            for r in rows:
-                vals = list(r[key]) if key in r else [1] * len(r["input_ids"])
-                gap = [fill] * (width - len(vals))
-                data.append(gap + vals if side == "left" else vals + gap)
-            out[key] = torch.tensor(data, dtype=torch.long, device=self.model.device)
+            if key in rows[0]:
+                a = np.full((len(rows), width), pad_id if key == "input_ids" else 0, dtype=np.int64)
+                flat = itertools.chain.from_iterable(r[key] for r in rows)
+                a[filled] = np.fromiter(flat, dtype=np.int64, count=int(lens.sum()))
+            else:
+                a = filled.astype(np.int64)
+            t = torch.from_numpy(a)
+            out[key] = t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
         return out
 
 
