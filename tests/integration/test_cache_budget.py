@@ -171,3 +171,28 @@ def test_cli_cache_ls_verify_prune(hub: LocalHub, tmp_path: Path) -> None:
     r = runner.invoke(app, ["cache", "prune", "--config", str(cfg)])
     assert r.exit_code == 0 and "removed org/b" in r.stdout
     assert _cached(_scan()) == {"org/a"}
+
+
+def test_a_prune_between_the_fetch_and_the_weights_loading_spares_that_revision(
+    hub: LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hf_provider.runtime.manager as manager_mod
+
+    cache = HubEnv.current().cache_dir
+    resolve("org/b")
+    real = manager_mod.load_model
+    pruned = []
+
+    def prune_then_load(spec, **kw):  # another thread's download pruning the cache at the worst moment
+        pruned.append(enforce(cache, 1))
+        return real(spec, **kw)
+
+    monkeypatch.setattr(manager_mod, "load_model", prune_then_load)
+    p = Provider([ModelSpec(name="a", source="org/a", tasks=TASKS)])
+    try:
+        p.load("a")
+        assert p.run("a", "text-classification", ["loaded from files nobody removed"])
+    finally:
+        p.close()
+    assert [r.repo_id for r in pruned[0].remove] == ["org/b"]
+    assert _cached(_scan()) == {"org/a"}

@@ -56,6 +56,9 @@ class Fetcher:
     def __init__(self, policy: FetchPolicy | None = None, *, clock: Callable[[], float] = time.time) -> None:
         self.policy = policy or FetchPolicy()
         self.clock = clock
+        # model name -> (repo id, commit) of its last fetch: the manager reports a model whose load is under way
+        # from here (its files must not be pruned between the fetch and the weights being in memory)
+        self.fetched: dict[str, tuple[str, str]] = {}
         if self.policy.locked and self.policy.lock_file is None:
             raise ConfigError(
                 "locked=True needs a lock file: pass lock_file (hfp.lock, written by `hfp lock`)"
@@ -124,6 +127,7 @@ class Fetcher:
                     entry=entry,
                     state=state,
                 )
+            self.fetched[spec.name] = (resolved.source, resolved.commit)
             state.touch(resolved.source, resolved.commit, self.clock())
             if self.policy.disk_budget is not None:
                 self.prune()

@@ -137,9 +137,16 @@ class ModelManager(MemoryAdmission):
 
     # lookup -----------------------------------------------------------------------------------------------------
     def loaded_revisions(self) -> list[tuple[str, str]]:
-        """(repo id, commit) of every loaded Hub model: cache/pins.py asks before pruning."""
+        """(repo id, commit) of every Hub model loaded or loading (its files fetched, its weights not yet in):
+        cache/pins.py asks before pruning."""
+        out = []
         with self._lock:
-            return [(e.spec.source, e.model.commit) for e in self._entries.values() if e.model and e.model.commit]
+            for e in self._entries.values():
+                if e.model is not None and e.model.commit:
+                    out.append((e.spec.source, e.model.commit))
+                elif e.state == "loading" and (fetched := self.fetcher.fetched.get(e.spec.name)):
+                    out.append(fetched)
+        return out
 
     def names(self) -> list[str]:
         with self._lock:
