@@ -55,8 +55,7 @@ class BatchingSpec(BaseModel):
         "auto",
         description="text-generation on decoders: 'continuous' lets requests join and leave the running batch at "
         "every token (runtime/continuous; its KV cache of max_batch_size slots is accounted with the model), "
-        "'static' runs whole batches through generate; 'auto' is continuous on CUDA and static on CPU, where "
-        "static measured faster",
+        "'static' runs whole batches through generate; 'auto' is continuous on CUDA and static elsewhere",
     )
 
 

@@ -169,3 +169,23 @@ def test_buckets() -> None:
     assert [bucket(n, 32, 100) for n in (1, 32, 33, 99, 100)] == [32, 32, 64, 100, 100]
     assert [prompt_bucket(n, 512) for n in (1, 8, 9, 100, 512)] == [8, 8, 16, 128, 512]
     assert prompt_bucket(300, 300) == 300
+
+
+def test_new_prompts_wait_briefly_for_company_while_rows_decode() -> None:
+    clock = Clock()
+    p = SlotPolicy(8, 64, 16, clock=clock, prefill_wait_s=0.02, prefill_rows=3)
+    p.add("a", 2, 30)
+    assert [c.row for c in run(p).prefill] == ["a"]  # idle: no waiting
+    p.add("b", 2, 30)
+    clock.t += 0.005
+    plan = run(p)
+    assert plan.prefill == [] and [r for r, _ in plan.decode] == ["a"]
+    p.add("c", 2, 30)
+    clock.t += 0.016  # b has waited 21 ms: b and c share one prefill
+    assert [c.row for c in run(p).prefill] == ["b", "c"]
+    for r in "def":  # three ready at once: no wait
+        p.add(r, 2, 30)
+    assert [c.row for c in run(p).prefill] == ["d", "e", "f"]
+    p.add("long", 20, 40)  # a chunk's worth of tokens: no wait
+    assert [c.row for c in run(p).prefill] == ["long"]
+    assert run(p).prefill[0].row == "long"  # a started prompt continues at every step

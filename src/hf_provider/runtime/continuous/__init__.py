@@ -5,10 +5,11 @@
     engine.py  rows, sampling, streaming and the forward passes of each step
 
 This module decides whether a loaded model gets an engine (`prepare`): the model's `batching.generation` mode
-("auto": on CUDA only, where it wins; static `generate` stays faster on CPU), a decoder whose attention takes a
-4D mask and whose cache is plain full attention, and no checkpoint logits processors `generate` would apply that
-the engine does not (repetition penalty, min length...). The KV cache's bytes are sized from the memory the
-caller can give it and accounted with the model's. Encoder-decoder models stay on static batching.
+("auto": on CUDA only; the CPU keeps static `generate` by default, bench/gpu_generation.py SMOKE=1 compares the
+two), a decoder whose attention takes a 4D mask and whose cache is plain full attention, and no checkpoint logits
+processors `generate` would apply that the engine does not (repetition penalty, min length...). The KV cache's
+bytes are sized from the memory the caller can give it and accounted with the model's. Encoder-decoder models stay
+on static batching.
 `Prepared.build` allocates the cache and checks the engine's logits against a plain forward pass once.
 """
 
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Prompt tokens prefilled per step: a long prompt takes several steps while running rows keep decoding.
 PREFILL_CHUNK = {"cuda": 512, "cpu": 128}
+#: How long new prompts may wait for others to share a prefill forward while rows decode (policy.py): on a GPU a
+#: small model's forward costs the same for one prompt or several; on a CPU compute grows with the prompts.
+PREFILL_WAIT_S = {"cuda": 0.015, "cpu": 0.0}
 #: generation_config settings under which `generate` applies a logits processor the engine does not have.
 _PROCESSORS = {
     "repetition_penalty": (None, 1.0),
@@ -124,6 +128,7 @@ class Prepared:
                 max_len=self.max_len,
                 prefill_chunk=PREFILL_CHUNK.get(m.device.type, 128),
                 clock=clock,
+                prefill_wait_s=PREFILL_WAIT_S.get(m.device.type, 0.0),
             )
             problem = check(engine)
         except Exception as e:  # an allocation out of memory, a model the engine cannot drive

@@ -81,13 +81,16 @@ class Engine:
         max_len: int,
         prefill_chunk: int,
         clock: Callable[[], float],
+        prefill_wait_s: float = 0.0,
     ) -> None:
         self.model = model
         self.module = model.module
         self.device = model.device
         self.slots, self.max_len = slots, max_len
         self.cache = SlotCache(shapes, slots, max_len, model.dtype, model.device)
-        self.policy = SlotPolicy(slots, max_len, prefill_chunk, clock=clock)
+        self._policy_args = (slots, max_len, prefill_chunk)
+        self._policy_kw: dict[str, Any] = {"clock": clock, "prefill_wait_s": prefill_wait_s}
+        self.policy = SlotPolicy(*self._policy_args, **self._policy_kw)
         self.eos = eos_ids(model)
         pad = model.tokenizer.pad_token_id
         self.pad = pad if pad is not None else next(iter(self.eos), 0)
@@ -147,9 +150,8 @@ class Engine:
         for rid, live in rows.items():
             self.policy.remove(rid)
             live.row.fail(error)
-        self.policy = SlotPolicy(
-            self.slots, self.max_len, self.policy.prefill_chunk, clock=self.policy.clock
-        )  # a failed step may have left its moves half applied: the layout starts over (every slot is free)
+        # A failed step may have left its moves half applied: the layout starts over (every slot is free).
+        self.policy = SlotPolicy(*self._policy_args, **self._policy_kw)
 
     # one step -----------------------------------------------------------------------------------------------
     def step(self, count: Callable[[int], None] | None = None) -> int:

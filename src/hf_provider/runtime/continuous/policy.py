@@ -11,6 +11,11 @@ oldest first: a long prompt is prefilled over several steps while the running ro
 prefill with a per-step token budget; nano-vllm alternates whole prefills and decodes instead, which stalls
 decodes behind a long prompt). A row joins at the next step when a slot is free and leaves, freeing its slot at
 once, when it ends for any reason. Lengths are bucketed (`bucket`) so attention shapes stay few.
+
+While rows are decoding, new prompts may wait up to `prefill_wait_s` (on the injected clock) to share one prefill
+forward, unless `prefill_rows` of them or a chunk's worth of tokens are ready: a forward pass of a small model on a
+GPU costs about the same for one prompt or eight (it is bound by kernel launches), so prefilling each arrival at
+its own step would nearly double the cost of the steps while requests stream in.
 """
 
 from __future__ import annotations
@@ -81,6 +86,8 @@ class SlotPolicy:
         *,
         clock: Callable[[], float],
         kv_step: int = 32,
+        prefill_wait_s: float = 0.0,
+        prefill_rows: int = 8,
     ) -> None:
         if slots < 1 or max_len < 2 or prefill_chunk < 1 or kv_step < 1:
             raise ValueError("slots >= 1, max_len >= 2, prefill_chunk >= 1 and kv_step >= 1 are required")
@@ -89,6 +96,8 @@ class SlotPolicy:
         self.prefill_chunk = prefill_chunk
         self.kv_step = kv_step
         self.clock = clock
+        self.prefill_wait_s = prefill_wait_s
+        self.prefill_rows = prefill_rows
         self.rows: dict[Hashable, RowState] = {}
         self._waiting: deque[Hashable] = deque()
         self._prefilling: list[Hashable] = []  # admission order
@@ -163,7 +172,7 @@ class SlotPolicy:
             plan.decode.append((row, self.rows[row].length))
         if plan.decode:
             plan.decode_kv = bucket(max(p for _, p in plan.decode) + 1, self.kv_step, self.max_len)
-        budget = self.prefill_chunk
+        budget = 0 if self._hold_prefill(now) else self.prefill_chunk
         for row in self._prefilling:
             if budget <= 0:
                 break
@@ -177,6 +186,17 @@ class SlotPolicy:
             )
             plan.prefill_width = prompt_bucket(max(c.length for c in plan.prefill), self.prefill_chunk)
         return plan
+
+    def _hold_prefill(self, now: float) -> bool:
+        """Whether new prompts wait for company this step (never a prompt already started, never when idle)."""
+        if not self.prefill_wait_s or not self.n_decode or not self._prefilling:
+            return False
+        rows = [self.rows[r] for r in self._prefilling]
+        if any(st.length for st in rows) or len(rows) >= self.prefill_rows:
+            return False
+        if sum(st.prompt_len for st in rows) >= self.prefill_chunk:
+            return False
+        return now - min(st.added_at for st in rows) < self.prefill_wait_s
 
     def advance(self, plan: StepPlan) -> None:
         """The plan ran: positions advance; rows whose prompt is complete start decoding (next step)."""
