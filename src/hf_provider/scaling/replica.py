@@ -38,25 +38,35 @@ def replica_settings(settings: Settings, replica_id: str) -> Settings:
 
 
 def preload(provider: Provider) -> list[str]:
-    """Load the configured models that fit this replica's budget, in configuration order, before it takes
-    traffic: a replica added by a scale-up then serves at once instead of holding its first requests behind a
-    load. Models with keep_alive 0 load on demand; the first one that does not fit ends it (the rest load where
-    requests for them are routed: model affinity)."""
+    """Load the configured models that fit this replica's budget together, in configuration order, before it
+    takes traffic: a replica added by a scale-up then serves at once instead of holding its first requests
+    behind a load. Models with keep_alive 0 load on demand; the first one that does not fit beside those before
+    it ends it (the rest load where requests for them are routed: model affinity). Those loaded are pinned
+    meanwhile, so a later one cannot evict them to fit."""
     from hf_provider.errors import MemoryBudgetExceeded, ProviderError
 
-    loaded = []
-    for d in provider.manager.describe():
-        if d["keep_alive"] == 0:
-            continue
-        try:
-            provider.manager.get(d["name"])
-        except MemoryBudgetExceeded:
-            break
-        except ProviderError as e:  # reported as at a server start; /readyz names it, requests get its error
-            provider.report(e, model=d["name"], phase="load")
-            provider.supervisor.mark_down(f"model-loading/{d['name']}", e.message)
-            continue
-        loaded.append(d["name"])
+    manager = provider.manager
+    loaded: list[str] = []
+    pinned: list[str] = []
+    try:
+        for d in manager.describe():
+            if d["keep_alive"] == 0:
+                continue
+            try:
+                manager.get(d["name"])
+            except MemoryBudgetExceeded:
+                break
+            except ProviderError as e:  # as at a server start: /readyz names it, its requests get its error
+                provider.report(e, model=d["name"], phase="load")
+                provider.supervisor.mark_down(f"model-loading/{d['name']}", e.message)
+                continue
+            loaded.append(d["name"])
+            if not d["pinned"]:
+                manager.set_pinned(d["name"], True)
+                pinned.append(d["name"])
+    finally:
+        for name in pinned:
+            manager.set_pinned(name, False)
     return loaded
 
 
