@@ -1,4 +1,5 @@
-"""Real output of `hfp lock`, `hfp outdated`, `hfp cache ls | verify | prune --dry-run` against LocalHub.
+"""Real output of `hfp serve --locked` (no lock yet), `hfp lock`, `hfp outdated`, `hfp cache ls | verify |
+prune --dry-run` against LocalHub.
 
     python bench/lifecycle_cli.py [--out /tmp/helpers/issue11_cli_output.txt]
 
@@ -77,6 +78,9 @@ def main() -> None:
             log.append(f"$ {shown}    # exit {r.returncode}\n{out}\n")
             print(log[-1])
 
+        hfp(
+            "serve", "--config", str(cfg), "--locked", "--no-supervise", "--port", "0"
+        )  # refused: no lock yet
         hfp("lock", "--config", str(cfg))
         log.append(
             "$ head -n 14 hfp.lock\n"
