@@ -157,16 +157,25 @@ def test_warm_previous_zero_drops_the_old_version_once_drained(hub: Any) -> None
         assert set(p.manager.accountant.snapshot()["models"]) == {"cls"}
 
 
-def test_a_load_reclaims_warm_previous_memory_first(hub: Any) -> None:
-    with make() as p:
+def test_a_load_reclaims_warm_previous_memory_before_evicting(hub: Any, tiny_models: dict[str, Path]) -> None:
+    other = ModelSpec(name="other", source=str(tiny_models["bert-cls"]), tasks=[TASK], device="cpu")
+    probe = make()
+    probe.manager.add(other)
+    serving = probe.manager.get("cls").accounted_bytes
+    weights = probe.manager.get("cls").model.weight_bytes
+    needs = probe.manager.get("other").estimated_bytes
+    probe.close()
+    # room for cls, its warm previous version (weights only) and `other`'s estimate, less one byte
+    with make({"memory": {"host_budget": serving + weights + needs - 1}}) as p:
+        p.manager.add(other)
         p.load("cls")
         p.lifecycle.swap("cls", "v2")
-        parked = p.lifecycle.status("cls")["previous"]["accounted_bytes"]
-        assert parked > 0
-        assert p.lifecycle.reclaim("cuda:0", 1) is False  # nothing parked there
-        assert p.lifecycle.reclaim("host", 1) is True
-        assert p.lifecycle.status("cls")["previous"] is None
-        assert p.manager.accountant.used("host") == p.manager.entry("cls").accounted_bytes
+        assert p.lifecycle.status("cls")["previous"]["accounted_bytes"] == weights
+        assert p.lifecycle.warm.reclaim("cuda:0", 1) is False  # nothing parked there
+        p.load("other")
+        assert p.lifecycle.status("cls")["previous"] is None  # the warm version made room
+        assert p.manager.is_ready("cls") and p.manager.is_ready("other")  # nothing serving was evicted
+        assert p.manager.accountant.peak("host") <= serving + weights + needs - 1
 
 
 def test_sequential_swap_when_the_budget_holds_one_version(hub: Any) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hf_provider.cache import pins
 from hf_provider.errors import DeadlineExceeded
 from hf_provider.memory.release import release_memory
 from hf_provider.runtime.manager import Entry, ModelManager
@@ -31,10 +32,24 @@ class Version:
     commit: str | None
     parked_until: float = 0.0  # warm previous: dropped at this time (manager clock)
     device: str | None = None  # where its weights serve from when it is not parked
+    _pin: str | None = None  # why its files are pinned in the Hub cache (cache/pins.py), while it holds a pin
 
     @property
     def revision(self) -> str | None:
         return self.entry.spec.revision
+
+    def pin(self, reason: str) -> None:
+        """Keep its snapshot from the cache budget's pruning while this version exists outside the manager's
+        entries (which the budget asks about by itself): as a candidate ("swapping") or warm ("warm")."""
+        self.unpin()
+        if self.commit is not None:
+            pins.pin(self.entry.spec.source, self.commit, reason)
+            self._pin = reason
+
+    def unpin(self) -> None:
+        if self._pin is not None and self.commit is not None:
+            pins.unpin(self.entry.spec.source, self.commit, self._pin)
+        self._pin = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,6 +123,7 @@ def drain(v: Version, timeout_s: float) -> bool:
 def drop(manager: ModelManager, v: Version, reason: str) -> None:
     """Stop its scheduler (finishing anything queued), give its memory back."""
     e = v.entry
+    v.unpin()
     sched, model = e.scheduler, e.model
     device = str(model.device) if model is not None else "cpu"
     if sched is not None:
