@@ -43,16 +43,21 @@ def _settings(home: str, minilm: str, **ray: Any) -> Any:
     )
 
 
-def _running(app: str) -> int:
+def _replicas(app: str) -> dict[str, int]:
+    """Replica count per state (STARTING, RUNNING, STOPPING, ...) of the application's deployment."""
     from ray import serve
 
     from hf_provider.scaling.config import DEPLOYMENT_NAME
 
     status = serve.status().applications.get(app)
     if status is None:
-        return 0
+        return {}
     states = status.deployments[DEPLOYMENT_NAME].replica_states
-    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
+    return {str(getattr(s, "value", s)): n for s, n in states.items() if n}
+
+
+def _running(app: str) -> int:
+    return _replicas(app).get("RUNNING", 0)
 
 
 def _wait(check: Callable[[], bool], timeout_s: float) -> float | None:
@@ -155,6 +160,10 @@ def main() -> None:
     minilm = str(minilm_path())
     port = _port()
     url = f"http://127.0.0.1:{port}"
+    print(
+        f"load: {args.clients} clients, {args.batch} sentences a request, {args.seconds:.0f} s per phase",
+        flush=True,
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     failed: list[str] = []
     try:
@@ -183,10 +192,16 @@ def main() -> None:
         serve.run(application(auto), name=APP, blocking=False)
         load = Load(url, args.clients, args.batch)
         load.start(trickle=True)
+        t0 = time.monotonic()
+        up_decided = _wait(lambda: sum(_replicas(APP).values()) >= 2, 300)  # a second replica is starting
         up = _wait(lambda: _running(APP) == 2, 300)
+        up = None if up is None else time.monotonic() - t0
         time.sleep(3)
         load.on.clear()  # one client goes on slowly: requests are in flight while a replica drains
-        down = _wait(lambda: _running(APP) == 1, 300)
+        t0 = time.monotonic()
+        down_decided = _wait(lambda: _running(APP) < 2, 300)  # one is stopping (draining)
+        down = _wait(lambda: sum(_replicas(APP).values()) == 1, 300)
+        down = None if down is None else time.monotonic() - t0
         time.sleep(2)
         load.finish()
         failed += load.failed
@@ -200,12 +215,12 @@ def main() -> None:
     print(
         f"throughput 2 replicas / 1 replica: {rates[2] / rates[1]:.2f}x  ({rates[2]:.1f} vs {rates[1]:.1f} sentences/s)"
     )
-    print(
-        f"scale-up 1->2 under load: {'not seen' if up is None else f'{up:.1f} s'} (includes the new replica's start)"
-    )
-    print(
-        f"scale-down 2->1 when idle: {'not seen' if down is None else f'{down:.1f} s'} (downscale_delay_s 5)"
-    )
+
+    def secs(v: float | None) -> str:
+        return "not seen" if v is None else f"{v:.1f} s"
+
+    print(f"scale-up 1->2 under load: started after {secs(up_decided)}, serving after {secs(up)}")
+    print(f"scale-down 2->1 when idle: draining after {secs(down_decided)}, gone after {secs(down)}")
     print(f"failed requests: {len(failed)}")
     for f in failed[:10]:
         print("  ", f)
