@@ -85,6 +85,12 @@ def test_offline_a_flipped_byte_fails_the_load_with_cache_corrupt_naming_the_fil
     assert info.value.code == "cache_corrupt" and info.value.file == "model.safetensors"
     assert "model.safetensors" in info.value.message and "offline" in info.value.message
     assert not (rev.path / "model.safetensors").exists()  # quarantined, not left to be loaded
+    from hf_provider.reporting.reports import classify
+    from hf_provider.server.errors import provider_error_response
+
+    assert classify(info.value) == "cache_corrupt"
+    response = provider_error_response(info.value)
+    assert response.status_code == 503 and b'"code":"cache_corrupt"' in response.body
 
 
 def test_a_flipped_byte_is_repaired_by_downloading_only_that_file_and_the_model_loads(hub: LocalHub) -> None:

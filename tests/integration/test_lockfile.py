@@ -237,3 +237,22 @@ def test_concurrent_update_entry_loses_no_entry(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert sorted(read_lock(path)) == [f"m{i:02d}" for i in range(16)]
+
+
+def test_locked_loads_offline_from_the_cache_with_no_request(
+    hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    lock = tmp_path / "hfp.lock"
+    locked = _lock(lock, _spec())["cls"]
+    _move_main(hub)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.clear_requests()
+    p = Provider([_spec()], locked=True, lock_file=lock)
+    try:
+        assert p.load("cls")["commit"] == locked.commit
+    finally:
+        p.close()
+    assert hub.requests == []

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -229,34 +230,51 @@ def ensure_intact(
     the Hub sending bytes that do not match either.
     """
     state = state or state_for(cache_dir)
-    expected = expected_files(repo_id, commit, snapshot, cache_dir, entry)
-    bad = [v for v in verify(snapshot, expected, state) if not v.ok]
-    repaired = []
-    for v in bad:
-        log.warning(
-            "%s: %s@%s file %s is corrupt (%s); quarantining it", model, repo_id, commit[:8], v.path, v.reason
-        )
-        quarantine(snapshot, v.path, cache_dir, state)
-        if offline:
-            raise CacheCorrupt(
-                f"model {model!r}: cached file {v.path} of {repo_id}@{commit} is corrupt ({v.reason}) and the "
-                "Hub is offline; it was quarantined: run once online to download it again.",
-                model=model,
-                file=v.path,
+    # Two models on one repo (or a swap and a load) check the same snapshot: one at a time, so a file is
+    # quarantined and fetched once, never moved away under the other's check.
+    with _snapshot_lock(snapshot):
+        expected = expected_files(repo_id, commit, snapshot, cache_dir, entry)
+        bad = [v for v in verify(snapshot, expected, state) if not v.ok]
+        repaired = []
+        for v in bad:
+            log.warning(
+                "%s: %s@%s file %s is corrupt (%s); quarantining it",
+                model,
+                repo_id,
+                commit[:8],
+                v.path,
+                v.reason,
             )
-        _download_one(model, repo_id, commit, v.path, cache_dir, endpoint)
-        (again,) = verify(snapshot, {v.path: expected[v.path]}, state)
-        if not again.ok:
             quarantine(snapshot, v.path, cache_dir, state)
-            raise CacheCorrupt(
-                f"model {model!r}: file {v.path} of {repo_id}@{commit} downloaded again is still bad "
-                f"({again.reason}); the Hub or a proxy is sending corrupted bytes.",
-                model=model,
-                file=v.path,
-            )
-        log.info("%s: repaired %s by downloading that one file again", model, v.path)
-        repaired.append(v.path)
+            if offline:
+                raise CacheCorrupt(
+                    f"model {model!r}: cached file {v.path} of {repo_id}@{commit} is corrupt ({v.reason}) and the "
+                    "Hub is offline; it was quarantined: run once online to download it again.",
+                    model=model,
+                    file=v.path,
+                )
+            _download_one(model, repo_id, commit, v.path, cache_dir, endpoint)
+            (again,) = verify(snapshot, {v.path: expected[v.path]}, state)
+            if not again.ok:
+                quarantine(snapshot, v.path, cache_dir, state)
+                raise CacheCorrupt(
+                    f"model {model!r}: file {v.path} of {repo_id}@{commit} downloaded again is still bad "
+                    f"({again.reason}); the Hub or a proxy is sending corrupted bytes.",
+                    model=model,
+                    file=v.path,
+                )
+            log.info("%s: repaired %s by downloading that one file again", model, v.path)
+            repaired.append(v.path)
     return repaired
+
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _snapshot_lock(snapshot: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(Path(snapshot), threading.Lock())
 
 
 def _download_one(model: str, repo_id: str, commit: str, rel: str, cache_dir: Path, endpoint: str) -> None:
