@@ -2,7 +2,7 @@
 
     python bench/gpu_generation.py [OUT]        (OUT: a .json path or a folder; default $OUT, else gpu-out/)
     SMOKE=1 python bench/gpu_generation.py      (small, on the CPU: a tiny GPT-2 and few requests)
-    MODES=continuous,static                     (which Provider batching modes to serve the workload with)
+    MODES=continuous-eager,static,continuous    (Provider modes; -eager: continuous without CUDA graphs)
 
 1. Poisson: N requests (256) arrive as a Poisson stream (128/s), a quarter asking LONG (256) new tokens and the rest
    SHORT (16); greedy, a GPT-2 124M-shaped random model in bf16. Served tokens/s (generated tokens over the time
@@ -47,7 +47,8 @@ LONG, SHORT = (32, 8) if SMOKE else (256, 16)
 BURST, BURST_NEW = (8, 8) if SMOKE else (64, 64)
 SLOTS = 16 if SMOKE else 128  # max_batch_size: continuous batching's KV slots, static batching's batch size
 MAX_LEN = 256 if SMOKE else 512  # the model's max_length: prompt + new tokens per slot
-MODES = [m for m in os.environ.get("MODES", "continuous,static").split(",") if m]
+# Continuous batching with CUDA graphs last: the newest path, so the others' figures are written first.
+MODES = [m for m in os.environ.get("MODES", "continuous-eager,static,continuous").split(",") if m]
 ROUNDS = 2 if SMOKE else 3
 
 
@@ -208,7 +209,8 @@ def serve(mode: str, path: Path, static: Static, ceiling: float) -> dict[str, An
         dtype=DTYPE,
         device=DEV,
         max_length=MAX_LEN,
-        batching={"max_batch_size": SLOTS, "generation": mode},
+        batching={"max_batch_size": SLOTS, "generation": mode.removesuffix("-eager")},
+        cuda_graphs=not mode.endswith("-eager"),
     )
     out: dict[str, Any] = {}
     with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
@@ -217,6 +219,8 @@ def serve(mode: str, path: Path, static: Static, ceiling: float) -> dict[str, An
         out["engine"] = sched.engine is not None
         if sched.engine is not None:
             out["kv_slots"] = sched.engine.slots
+            graphs = sched.engine.graphs
+            out["decode_graphs"] = 0 if graphs is None else sum(v is not None for v in graphs.steps.values())
         # Warm-up: kernels for the shapes both sides use.
         concurrent(lambda i: p.run("gpt2", "text-generation", prompts[i], {"max_new_tokens": SHORT}), 8)
         unloaded = []
@@ -292,6 +296,7 @@ def main() -> None:
             )
         else:
             print(mode, json.dumps(r)[:2000], flush=True)
+        dest.write_text(json.dumps(report, indent=1))  # after each mode: a crash later keeps these figures
     heavy = {"fastapi", "uvicorn", "typer", "rich", "orjson", "psutil", "prometheus_client", "starlette"}
     report["imported_optional"] = sorted(heavy & {m.split(".")[0] for m in sys.modules})
     report["total_seconds"] = time.perf_counter() - t_start

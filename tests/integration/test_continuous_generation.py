@@ -220,8 +220,9 @@ def test_the_kv_cache_is_accounted_and_sized_to_the_budget(tiny_models: dict[str
         e = p.manager.get("lm")
         kv = e.scheduler.engine.cache
         per_slot = SlotCache.nbytes(_shapes(kv), 1, kv.max_len, torch.float32)
-        assert e.accounted_bytes == e.model.weight_bytes + e.working_bytes + per_slot * SLOTS
-        room_for_two = e.model.weight_bytes + e.working_bytes + 2 * per_slot + per_slot // 2
+        # The slots and one scratch row (padding rows of bucketed decode steps write there).
+        assert e.accounted_bytes == e.model.weight_bytes + e.working_bytes + per_slot * (SLOTS + 1)
+        room_for_two = e.model.weight_bytes + e.working_bytes + 3 * per_slot + per_slot // 2
     settings = load_settings({"metrics_enabled": False, "memory": {"host_budget": room_for_two}})
     with Provider([spec(path)], settings=settings) as p:
         p.load("lm")
@@ -256,3 +257,27 @@ def test_auto_is_static_on_cpu_and_encoder_decoders_stay_static(tiny_models: dic
         assert p.manager.get("lm").scheduler.engine is None
         assert p.manager.get("t5").scheduler.engine is None
         assert "generated_text" in p.run("t5", "text2text-generation", "hello", {"max_new_tokens": 3})
+
+
+def test_bucketed_decode_steps_change_no_token(served) -> None:
+    """The padded steps CUDA graphs replay (graphs.py), run eagerly on the CPU: padding rows, the scratch row and
+    the in-step mask leave every row's tokens as `generate` makes them."""
+    from hf_provider.runtime.continuous.graphs import DecodeGraphs
+
+    p = served
+    engine = p.manager.get("lm").scheduler.engine
+    model = p.manager.get("lm").model
+    graphs = DecodeGraphs(engine, capture=False)
+    assert graphs.prepare() == len(graphs.buckets()) == 8  # rows 1, 2, 4, 6 x keys 128, 256
+    work = prompts(40, seed=5)
+    engine.graphs = graphs
+    try:
+        with ThreadPoolExecutor(9) as pool:
+            got = list(
+                pool.map(lambda w: p.run("lm", "text-generation", w[0], {"max_new_tokens": w[1]}), work)
+            )
+    finally:
+        engine.graphs = None
+    assert got == [reference(model, text, n) for text, n in work]
+    assert {k for k, s in graphs.steps.items() if s is not None} == set(graphs.buckets())
+    idle(p)

@@ -26,6 +26,7 @@ import torch
 
 from hf_provider.runtime.continuous.cache import LayerShape, SlotCache
 from hf_provider.runtime.continuous.engine import Engine
+from hf_provider.runtime.continuous.graphs import DecodeGraphs
 
 if TYPE_CHECKING:
     from hf_provider.runtime.model import LoadedModel
@@ -118,7 +119,8 @@ class Prepared:
     nbytes: int
 
     def build(self, clock: Callable[[], float] = time.monotonic) -> Engine | None:
-        """Allocate the cache and check the engine against a plain forward; None (logged) if it fails."""
+        """Allocate the cache and check the engine against a plain forward; None (logged) if it fails. On CUDA
+        (unless the spec turns `cuda_graphs` off) the decode steps are captured as CUDA graphs (graphs.py)."""
         m = self.model
         try:
             engine = Engine(
@@ -137,6 +139,15 @@ class Prepared:
         if problem is not None:
             log.warning("continuous batching for %s is off: %s", m.name, problem)
             return None
+        if m.device.type == "cuda" and getattr(m.spec, "cuda_graphs", True):
+            graphs = DecodeGraphs(engine)
+            try:
+                ok = graphs.prepare()
+            except Exception as e:
+                log.warning("decode graphs for %s failed (%s): eager steps", m.name, type(e).__name__)
+                ok = 0
+            engine.graphs = graphs if ok else None
+            log.info("%s: %d of %d decode step shapes captured as CUDA graphs", m.name, ok, len(graphs.steps))
         log.info(
             "continuous batching for %s: %d slots x %d tokens, %d KV bytes",
             m.name,
@@ -163,13 +174,13 @@ def prepare(model: LoadedModel, budget: int | None = None, used: int = 0) -> Pre
     per_slot = SlotCache.nbytes(shapes, 1, max_len, model.dtype)
     slots = model.spec.batching.max_batch_size
     if room is not None:
-        slots = min(slots, max(0, room) // per_slot)
+        slots = min(slots, max(0, room) // per_slot - 1)  # one more row: the scratch row of padded steps
     if slots < 1:
         log.warning(
             "%s stays on static batching: no memory left for one KV slot of %d bytes", model.name, per_slot
         )
         return None
-    return Prepared(model, shapes, slots, max_len, per_slot * slots)
+    return Prepared(model, shapes, slots, max_len, per_slot * (slots + 1))
 
 
 class _ProbeRow:

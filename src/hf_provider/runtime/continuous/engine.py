@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from hf_provider.runtime.continuous.cache import CachePlan, LayerShape, SlotCache
+from hf_provider.runtime.continuous.graphs import DecodeGraphs
 from hf_provider.runtime.continuous.policy import SlotPolicy, StepPlan
 from hf_provider.runtime.tasks.generation import BatchStreamer, eos_ids
 from hf_provider.types import GenRow, Item, TaskHandler
@@ -87,7 +88,9 @@ class Engine:
         self.module = model.module
         self.device = model.device
         self.slots, self.max_len = slots, max_len
-        self.cache = SlotCache(shapes, slots, max_len, model.dtype, model.device)
+        # One row more than the slots: padded decode steps (graphs.py) write their padding rows there.
+        self.cache = SlotCache(shapes, slots + 1, max_len, model.dtype, model.device)
+        self.graphs: DecodeGraphs | None = None  # set by runtime/continuous.Prepared.build on CUDA
         self._policy_args = (slots, max_len, prefill_chunk)
         self._policy_kw: dict[str, Any] = {"clock": clock, "prefill_wait_s": prefill_wait_s}
         self.policy = SlotPolicy(*self._policy_args, **self._policy_kw)
@@ -218,6 +221,11 @@ class Engine:
         return out.logits[:, -1, :].float()
 
     def _decode(self, plan: StepPlan) -> torch.Tensor:
+        if self.graphs is not None:
+            ids_l = [self.rows[rid].next_token for rid, _ in plan.decode]
+            logits = self.graphs.run(ids_l, [p for _, p in plan.decode])
+            if logits is not None:
+                return logits
         n = len(plan.decode)
         rows = self._range(n)
         ids = torch.tensor([[self.rows[rid].next_token] for rid, _ in plan.decode], device=self.device)
