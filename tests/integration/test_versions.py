@@ -218,3 +218,34 @@ def test_a_second_operation_on_the_same_model_is_a_conflict(hub: Any) -> None:
         with p.lifecycle._operation("cls"), pytest.raises(VersionConflict, match="another swap"):
             p.lifecycle.swap("cls", "v2")
         assert p.lifecycle.swap("cls", "v2")["commit"] == hub.v2
+
+
+@pytest.mark.parametrize(
+    ("folder", "tasks", "sample"),
+    [
+        ("t5", ["summarization", "translation", "text2text-generation"], "The harbour was rebuilt."),
+        ("decoder", ["text-generation"], "Once upon a time"),
+        ("bert-mlm", ["fill-mask"], "The harbour was [MASK]."),
+        ("bert-qa", ["question-answering"], {"question": "What was rebuilt?", "context": "The harbour was."}),
+        ("bert-ner", ["token-classification"], "Ada lives in Paris."),
+    ],
+)
+def test_every_task_family_warms_up_and_serves_after_a_swap(
+    hub: Any, tiny_models: dict[str, Path], folder: str, tasks: list[str], sample: Any
+) -> None:
+    repo = f"org/{folder}"
+    hub.add_commit(repo, tiny_models[folder], tag="v1")
+    v2 = hub.add_commit(repo, {"README.md": b"second revision"}, tag="v2")
+    spec = ModelSpec(name="m", source=repo, revision="v1", tasks=tasks, device="cpu")
+    with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
+        p.load("m")
+        assert p.lifecycle.swap("m", "v2")["commit"] == v2
+        for task in tasks:
+            params = (
+                {"max_new_tokens": 2}
+                if task not in ("fill-mask", "question-answering", "token-classification")
+                else {}
+            )
+            req = p.submit("m", task, sample, params)
+            req.future.result(60)
+            assert req.revision == v2

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hf_provider.cache import pins
-from hf_provider.errors import DeadlineExceeded
+from hf_provider.errors import DeadlineExceeded, InvalidInput
 from hf_provider.memory.release import release_memory
 from hf_provider.runtime.manager import Entry, ModelManager
 
@@ -99,7 +99,11 @@ def warm_up(v: Version, timeout_s: float = 60.0) -> None:
             inputs = [_WARMUP_TEXT]
         if task in _GENERATIVE:
             params = {"max_new_tokens": 2}
-        items, resolved, single = handler.parse(inputs, params)
+        try:
+            items, resolved, single = handler.parse(inputs, params)
+        except InvalidInput as exc:  # our sample does not suit this task's model: not the version's fault
+            log.info("no warm-up of %s for %s: %s", v.key, task, exc.message)
+            continue
         req = e.scheduler.submit(
             handler, items, resolved, single=single, deadline=time.monotonic() + timeout_s
         )
