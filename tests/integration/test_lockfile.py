@@ -256,3 +256,11 @@ def test_locked_loads_offline_from_the_cache_with_no_request(
     finally:
         p.close()
     assert hub.requests == []
+
+
+def test_trust_remote_code_models_record_the_code_revision(hub: LocalHub) -> None:
+    trusted = ModelSpec(name="custom", source=REPO, revision="v1", trust_remote_code=True)
+    plain = ModelSpec(name="plain", source=REPO, revision="v1")
+    entries = lock_models([trusted, plain]).entries
+    assert entries["custom"].code_revision == entries["custom"].commit == hub._repos[REPO].tags["v1"]
+    assert entries["plain"].code_revision is None
