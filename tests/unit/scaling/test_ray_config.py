@@ -10,7 +10,11 @@ import yaml
 from typer.testing import CliRunner
 
 pytest.importorskip("ray.serve.schema")
-pytestmark = pytest.mark.ray
+pytestmark = [
+    pytest.mark.ray,
+    # set on purpose: Ray checks look_back_period_s against it (scaling/options.py)
+    pytest.mark.filterwarnings("ignore:The `metrics_interval_s` field:DeprecationWarning"),
+]
 
 from hf_provider.cli.main import app  # noqa: E402
 
@@ -78,3 +82,20 @@ def test_builder_refuses_args_that_are_not_a_config() -> None:
 
     with pytest.raises(ValueError, match=r"args\.config must be a mapping"):
         build_app({"config": "hfp.toml"})
+
+
+def test_serve_on_ray_refuses_bad_config_and_taken_port_before_starting_ray(tmp_path: Path) -> None:
+    import socket
+
+    import ray
+
+    bad = _write(tmp_path, "[ray]\nmin_replicas = 2\nmax_replicas = 1\n")
+    r = CliRunner().invoke(app, ["serve", "--ray", "--config", str(bad)])
+    assert r.exit_code == 2 and "min_replicas (2) exceeds max_replicas (1)" in r.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(app, ["serve", "--ray", "--port", str(port)])
+    assert r.exit_code == 2 and f"port {port} on 127.0.0.1 is already in use" in r.output
+    assert not ray.is_initialized()  # both refused before any Ray process started
