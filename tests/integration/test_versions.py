@@ -136,6 +136,18 @@ def test_rollback_to_the_warm_previous_version_loads_nothing(hub: Any) -> None:
         )
 
 
+def test_a_swap_back_to_the_warm_revision_is_a_switch(hub: Any) -> None:
+    with make() as p:
+        p.load("cls")
+        p.lifecycle.swap("cls", "v2")
+        loading_before = hub.paths
+        out = p.lifecycle.swap("cls", "v1")
+        assert out["commit"] == hub.v1 and out["previous"]["commit"] == hub.v2
+        assert not any("/resolve/" in path for path in hub.paths[len(loading_before) :])  # nothing downloaded
+        last = p.lifecycle.events("cls")[0]
+        assert (last["action"], last["revision"], last["detail"]) == ("swap", "v1", "warm previous version")
+
+
 def test_warm_previous_expires_and_a_later_rollback_loads_from_the_cache(hub: Any) -> None:
     with make({"versioning": {"warm_previous": "10m"}}) as p:
         p.load("cls")

@@ -77,7 +77,7 @@ class Lifecycle:
                 )
             parked = self.warm.get(name)
             if parked is not None and parked.commit == prev["commit"] and e.state == "ready":
-                return self._restore(e, parked, prev["revision"], actor)
+                return self._restore(e, parked, prev["revision"], "rollback", actor)
             return self._swap(e, prev["commit"], "rollback", actor, asked=prev["revision"])
 
     def start_canary(
@@ -242,6 +242,11 @@ class Lifecycle:
         except ProviderError as exc:  # an unknown revision, or its files cannot be had: recorded too
             self._record(name, action, asked or revision, None, actor, exc)
             raise
+        parked = self.warm.get(name)
+        if parked is not None and parked.commit == resolved.commit and e.state == "ready":
+            return self._restore(
+                e, parked, spec.revision, action, actor
+            )  # back to the warm version: a switch
         try:
             if e.state != "ready":
                 try:  # load what it serves first, so the swap below is the one path for every case
@@ -280,8 +285,10 @@ class Lifecycle:
         self.lock.rewrite(e, spec.revision)
         return self.status(e.spec.name)
 
-    def _restore(self, e: Entry, v: V.Version, revision: str | None, actor: str | None) -> dict[str, Any]:
-        """Rollback to the warm previous version: no load, only a move back to its device and the switch."""
+    def _restore(
+        self, e: Entry, v: V.Version, revision: str | None, action: str, actor: str | None
+    ) -> dict[str, Any]:
+        """Back to the warm previous version: no load, only a move back to its device and the switch."""
         name = e.spec.name
         self.warm.take(name)
         try:
@@ -294,12 +301,12 @@ class Lifecycle:
                         self.manager, e, v, self._outgoing_key(e), self.lock.spec_revision(e, revision)
                     )
         except BaseException as exc:
-            V.drop(self.manager, v, "rollback failed")
-            self._record(name, "rollback", revision, v.commit, actor, exc)
+            V.drop(self.manager, v, f"{action} failed")
+            self._record(name, action, revision, v.commit, actor, exc)
             raise
         self._retire(e, old)
         v.unpin()
-        self._record(name, "rollback", revision, v.commit, actor, None, "warm previous version")
+        self._record(name, action, revision, v.commit, actor, None, "warm previous version")
         self.lock.rewrite(e, revision)
         return self.status(name)
 
