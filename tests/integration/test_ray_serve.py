@@ -190,7 +190,7 @@ def test_two_models_stay_on_separate_replicas(ray_url: str, tiny_models: dict, t
         served: dict[str, set[str]] = {"cls-a": set(), "cls-b": set()}
         for model in ("cls-a", "cls-b"):  # the first of each, apart: the router learns where each went
             served[model].add(run(model)["replica"])
-            time.sleep(1.5)
+            time.sleep(3)  # the replica's push reaches the router through Ray's controller
         for i in range(24):
             model = ("cls-a", "cls-b")[i % 2]
             out = run(model)
