@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from hf_provider.errors import Cancelled, ConfigError, WorkerCrashed
+from hf_provider.errors import Cancelled, ConfigError, DeviceFailed, WorkerCrashed
+from hf_provider.resilience import fallback
 from hf_provider.resilience.procworker import RestartBackoff
 from hf_provider.settings import FaultRule, load_settings
 from hf_provider.testing.models import build_sized_gpt2
@@ -41,6 +42,19 @@ def test_restart_backoff_doubles_within_a_crash_streak_and_starts_over_after_a_l
     b.started()
     now[0] += 60.0  # ran a minute: this crash is a first one
     assert b.crashed() == 0.25
+
+
+def test_a_crashed_worker_and_a_failed_device_switch_to_a_fallback_and_are_503s() -> None:
+    from hf_provider.server.errors import provider_error_response
+
+    for exc, code in (
+        (WorkerCrashed("down", retry_after=3.2), "worker_crashed"),
+        (DeviceFailed("x"), "model_failed"),
+    ):
+        assert fallback.reason(exc) == "worker_crashed"
+        response = provider_error_response(exc)
+        assert response.status_code == 503 and code.encode() in response.body
+    assert provider_error_response(WorkerCrashed("down", retry_after=3.2)).headers["Retry-After"] == "4"
 
 
 def test_an_unknown_isolation_value_is_a_config_error_naming_the_choices(
@@ -70,7 +84,13 @@ def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
             {"name": "gen", "source": str(lm), "device": "cpu", "isolation": "process", "breaker": off},
             {"name": "gen-thread", "source": str(lm), "device": "cpu", "breaker": off},
             {"name": "cls", "source": str(tiny_models["bert-cls"]), "device": "cpu", "breaker": off},
-            {"name": "doomed", "source": str(tiny_models["bert-cls"]), "device": "cpu", "breaker": off},
+            {
+                "name": "doomed",
+                "source": str(tiny_models["bert-cls"]),
+                "device": "cpu",
+                "breaker": off,
+                "fallbacks": ["cls"],
+            },
         ],
     }
     app = build(load_settings(config))
@@ -234,12 +254,15 @@ def test_a_fatal_device_error_in_process_marks_the_model_failed_and_readyz_degra
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_failed", r.text
     finally:
         provider.faults.set([])
-    # The fault is gone, but the device context it stood for is not: refused at once, not run again.
+    # The fault is gone, but the device context it stood for is not: refused before parsing, never run again;
+    # its fallback serves instead, saying why.
     injected = provider.faults.injected
+    assert isinstance(_runner(c, "doomed").refusal(), DeviceFailed)
     for _ in range(3):
         r = c.post("/v1/tasks/text-classification", json=body)
-        assert r.status_code == 503 and r.json()["error"]["code"] == "model_failed"
-        assert "Retry-After" in r.headers
+        assert r.status_code == 200, r.text
+        assert r.headers["x-hfp-served-by"] == "cls"
+        assert r.headers["x-hfp-fallback-reason"] == "worker_crashed"
     assert provider.faults.injected == injected
     ready = c.get("/readyz")
     assert ready.status_code == 503 and ready.json()["status"] == "degraded"
@@ -250,7 +273,8 @@ def test_a_fatal_device_error_in_process_marks_the_model_failed_and_readyz_degra
     # A reload gives it a new start.
     assert c.post("/v1/admin/models/doomed/unload").status_code == 200
     assert c.post("/v1/admin/models/doomed/load").status_code == 200
-    assert c.post("/v1/tasks/text-classification", json=body).status_code == 200
+    r = c.post("/v1/tasks/text-classification", json=body)
+    assert r.status_code == 200 and r.headers["x-hfp-served-by"] == "doomed"
     assert c.get("/readyz").status_code == 200
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -222,7 +223,7 @@ def start_isolated(
         st = SimpleNamespace(max_seq_length=d["st_max_seq_length"]) if d["has_st"] else None
         model = LoadedModel(
             spec=spec,
-            path=path,  # type: ignore[arg-type]
+            path=Path(path),
             commit=d["commit"],
             module=SimpleNamespace(generation_config=d["generation_config"]),  # type: ignore[arg-type]
             config=d["config"],
