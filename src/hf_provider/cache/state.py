@@ -7,8 +7,11 @@ cache folder itself holds nothing `hf cache` does not know.
 - `access`: the provider's own record of use, one row per (repo, commit), updated at every load. The disk budget
   removes the least recently used revision first by this record, since atime is unreliable (noatime, relatime,
   and a hash check that reads every byte would count as use).
-- `digests`: a file's digest keyed by its (inode, size, mtime_ns) at hashing time, so a warm restart, whose files
-  have not changed, hashes nothing; any write to a file changes its mtime and invalidates the record.
+- `verdicts`: a file's digest keyed by its (inode, size, mtime_ns) at hashing time, so a warm restart, whose files
+  have not changed, hashes nothing; any later write to a file changes its mtime and invalidates the record. As in
+  git's "racily clean" rule, a digest recorded less than RACY_NS after the file's mtime is not trusted: a write in
+  the same timestamp tick (the kernel's coarse clock; 1-2 s on FAT, ext3, HFS+) would leave the mtime as it was.
+  Such a file (one hashed right after its download, so a small one) is hashed once more at its next check.
 """
 
 from __future__ import annotations
@@ -23,14 +26,15 @@ from pathlib import Path
 from hf_provider.dbfile import migrate, open_db
 
 SCHEMA_VERSION = 1
+RACY_NS = 2_000_000_000  # a digest recorded within this of the file's mtime is checked again (see above)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS access (
     repo_id TEXT NOT NULL, commit_hash TEXT NOT NULL, last_used REAL NOT NULL, uses INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (repo_id, commit_hash));
-CREATE TABLE IF NOT EXISTS digests (
+CREATE TABLE IF NOT EXISTS verdicts (
     path TEXT NOT NULL, algorithm TEXT NOT NULL, inode INTEGER NOT NULL, size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (path, algorithm))
+    mtime_ns INTEGER NOT NULL, recorded_ns INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (path, algorithm))
 """
 
 
@@ -78,24 +82,28 @@ class CacheState:
         """The digest recorded for `path` if the file is still the one that was hashed (same inode, size, mtime)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT inode, size, mtime_ns, digest FROM digests WHERE path = ? AND algorithm = ?",
+                "SELECT inode, size, mtime_ns, recorded_ns, digest FROM verdicts WHERE path = ? AND algorithm = ?",
                 (str(path), algorithm),
             ).fetchone()
-        if row and (row[0], row[1], row[2]) == (st.st_ino, st.st_size, st.st_mtime_ns):
-            return row[3]
+        if (
+            row
+            and (row[0], row[1], row[2]) == (st.st_ino, st.st_size, st.st_mtime_ns)
+            and row[3] - row[2] > RACY_NS
+        ):
+            return row[4]
         return None
 
     def record_digest(self, path: Path, algorithm: str, st: os.stat_result, digest: str) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO digests (path, algorithm, inode, size, mtime_ns, digest) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (str(path), algorithm, st.st_ino, st.st_size, st.st_mtime_ns, digest),
+                "INSERT OR REPLACE INTO verdicts (path, algorithm, inode, size, mtime_ns, recorded_ns, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (str(path), algorithm, st.st_ino, st.st_size, st.st_mtime_ns, time.time_ns(), digest),
             )
 
     def drop_digests(self, path: Path) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM digests WHERE path = ?", (str(path),))
+            self._db.execute("DELETE FROM verdicts WHERE path = ?", (str(path),))
 
     def close(self) -> None:
         with self._lock:

@@ -31,19 +31,41 @@ def test_algorithm_of_and_unknown_digest(tmp_path: Path) -> None:
         digest_file(tmp_path, "md5")  # type: ignore[arg-type]
 
 
+def _age(p: Path, seconds: float = 10.0) -> None:
+    """Make the file look written `seconds` ago (a cache file downloaded earlier)."""
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
 def test_a_recorded_digest_is_reused_until_the_file_changes(tmp_path: Path) -> None:
     state = CacheState(None)
     p = tmp_path / "w.safetensors"
     p.write_bytes(b"x" * 1000)
+    _age(p)
     d1, hashed1 = file_digest(p, "sha256", state)
     d2, hashed2 = file_digest(p, "sha256", state)
     assert (hashed1, hashed2) == (True, False) and d1 == d2
     p.write_bytes(b"y" * 1000)  # same size, new mtime
     d3, hashed3 = file_digest(p, "sha256", state)
     assert hashed3 and d3 == hashlib.sha256(b"y" * 1000).hexdigest()
+    _age(p)
+    file_digest(p, "sha256", state)
     st = p.stat()
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
     assert file_digest(p, "sha256", state)[1]  # any mtime change means hash again
+
+
+def test_a_digest_recorded_in_the_files_own_timestamp_tick_is_not_trusted(tmp_path: Path) -> None:
+    """Racy git: a write in the same coarse-clock tick as the one hashed leaves (inode, size, mtime) as they were;
+    a file hashed right after its last write is therefore hashed again at its next check."""
+    state = CacheState(None)
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(b"x" * 1000)
+    st = p.stat()
+    assert file_digest(p, "sha256", state)[1]
+    p.write_bytes(b"z" * 1000)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same tick: stat cannot tell the files apart
+    assert file_digest(p, "sha256", state) == (hashlib.sha256(b"z" * 1000).hexdigest(), True)
 
 
 def test_access_records_keep_the_latest_use(tmp_path: Path) -> None:
