@@ -281,3 +281,20 @@ def test_bucketed_decode_steps_change_no_token(served) -> None:
     assert got == [reference(model, text, n) for text, n in work]
     assert {k for k, s in graphs.steps.items() if s is not None} == set(graphs.buckets())
     idle(p)
+
+
+def test_a_request_longer_than_a_slot_is_refused_with_400(
+    tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hf_provider.errors import InvalidInput
+    from hf_provider.runtime import continuous
+
+    monkeypatch.setattr(continuous, "MAX_SLOT_LEN", 64)  # as a long-context model's slots are capped
+    with Provider([spec(tiny_models["decoder"])], settings=load_settings({"metrics_enabled": False})) as p:
+        p.load("lm")
+        assert p.manager.get("lm").scheduler.engine.max_len == 64
+        with pytest.raises(InvalidInput, match="continuous-batching slot"):
+            p.run("lm", "text-generation", "Hello", {"max_new_tokens": 100})
+        assert p.run("lm", "text-generation", "Hello", {"max_new_tokens": 5}) == reference(
+            p.manager.get("lm").model, "Hello", 5
+        )

@@ -38,6 +38,9 @@ PREFILL_CHUNK = {"cuda": 512, "cpu": 128}
 #: How long new prompts may wait for others to share a prefill forward while rows decode (policy.py): on a GPU a
 #: small model's forward costs the same for one prompt or several; on a CPU compute grows with the prompts.
 PREFILL_WAIT_S = {"cuda": 0.015, "cpu": 0.0}
+#: Longest slot: models with long contexts (32k, 128k) would otherwise reserve that much KV per slot. A request
+#: needing more (prompt + max_new_tokens) is refused with 400; `max_length` in the spec lowers it further.
+MAX_SLOT_LEN = 4096
 #: generation_config settings under which `generate` applies a logits processor the engine does not have.
 _PROCESSORS = {
     "repetition_penalty": (None, 1.0),
@@ -170,7 +173,7 @@ def prepare(model: LoadedModel, budget: int | None = None, used: int = 0) -> Pre
     if isinstance(shapes, str):
         log.info("%s stays on static batching: %s", model.name, shapes)
         return None
-    max_len = model.max_length
+    max_len = min(model.max_length, MAX_SLOT_LEN)
     per_slot = SlotCache.nbytes(shapes, 1, max_len, model.dtype)
     slots = model.spec.batching.max_batch_size
     if room is not None:

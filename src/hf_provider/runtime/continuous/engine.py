@@ -28,6 +28,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from hf_provider.errors import InvalidInput
 from hf_provider.runtime.continuous.cache import CachePlan, LayerShape, SlotCache
 from hf_provider.runtime.continuous.graphs import DecodeGraphs
 from hf_provider.runtime.continuous.policy import SlotPolicy, StepPlan
@@ -125,6 +126,12 @@ class Engine:
 
     def add(self, prompt: list[int], gp: GenParams, row: GenRow) -> Hashable:
         """Schedule a row: it gets a slot at the next step with one free. ValueError if it cannot fit a slot."""
+        if len(prompt) + gp.max_new_tokens > self.max_len:
+            raise InvalidInput(
+                f"the prompt ({len(prompt)} tokens) plus max_new_tokens={gp.max_new_tokens} exceed the "
+                f"{self.max_len} tokens of a continuous-batching slot; ask for fewer tokens",
+                param="max_new_tokens",
+            )
         rid = self._next_id
         self._next_id += 1
         self.policy.add(rid, len(prompt), len(prompt) + gp.max_new_tokens)
