@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -298,3 +299,24 @@ def test_a_request_longer_than_a_slot_is_refused_with_400(
         assert p.run("lm", "text-generation", "Hello", {"max_new_tokens": 5}) == reference(
             p.manager.get("lm").model, "Hello", 5
         )
+
+
+def test_another_task_of_the_model_runs_beside_the_engine(tiny_models: dict[str, Path]) -> None:
+    """A decoder also serving embeddings: those requests run through the stage runner on the engine's thread,
+    between steps, with the same results as on static batching."""
+    both = ["text-generation", "embeddings"]
+    settings = load_settings({"metrics_enabled": False})
+    texts = ["a cat", "a kitten sat on the mat"]
+    with Provider(
+        [spec(tiny_models["decoder"], "static").model_copy(update={"tasks": both})], settings=settings
+    ) as p:
+        want = p.run("lm", "embeddings", texts)
+    with Provider([spec(tiny_models["decoder"]).model_copy(update={"tasks": both})], settings=settings) as p:
+        p.load("lm")
+        assert p.manager.get("lm").scheduler.engine is not None
+        with ThreadPoolExecutor(3) as pool:
+            gen = pool.submit(p.run, "lm", "text-generation", "Hello", {"max_new_tokens": 20})
+            got = [pool.submit(p.run, "lm", "embeddings", texts) for _ in range(2)]
+            assert gen.result() == reference(p.manager.get("lm").model, "Hello", 20)
+            for g in got:
+                assert np.allclose(np.asarray(g.result()), np.asarray(want), atol=1e-5)
