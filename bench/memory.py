@@ -7,7 +7,7 @@ Prints
      through the manager,
   3. memory returned after unload (RSS before load / after load and one request / after unload, in a fresh
      process),
-  4. requests failed (must be 0) in the rotating workload: five models, three times the host budget.
+  4. requests failed (must be 0) in the rotating workload: five models, 2.5 times the host budget.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def unload_rss(t5_small: Path, warmup: Path) -> None:
 def rotation(models_dir: Path, rounds: int) -> int:
     from hf_provider.testing.workload import run_rotation
 
-    result = run_rotation(models_dir, ratio=3.0, threads=4, rounds=rounds)
+    result = run_rotation(models_dir, ratio=2.5, threads=4, rounds=rounds)
     print(
         "\n4. rotating workload (4 threads, five BERT classifiers, host budget = total / 3, min residency 0)"
     )

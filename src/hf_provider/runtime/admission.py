@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hf_provider.errors import MemoryBudgetExceeded
 from hf_provider.memory.budget import Accountant
-from hf_provider.memory.estimate import Estimate, estimate
+from hf_provider.memory.estimate import Estimate, dtype_size, estimate, working_bytes
 from hf_provider.memory.eviction import Resident, plan_eviction
 from hf_provider.settings import MemorySettings
 from hf_provider.spec import ModelSpec
@@ -113,6 +113,14 @@ class MemoryAdmission:
                 for victim in plan:
                     self._evict(victim)
 
+    def _make_room(self, pool: str, deficit: int, name: str) -> bool:
+        """For a batch of `name` short of `deficit` bytes: unload idle models of the pool by the eviction policy.
+        True when one was unloaded."""
+        with self._lock:
+            others = [r for r in self._residents() if r.name != name]
+            plan = plan_eviction(others, pool, deficit, 0, self.clock(), self.memory.min_residency_s)
+        return bool(plan) and any(self._evict(victim) for victim in plan)
+
     def _evict_for_oom(self, name: str) -> bool:
         """OOM recovery step: unload the coldest other model in the same pool. True if one was unloaded."""
         with self._lock:
@@ -156,16 +164,32 @@ class MemoryAdmission:
 
 
 def admission_estimate(spec: ModelSpec, folder: Path, dtype: Any) -> Estimate:
-    """What a load is admitted against: weights from the safetensors headers plus working memory for one full
-    batch of the longest inputs the model takes."""
+    """What a load is admitted against: weights from the safetensors headers plus the working memory of one
+    input of the longest length the model takes; its batches reserve the rest as they run (memory/working.py).
+    A model in a child process (`isolation = "process"`) runs its batches out of our sight: it is admitted with
+    one full batch of the longest inputs, as before per-batch accounting."""
     return estimate(
         folder,
         dtype,
         "none" if spec.quantization == "none" else "int8",
         task=(spec.tasks or ["embeddings"])[0],
-        batch_size=spec.batching.max_batch_size,
+        batch_size=spec.batching.max_batch_size if spec.isolation == "process" else 1,
         seq_len=_seq_len_bound(folder, spec),
     )
+
+
+def batch_working(spec: ModelSpec, folder: Path, dtype: Any) -> tuple[Callable[[int, int, str], int], int]:
+    """(rows, padded length, task) -> working bytes of one forward pass of the model, and its longest input."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    act = 4 if spec.quantization == "int8" else (dtype_size(dtype) or 4)  # dynamic int8 computes in float32
+
+    def working(rows: int, length: int, task: str) -> int:
+        return working_bytes(config, max(1, rows), max(1, length), act, task)
+
+    return working, _seq_len_bound(folder, spec)
 
 
 def _seq_len_bound(folder: Path, spec: ModelSpec) -> int:

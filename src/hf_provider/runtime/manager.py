@@ -32,13 +32,14 @@ from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
+from hf_provider.memory.working import BatchMemory, token_cap
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience.breaker import Breaker
 from hf_provider.resilience.isolation import ThreadRunner, runner_view, start_isolated
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime import continuous
-from hf_provider.runtime.admission import MemoryAdmission, admission_estimate
+from hf_provider.runtime.admission import MemoryAdmission, admission_estimate, batch_working
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
 from hf_provider.runtime.model import LoadedModel
@@ -75,6 +76,8 @@ class Entry:
     error: str | None = None
     attempts: int = 0  # loads started, so waiters can tell that the load they waited for failed
     adhoc: bool = False  # registered on demand from a folder or Hub id, not from the configuration
+    # most padded tokens per batch, so one batch fits in the budget beside the model (memory/working.py)
+    token_cap: int | None = None
     failures: int = 0  # loads failed in a row; each doubles the pause before the next one (LOAD_BACKOFF_S)
     retry_at: float = 0.0  # on the manager's clock: no load starts before it after a failure
     # Hub retries of this model's loads, all callers together, stay within 20% of its load attempts.
@@ -364,6 +367,7 @@ class ModelManager(MemoryAdmission):
         if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back
             actual -= gen.nbytes
             self.accountant.commit(key, pool, actual)
+        self._batch_memory(e, key, pool, runner, resolved.path, dtype, est.working_bytes, actual)
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(
             model,
@@ -375,6 +379,8 @@ class ModelManager(MemoryAdmission):
             breaker=self._breaker(spec),
             engine=engine,
         )
+        if e.token_cap is not None:
+            e.scheduler.cap_batch_tokens(e.token_cap)
         e.loaded_at = e.last_used = self.clock()
         e.loads += 1
         self.observer.model_loaded(spec.name, model.commit, time.perf_counter() - t0, model.weight_bytes)
@@ -389,6 +395,36 @@ class ModelManager(MemoryAdmission):
             est.weight_bytes,
             time.perf_counter() - t0,
         )
+
+    def _batch_memory(
+        self,
+        e: Entry,
+        key: str,
+        pool: str,
+        runner: Any,
+        folder: Path,
+        dtype: Any,
+        admitted: int,
+        accounted: int,
+    ) -> None:
+        """Under a budget, the in-process runner reserves each batch's working memory (memory/working.py) and the
+        batcher's token cap keeps one batch within what the budget leaves beside the model."""
+        budget = self.accountant.budget.for_pool(pool)
+        if budget is None or e.spec.isolation == "process":
+            e.token_cap = None
+            return
+        working, longest = batch_working(e.spec, folder, dtype)
+        task = (e.spec.tasks or ["embeddings"])[0]
+        runner.working = BatchMemory(
+            self.accountant,
+            pool,
+            key,
+            working,
+            admitted,
+            make_room=lambda deficit: self._make_room(pool, deficit, e.spec.name),
+            wait_s=self.memory.load_wait_s,
+        )
+        e.token_cap = token_cap(budget - accounted + admitted, working(1, longest, task), longest)
 
     def _breaker(self, spec: ModelSpec) -> Breaker | None:
         """A fresh breaker per load (a reload may be the fix), its state changes pushed to the observer."""

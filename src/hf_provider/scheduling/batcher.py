@@ -127,6 +127,11 @@ class ModelScheduler(Admission, ContinuousStage):
         _open.add(self)
 
     # public -----------------------------------------------------------------------------------------------------
+    def cap_batch_tokens(self, tokens: int) -> None:
+        """Form no batch of more padded tokens than this (memory/working.py: so one batch fits its budget)."""
+        with self._cv:
+            self._queue.max_batch_tokens = min(self._queue.max_batch_tokens, max(1, tokens))
+
     @property
     def queue_depth(self) -> int:
         return len(self._queue)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from hf_provider.memory.measure import DevicePeak, HostPeak
 from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
+from hf_provider.memory.working import BatchMemory
 from hf_provider.reporting.reports import tag
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.types import RowControl
@@ -42,6 +44,7 @@ class StageRunner:
         self.faults = faults
         self.measure_memory = measure_memory
         self.oom_recoveries = 0  # batches that hit out-of-memory and went through recovery
+        self.working: BatchMemory | None = None  # the batch's working memory, reserved for its forward pass
         self._host: HostPeak | None = None
 
     def preprocess(self, batch: Batch) -> None:
@@ -82,10 +85,12 @@ class StageRunner:
         t0 = time.perf_counter()
         if self.fault is not None:
             self.fault.check(batch.size)
-        with torch.inference_mode():
+        working = self.working
+        hold = working.hold(batch.size, _length(batch), batch.handler.task) if working else nullcontext()
+        with hold, torch.inference_mode():
             batch.outputs = batch.handler.forward(batch.data, batch.params, control)
-        if cuda:
-            torch.cuda.synchronize(device)
+            if cuda:
+                torch.cuda.synchronize(device)  # the pass's memory is in use until the device is done
         batch.timings["forward"] = time.perf_counter() - t0
         if meter is not None:
             batch.timings["peak_bytes"] = meter.peak_above(base)
@@ -139,3 +144,11 @@ class StageRunner:
         except BaseException as e:
             tag(e, "forward", batch.size)
             raise
+
+
+def _length(batch: Batch) -> int:
+    """Padded length of a batch's rows for its working memory; a generation's grows by its new tokens."""
+    length = batch.padded_tokens // max(1, batch.size)
+    if batch.handler.generative:
+        length += int(batch.params.get("max_new_tokens", 0) or 0)
+    return length

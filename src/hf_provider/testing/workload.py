@@ -109,7 +109,7 @@ def rotating_workload(
     return result
 
 
-def run_rotation(out_dir: Path, *, ratio: float = 3.0, threads: int = 4, rounds: int = 10) -> WorkloadResult:
+def run_rotation(out_dir: Path, *, ratio: float = 2.5, threads: int = 4, rounds: int = 10) -> WorkloadResult:
     """Build the five models, serve them with a host budget of total/ratio, run the workload, close."""
     from hf_provider.provider import Provider
     from hf_provider.settings import MemorySettings, Settings
