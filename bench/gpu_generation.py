@@ -229,7 +229,18 @@ def serve(mode: str, path: Path, static: Static, ceiling: float) -> dict[str, An
             p.run("gpt2", "text-generation", prompts[i], {"max_new_tokens": SHORT})
             unloaded.append(time.perf_counter() - t0)
         out["short_unloaded_s"] = statistics.median(unloaded)
+        before = dict(sched.engine.stats) if sched.engine is not None else None
         res = poisson(p, prompts, kinds, arrivals)
+        if before is not None:  # where the engine's time went during the Poisson stream
+            st = {k: v - before[k] for k, v in sched.engine.stats.items()}
+            steps, fills = max(1, st["decode_steps"]), max(1, st["prefills"])
+            res["engine"] = {
+                **st,
+                "decode_ms_per_step": 1000 * st["decode_s"] / steps,
+                "rows_per_decode_step": st["decode_rows"] / steps,
+                "prefill_ms_each": 1000 * st["prefill_s"] / fills,
+                "prompt_tokens_per_prefill": st["prefill_tokens"] / fills,
+            }
         res["served_over_ceiling"] = res["tokens_per_s"] / ceiling
         res["short_p50_over_unloaded"] = res["short_p50_s"] / out["short_unloaded_s"]
         out["poisson"] = res

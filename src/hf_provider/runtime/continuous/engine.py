@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,10 @@ class Engine:
         self._arange: dict[int, torch.Tensor] = {}
         self._count: Callable[[int], None] | None = None
         self.steps = 0
+        # Where the engine's time goes (bench/gpu_generation.py reports them).
+        self.stats: dict[str, float] = dict.fromkeys(
+            ("decode_steps", "decode_rows", "decode_s", "prefills", "prefill_tokens", "prefill_s"), 0
+        )
 
     # rows ---------------------------------------------------------------------------------------------------
     @property
@@ -183,15 +188,26 @@ class Engine:
         self.steps += 1
         done: list[Hashable] = []
         made = 0
+        st = self.stats
         if plan.decode:
+            t0 = time.perf_counter()
             rids = [rid for rid, _ in plan.decode]
-            made += self._tokens(rids, self._decode(plan), done)
+            made += self._tokens(
+                rids, self._decode(plan), done
+            )  # its tokens reach the host: the step is done
+            st["decode_steps"] += 1
+            st["decode_rows"] += len(rids)
+            st["decode_s"] += time.perf_counter() - t0
         if plan.prefill:
+            t0 = time.perf_counter()
             logits = self._prefill(plan)
             last = [i for i, c in enumerate(plan.prefill) if c.last]
             if last:
                 rids = [plan.prefill[i].row for i in last]
                 made += self._tokens(rids, logits[last], done)
+            st["prefills"] += 1
+            st["prefill_tokens"] += sum(c.length for c in plan.prefill)
+            st["prefill_s"] += time.perf_counter() - t0  # launch time only when no prompt ended in it
         self.policy.advance(plan)
         for rid in done:
             self._drop(rid)
