@@ -261,3 +261,20 @@ def test_every_task_family_warms_up_and_serves_after_a_swap(
             req = p.submit("m", task, sample, params)
             req.future.result(60)
             assert req.revision == v2
+
+
+def test_a_dropped_version_gives_its_weights_back_without_a_full_collection(hub: Any) -> None:
+    import gc
+    import weakref
+
+    with make() as p:
+        p.load("cls")  # frozen by the manager (memory/heap.py): its cycles wait for a full pass
+        p.lifecycle.swap("cls", "v2")
+        warm = p.lifecycle.warm.get("cls")
+        module = warm.entry.model.module
+        weights = [weakref.ref(t) for t in module.parameters()]
+        assert gc.get_freeze_count() > 0 and all(w() is not None for w in weights)
+        p.lifecycle.expire(p.manager.clock() + 10_000)
+        assert all(w() is None for w in weights)  # freed at once, not waiting for a full collection
+        assert all(t.device.type == "meta" for t in module.parameters())
+        assert warm.entry.model is None and warm.entry.scheduler is None

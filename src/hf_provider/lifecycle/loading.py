@@ -13,7 +13,9 @@ from hf_provider.lifecycle import version as V
 from hf_provider.lifecycle.locking import LockKeeper
 from hf_provider.lifecycle.switch import exclusive
 from hf_provider.lifecycle.warm import WarmVersions
+from hf_provider.memory import heap
 from hf_provider.memory.eviction import plan_eviction
+from hf_provider.memory.release import release_memory
 from hf_provider.runtime.admission import admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.manager import Entry, ModelManager
@@ -109,18 +111,23 @@ class VersionLoader:
         old_commit = e.model.commit if e.model is not None else None
         self.warm.drop(name, "no room for it during a sequential swap")
         with exclusive(m, e):
-            sched = e.scheduler
+            sched, model = e.scheduler, e.model
+            device = str(model.device) if model is not None else "cpu"
             if sched is not None:
                 sched.close(timeout=self.settings.drain_timeout_s)  # finishes what is queued: drained
             with m._lock:
                 e.model = e.scheduler = None
                 e.accounted_bytes = 0
                 m.accountant.release(name)
-            del sched
+            del sched, model
+            # as an unload does (the old version was frozen at its load); requests wait meanwhile anyway
+            release_memory(device, refreeze=m.memory.freeze_heap)
             deadline = time.monotonic() + m.memory.load_wait_s
             try:
                 e.spec = spec.model_copy(update={"revision": self.lock.spec_revision(e, spec.revision)})
                 m._load(e, deadline, resolved=resolved)
+                if m.memory.freeze_heap:
+                    heap.freeze()  # as after any load of a served entry
             except BaseException:
                 m.accountant.release(name)
                 e.spec = old_spec

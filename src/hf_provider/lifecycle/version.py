@@ -8,6 +8,7 @@ as it fills a served model's entry (scheduler, breaker, OOM fallback), accounted
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Iterable
@@ -16,7 +17,7 @@ from typing import Any
 
 from hf_provider.cache import pins
 from hf_provider.errors import DeadlineExceeded, InvalidInput
-from hf_provider.memory.release import release_memory
+from hf_provider.memory.release import trim_host_heap
 from hf_provider.runtime.manager import Entry, ModelManager
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,13 @@ def drop(manager: ModelManager, v: Version, reason: str) -> None:
     device = str(model.device) if model is not None else "cpu"
     if sched is not None:
         sched.close()
+    if model is not None:
+        _release_weights(model)
     manager.accountant.release(v.key)
     e.model = e.scheduler = None
     e.accounted_bytes = 0
     del sched, model
-    release_memory(device, refreeze=manager.memory.freeze_heap)
+    _free(device)
     log.info("dropped version %s (%s)", v.key, reason)
 
 
@@ -158,7 +161,7 @@ def park(manager: ModelManager, v: Version, until: float) -> bool:
         manager.accountant.release(v.key, e.pool)
         manager.accountant.commit(v.key, "host", model.weight_bytes)
         e.pool, e.accounted_bytes = "host", model.weight_bytes
-        release_memory(v.device, refreeze=False)
+        _empty_cuda_cache(v.device)  # the tensors moved: nothing for the garbage collector to do
     v.parked_until = until
     return True
 
@@ -183,6 +186,35 @@ def unpark(manager: ModelManager, v: Version) -> None:
         manager.accountant.release(v.key, "host")
         manager.accountant.commit(v.key, pool, need)
     e.pool, e.accounted_bytes = pool, need
+
+
+def _release_weights(model: Any) -> None:
+    """Free a dropped version's tensors now, by reference counting. A loaded model sits in reference cycles
+    (handlers and model, and inside transformers' modules) that the heap freeze (memory/heap.py) keeps from the
+    collector: freeing them takes an unfreeze and a full pass (0.3-1.5 s holding the GIL on 2 cores), which an
+    unload can afford and a swap, with its successor serving, cannot. Moving the parameters to the meta device
+    drops every reference to their storage; only small Python shells wait for the next full pass."""
+    for m in (model.sentence_model, model.module):
+        to_empty = getattr(m, "to_empty", None)  # absent for a model isolated in its own process
+        if to_empty is not None:
+            to_empty(device="meta")
+    model.handlers.clear()
+
+
+def _free(device: str) -> None:
+    """Give a dropped version's memory back without a full pass over the frozen heap (see _release_weights)."""
+    gc.collect()
+    _empty_cuda_cache(device)
+    trim_host_heap()
+
+
+def _empty_cuda_cache(device: str) -> None:
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_initialized():
+        torch.cuda.synchronize(dev)
+        torch.cuda.empty_cache()
 
 
 def _move(model: Any, device: str) -> None:
