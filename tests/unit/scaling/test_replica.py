@@ -21,7 +21,22 @@ class Clock:
         return self.t
 
 
-def _settings(tiny_models: dict[str, Path], tmp_path: Path, budget: str | None = "20MB", **extra):
+def one_model_budget(source: str) -> int:
+    """A host budget that holds one tiny classifier and not two: 1.5x what the budget accounts for one (measured,
+    so the test follows changes in how working memory is accounted)."""
+    spec = {"source": source, "tasks": ["text-classification"], "device": "cpu"}
+    with Provider(settings=load_settings({"models": [{"name": "probe", **spec}]}), allow_adhoc=False) as p:
+        p.load("probe")
+        accounted = p.manager.describe()[0]["accounted_bytes"]
+    return int(accounted * 1.5)
+
+
+@pytest.fixture(scope="module")
+def budget(tiny_models: dict[str, Path]) -> int:
+    return one_model_budget(str(tiny_models["bert-cls"]))
+
+
+def _settings(tiny_models: dict[str, Path], tmp_path: Path, budget: int | None, **extra):
     spec = {"source": str(tiny_models["bert-cls"]), "tasks": ["text-classification"], "device": "cpu"}
     return load_settings(
         {
@@ -34,8 +49,8 @@ def _settings(tiny_models: dict[str, Path], tmp_path: Path, budget: str | None =
 
 
 @pytest.fixture
-def provider(tiny_models: dict[str, Path], tmp_path: Path):
-    p = Provider(settings=_settings(tiny_models, tmp_path), allow_adhoc=False)
+def provider(tiny_models: dict[str, Path], tmp_path: Path, budget: int):
+    p = Provider(settings=_settings(tiny_models, tmp_path, budget), allow_adhoc=False)
     yield p
     p.close()
 
@@ -59,7 +74,7 @@ def test_advertised_set_follows_the_byte_budget(provider: Provider) -> None:
     assert len(pushed) == 1
     provider.run("cls-a", "text-classification", "a fine day")
     assert adv.sync() is False  # unchanged: nothing to tell Ray
-    provider.run("cls-b", "text-classification", "a fine day")  # 20 MB holds one: cls-a is evicted
+    provider.run("cls-b", "text-classification", "a fine day")  # the budget holds one: cls-a is evicted
     assert adv.sync() is True and pushed[-1] == ["cls-b"]
     clock.t = 11.0  # a refresh is due even without a change, in case an update was lost
     assert adv.sync() is True and pushed[-1] == ["cls-b"]
@@ -83,12 +98,12 @@ def test_load_signal_of_an_idle_replica(provider: Provider) -> None:
 
 
 def test_replica_settings_and_preload_stop_at_the_budget(
-    tiny_models: dict[str, Path], tmp_path: Path
+    tiny_models: dict[str, Path], tmp_path: Path, budget: int
 ) -> None:
-    base = _settings(tiny_models, tmp_path, budget=None, ray={"memory": "20MB"})
+    base = _settings(tiny_models, tmp_path, budget=None, ray={"memory": budget})
     s = replica_settings(base, "SERVE_REPLICA::hfp#hf-provider#abc")
     assert s.home == base.home / "ray" / "SERVE_REPLICA_hfp_hf-provider_abc"  # own history and error reports
-    assert s.memory.host_budget == 20 * 1000**2  # what Ray reserves is the budget
+    assert s.memory.host_budget == budget  # what Ray reserves is the budget
     assert base.memory.host_budget is None  # the shared settings are not changed
     with Provider(settings=s, allow_adhoc=False) as p:
         assert preload(p) == ["cls-a"]  # cls-b does not fit beside it: it loads where it is routed
