@@ -298,9 +298,7 @@ class Provider:
                 param="priority",
             )
         # The lease keeps the model from eviction and keep-alive unloading until the request is queued.
-        # A request waits for a load (or a version switch) at most until its deadline.
-        wait = min(self.settings.memory.load_wait_s, max(0.0, deadline - time.monotonic()))
-        with self.manager.acquire(model, wait_s=wait) as e:
+        with self.manager.acquire(model) as e:
             # During a canary (lifecycle/canary.py) its share of requests goes to the candidate's scheduler.
             sched = e.scheduler if e.canary is None else e.canary.route(e.scheduler, task)
             handler = self.manager.handler(e, task) if sched is e.scheduler else sched.model.handlers[task]
