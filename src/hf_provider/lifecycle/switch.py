@@ -2,9 +2,10 @@
 and "request is queued".
 
 `exclusive` puts the entry in state `switching`: new callers wait in `ModelManager.acquire` as they would for a
-load (within their deadline), callers that took a lease before finish queueing (microseconds: a parse and a
-push), then the block changes the entry. Requests already queued stay with the version that queued them, so the
-outgoing version drains on its own scheduler while the incoming one serves everything new.
+load (up to load_wait_s; a 504 if their deadline passes), callers that took a lease before finish queueing
+(microseconds: a parse and a push), then the block changes the entry. Requests already queued stay with the
+version that queued them, so the outgoing version drains on its own scheduler while the incoming one serves
+everything new.
 """
 
 from __future__ import annotations
