@@ -11,6 +11,7 @@ from hf_provider.errors import InvalidInput, ModelNotFound, VersionConflict
 from hf_provider.hub.resolve import Resolved
 from hf_provider.lifecycle import version as V
 from hf_provider.lifecycle.locking import LockKeeper
+from hf_provider.lifecycle.priority import at_low_priority
 from hf_provider.lifecycle.switch import exclusive
 from hf_provider.lifecycle.warm import WarmVersions
 from hf_provider.memory import heap
@@ -78,12 +79,14 @@ class VersionLoader:
         )
         v = V.Version(key=key, entry=Entry(spec), commit=resolved.commit)
         v.pin("swapping")
+        deadline = time.monotonic() + self.manager.memory.load_wait_s
+
+        def load_and_warm_up() -> None:
+            self.manager._load(v.entry, deadline, key=key, resolved=resolved, faults=faults)
+            V.warm_up(v)  # its stage threads are still at the low priority they inherited
+
         try:
-            self.manager._load(
-                v.entry, time.monotonic() + self.manager.memory.load_wait_s, key=key, resolved=resolved,
-                faults=faults,
-            )  # fmt: skip
-            V.warm_up(v)
+            at_low_priority(load_and_warm_up)
         except BaseException:
             V.drop(self.manager, v, "failed to load or warm up")
             raise
