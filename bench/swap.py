@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -24,12 +25,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _http import Conn, start_server, stop_server
-from _localhub import point_at
 from hf_provider.testing.hub_server import LocalHub
 from hf_provider.testing.models import minilm_path
 
@@ -93,6 +94,16 @@ def rollback_first_answer(url: str) -> tuple[float, str, str]:
                 return time.perf_counter() - t0, before["commit"], want
 
 
+def serve_hub(conn: Any) -> None:
+    """The LocalHub with MiniLM under REVISIONS, until the parent says stop; sends its URL first."""
+    with LocalHub() as hub:
+        hub.add_commit("org/minilm", minilm_path(), tag=REVISIONS[0])
+        for rev in REVISIONS[1:]:
+            hub.add_commit("org/minilm", {"README.md": f"revision {rev}"}, tag=rev)
+        conn.send(hub.url)
+        conn.recv()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
@@ -102,18 +113,24 @@ def main() -> int:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="hfp-bench-swap-"))
-    with LocalHub() as hub:
-        point_at(hub, work / "hf-home")
-        src = minilm_path()
-        commits = {"v1": hub.add_commit("org/minilm", src, tag="v1")}
-        for rev in REVISIONS[1:]:
-            commits[rev] = hub.add_commit("org/minilm", {"README.md": f"revision {rev}"}, tag=rev)
+    # The Hub in a process of its own: its request threads in this one would take the GIL from the load clients
+    # while the server downloads a revision, and the clients would measure that as swap latency.
+    ctx = multiprocessing.get_context("spawn")
+    here, there = ctx.Pipe()
+    hub = ctx.Process(target=serve_hub, args=(there,), daemon=True)
+    hub.start()
+    endpoint = here.recv()
+    try:
         config = work / "hfp.toml"
         config.write_text(
             f'home = "{work / "hfp-home"}"\n\n[[models]]\nname = "{MODEL}"\nsource = "org/minilm"\n'
             'revision = "v1"\ntasks = ["embeddings"]\ndevice = "cpu"\n'
         )
-        env = {k: os.environ[k] for k in ("HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE")}
+        env = {
+            "HF_ENDPOINT": endpoint,
+            "HF_HOME": str(work / "hf-home"),
+            "HF_HUB_CACHE": str(work / "hf-home/hub"),
+        }
         env.update(HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1", HFP_HOME=str(work / "hfp-home"))
         proc, url = start_server(env=env, config=config)
         try:
@@ -138,6 +155,9 @@ def main() -> int:
             ).stdout
         finally:
             stop_server(proc)
+    finally:
+        here.send("stop")
+        hub.join(10)
 
     base_lat = [lat for _, lat, _ in base]
     all_lat = [lat for _, lat, _ in during]
