@@ -19,6 +19,7 @@ from typing import Any
 from hf_provider.cache import pins
 from hf_provider.errors import (
     LoadBackoff,
+    MemoryBudgetExceeded,
     ModelLoadError,
     ModelNotFound,
     ProviderError,
@@ -268,9 +269,11 @@ class ModelManager(MemoryAdmission):
         except BaseException as exc:
             tag(exc, "load")  # for its error report
             with self._lock:
-                e.failures += 1
-                first, cap = LOAD_BACKOFF_S
-                e.retry_at = self.clock() + min(cap, first * 2 ** (e.failures - 1))
+                # Not fitting the budget now is no broken model: memory frees as others go idle; no backoff.
+                if not isinstance(exc, MemoryBudgetExceeded):
+                    e.failures += 1
+                    first, cap = LOAD_BACKOFF_S
+                    e.retry_at = self.clock() + min(cap, first * 2 ** (e.failures - 1))
                 e.state, e.error = "unloaded", str(exc)
                 self.accountant.release(e.spec.name)
                 if e.adhoc and isinstance(exc, ModelNotFound):
