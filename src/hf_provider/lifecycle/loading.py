@@ -11,7 +11,6 @@ from hf_provider.errors import InvalidInput, ModelNotFound, VersionConflict
 from hf_provider.hub.resolve import Resolved
 from hf_provider.lifecycle import version as V
 from hf_provider.lifecycle.locking import LockKeeper
-from hf_provider.lifecycle.priority import at_low_priority
 from hf_provider.lifecycle.switch import exclusive
 from hf_provider.lifecycle.warm import WarmVersions
 from hf_provider.memory import heap
@@ -83,10 +82,12 @@ class VersionLoader:
 
         def load_and_warm_up() -> None:
             self.manager._load(v.entry, deadline, key=key, resolved=resolved, faults=faults)
-            V.warm_up(v)  # its stage threads are still at the low priority they inherited
+            V.warm_up(v)
 
         try:
-            at_low_priority(load_and_warm_up)
+            # At normal CPU priority: a load at nice 19 measured no better p99 during swaps (bench/swap.py) and
+            # risks a priority inversion on the GIL (a low-priority thread holding it while requests wait).
+            load_and_warm_up()
         except BaseException:
             V.drop(self.manager, v, "failed to load or warm up")
             raise
