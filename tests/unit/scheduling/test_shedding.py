@@ -32,9 +32,9 @@ def test_service_rate_smooths_and_ignores_empty_samples() -> None:
     [
         (None, 0.01, 0, False),  # unknown rate
         (0.0, 0.0001, 0, False),  # nothing ahead
-        (0.25, 1.0, 0, False),  # interactive may wait up to 25% of the time left
-        (0.3, 1.0, 0, True),
-        (0.125, 1.0, 1, False),  # bulk only up to 12.5%: it is shed first
+        (0.2, 1.0, 0, False),  # interactive may wait up to 20% of the time left
+        (0.25, 1.0, 0, True),
+        (0.1, 1.0, 1, False),  # bulk only up to 10%: it is shed first
         (0.15, 1.0, 1, True),
     ],
 )
