@@ -1,4 +1,5 @@
-"""The project's SQLite files (metric history, error reports): one way to open them and to check their schema.
+"""The project's SQLite files (metric history, error reports, version history, cache records): one way to open
+them, to check their schema, and to guard them with a lock.
 
 WAL so readers (the dashboard, `hfp errors`) never block the writer thread; synchronous=NORMAL because losing the
 last second of history or reports in a power cut is acceptable, an fsync per batch is not. `path=None` keeps the
@@ -7,7 +8,9 @@ database in memory (the Python API without a home)."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 
 def open_db(path: Path | None) -> sqlite3.Connection:
@@ -37,3 +40,21 @@ def migrate(db: sqlite3.Connection, schema: str, version: int, path: Path | None
             "upgrade hf-provider or point HFP_HOME elsewhere."
         )
     db.execute("COMMIT")
+
+
+class Store:
+    """A SQLite file shared by threads under one lock, created or checked against the subclass's schema."""
+
+    SCHEMA: ClassVar[str]
+    VERSION: ClassVar[int]
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = open_db(path)
+        with self._lock:
+            migrate(self._db, self.SCHEMA, self.VERSION, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

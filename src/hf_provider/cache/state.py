@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hf_provider.dbfile import migrate, open_db
+from hf_provider.dbfile import Store
 
 SCHEMA_VERSION = 1
 RACY_NS = 2_000_000_000  # a digest recorded within this of the file's mtime is checked again (see above)
@@ -49,13 +49,12 @@ def state_dir(cache_dir: Path) -> Path:
     )
 
 
-class CacheState:
+class CacheState(Store):
+    SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
+
     def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+        super().__init__(path)
         self.clock = clock
-        self._db = open_db(path)
-        migrate(self._db, _SCHEMA, SCHEMA_VERSION, path)
-        self._lock = threading.Lock()
 
     # ---- access records ------------------------------------------------------------------------------------
     def touch(self, repo_id: str, commit: str, when: float | None = None) -> None:
@@ -104,10 +103,6 @@ class CacheState:
     def drop_digests(self, path: Path) -> None:
         with self._lock:
             self._db.execute("DELETE FROM verdicts WHERE path = ?", (str(path),))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 _states: dict[Path, CacheState] = {}

@@ -9,14 +9,13 @@ operator actions), so a write is one short transaction on the caller's thread.
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hf_provider.dbfile import migrate, open_db
+from hf_provider.dbfile import Store
 from hf_provider.reporting.redact import mask
 
 SCHEMA_VERSION = 1
@@ -48,18 +47,12 @@ def acting_as(actor: str) -> Iterator[None]:
         ACTOR.reset(token)
 
 
-class HistoryStore:
-    def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._db = open_db(path)
-        with self._lock:
-            migrate(self._db, _SCHEMA, SCHEMA_VERSION, path)
+class HistoryStore(Store):
+    SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(path)
+        self.clock = clock
 
     def record(
         self,

@@ -13,13 +13,11 @@ One connection guarded by one lock: writes come from the writer thread in batche
 from __future__ import annotations
 
 import math
-import threading
 from collections import defaultdict
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from hf_provider.dbfile import migrate, open_db
+from hf_provider.dbfile import Store
 from hf_provider.observability.quantiles import N_BUCKETS, bucket_index
 
 SCHEMA_VERSION = 1
@@ -86,17 +84,8 @@ def _filters(model: str | None, task: str | None) -> tuple[str, list[Any]]:
     return sql, args
 
 
-class HistoryStore:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = open_db(path)
-        with self._lock:
-            migrate(self._db, _SCHEMA, SCHEMA_VERSION, path)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+class HistoryStore(Store):
+    SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
 
     # -- writes --
 

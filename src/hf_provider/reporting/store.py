@@ -9,12 +9,10 @@ a writer's fsync. sqlite3 from the standard library: one small table pair needs 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from hf_provider.dbfile import migrate, open_db
+from hf_provider.dbfile import Store
 from hf_provider.reporting.reports import Report
 
 SCHEMA_VERSION = 1
@@ -42,17 +40,8 @@ _UPSERT = (
 )
 
 
-class ErrorStore:
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = open_db(path)
-        with self._lock:
-            migrate(self._db, _SCHEMA, SCHEMA_VERSION, path)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+class ErrorStore(Store):
+    SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
 
     # -- writes --
 
