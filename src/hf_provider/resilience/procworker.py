@@ -302,9 +302,11 @@ class ProcessWorker:
                 self.died(proc, "the pipe broke")
                 raise self.crashed_error() from exc
             stopped: set[int] = set()
+            checked = time.monotonic()
             while True:
                 ready = mpc.wait([conn, proc.sentinel], _POLL_S if control is not None else None)
-                if conn in ready or (ready and conn.poll()):
+                message = conn in ready or (ready and conn.poll())
+                if message:
                     try:
                         msg = conn.recv()
                     except (EOFError, OSError) as exc:
@@ -324,11 +326,13 @@ class ProcessWorker:
                         control.emit(msg[2], msg[3])
                     elif control is not None and kind == "generated":
                         control.generated(msg[2])
-                    continue
-                if ready:  # the sentinel alone: the process ended and nothing is left to read
+                elif ready:  # the sentinel alone: the process ended and nothing is left to read
                     self.died(proc, "the process ended")
                     raise self.crashed_error()
-                if control is not None:
+                # Stops go out every _POLL_S, also while messages keep coming: a generating child sends one per
+                # step, and a check made only when the pipe is quiet never ran while it generated.
+                if control is not None and (not message or time.monotonic() - checked >= _POLL_S):
+                    checked = time.monotonic()
                     for row in range(rows):
                         if row not in stopped and (why := control.stop_reason(row)) is not None:
                             stopped.add(row)
