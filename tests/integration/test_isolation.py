@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import Cancelled, ConfigError, DeviceFailed, WorkerCrashed
 from hf_provider.resilience import fallback
@@ -72,10 +73,7 @@ def test_an_unknown_isolation_value_is_a_config_error_naming_the_choices(
 def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     from hf_provider.server.factory import build
 
-    cache = Path(
-        os.environ.get("HFP_TEST_MODELS", Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models")
-    )
-    lm = build_sized_gpt2(cache, 64, 2, positions=4096)
+    lm = build_sized_gpt2(TINY_CACHE, 64, 2, positions=4096)
     off = {"failures": 0}  # breakers off: every request must show what the crash itself did
     config = {
         "home": str(tmp_path_factory.mktemp("home")),
