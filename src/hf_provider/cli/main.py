@@ -157,7 +157,9 @@ def serve(
     ] = False,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="join this Ray cluster (implies --ray; default: start a local one)"),
+        typer.Option(
+            "--ray-address", help="join this Ray cluster (implies --ray; default: start a local one)"
+        ),
     ] = None,
 ) -> None:
     """Serve the configured models (or the built-in default) over HTTP."""
