@@ -65,6 +65,19 @@ class Echo:
         return outputs
 
 
+class Prepared(Echo):
+    """Echo that signals when a batch of 8 items has been preprocessed (taken off the queue by the collector)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared = threading.Event()
+
+    def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
+        if len(items) == 8:
+            self.prepared.set()
+        return super().preprocess(items, params)
+
+
 class Steps:
     """A generation-like handler: each row emits one delta per step until its stop reason or `steps`; the test
     releases steps one at a time, so it can cancel a row between two of them."""
@@ -389,10 +402,15 @@ def test_admission_refuses_what_cannot_meet_its_deadline_and_sheds_batch_first()
 
 def test_a_burst_that_fits_one_batch_is_not_refused_on_the_idle_rate() -> None:
     clock = Clock()
-    sched, h, obs, _ = make(clock=clock, max_batch_size=8)
+    h = Prepared()
+    sched, h, obs, _ = make(h, clock=clock, max_batch_size=8)
     h.gate = threading.Event()
     submit(sched, h, 0)
     assert h.entered.wait(WAIT)
+    # One full batch taken and preprocessed behind the running one: the collector now waits for the device to
+    # take it, so it cannot form (or shed from) a batch while the burst arrives, and admission sees every item.
+    submit(sched, h, list(range(8)))
+    assert h.prepared.wait(WAIT)
     sched.rate.items_per_s, sched.rate.batch_s = 4.0, 0.05  # measured idle: lone requests, 50 ms each
     for i in range(9):  # the 9th waits for 8 items: 2 s at 4/s, but one batch of about 50 ms
         submit(sched, h, i, deadline=clock.now + 1.0)
