@@ -187,6 +187,62 @@ class Metrics:
             ["model", "fallback", "reason"],
             registry=r,
         )
+        # Findings and SLOs (observability/monitor.py, observability/slo.py); deploy/prometheus/alerts.yml
+        self.findings = Gauge(
+            f"{p}_findings",
+            "1 while a regression or anomaly finding is active for the model (GET /v1/admin/findings); `kind`: "
+            "latency, error_rate or throughput.",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.findings_raised = Counter(
+            f"{p}_findings_raised",
+            "Findings raised (each start of an active finding).",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.slo_latency_target = Gauge(
+            f"{p}_slo_latency_target_seconds",
+            "The model's configured p95 latency target (hfp.toml `slo = { p95_ms = ... }`).",
+            ["model"],
+            registry=r,
+        )
+        self.slo_error_rate_target = Gauge(
+            f"{p}_slo_error_rate_target",
+            "The model's configured error-rate target (hfp.toml `slo = { error_rate = ... }`).",
+            ["model"],
+            registry=r,
+        )
+        self.slo_slow_requests = Counter(
+            f"{p}_slo_slow_requests",
+            "Answered requests slower than the model's p95 target: the latency SLO's budget is 5% of requests.",
+            ["model"],
+            registry=r,
+        )
+        # Read at scrape time (observability/scrape.py)
+        self.worker_restarts = Gauge(
+            f"{p}_worker_restarts",
+            "Restarts of the model's worker process since it was loaded (isolation = process).",
+            ["model"],
+            registry=r,
+        )
+        self.server_restarts = Gauge(
+            f"{p}_server_restarts",
+            "Restarts of the server process by `hfp serve`'s respawn loop.",
+            registry=r,
+        )
+        self.memory_budget_bytes = Gauge(
+            f"{p}_memory_budget_bytes", "The memory budget of a pool (host, cuda:N).", ["pool"], registry=r
+        )
+        self.memory_used_bytes = Gauge(
+            f"{p}_memory_used_bytes", "Bytes held against the memory budget of a pool.", ["pool"], registry=r
+        )
+        self.cache_budget_bytes = Gauge(
+            f"{p}_cache_budget_bytes", "The HF cache's disk budget (`[cache] disk_budget`).", registry=r
+        )
+        self.cache_used_bytes = Gauge(
+            f"{p}_cache_used_bytes", "Bytes of the HF cache, measured at most once a minute.", registry=r
+        )
         # Process and system
         self.process_cpu_percent = Gauge(
             f"{p}_process_cpu_percent",
