@@ -26,8 +26,8 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, 
         yield h
 
 
-def locked(lock: Path) -> Provider:
-    spec = ModelSpec(name="cls", source="org/cls", revision="main", tasks=[TASK], device="cpu")
+def locked(lock: Path, **spec_fields: Any) -> Provider:
+    spec = ModelSpec(name="cls", source="org/cls", revision="main", tasks=[TASK], device="cpu", **spec_fields)
     return Provider([spec], settings=load_settings({"metrics_enabled": False}), locked=True, lock_file=lock)
 
 
@@ -51,3 +51,18 @@ def test_swap_and_rollback_rewrite_the_lock_entry(hub: Any, tmp_path: Path) -> N
         assert read_lock(lock)["cls"].commit == v2
         p.lifecycle.rollback("cls")
         assert read_lock(lock)["cls"].commit == hub.v1
+
+
+def test_a_swap_of_a_remote_code_model_pins_its_code_to_the_commit_swapped_in(hub: Any, tmp_path: Path) -> None:
+    # `hfp lock` records code_revision for trust_remote_code models; a rewrite after a swap must not drop it, or a
+    # locked restart would run whatever code the repo's default branch holds then.
+    lock = tmp_path / "hfp.lock"
+    snap = resolve("org/cls", hub.v1)
+    write_lock(lock, [entry_from_snapshot("cls", "org/cls", "main", hub.v1, snap.path, code_revision=hub.v1)])
+    v2 = hub.add_commit("org/cls", {"README.md": b"moved on"}, tag="v2")
+    with locked(lock, trust_remote_code=True) as p:
+        p.load("cls")
+        p.lifecycle.swap("cls", "v2")
+        assert read_lock(lock)["cls"].code_revision == v2
+        p.lifecycle.rollback("cls")
+        assert (read_lock(lock)["cls"].commit, read_lock(lock)["cls"].code_revision) == (hub.v1, hub.v1)

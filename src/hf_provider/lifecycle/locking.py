@@ -42,7 +42,10 @@ class LockKeeper:
         from hf_provider.hub.lockfile import entry_from_snapshot, update_entry
 
         revision = self._configured.get(e.spec.name) or "main"
-        update_entry(
-            path, entry_from_snapshot(e.spec.name, e.spec.source, revision, e.model.commit, e.model.path)
+        # as `hfp lock` writes it: remote code is pinned to the model's own commit, the one serving now
+        code = e.model.commit if e.spec.trust_remote_code else None
+        entry = entry_from_snapshot(
+            e.spec.name, e.spec.source, revision, e.model.commit, e.model.path, code_revision=code
         )
+        update_entry(path, entry)
         log.info("lock entry of %s now pins %s (swapped to %s)", e.spec.name, e.model.commit, asked)
