@@ -196,3 +196,44 @@ def test_a_prune_between_the_fetch_and_the_weights_loading_spares_that_revision(
         p.close()
     assert [r.repo_id for r in pruned[0].remove] == ["org/b"]
     assert _cached(_scan()) == {"org/a"}
+
+
+_HOLDER = """
+import sys
+from hf_provider import ModelSpec, Provider
+p = Provider([ModelSpec(name="b", source="org/b", tasks=["text-classification"])])
+p.load("b")
+print("loaded", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_prune_in_another_process_keeps_what_a_running_server_has_loaded(
+    hub: LocalHub, tmp_path: Path
+) -> None:
+    # `hfp cache prune` runs in a process of its own: the revisions a server holds reach it through the cache's
+    # shared state, and stop counting when that server dies (killed: no chance to clean up after itself).
+    import subprocess
+    import sys
+
+    for n in "bc":
+        resolve(f"org/{n}")
+    server = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "loaded"
+        cfg = tmp_path / "hfp.toml"
+        cfg.write_text("[cache]\ndisk_budget = 1\n")
+        runner = CliRunner()
+        r = runner.invoke(app, ["cache", "ls", "--config", str(cfg), "--json"])
+        by_repo = {x["repo_id"]: x["protected"] for x in json.loads(r.stdout)["revisions"]}
+        assert by_repo["org/b"] == ["loaded"] and by_repo["org/c"] == []
+        r = runner.invoke(app, ["cache", "prune", "--config", str(cfg), "--json"])
+        assert r.exit_code == 0 and [x["repo_id"] for x in json.loads(r.stdout)["removed"]] == ["org/c"]
+        assert _cached(_scan()) == {"org/b"}
+    finally:
+        server.kill()
+        server.wait(30)
+    r = CliRunner().invoke(app, ["cache", "prune", "--config", str(cfg), "--json"])
+    assert [x["repo_id"] for x in json.loads(r.stdout)["removed"]] == ["org/b"]

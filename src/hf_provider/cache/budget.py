@@ -64,7 +64,7 @@ def revisions(
 ) -> list[Revision]:
     """Every cached model revision with its recency and why it is protected, least recently used first."""
     used = state.last_used()
-    held = pins.snapshot()
+    held = pins.everywhere(state)  # ours and live processes' (a server's, for `hfp cache prune`)
     for key, why in (protect or {}).items():
         held.setdefault(key, set()).update(why)
     out = []
@@ -118,7 +118,7 @@ def enforce(
     p = plan(info, limit, revisions(info, state, protect))
     if p.remove and not dry_run:
         # Re-check the pins just before deleting: a load may have started since the scan.
-        now = pins.snapshot()
+        now = pins.everywhere(state)
         remove = tuple(r for r in p.remove if (r.repo_id, r.commit) not in now)
         info.delete_revisions(*(r.commit for r in remove)).execute()
         for r in remove:

@@ -4,16 +4,27 @@ One process-wide registry, reference counted per (repo_id, commit, reason), beca
 independently: the model manager while a revision is loaded, a swap while its candidate loads beside the old one,
 `--locked` for every locked commit. Pruning asks `is_pinned` (or `snapshot`) just before deleting; anything that
 holds a pin is skipped. Thread-safe; cheap enough to call on every load and unload.
+
+Other processes prune the same cache too (`hfp cache prune`, a second server), so every change is also published
+to the cache's shared state (cache/state.py `holds`), and `everywhere` adds what live processes hold to ours.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from hf_provider.cache.state import CacheState
+
+log = logging.getLogger(__name__)
 
 Reason = Literal["loaded", "locked", "swapping"] | str
 
@@ -27,6 +38,7 @@ _holders: list[weakref.WeakMethod[Callable[[], Iterable[tuple[str, str]]]]] = []
 def pin(repo_id: str, commit: str, reason: Reason) -> None:
     with _lock:
         _pins[(repo_id, commit, reason)] += 1
+    publish()
 
 
 def unpin(repo_id: str, commit: str, reason: Reason) -> None:
@@ -36,6 +48,37 @@ def unpin(repo_id: str, commit: str, reason: Reason) -> None:
             _pins.pop(key, None)
         else:
             _pins[key] -= 1
+    publish()
+
+
+def publish(state: CacheState | None = None) -> None:
+    """Write what this process holds now to the shared state of the cache in use (`state`, else the current Hub
+    cache's). Called on every pin change and by the model manager after each load and unload. Best effort: a
+    read-only cache folder must not fail a load; a prune elsewhere then only sees what other processes hold."""
+    try:
+        if state is None:
+            from hf_provider.cache.state import state_for
+            from hf_provider.hub.resolve import HubEnv
+
+            state = state_for(HubEnv.current().cache_dir)
+        state.publish_holds(os.getpid(), _started(), snapshot())
+    except Exception as exc:  # sqlite3 errors, an unwritable folder
+        log.debug("could not publish the cache revisions this process holds: %s", exc)
+
+
+def everywhere(state: CacheState) -> dict[tuple[str, str], set[str]]:
+    """`snapshot()` plus what other live processes using the same cache hold."""
+    out = snapshot()
+    for key, why in state.held_elsewhere(os.getpid()).items():
+        out.setdefault(key, set()).update(why)
+    return out
+
+
+@functools.cache
+def _started() -> float:
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 @contextmanager

@@ -12,6 +12,9 @@ cache folder itself holds nothing `hf cache` does not know.
   git's "racily clean" rule, a digest recorded less than RACY_NS after the file's mtime is not trusted: a write in
   the same timestamp tick (the kernel's coarse clock; 1-2 s on FAT, ext3, HFS+) would leave the mtime as it was.
   Such a file (one hashed right after its download, so a small one) is hashed once more at its next check.
+- `holds`: the revisions each running process has loaded, swapping or warm (cache/pins.py publishes them), so a
+  prune in another process (`hfp cache prune`, another server on the same cache) never removes them. A row counts
+  while its process lives: (pid, start time) tells a live holder from a dead one whose pid was reused.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from hf_provider.dbfile import Store
@@ -34,7 +37,10 @@ CREATE TABLE IF NOT EXISTS access (
     PRIMARY KEY (repo_id, commit_hash));
 CREATE TABLE IF NOT EXISTS verdicts (
     path TEXT NOT NULL, algorithm TEXT NOT NULL, inode INTEGER NOT NULL, size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL, recorded_ns INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (path, algorithm))
+    mtime_ns INTEGER NOT NULL, recorded_ns INTEGER NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (path, algorithm));
+CREATE TABLE IF NOT EXISTS holds (
+    repo_id TEXT NOT NULL, commit_hash TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
+    reasons TEXT NOT NULL, PRIMARY KEY (repo_id, commit_hash, pid))
 """
 
 
@@ -76,6 +82,38 @@ class CacheState(Store):
         with self._lock:
             self._db.execute("DELETE FROM access WHERE repo_id = ? AND commit_hash = ?", (repo_id, commit))
 
+    # ---- holds ----------------------------------------------------------------------------------------------
+    def publish_holds(self, pid: int, started: float, held: Mapping[tuple[str, str], Iterable[str]]) -> None:
+        """Replace what process `pid` (started at `started`, epoch seconds) holds with `held`."""
+        rows = [(r, c, pid, started, ",".join(sorted(why))) for (r, c), why in held.items()]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM holds WHERE pid = ?", (pid,))
+                self._db.executemany("INSERT OR REPLACE INTO holds VALUES (?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def held_elsewhere(self, pid: int) -> dict[tuple[str, str], set[str]]:
+        """(repo, commit) -> reasons held by live processes other than `pid`; rows of dead ones are removed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT repo_id, commit_hash, pid, started, reasons FROM holds WHERE pid != ?", (pid,)
+            ).fetchall()
+        out: dict[tuple[str, str], set[str]] = {}
+        dead: set[int] = set()
+        for repo, commit, holder, started, why in rows:
+            if holder in dead or not _alive(holder, started):
+                dead.add(holder)
+                continue
+            out.setdefault((repo, commit), set()).update(w for w in why.split(",") if w)
+        if dead:
+            with self._lock:
+                self._db.executemany("DELETE FROM holds WHERE pid = ?", [(d,) for d in dead])
+        return out
+
     # ---- digests ---------------------------------------------------------------------------------------------
     def digest(self, path: Path, algorithm: str, st: os.stat_result) -> str | None:
         """The digest recorded for `path` if the file is still the one that was hashed (same inode, size, mtime)."""
@@ -103,6 +141,16 @@ class CacheState(Store):
     def drop_digests(self, path: Path) -> None:
         with self._lock:
             self._db.execute("DELETE FROM verdicts WHERE path = ?", (str(path),))
+
+
+def _alive(pid: int, started: float) -> bool:
+    """Whether process `pid` runs and is the one that started at `started` (not a later one given its pid)."""
+    import psutil
+
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # AccessDenied: alive, someone else's: keep its rows
+        return psutil.pid_exists(pid)
 
 
 _states: dict[Path, CacheState] = {}

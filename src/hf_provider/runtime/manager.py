@@ -290,6 +290,7 @@ class ModelManager(MemoryAdmission):
         self._loaded(e, None)
 
     def _loaded(self, e: Entry, error: BaseException | None) -> None:
+        pins.publish()  # other processes pruning this cache now see what is loaded here
         if self.on_load is not None:
             self.supervisor.call("lifecycle", self.on_load, e, error)
 
@@ -496,6 +497,7 @@ class ModelManager(MemoryAdmission):
             self._changed.notify_all()
         del model, sched
         release_memory(device, refreeze=self.memory.freeze_heap)
+        pins.publish()
         self.observer.model_unloaded(name, reason)
         log.info("unloaded %s (%s)", name, reason)
         return True
