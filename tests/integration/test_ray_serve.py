@@ -1,6 +1,7 @@
 """The application on a real local Ray Serve (2 CPUs, no dashboard), started once for this module: the OpenAI
-client through Ray's proxy, scaling up under load and down when idle without a failed request, and two models
-kept on separate replicas by the multiplexed model id under a budget that holds one each.
+client through Ray's proxy, scaling up under load and down when idle without a failed request, two models
+kept on separate replicas by the multiplexed model id under a budget that holds one each, a hot model spreading
+to the other replica, and scaling to zero and back for a request.
 
 Slow on a 2-core machine (Ray's start and each replica's start take tens of seconds), so one Ray instance and
 two applications serve every test here.
@@ -36,6 +37,7 @@ from hf_provider.settings import load_settings  # noqa: E402
 
 APP = "hfp"
 AFFINITY_APP = "hfp-affinity"
+ZERO_APP = "hfp-zero"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def ray_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         finally:
             try:
                 serve.shutdown()
-                for app in (APP, AFFINITY_APP):
+                for app in (APP, AFFINITY_APP, ZERO_APP):
                     shutdown_directory(app)
             finally:
                 ray.shutdown()
@@ -166,49 +168,150 @@ def test_scales_up_under_load_and_down_when_idle_without_failures(minilm_app: st
     assert results and set(results) == {200}, f"failed requests: {[s for s in results if s != 200]}"
 
 
-def test_two_models_stay_on_separate_replicas(ray_url: str, tiny_models: dict, tmp_path: Path) -> None:
-    """The budget per replica holds one tiny classifier, not two (1.5x what one is accounted, measured here):
-    without affinity alternating requests would evict and reload on every switch."""
+def _one_model_budget(source: str) -> int:
+    """1.5x what one tiny classifier is accounted (measured here): a replica's budget holds one, not two."""
     from hf_provider.provider import Provider
 
-    cls = str(tiny_models["bert-cls"])
-    spec = {"source": cls, "tasks": ["text-classification"], "device": "cpu"}
+    spec = {"source": source, "tasks": ["text-classification"], "device": "cpu"}
     with Provider(
         settings=load_settings({"models": [{"name": "probe", **spec}]}), allow_adhoc=False
     ) as probe:
         probe.load("probe")
-        budget = int(probe.manager.describe()[0]["accounted_bytes"] * 1.5)
+        return int(probe.manager.describe()[0]["accounted_bytes"] * 1.5)
+
+
+@pytest.fixture(scope="module")
+def affinity_app(ray_url: str, tiny_models: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two replicas, two models, a budget that holds one each. Batches of 2 items, so a flood of requests
+    queues on the replica (its queue wait is the hot signal), and a low wait target to call it hot."""
+    cls = str(tiny_models["bert-cls"])
+    spec = {
+        "source": cls,
+        "tasks": ["text-classification"],
+        "device": "cpu",
+        "batching": {"max_batch_size": 2},
+    }
     settings = load_settings(
         {
-            "home": str(tmp_path / "hfp"),
+            "home": str(tmp_path_factory.mktemp("hfp-affinity")),
             "load_on_start": False,
-            "memory": {"host_budget": budget, "min_residency_s": 0},
-            "ray": {"min_replicas": 2, "max_replicas": 2, "num_cpus": 0.25},
+            "memory": {"host_budget": _one_model_budget(cls), "min_residency_s": 0},
+            "ray": {
+                "min_replicas": 2,
+                "max_replicas": 2,
+                "num_cpus": 0.25,
+                "target_queue_wait_s": 0.02,
+                "routing_stats_period_s": 0.5,
+            },
             "models": [{"name": "cls-a", **spec}, {"name": "cls-b", **spec}],
         }
     )
     handle = serve.run(application(settings), name=AFFINITY_APP, route_prefix=None, blocking=False)
     try:
-
-        def run(model: str) -> dict[str, Any]:
-            call = handle.options(multiplexed_model_id=model).run
-            return call.remote(model, "text-classification", ["a fine day"]).result(timeout_s=120)
-
-        served: dict[str, set[str]] = {"cls-a": set(), "cls-b": set()}
-        for model in ("cls-a", "cls-b"):  # the first of each, apart: the router learns where each went
-            served[model].add(run(model)["replica"])
-            time.sleep(3)  # the replica's push reaches the router through Ray's controller
-        for i in range(24):
-            model = ("cls-a", "cls-b")[i % 2]
-            out = run(model)
-            assert out["result"], out
-            served[model].add(out["replica"])
-        assert len(served["cls-a"]) == 1 and len(served["cls-b"]) == 1, served
-        assert served["cls-a"] != served["cls-b"]
-        directory = ray.get_actor(directory_name(AFFINITY_APP), namespace="hfp")
-        time.sleep(1.5)  # one refresh of every replica's view
-        views = ray.get(directory.all.remote())
-        loads = sum(m["loads"] for v in views for m in v["models"])
-        assert loads == 2, views  # each model loaded once, on its own replica
+        yield handle
     finally:
         serve.delete(AFFINITY_APP)
+
+
+def _run(handle: Any, model: str, inputs: Any = "a fine day") -> dict[str, Any]:
+    call = handle.options(multiplexed_model_id=model).run
+    return call.remote(model, "text-classification", inputs).result(timeout_s=120)
+
+
+def _views(app: str) -> list[dict[str, Any]]:
+    directory = ray.get_actor(directory_name(app), namespace="hfp")
+    time.sleep(1.5)  # one refresh of every replica's view
+    return ray.get(directory.all.remote())
+
+
+def test_two_models_stay_on_separate_replicas(affinity_app: Any) -> None:
+    """Without affinity alternating requests would evict and reload on every switch."""
+    served: dict[str, set[str]] = {"cls-a": set(), "cls-b": set()}
+    for model in ("cls-a", "cls-b"):  # the first of each, apart: the router learns where each went
+        served[model].add(_run(affinity_app, model)["replica"])
+        time.sleep(3)  # the replica's push reaches the router through Ray's controller
+    for i in range(24):
+        model = ("cls-a", "cls-b")[i % 2]
+        out = _run(affinity_app, model)
+        assert out["result"], out
+        served[model].add(out["replica"])
+    assert len(served["cls-a"]) == 1 and len(served["cls-b"]) == 1, served
+    assert served["cls-a"] != served["cls-b"]
+    views = _views(AFFINITY_APP)
+    loads = sum(m["loads"] for v in views for m in v["models"])
+    assert loads == 2, views  # each model loaded once, on its own replica
+
+
+def test_a_hot_model_spreads_to_the_other_replica(affinity_app: Any) -> None:
+    """cls-a is flooded, cls-b idle: once cls-a's replica reports it hot (queue wait over the target), its
+    requests also go to the other replica, which loads it. Ray's own router would keep them on the first until
+    it held max_ongoing_requests (64), far more than the 12 in flight here."""
+    home = {
+        m: _run(affinity_app, m)["replica"] for m in ("cls-a", "cls-b")
+    }  # placed, as the test above left them
+    time.sleep(3)
+    assert home["cls-a"] != home["cls-b"], home
+    results: list[str] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                out = _run(affinity_app, "cls-a", [f"text {i} of a long queue" for i in range(8)])
+                results.append(out["replica"])
+            except BaseException as e:  # counted, not raised in a thread where nobody would see it
+                failures.append(e)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(12)]
+    for t in threads:
+        t.start()
+    try:
+        spread_s = _until(lambda: home["cls-b"] in results, 60, "cls-a served by the second replica")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    print(f"cls-a spread to a second replica after {spread_s:.1f} s, {len(results)} requests")
+    assert not failures, failures[:3]
+    on_b = next(v for v in _views(AFFINITY_APP) if v["replica"] == home["cls-b"])
+    assert any(m["name"] == "cls-a" and m["loads"] >= 1 for m in on_b["models"]), on_b
+
+
+def test_idle_deployment_scales_to_zero_and_a_request_then_is_served(
+    ray_url: str, tiny_models: dict, tmp_path: Path
+) -> None:
+    spec = {"source": str(tiny_models["bert-cls"]), "tasks": ["text-classification"], "device": "cpu"}
+    settings = load_settings(
+        {
+            "home": str(tmp_path / "hfp"),
+            "ray": {
+                "min_replicas": 0,
+                "max_replicas": 1,
+                "initial_replicas": 0,
+                "num_cpus": 0.25,
+                "upscale_delay_s": 0,
+                "downscale_delay_s": 1,
+                "look_back_period_s": 1,
+                "metrics_interval_s": 0.5,
+            },
+            "models": [{"name": "cls", **spec}],
+        }
+    )
+    handle = serve.run(application(settings), name=ZERO_APP, route_prefix=None, blocking=False)
+    try:
+        assert _running(ZERO_APP) == 0
+        cold_s = []
+        for round_ in range(2):  # deployed at zero, then back at zero after being idle
+            t0 = time.monotonic()
+            out = _run(handle, "cls")  # waits in the handle's router while Ray starts a replica (cold start)
+            cold_s.append(time.monotonic() - t0)
+            assert out["result"], out
+            assert _running(ZERO_APP) == 1
+            if round_ == 0:
+                to_zero_s = _until(lambda: _running(ZERO_APP) == 0, 60, "scale to zero when idle")
+        print(
+            f"cold starts served in {cold_s[0]:.1f} s and {cold_s[1]:.1f} s, idle to zero in {to_zero_s:.1f} s"
+        )
+    finally:
+        serve.delete(ZERO_APP)

@@ -51,6 +51,21 @@ class RaySettings(BaseModel):
     target_queue_wait_s: float = Field(
         0.25, gt=0, description="queued_work: the estimated queue wait each replica should stay under"
     )
+    target_queued_tokens: int = Field(
+        4096,
+        ge=1,
+        description="queued_work: the generation tokens (prompt + max_new_tokens of each queued item) each "
+        "replica's queues should stay under; encoder models queue none",
+    )
+    spread_hot_models: bool = Field(
+        True,
+        description="route a model's requests to more replicas once every replica holding it reports it hot "
+        "(its queue wait or queued tokens over the targets above), not only once they are full "
+        "(max_ongoing_requests): a custom Ray request router, scaling/router.py",
+    )
+    routing_stats_period_s: float = Field(
+        1.0, gt=0, description="how often Ray asks each replica which of its models are hot"
+    )
     target_ongoing_requests: float = Field(
         16.0, gt=0, description="Ray's target of requests in flight and queued per replica"
     )

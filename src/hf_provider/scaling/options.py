@@ -9,6 +9,7 @@ from hf_provider.scaling.config import DEPLOYMENT_NAME
 from hf_provider.settings import Settings
 
 POLICY_PATH = "hf_provider.scaling.policy:QueuedWorkPolicy"
+ROUTER_PATH = "hf_provider.scaling.router:HotModelRouter"
 # Ray's metric push intervals (default 10 s) are read from the environment of its processes.
 PUSH_INTERVAL_VARS = (
     "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
@@ -40,7 +41,10 @@ def autoscaling_config(settings: Settings) -> dict[str, Any]:
     if r.policy == "queued_work":
         cfg["policy"] = {
             "policy_function": POLICY_PATH,
-            "policy_kwargs": {"target_queue_wait_s": r.target_queue_wait_s},
+            "policy_kwargs": {
+                "target_queue_wait_s": r.target_queue_wait_s,
+                "target_queued_tokens": r.target_queued_tokens,
+            },
         }
     return cfg
 
@@ -53,10 +57,25 @@ def actor_options(settings: Settings) -> dict[str, Any]:
     return opts
 
 
+def request_router_config(settings: Settings) -> dict[str, Any] | None:
+    """Our router (a hot model spreads, scaling/router.py), or None for Ray's default."""
+    r = settings.ray
+    if not r.spread_hot_models:
+        return None
+    return {
+        "request_router_class": ROUTER_PATH,
+        "request_routing_stats_period_s": r.routing_stats_period_s,
+        # a replica answers from memory; a slow answer means it is busy, and its last stats stand meanwhile
+        "request_routing_stats_timeout_s": max(5.0, 5 * r.routing_stats_period_s),
+    }
+
+
 def deployment_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments of `serve.deployment(...)`; also the `deployments:` entry of a Serve config file."""
     r = settings.ray
+    router = request_router_config(settings)
     return {
+        **({"request_router_config": router} if router is not None else {}),
         "name": DEPLOYMENT_NAME,
         "max_ongoing_requests": r.max_ongoing_requests,
         "autoscaling_config": autoscaling_config(settings),

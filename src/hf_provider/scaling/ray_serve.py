@@ -4,7 +4,8 @@ the admin routes read across replicas. `hf_provider.ray` re-exports the public p
 One replica = one Provider with its own byte budget, serving the same FastAPI app as `hfp serve` (through
 `serve.ingress`, built at replica start by `__serve_build_asgi_app__`), so batching, admission, eviction,
 monitoring and the error table work unchanged inside it. Ray adds replicas, its HTTP proxy, autoscaling, and
-routing by the multiplexed model id (the `serve_multiplexed_model_id` header or handle option).
+routing by the multiplexed model id (the `serve_multiplexed_model_id` header or handle option), through our
+request router (scaling/router.py: a hot model spreads) and our autoscaling policy (scaling/policy.py).
 """
 
 from __future__ import annotations
@@ -83,9 +84,11 @@ class HFProviderReplica:
         import torch
 
         from hf_provider.scaling.budget import torch_threads
+        from hf_provider.scaling.ray_compat import model_ids_pusher
         from hf_provider.scaling.replica import Advertiser, preload, replica_settings
         from hf_provider.server.factory import build
 
+        push_models = model_ids_pusher()  # first: a Ray without the API fails here, before any model loads
         ctx = serve.get_replica_context()
         self.replica_id = ctx.replica_id.to_full_id_str()
         self.app_name = ctx.app_name
@@ -98,7 +101,7 @@ class HFProviderReplica:
         self.node = ray.util.get_node_ip_address()
         if load_now:  # before Ray routes here: a replica added under load serves at once
             preload(self.provider)
-        self.advertiser = Advertiser(self.provider, self._push_models)
+        self.advertiser = Advertiser(self.provider, push_models)
         self._directory = _directory(self.app_name)
         self._stopping = False
         self.provider.supervisor.spawn("ray-replica", self._refresh_once, name="hfp-ray-replica")
@@ -116,6 +119,13 @@ class HFProviderReplica:
         from hf_provider.scaling.replica import autoscaling_stats
 
         return autoscaling_stats(self.provider)
+
+    def record_routing_stats(self) -> dict[str, list[str]]:
+        """Pulled by Ray's controller every `routing_stats_period_s` for the request router: our hot models
+        (scaling/router.py spreads their requests to more replicas)."""
+        from hf_provider.scaling.replica import routing_stats
+
+        return routing_stats(self.provider)
 
     def check_health(self) -> None:
         """A dead stage or background thread makes Ray replace this replica; a failing model load does not
@@ -151,17 +161,6 @@ class HFProviderReplica:
     def _on_model(self, model_id: str | None) -> None:
         if model_id:
             self.advertiser.note_request(model_id)
-
-    def _push_models(self, names: list[str]) -> None:
-        # Ray's own @serve.multiplexed wrapper reports this way (ray.serve.multiplex); no public call exists
-        # for a replica whose models are managed by something else (our byte budget).
-        from ray.serve._private.common import RequestRoutingInfo
-        from ray.serve.context import _get_global_client, _get_internal_replica_context
-
-        replica_id = _get_internal_replica_context().replica_id
-        _get_global_client().record_request_routing_info(
-            RequestRoutingInfo(replica_id=replica_id, multiplexed_model_ids=names)
-        )
 
     def _refresh_once(self) -> bool:
         if self._stopping:

@@ -15,7 +15,8 @@ from typing import Any
 from hf_provider.memory.budget import gpu_total_bytes
 from hf_provider.provider import Provider
 from hf_provider.scaling.budget import replica_gpu_budget, replica_host_budget
-from hf_provider.scaling.policy import IN_FLIGHT, QUEUE_WAIT, QUEUED_ITEMS
+from hf_provider.scaling.policy import IN_FLIGHT, QUEUE_WAIT, QUEUED_ITEMS, QUEUED_TOKENS
+from hf_provider.scaling.spread import HOT
 from hf_provider.settings import Settings
 
 ADVERTISED = ("loading", "ready")  # states in which a replica holds (or is about to hold) a model
@@ -70,23 +71,50 @@ def preload(provider: Provider) -> list[str]:
     return loaded
 
 
-def autoscaling_stats(provider: Provider) -> dict[str, float]:
-    """The replica's load for the autoscaling policy (scaling/policy.py): the longest estimated queue wait of
-    its models (items ahead over the measured service rate), queued items and requests in flight."""
+def _queue_signals(provider: Provider) -> dict[str, tuple[float, int]]:
+    """Per model with a queue: the estimated wait of a new item (every queued item ahead, bulk included) and the
+    generation tokens queued."""
     manager = provider.manager
-    wait = 0.0
+    out = {}
     for name in manager.names():
         scheduler = manager.entry(name).scheduler
         if scheduler is None or scheduler.queue_depth == 0:
             continue
-        w = scheduler.estimated_wait_s(priority=1)  # priority 1: every queued item, bulk included
-        if w is not None:
-            wait = max(wait, w)
+        wait = scheduler.estimated_wait_s(priority=1)
+        out[name] = (float(wait or 0.0), scheduler.queued_tokens())
+    return out
+
+
+def autoscaling_stats(provider: Provider) -> dict[str, float]:
+    """The replica's load for the autoscaling policy (scaling/policy.py): the longest estimated queue wait of
+    its models (items ahead over the measured service rate), the generation tokens queued (prompt +
+    max_new_tokens of each queued item), queued items and requests in flight."""
+    manager = provider.manager
+    signals = _queue_signals(provider)
     return {
-        QUEUE_WAIT: float(wait),
+        QUEUE_WAIT: max((w for w, _ in signals.values()), default=0.0),
+        QUEUED_TOKENS: float(sum(t for _, t in signals.values())),
         QUEUED_ITEMS: float(manager.queued_items()),
         IN_FLIGHT: float(sum(manager.in_flight_by_model().values())),
     }
+
+
+def hot_models(provider: Provider) -> list[str]:
+    """The models this replica is saturated with: queue wait past `target_queue_wait_s` or queued generation
+    tokens past `target_queued_tokens`, the autoscaling policy's targets. The request router lets their
+    requests spread to other replicas (scaling/spread.py)."""
+    r = provider.settings.ray
+    return sorted(
+        name
+        for name, (wait, tokens) in _queue_signals(provider).items()
+        if wait > r.target_queue_wait_s or tokens > r.target_queued_tokens
+    )
+
+
+def routing_stats(provider: Provider) -> dict[str, list[str]]:
+    """What Ray's controller pulls from the replica for its routers. Only the hot set, no figures: Ray sends
+    the stats to every router each time they change, and this changes only when a model turns hot or cools."""
+    return {HOT: hot_models(provider)}
 
 
 def replica_view(provider: Provider, replica_id: str, node: str | None) -> dict[str, Any]:

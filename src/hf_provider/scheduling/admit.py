@@ -41,6 +41,12 @@ class Admission:
         ahead = len(self._queue) if priority else self._queue.class_len(0)
         return self.rate.wait_s(ahead, self._queue.max_batch_size)
 
+    def queued_tokens(self) -> int:
+        """Token budget (prompt + max_new_tokens) of the generation items waiting in the queue: the work they
+        hold, which an item count hides (one may ask for 8 new tokens, the next for 2000)."""
+        with self._cv:
+            return self._queue.generation_tokens()
+
     def _record_refusal(
         self, task: str, now: float, error: ProviderError, items: int = 0, tokens: int = 0
     ) -> None:

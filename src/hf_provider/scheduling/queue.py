@@ -98,6 +98,11 @@ class BatchQueue:
                 seen.setdefault(id(s.request), s.request)
         return list(seen.values())
 
+    def generation_tokens(self) -> int:
+        """The token budget of the queued items of generation requests: each item's n_tokens, which the
+        generative handlers size as prompt + max_new_tokens (the Ray autoscaling signal, scaling/policy.py)."""
+        return sum(s.item.n_tokens for q in self._classes for s in q if s.request.handler.generative)
+
     def _anchor_class(self, now: float) -> int | None:
         # The batch class is served first only when its head has waited past aging_s, so bulk work cannot
         # starve interactive work, yet is not starved by it either.

@@ -74,7 +74,14 @@ def test_written_config_is_accepted_by_rays_schema(tmp_path: Path) -> None:
     auto = dep.autoscaling_config
     assert (auto["min_replicas"], auto["max_replicas"]) == (1, 4)
     assert auto["policy"]["policy_function"] == "hf_provider.scaling.policy:QueuedWorkPolicy"
-    assert auto["policy"]["policy_kwargs"] == {"target_queue_wait_s": 0.5}
+    assert auto["policy"]["policy_kwargs"] == {"target_queue_wait_s": 0.5, "target_queued_tokens": 4096}
+    from ray.serve.config import RequestRouterConfig
+
+    router = RequestRouterConfig.model_validate(dep.request_router_config)
+    router._serialize_request_router_cls()  # what Ray does at deploy: imports the class by its path
+    assert router.get_request_router_class().__name__ == "HotModelRouter"
+    assert router.request_router_class == "hf_provider.scaling.router:HotModelRouter"
+    assert router.request_routing_stats_period_s == 1.0
 
 
 def test_builder_refuses_args_that_are_not_a_config() -> None:

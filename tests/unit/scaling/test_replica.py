@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from hf_provider.provider import Provider
-from hf_provider.scaling.policy import IN_FLIGHT, QUEUE_WAIT, QUEUED_ITEMS
-from hf_provider.scaling.replica import Advertiser, autoscaling_stats, preload, replica_settings
+from hf_provider.scaling.policy import IN_FLIGHT, QUEUE_WAIT, QUEUED_ITEMS, QUEUED_TOKENS
+from hf_provider.scaling.replica import (
+    Advertiser,
+    autoscaling_stats,
+    preload,
+    replica_settings,
+    routing_stats,
+)
+from hf_provider.scaling.spread import HOT
 from hf_provider.settings import load_settings
 
 
@@ -93,8 +100,9 @@ def test_a_noted_model_that_never_loads_is_forgotten(provider: Provider) -> None
 def test_load_signal_of_an_idle_replica(provider: Provider) -> None:
     provider.run("cls-a", "text-classification", "a fine day")
     stats = autoscaling_stats(provider)
-    assert stats == {QUEUE_WAIT: 0.0, QUEUED_ITEMS: 0.0, IN_FLIGHT: 0.0}
+    assert stats == {QUEUE_WAIT: 0.0, QUEUED_TOKENS: 0.0, QUEUED_ITEMS: 0.0, IN_FLIGHT: 0.0}
     assert all(isinstance(v, float) for v in stats.values())  # Ray refuses anything but numbers
+    assert routing_stats(provider) == {HOT: []}  # nothing queued: no model is hot
 
 
 def test_replica_settings_and_preload_stop_at_the_budget(

@@ -1,0 +1,41 @@
+"""The private Ray API behind model routing (scaling/ray_compat.py): these fail, by name, when a Ray upgrade
+moves or changes any part of it, instead of replicas silently losing model affinity in production."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from hf_provider.scaling import ray_compat
+
+
+def test_the_private_routing_call_is_where_we_use_it() -> None:
+    from ray.serve._private.client import ServeControllerClient
+    from ray.serve._private.common import RequestRoutingInfo
+    from ray.serve.context import _get_global_client, _get_internal_replica_context
+
+    params = inspect.signature(ServeControllerClient.record_request_routing_info).parameters
+    assert list(params) == ["self", "info"]
+    fields = {f.name for f in dataclasses.fields(RequestRoutingInfo)}
+    assert {"replica_id", "multiplexed_model_ids"} <= fields
+    info = RequestRoutingInfo(replica_id="r", multiplexed_model_ids=["a"])  # keywords as we pass them
+    assert info.multiplexed_model_ids == ["a"] and info.routing_stats is None  # None: stats left alone
+    assert callable(_get_global_client) and callable(_get_internal_replica_context)
+
+
+def test_installed_ray_is_one_the_call_was_checked_with() -> None:
+    low, high = ray_compat.TESTED
+    assert low <= ray_compat.ray_version(), f"Ray older than {low}: pyproject's ray extra asks for more"
+    assert ray_compat.ray_version() <= high, (
+        f"Ray {ray_compat.ray_version()} is newer than the versions the private record_request_routing_info "
+        f"call was checked with (up to {high}): check scaling/ray_compat.py against it, then raise TESTED"
+    )
+
+
+def test_pusher_refuses_outside_a_replica() -> None:
+    with pytest.raises(RuntimeError, match="inside a Ray Serve replica"):
+        ray_compat.model_ids_pusher()
