@@ -35,6 +35,7 @@ from hf_provider.errors import (
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import HistoryStore
+from hf_provider.observability.tracing import TRACE, Tracing
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.reports import tag
 from hf_provider.reporting.store import ErrorStore
@@ -137,6 +138,8 @@ class Provider:
         # Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait, since
         # a request's answer waits for the loop as well as for the model.
         self.loop_lag_s = 0.0
+        # OpenTelemetry spans of every request when `[tracing] otlp_endpoint` is set (observability/tracing.py)
+        self.tracing: Tracing | None = Tracing.from_settings(self.settings.tracing)
 
     @classmethod
     def from_config(cls, config: Path | str | Mapping[str, Any], **kwargs: Any) -> Provider:
@@ -163,6 +166,8 @@ class Provider:
         self.manager.close()
         if self.reporter is not None:
             self.reporter.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
     def errors(
         self, *, model: str | None = None, since: float | None = None, error_class: str | None = None
@@ -219,6 +224,10 @@ class Provider:
         streamed text deltas and None at the end. Errors before the request is queued raise here. When the model
         refuses the request for a reason of its own health and has `fallbacks`, the first fallback that takes it
         serves it: the Request's `served_by` and `fallback_reason` say so."""
+        if self.tracing is not None and TRACE.get() is None:  # a Python call: its caller's span is the parent
+            with self.tracing.python_call():
+                kw = {"priority": priority, "timeout": timeout, "deadline": deadline, "sink": sink}
+                return self.submit(model, task, inputs, params, **kw)
         fallbacks = self._fallbacks.get(model)
         try:
             when = self.deadline(timeout) if deadline is None else deadline
@@ -339,6 +348,8 @@ class Provider:
                 f"task {task!r} does not stream; streaming is available for text-generation",
                 param="stream",
             )
+        trace = TRACE.get()
+        started = time.perf_counter() if trace is not None else 0.0
         try:
             if self.faults is not None:
                 self.faults.check(model, "parse")
@@ -346,6 +357,8 @@ class Provider:
         except BaseException as exc:
             tag(exc, "parse")
             raise
+        if trace is not None:
+            trace.parsed(started)
         if sink is not None and not single:
             raise InvalidInput("streaming takes a single prompt", param="inputs")
         req = sched.submit(

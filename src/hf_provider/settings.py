@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from hf_provider.errors import ConfigError
 from hf_provider.memory.budget import GPU_MEMORY, check_size
+from hf_provider.observability.tracing import TracingSettings
 from hf_provider.scaling.config import RaySettings
 from hf_provider.spec import ModelSpec, check_fallbacks, parse_duration
 
@@ -224,6 +225,10 @@ class Settings(BaseSettings):
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    tracing: TracingSettings = Field(
+        default_factory=TracingSettings,
+        description="OpenTelemetry spans (observability/tracing.py); off by default",
+    )
     ray: RaySettings = Field(
         default_factory=RaySettings, description="`hfp serve --ray` / `hfp ray config` (scaling/config.py)"
     )

@@ -76,6 +76,22 @@ class BreakerSpec(BaseModel):
         return parse_duration(v)
 
 
+class SloSpec(BaseModel):
+    """The model's service-level objectives (observability/slo.py, GET /v1/admin/slo, deploy/prometheus/alerts.yml):
+    95% of answered requests within `p95_ms`, at most `error_rate` of requests failed, over `window`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    p95_ms: float | None = Field(None, gt=0, description="latency objective: the p95 in milliseconds")
+    error_rate: float | None = Field(None, ge=0, lt=1, description="error objective: the share that may fail")
+    window: float = Field(30 * 86400.0, gt=0, description="the period the error budget covers, e.g. '30d'")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, v: Any) -> Any:
+        return parse_duration(v)
+
+
 class ModelSpec(BaseModel):
     """One served model. `name` is how clients address it; `source` is a Hub id or a local folder."""
 
@@ -116,6 +132,9 @@ class ModelSpec(BaseModel):
         description="'thread': the model runs in the server's process (fastest); 'process': in a child process "
         "with its own device context, so a crash of it (killed, a segfault, a fatal CUDA error) fails only its "
         "in-flight requests (503 worker_crashed) and it restarts with backoff (resilience/isolation.py)",
+    )
+    slo: SloSpec | None = Field(
+        None, description="service-level objectives: { p95_ms = 200, error_rate = 0.01 }"
     )
     fallbacks: list[str] = Field(
         default_factory=list,

@@ -90,6 +90,11 @@ class Observer:
         # In-flight counts read at scrape and sample time from the scheduler's own counters (assignable after
         # construction): cheaper than two gauge updates on every request.
         self.in_flight_source: Callable[[], dict[str, int]] | None = None
+        # Monitoring (set by the server after construction): gauges read at scrape time (observability/scrape.py),
+        # model -> p95 SLO target in seconds (hfp_slo_slow_requests_total), the findings monitor (monitor.py).
+        self.scrape_hooks: list[Callable[[], None]] = []
+        self.slo_p95_s: dict[str, float] = {}
+        self.monitor: Any = None
         self.sampler = (
             ResourceSampler(self.metrics, model_bytes=model_bytes, model_state=self._model_state)
             if metrics_enabled
@@ -137,6 +142,8 @@ class Observer:
             req.inc()
             if outcome not in ("rejected", "client_error"):  # answered at once: would flatter the quantiles
                 lat.observe(latency_s)
+                if (target := self.slo_p95_s.get(model)) is not None and latency_s > target:
+                    m.child(m.slo_slow_requests, model).inc()
             if items:
                 items_c.inc(items)
             if tokens:
@@ -295,15 +302,19 @@ class Observer:
 
     def _loop(self) -> None:
         next_sample = next_flush = next_maint = time.monotonic()
+        next_findings = next_sample + 60.0  # a minute of traffic before the first look
         while not self._stop.is_set():
             now = time.monotonic()
             for due, component, action in (
                 (next_sample, "resource-sampler", self.sample),
                 (next_flush, "history-writer", self.flush),
                 (next_maint, "history-retention", self.run_maintenance),
+                (next_findings, "findings", self._evaluate_findings),
             ):
                 if now >= due:
                     self._run_supervised(component, action)
+            if now >= next_findings:
+                next_findings = now + (self.monitor.interval_s if self.monitor is not None else 60.0)
             while next_sample <= now:
                 next_sample += self.sample_interval_s
             while next_flush <= now:
@@ -323,6 +334,11 @@ class Observer:
         except Exception:
             log.exception("observer %s failed; retrying next interval", component)
             self.internal_error(component)
+
+    def _evaluate_findings(self) -> None:
+        if self.monitor is not None:
+            self.flush()
+            self.monitor.evaluate()
 
     def sample(self, now: float | None = None) -> None:
         """Take one resource sample (the background thread does this every sample_interval_s)."""
@@ -361,6 +377,11 @@ class Observer:
 
     def render_metrics(self) -> tuple[bytes, str]:
         self._refresh_in_flight()
+        for hook in self.scrape_hooks:
+            try:
+                hook()
+            except Exception:
+                self._hook_failed("scrape")
         return generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST
 
     def _refresh_in_flight(self) -> dict[str, int]:

@@ -219,6 +219,8 @@ class ModelScheduler(Admission, ContinuousStage):
             self._in_flight -= 1
             self._cv.notify()
         self._record(req, req.outcome or "error", req.settled_at or self.clock(), error)
+        if req.trace is not None:  # its spans (observability/tracing.py); tracing off: this check is all
+            self.supervisor.call("tracing", req.trace.settled, req, error)
         if req.ticket is not None and self.breaker is not None:
             self.supervisor.call("breaker", self.breaker.settle, req.ticket, req.outcome or "error", error)
         if error is not None and req.outcome in _REPORTED and self.reporter is not None:
@@ -464,7 +466,10 @@ class ModelScheduler(Admission, ContinuousStage):
             t.get("peak_bytes"),
         )
         for slot, result in zip(batch.slots, results, strict=True):
-            slot.request.item_done(slot.index, result, now)
+            req = slot.request
+            if req.trace is not None:
+                req.trace.batch(batch, now)
+            req.item_done(slot.index, result, now)
 
     def _fail(self, batch: Batch, error: BaseException) -> None:
         self._batch_done(batch)
@@ -477,4 +482,6 @@ class ModelScheduler(Admission, ContinuousStage):
         )
         now = self.clock()
         for req in {id(s.request): s.request for s in batch.slots}.values():
+            if req.trace is not None:
+                req.trace.batch(batch, now)
             req.fail(error, now)

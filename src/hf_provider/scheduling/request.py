@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
 from hf_provider.errors import Cancelled, DeadlineExceeded
+from hf_provider.observability.tracing import TRACE
 from hf_provider.reporting.reports import REQUEST_ID, tag
 from hf_provider.types import DeltaSink, Item, TaskHandler
 
@@ -53,6 +55,7 @@ class Request:
         "state",
         "submitted",
         "ticket",
+        "trace",
     )
 
     def __init__(
@@ -96,6 +99,10 @@ class Request:
         self.revision: str | None = None
         self.future: Future = Future()
         self.future.set_running_or_notify_cancel()
+        # Its spans (observability/tracing.py), made at settlement; None unless this request is traced.
+        self.trace = None if (t := TRACE.get()) is None else t.request(submitted)
+        if self.trace is not None and sink is not None:
+            sink = self.trace.wrap(sink, time.monotonic)
         self._sink = sink
         self._on_settle = on_settle
         self._lock = threading.Lock()

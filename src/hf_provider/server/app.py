@@ -69,11 +69,20 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         from hf_provider.server.routes.observability import build_router
 
         app.include_router(build_router(lambda: provider.observer, provider.manager.describe))
+        # SLOs, findings and the gauges read at scrape time (routes/monitoring.py)
+        if hasattr(provider.observer, "scrape_hooks"):
+            from hf_provider.server.routes import monitoring
+
+            monitoring.install(app, provider)
     app.add_middleware(EmbeddingsFastPath, provider=provider)
     app.add_middleware(ShedOnLoopLag, monitor=lag, limit_s=settings.server.shed_loop_lag_s)
     if settings.server.api_key is not None:
         app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value())
     app.add_middleware(RequestIdAndLimits, max_body_bytes=settings.server.max_body_bytes)
+    if provider.tracing is not None:  # outermost, so its span covers every layer; absent when tracing is off
+        from hf_provider.server.tracing import TraceRequests
+
+        app.add_middleware(TraceRequests, tracing=provider.tracing)
     return app
 
 
