@@ -130,3 +130,16 @@ def test_a_failing_candidate_is_aborted_automatically_and_its_errors_grouped_apa
         assert burst(p, 10) == (Counter({hub.v1: 10}), Counter({"ok": 10}))  # the primary serves all again
         groups = [g for g in p.errors(model="cls") if g["exc_type"] == "RuntimeError"]
         assert groups and {g["revision"] for g in groups} == {hub.v2}
+
+
+def test_keep_alive_and_eviction_leave_a_canarys_primary_loaded(hub: Any) -> None:
+    # Reloaded, the primary would get a new scheduler that no longer counts its outcomes for the comparison.
+    with make() as p:
+        p.lifecycle.start_canary("cls", "v2", 10)
+        assert p.manager.unload("cls", "idle", only_if_idle=True) is False
+        with p.manager._lock:
+            assert [r.pinned for r in p.manager._residents() if r.name == "cls"] == [True]
+        burst(p, 20)
+        assert p.lifecycle.status("cls")["canary"]["primary"]["stats"]["requests"] > 0
+        p.lifecycle.abort("cls")
+        assert p.manager.unload("cls", "idle", only_if_idle=True) is True

@@ -44,7 +44,8 @@ class MemoryAdmission:
                 pool=x.pool or "host",
                 bytes=x.accounted_bytes,
                 priority=x.spec.priority,
-                pinned=x.spec.pinned,
+                # a canary's primary stays: reloaded, its scheduler would no longer count for the comparison
+                pinned=x.spec.pinned or x.canary is not None,
                 last_used=x.last_used,
                 loaded_at=x.loaded_at,
                 in_flight=x.busy,
