@@ -482,7 +482,8 @@ class ModelManager(MemoryAdmission):
             e = self._entries.get(name)
             if e is None:
                 raise ModelNotFound(name, self._entries)
-            if e.state != "ready" or (only_if_idle and (e.busy or e.spec.pinned)):
+            # a canary's primary counts as pinned: see MemoryAdmission._residents
+            if e.state != "ready" or (only_if_idle and (e.busy or e.spec.pinned or e.canary is not None)):
                 return False
             e.state = "evicting"
             sched, model = e.scheduler, e.model
