@@ -24,6 +24,7 @@ from hf_provider.cli.common import (
 )
 from hf_provider.cli.ray_cmd import register as register_ray_commands
 from hf_provider.cli.ray_cmd import serve_on_ray
+from hf_provider.cli.report import register as register_report_command
 from hf_provider.cli.versions import register as register_version_commands
 
 app = typer.Typer(
@@ -393,6 +394,7 @@ _register_optional()
 register_cache_commands(app)  # hfp lock, hfp outdated, hfp cache ls | verify | prune
 register_version_commands(models_app)  # hfp models history | swap | rollback | canary | promote | abort
 register_ray_commands(app)  # hfp ray config
+register_report_command(app)  # hfp report
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`hfp top`: a live terminal view of a running server, from /v1/admin/stats and /v1/admin/series."""
+"""`hfp top`: a live terminal view of a running server, from /v1/admin/stats and /v1/admin/series, with the active
+findings (/v1/admin/findings) and SLOs not met (/v1/admin/slo) under the table."""
 
 from __future__ import annotations
 
@@ -140,7 +141,28 @@ def frame(client: httpx.Client) -> Group:
     for idx, used in sorted((s.get("gpu") or {}).get("memory_used_bytes", {}).items()):
         util = _last(s["gpu"].get("utilization_percent", {}).get(idx))
         head.append(f"   GPU{idx} {_bytes(_last(used))} {'-' if util is None else f'{util:.0f}%'}")
-    return Group(head, table)
+    return Group(head, table, *_alerts(client))
+
+
+def _alerts(client: httpx.Client) -> list[Text]:
+    """Active findings (GET /v1/admin/findings, as the monitor last evaluated them) and SLOs not met."""
+    out: list[Text] = []
+    try:
+        r = client.get("/v1/admin/findings")
+        if r.status_code == 200:
+            out += [Text(f"! {f['message']}", style="yellow") for f in r.json().get("findings", [])]
+        r = client.get("/v1/admin/slo")
+        if r.status_code == 200:
+            for name, m in sorted(r.json().get("models", {}).items()):
+                if m.get("status") in ("at_risk", "breached"):
+                    left = ", ".join(
+                        f"{o['objective']} {100 * o['budget_remaining']:.0f}% budget left"
+                        for o in m["objectives"]
+                    )
+                    out.append(Text(f"SLO {name}: {m['status']} ({left})", style="red"))
+    except (httpx.HTTPError, ValueError, KeyError, AttributeError, TypeError):
+        pass  # both endpoints are optional: a server without history has neither
+    return out
 
 
 def _safe_frame(client: httpx.Client, url: str) -> Group | Text:

@@ -222,7 +222,9 @@ def _finding(
 ) -> Finding:
     confidence = 1.0 - pv
     if p.after_swap:
-        where = f"since revision {_short(p.revision)} went live (compared with {p.baseline_label})"
+        # A local folder has no commit: the change is still known by its time.
+        what_went_live = f"revision {_short(p.revision)}" if p.revision else "the new revision"
+        where = f"since {what_went_live} went live (compared with {p.baseline_label})"
     else:
         where = f"compared with {p.baseline_label}"
     return Finding(

@@ -128,8 +128,6 @@ def serving_events(history: Any) -> Serving:
 
     def read(model: str) -> list[tuple[float, str | None]]:
         rows = history.events(model, limit=200)
-        return [
-            (r["ts"], r["commit"]) for r in reversed(rows) if r["action"] in SERVING and r["outcome"] == "ok"
-        ]
+        return sorted((r["ts"], r["commit"]) for r in rows if r["action"] in SERVING and r["outcome"] == "ok")
 
     return read
