@@ -159,3 +159,24 @@ def test_a_chart_breaks_its_line_at_gaps_and_escapes_names() -> None:
     assert svg.count("<polyline") == 2 and "a&lt;b" in svg and "&lt;t&gt;" in svg
     empty = render({"server": "x", "since_s": 60, "stats": {}, "series": {}})
     assert "No history in this period" in empty and "No findings" in empty
+
+
+@needs_chromium[0]
+@needs_chromium[1]
+def test_dashboard_shows_the_findings_above_the_panels(server: tuple[str, Any]) -> None:
+    url, _ = server
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright Python package not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/dashboard")
+            page.wait_for_selector("#findings .finding", state="visible", timeout=30_000)
+            kinds = page.eval_on_selector_all("#findings .finding", "els => els.map(e => e.dataset.kind)")
+            assert sorted(kinds) == ["error_rate", "latency"]
+            assert "p95 +" in page.inner_text("#findings")
+            assert not errors, errors
+        finally:
+            browser.close()

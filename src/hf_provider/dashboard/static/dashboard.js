@@ -89,6 +89,7 @@ function renderAll(d) {
   renderErrors(d.stats, d.perModel, (d.models && d.models.models) || modelsTable.last);
   if (d.server !== undefined) serverIdentity.set(d.server);
   if (d.groups !== undefined || d.groupsFailure) renderErrorGroups(d.groups, d.groupsFailure);
+  if (d.findings !== undefined) renderFindings(d.findings);
   document.body.dataset.ready = "1";
 }
 
@@ -188,6 +189,7 @@ async function poll() {
         api("/v1/admin/models"),
         api("/v1/admin/server"),
         api(`/v1/admin/errors?since=${encodeURIComponent(`${window_}s`)}${mq}`),
+        api("/v1/admin/findings"),
       ]),
       api(`/v1/admin/series?${qs}${mq}`),
       api(`/v1/admin/stats?${qs}${mq}`),
@@ -195,11 +197,13 @@ async function poll() {
     const [models, modelsFailure] = settled(results[0]);
     const [server] = settled(results[1]);
     const [reports, reportsFailure] = settled(results[2]);
+    const [findings] = settled(results[3]);  // absent (a server without history): no findings shown
     const names = [...new Set([...series.models, ...((models && models.models) || []).map((m) => m.name)])];
     const perModel = await statsPerModel(stats, names, qs, model);
     renderAll({
       series, stats, models, modelsFailure, server: server === undefined ? null : server, perModel,
       groups: reports && reports.groups, groupsFailure: reportsFailure,
+      findings: (findings && findings.findings) || [],
     });
     $("status").textContent = `updated ${new Date().toLocaleTimeString([], { hour12: false })}`;
     $("status").classList.remove("error");
@@ -232,6 +236,7 @@ if (initial) {
     server: initial.server,
     perModel: initial.model_stats,
     groups: initial.groups || undefined,
+    findings: initial.findings || undefined,
   });
   const asOf = new Date(initial.series.now * 1000).toLocaleTimeString([], { hour12: false });
   $("status").textContent = `as of ${asOf}`;

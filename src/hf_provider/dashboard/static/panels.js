@@ -217,6 +217,21 @@ function renderErrorGroups(groups, failure) {
   box.appendChild(table);
 }
 
+// Regressions and anomalies the server's monitor found (GET /v1/admin/findings): above everything, or hidden.
+function renderFindings(findings) {
+  const box = document.getElementById("findings");
+  box.textContent = "";
+  box.hidden = !findings.length;
+  for (const f of findings) {
+    const div = document.createElement("div");
+    div.className = "finding";
+    div.dataset.model = f.model;
+    div.dataset.kind = f.kind;
+    div.textContent = f.message;  // text, never markup: model names come from the server's config
+    box.appendChild(div);
+  }
+}
+
 // "127.0.0.1:8000 · v0.1.0 · up 3 h 12 min · pid 1234"; the uptime goes on from when the answer came.
 const serverIdentity = {
   info: null,

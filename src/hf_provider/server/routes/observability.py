@@ -135,6 +135,8 @@ def build_router(
             "server": admin.server_info(request) if provider is not None else None,
             # the error groups of the window (redacted reports), as GET /v1/admin/errors would answer
             "groups": provider.errors(since=time.time() - w) if provider is not None else None,
+            # the findings the monitor last raised (routes/monitoring.py), as GET /v1/admin/findings lists them
+            "findings": obs.monitor.latest() if getattr(obs, "monitor", None) is not None else None,
         }
 
     @router.get("/dashboard", include_in_schema=False)
