@@ -182,9 +182,16 @@ def test_tracing_off_installs_nothing(tiny_models: dict[str, Path], tmp_path: Pa
 
 def test_settings_build_the_otlp_exporter_only_when_an_endpoint_is_set() -> None:
     assert Tracing.from_settings(TracingSettings()) is None
-    t = Tracing.from_settings(TracingSettings(otlp_endpoint="http://127.0.0.1:9/v1/traces", sample_ratio=0.5))
-    assert t is not None
-    t.shutdown()
+    on = TracingSettings(otlp_endpoint="http://127.0.0.1:9/v1/traces", sample_ratio=0.5)
+    try:
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401  (the `tracing` extra)
+    except ImportError:
+        with pytest.raises(ImportError, match=r"hf-provider\[tracing\]"):
+            Tracing.from_settings(on)
+    else:
+        t = Tracing.from_settings(on)
+        assert t is not None
+        t.shutdown()
     assert "tracing" in INSTALL_HINT
     with pytest.raises(ValueError, match="sample_ratio"):
         TracingSettings(otlp_endpoint="x", sample_ratio=2)
