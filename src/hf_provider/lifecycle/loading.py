@@ -7,6 +7,7 @@ import logging
 import time
 from typing import Any
 
+from hf_provider.cache.hashing import in_background
 from hf_provider.errors import InvalidInput, ModelNotFound, VersionConflict
 from hf_provider.hub.resolve import Resolved
 from hf_provider.lifecycle import version as V
@@ -45,12 +46,9 @@ class VersionLoader:
         spec = e.spec.model_copy(update={"revision": asked or revision})
         fetcher = getattr(self.manager, "fetcher", None)
         try:
-            if fetcher is not None:
-                resolved = fetcher.fetch(spec, revision=revision)
-            else:
-                from hf_provider.hub.resolve import resolve
-
-                resolved = resolve(spec.source, revision)
+            # the serving version takes every request meanwhile: its files are hashed on the cores' idle time
+            with in_background():
+                resolved = self._fetch(fetcher, spec, revision)
         except ModelNotFound as exc:
             raise InvalidInput(
                 f"cannot swap {e.spec.name!r} to revision {revision!r}: {exc.message}", param="revision"
@@ -61,6 +59,14 @@ class VersionLoader:
                 param="revision",
             )
         return spec, resolved
+
+    @staticmethod
+    def _fetch(fetcher: Any, spec: ModelSpec, revision: str) -> Resolved:
+        if fetcher is not None:
+            return fetcher.fetch(spec, revision=revision)
+        from hf_provider.hub.resolve import resolve
+
+        return resolve(spec.source, revision)
 
     def beside(self, e: Entry, spec: ModelSpec, resolved: Resolved, *, required: bool = False) -> V.Version:
         """Load and warm up the candidate beside the serving version. The caller holds a lease on the serving

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoTokenizer
 from hf_provider.errors import ModelLoadError, ProviderError
 from hf_provider.hub.resolve import Resolved, resolve
 from hf_provider.memory.estimate import module_bytes
+from hf_provider.runtime import shared_tokenizers
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.spec import ModelSpec
@@ -97,7 +98,10 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
         architecture=(getattr(config, "architectures", None) or [type(module).__name__])[0],
         sentence_model=st,
         load_seconds=time.perf_counter() - t0,
-        fast_encoder=fast_encoder(tokenizer),
+        # models built from the same tokenizer files share the tokenizer, its lock and its encoder (see
+        # runtime/shared_tokenizers.py: a swap's candidate then builds none)
+        tokenizer_lock=shared_tokenizers.lock_for(tokenizer),
+        fast_encoder=shared_tokenizers.encoder_for(tokenizer, fast_encoder),
     )
 
 
@@ -111,20 +115,25 @@ def _load_transformers(spec: ModelSpec, path: Path, device: torch.device, dtype:
         trust_remote_code=spec.trust_remote_code,
         use_safetensors=True if _has_safetensors(path) else None,
     ).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    key = shared_tokenizers.files_key(path, f"auto-tokenizer/remote-code={spec.trust_remote_code}")
+    tokenizer = shared_tokenizers.shared(
+        key, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    )
     return module, tokenizer, config, None
 
 
 def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype):
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(
-        str(path),
-        device=str(device),
-        trust_remote_code=spec.trust_remote_code,
-        local_files_only=True,
-        model_kwargs={"dtype": dtype, "use_safetensors": True if _has_safetensors(path) else None},
-    )
+    key = shared_tokenizers.files_key(path, f"st-processor/remote-code={spec.trust_remote_code}")
+    with shared_tokenizers.sentence_transformer_processor(key):
+        st = SentenceTransformer(
+            str(path),
+            device=str(device),
+            trust_remote_code=spec.trust_remote_code,
+            local_files_only=True,
+            model_kwargs={"dtype": dtype, "use_safetensors": True if _has_safetensors(path) else None},
+        )
     first = st[0]
     module = first.auto_model
     return module, first.tokenizer, module.config, st

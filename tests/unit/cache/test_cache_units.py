@@ -97,3 +97,26 @@ def test_pins_count_references_and_holders_drop_out_when_collected() -> None:
     del h
     gc.collect()
     assert not pins.is_pinned("org/y", c)
+
+
+def test_background_hashing_runs_at_the_lowest_priority_and_gives_the_same_digest(tmp_path) -> None:
+    import os
+    import sys
+    import threading
+
+    from hf_provider.cache import hashing
+
+    f = tmp_path / "blob"
+    f.write_bytes(os.urandom(3 * 1024 * 1024))
+    plain = hashing.sha256_file(f)
+    with hashing.in_background():
+        assert hashing.sha256_file(f) == plain
+        assert hashing.git_sha1_file(f) == hashing._digest_now(
+            f, hashing.hashlib.sha1(b"blob %d\0" % (3 << 20))
+        )
+    if sys.platform.startswith("linux"):
+        nice = hashing._niced(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        assert nice == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19  # the caller's is untouched
+    with pytest.raises(FileNotFoundError), hashing.in_background():
+        hashing.sha256_file(tmp_path / "missing")

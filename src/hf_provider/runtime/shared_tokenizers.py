@@ -1,0 +1,125 @@
+"""One tokenizer per set of tokenizer files in the process, shared by every loaded model built from them.
+
+Why: a swap loads the candidate revision beside the serving one, and most revisions change weights or a README,
+not the tokenizer. Building a fast tokenizer parses its tokenizer.json in Rust and in Python while holding the GIL
+(45 ms for MiniLM's in one call, about 200 ms of held GIL in all with our FastEncoder copy), and the serving
+version's forward pass needs the GIL between every two torch ops: requests stalled for the whole load
+(bench/swap.py). Reusing the serving version's tokenizer takes that work out of the swap, and saves the memory of
+a second copy for fine-tunes of one base model loaded side by side.
+
+Identity is by file content: a Hub snapshot's files are links to blobs named by their hash, so the same resolved
+blob means the same bytes; a local folder's file is the same while its (path, size, mtime) is. Every file of the
+checkpoint but its weights and README is part of the key (tokenizer files, and the configs whose values the
+loaders copy into the tokenizer, such as max_position_embeddings and max_seq_length).
+
+Sharers also share the lock that serializes calls which rewrite a fast tokenizer's padding and truncation state
+(LoadedModel.tokenizer_lock). Nothing in this project sets attributes on a loaded tokenizer; one that did would
+change it for every sharer.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_NOT_TOKENIZER = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt", ".gguf")
+_lock = threading.Lock()
+_by_key: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
+_locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_encoders: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def files_key(folder: Path, kind: str) -> tuple | None:
+    """The identity of the tokenizer-relevant files under `folder` for a loader `kind`; None if unreadable."""
+    try:
+        entries = []
+        for p in sorted(Path(folder).rglob("*")):
+            rel = p.relative_to(folder).as_posix()
+            if rel.startswith((".cache/", ".git/")) or rel.lower().startswith("readme") or not p.is_file():
+                continue
+            if p.name.endswith(_NOT_TOKENIZER):
+                continue
+            st = p.stat()
+            entries.append((rel, str(p.resolve()), st.st_size, st.st_mtime_ns))
+        return (kind, tuple(entries))
+    except OSError:
+        return None
+
+
+def shared(key: tuple | None, build: Callable[[], T]) -> T:
+    """The live object built for `key`, else `build()` remembered under it (while something uses it)."""
+    if key is None:
+        return build()
+    with _lock:
+        found = _by_key.get(key)
+    if found is not None:
+        return found
+    made = build()
+    with _lock:
+        try:
+            return _by_key.setdefault(key, made)
+        except TypeError:  # not weak-referenceable: not shared
+            return made
+
+
+def encoder_for(tokenizer: Any, build: Callable[[Any], Any]) -> Any:
+    """`build(tokenizer)` (the FastEncoder, or None where it does not mirror the tokenizer) once per tokenizer."""
+    with _lock:
+        try:
+            if tokenizer in _encoders:
+                return _encoders[tokenizer]
+        except TypeError:  # not weak-referenceable
+            return build(tokenizer)
+    made = build(tokenizer)
+    with _lock:
+        return _encoders.setdefault(tokenizer, made)
+
+
+def lock_for(tokenizer: Any) -> threading.Lock:
+    """The encode lock of `tokenizer`, one per tokenizer object, so models sharing it share the lock."""
+    with _lock:
+        try:
+            found = _locks.get(tokenizer)
+            if found is None:
+                found = _locks[tokenizer] = threading.Lock()
+            return found
+        except TypeError:  # not weak-referenceable
+            return threading.Lock()
+
+
+@contextmanager
+def sentence_transformer_processor(key: tuple | None) -> Iterator[None]:
+    """While a SentenceTransformer is built (under the loader's lock: one build at a time), its Transformer
+    module's `AutoProcessor.from_pretrained` returns the live tokenizer for `key` when there is one.
+
+    sentence-transformers has no argument for a ready tokenizer, so the module's name is swapped for the build.
+    Where the module or name moved (another sentence-transformers version) nothing is swapped and the tokenizer
+    is loaded as usual."""
+    try:
+        from sentence_transformers.base.modules import transformer as st_transformer
+    except ImportError:
+        yield
+        return
+    real = getattr(st_transformer, "AutoProcessor", None)
+    if key is None or real is None or not hasattr(real, "from_pretrained"):
+        yield
+        return
+
+    class _Shared:
+        @staticmethod
+        def from_pretrained(*args: Any, **kwargs: Any) -> Any:
+            # the folder (args[0]) differs per snapshot and is in `key` by content; other arguments count as given
+            call = (key, repr(args[1:]), repr(sorted(kwargs.items())))
+            return shared(call, lambda: real.from_pretrained(*args, **kwargs))
+
+    st_transformer.AutoProcessor = _Shared
+    try:
+        yield
+    finally:
+        st_transformer.AutoProcessor = real

@@ -1,0 +1,77 @@
+"""Models built from the same tokenizer files share one tokenizer, its lock and its fast encoder (a swap's
+candidate builds none); a change to any tokenizer or config file gives a model its own."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hf_provider.runtime import shared_tokenizers
+from hf_provider.runtime.loader import load_model
+from hf_provider.spec import ModelSpec
+
+
+def _copy(src: Path, dst: Path, readme: str) -> Path:
+    shutil.copytree(src, dst)
+    (dst / "README.md").write_text(readme)  # another revision: same tokenizer, other bytes elsewhere
+    return dst
+
+
+def _load(path: Path):
+    return load_model(ModelSpec(name=path.name, source=str(path), device="cpu"))
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "minilm"])
+def test_two_revisions_with_the_same_tokenizer_files_share_it(
+    name: str, tiny_models: dict[str, Path], minilm_path: Path, tmp_path: Path
+) -> None:
+    src = minilm_path if name == "minilm" else tiny_models[name]
+    a = _load(_copy(src, tmp_path / "a", "one"))
+    b_dir = tmp_path / "b"
+    # a Hub snapshot: real folders, its files links to content-addressed blobs (same bytes, same resolved file)
+    for f in (tmp_path / "a").rglob("*"):
+        if f.is_file() and f.name != "README.md":
+            link = b_dir / f.relative_to(tmp_path / "a")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(f)
+    (b_dir / "README.md").write_text("two")
+    b = _load(b_dir)
+    assert b.tokenizer is a.tokenizer and b.tokenizer_lock is a.tokenizer_lock
+    assert b.fast_encoder is a.fast_encoder
+    assert a.tokenizer(["same words"])["input_ids"] == b.tokenizer(["same words"])["input_ids"]
+
+
+def test_a_changed_tokenizer_or_config_file_gets_its_own_tokenizer(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    a = _load(_copy(tiny_models["bert-cls"], tmp_path / "a", "one"))
+    c_dir = _copy(tiny_models["bert-cls"], tmp_path / "c", "one")
+    cfg = c_dir / "tokenizer_config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "model_max_length": 77}))
+    c = _load(c_dir)
+    assert c.tokenizer is not a.tokenizer and c.tokenizer_lock is not a.tokenizer_lock
+    assert c.tokenizer.model_max_length == 77 != a.tokenizer.model_max_length
+
+
+def test_a_tokenizer_is_forgotten_with_the_last_model_that_uses_it(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    path = _copy(tiny_models["bert-cls"], tmp_path / "a", "one")
+    key = shared_tokenizers.files_key(path, "auto-tokenizer/remote-code=False")
+    m = _load(path)
+    assert shared_tokenizers._by_key.get(key) is m.tokenizer
+    del m
+    gc.collect()
+    assert shared_tokenizers._by_key.get(key) is None
+
+
+def test_a_folder_that_cannot_be_read_is_not_shared(tmp_path: Path) -> None:
+    assert shared_tokenizers.files_key(tmp_path / "missing", "k") == ("k", ())
+    built = []
+    assert shared_tokenizers.shared(None, lambda: built.append(1) or object()) is not None
+    assert shared_tokenizers.shared(None, lambda: built.append(1) or object()) is not None
+    assert len(built) == 2
