@@ -11,7 +11,7 @@ $(BIN)/hfp: pyproject.toml
 	# The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q --index-url https://download.pytorch.org/whl/cpu torch
 	# ray: the Ray Serve tests (tests/integration/test_ray_serve.py) run in `make test` too
-	$(BIN)/pip install -q -e ".[dev,ray,tracing]"
+	$(BIN)/pip install -q -e ".[dev,ray,optimize,tracing]"
 	touch $(BIN)/hfp
 
 install: $(BIN)/hfp

@@ -118,6 +118,12 @@ class ModelSpec(BaseModel):
         description="CPU int8: 'int8' is torch's dynamic quantization (int8 matmuls), 'int8-weight-only' "
         "keeps float activations (more accurate); both must pass the accuracy guard",
     )
+    optimize: str = Field(
+        "none",
+        description="'none': torch eager as loaded; 'auto': measure the candidate backends at first load and keep "
+        "the fastest that passes the accuracy guard (cached per commit, hardware and library versions); or a "
+        "variant name such as 'onnx', 'openvino', 'int8' (optimize/, `hfp optimize`)",
+    )
     fallback_to_cpu: bool = False
     cuda_graphs: bool = Field(
         True,
@@ -157,6 +163,15 @@ class ModelSpec(BaseModel):
         if unknown:
             raise ValueError(f"defaults for unknown task(s) {unknown}; allowed values: {', '.join(TASKS)}")
         return v
+
+    @field_validator("optimize")
+    @classmethod
+    def _optimize(cls, v: str, info: Any) -> str:
+        from hf_provider.optimize.names import check_optimize
+
+        if v != "none" and info.data.get("quantization", "none") != "none":
+            raise ValueError("optimize and quantization both change the weights; set one of them")
+        return check_optimize(v)
 
     @field_validator("device")
     @classmethod

@@ -121,6 +121,10 @@ def enforce(
         now = pins.everywhere(state)
         remove = tuple(r for r in p.remove if (r.repo_id, r.commit) not in now)
         info.delete_revisions(*(r.commit for r in remove)).execute()
+        if remove:  # their optimize artefacts (ONNX files) and results go with them (optimize/store.py)
+            from hf_provider.optimize.store import drop_commits
+
+            drop_commits(Path(cache_dir), {r.commit for r in remove})
         for r in remove:
             state.forget(r.repo_id, r.commit)
             log.info(

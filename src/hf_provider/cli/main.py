@@ -22,6 +22,7 @@ from hf_provider.cli.common import (
     load,
     quiet_progress_bars,
 )
+from hf_provider.cli.optimize import register as register_optimize_command
 from hf_provider.cli.ray_cmd import register as register_ray_commands
 from hf_provider.cli.ray_cmd import serve_on_ray
 from hf_provider.cli.report import register as register_report_command
@@ -395,6 +396,7 @@ register_cache_commands(app)  # hfp lock, hfp outdated, hfp cache ls | verify | 
 register_version_commands(models_app)  # hfp models history | swap | rollback | canary | promote | abort
 register_ray_commands(app)  # hfp ray config
 register_report_command(app)  # hfp report
+register_optimize_command(app)  # hfp optimize
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ entries always gives the same bytes (a lock diffs cleanly and two machines can c
     revision = "main"                 # as asked in the config
     commit = "df1b051c49625cf57a3d0d8d3863ed4d13564fe4"
     code_revision = "..."             # only for trust_remote_code models
+    optimized = { variant = "onnx", task = "embeddings", hardware = "...", versions = "..." }  # `hfp optimize`
     files = [
       { path = "config.json", size = 1206, sha256 = "..." },
     ]
@@ -56,6 +57,9 @@ class LockEntry:
     commit: str  # the exact 40-hex commit it resolved to
     code_revision: str | None = None  # the commit remote code is pinned to (trust_remote_code models only)
     files: tuple[LockedFile, ...] = field(default=())
+    # `hfp optimize`'s choice (optimize/): variant, task, and the hardware and library versions it was measured on;
+    # () in locks written before it or for models never optimized
+    optimized: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -84,6 +88,8 @@ class LockEntry:
         }
         if self.code_revision:
             d["code_revision"] = self.code_revision
+        if self.optimized:
+            d["optimized"] = dict(self.optimized)
         d["files"] = [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in self.files]
         return d
 
@@ -141,6 +147,7 @@ def read_lock(path: str | os.PathLike[str]) -> dict[str, LockEntry]:
                 commit=m["commit"],
                 code_revision=m.get("code_revision"),
                 files=tuple(LockedFile(f["path"], int(f["size"]), f["sha256"]) for f in m.get("files", [])),
+                optimized=tuple(sorted((str(k), str(v)) for k, v in dict(m.get("optimized") or {}).items())),
             )
             if entry.name in entries:
                 raise ValueError(f"model {entry.name!r} appears twice")
@@ -164,6 +171,8 @@ def dumps(entries: Mapping[str, LockEntry] | Iterable[LockEntry]) -> str:
         out.append(f"commit = {_q(e.commit)}")
         if e.code_revision:
             out.append(f"code_revision = {_q(e.code_revision)}")
+        if e.optimized:
+            out.append("optimized = { " + ", ".join(f"{_q(k)} = {_q(v)}" for k, v in e.optimized) + " }")
         if e.files:
             out.append("files = [")
             out += [

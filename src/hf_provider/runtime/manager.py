@@ -34,6 +34,7 @@ from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
 from hf_provider.memory.working import BatchMemory, token_cap
+from hf_provider.optimize.apply import apply_optimize
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience.breaker import Breaker
 from hf_provider.resilience.isolation import ThreadRunner, runner_view, start_isolated
@@ -351,6 +352,7 @@ class ModelManager(MemoryAdmission):
             try:
                 e.quantization_cosine = apply_quantization(model)
                 self.attach_tasks(model, spec.tasks or supported_tasks(model))
+                apply_optimize(model)  # spec.optimize: the measured or forced backend, guarded (optimize/)
                 actual = model.weight_bytes + est.working_bytes
                 gen = continuous.prepare(model, self.accountant.budget.for_pool(pool), actual)
                 actual += gen.nbytes if gen is not None else 0

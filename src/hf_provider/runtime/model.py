@@ -42,6 +42,10 @@ class LoadedModel:
     # truncate with another call's settings. Every call that encodes holds this lock.
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
     fast_encoder: Any = None  # tasks.encoding.FastEncoder when it mirrors the tokenizer exactly
+    # optimize (optimize/): an exported graph (ONNX Runtime, OpenVINO) called in place of the module by the encoder
+    # handlers, and the variant serving ("eager" unless `optimize` chose another)
+    backend: Any = None
+    variant: str = "eager"
 
     @property
     def name(self) -> str:

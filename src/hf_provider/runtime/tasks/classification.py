@@ -36,7 +36,7 @@ class _EncoderHandler(BaseHandler):
         return {"inputs": self.pad(rows, keys=ENCODER_KEYS), "rows": rows}
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
-        return self.model.module(**batch["inputs"]).logits
+        return (self.model.backend or self.model.module)(**batch["inputs"]).logits
 
 
 class TextClassification(_EncoderHandler):

@@ -112,14 +112,20 @@ class Embeddings(BaseHandler):
 
     def _forward(self, batch: Any) -> Any:
         st = self.model.sentence_model
-        if st is not None:
+        backend = self.model.backend  # an exported graph in place of the encoder (optimize/backends.py)
+        if st is not None and backend is None:
             return st.forward(dict(batch))["sentence_embedding"]
         module = self.model.module
         encoder = module.get_encoder() if self.model.config.is_encoder_decoder else module.base_model
+        encoder = backend or encoder
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "token_type_ids" in batch and not self.model.config.is_encoder_decoder:
             kwargs["token_type_ids"] = batch["token_type_ids"]
         hidden = encoder(**kwargs).last_hidden_state
+        if st is not None:  # the checkpoint's own pooling and normalization on the backend's token embeddings
+            from hf_provider.optimize.backends import st_tail
+
+            return st_tail(self.model, batch, hidden)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 

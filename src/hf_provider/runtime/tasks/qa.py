@@ -114,7 +114,7 @@ class QuestionAnswering(BaseHandler):
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         if self.generative:
             return run_generate(self.model, batch["inputs"], params["_gen"], control)
-        out = self.model.module(**batch["inputs"])
+        out = (self.model.backend or self.model.module)(**batch["inputs"])
         return out.start_logits, out.end_logits
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
