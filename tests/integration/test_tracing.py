@@ -195,3 +195,12 @@ def test_settings_build_the_otlp_exporter_only_when_an_endpoint_is_set() -> None
     assert "tracing" in INSTALL_HINT
     with pytest.raises(ValueError, match="sample_ratio"):
         TracingSettings(otlp_endpoint="x", sample_ratio=2)
+
+
+def test_an_unsampled_request_makes_no_spans_and_no_trace_of_its_own(traced: Any) -> None:
+    c, exporter, _ = traced
+    unsampled = f"00-{CLIENT_TRACE}-00f067aa0ba902b7-00"  # the client's sampled flag is off: followed
+    r = c.post("/v1/embeddings", json={"model": "enc", "input": "x"}, headers={"traceparent": unsampled})
+    assert r.status_code == 200
+    assert r.headers["traceparent"].endswith("-00") and CLIENT_TRACE in r.headers["traceparent"]
+    assert exporter.get_finished_spans() == ()

@@ -180,6 +180,24 @@ class Trace:
         return RequestTrace(self, submitted)
 
 
+class Unsampled(Trace):
+    """An HTTP request the sampler left out: no spans, and the Provider must not start a trace of its own."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        pass
+
+    def parsed(self, started: float) -> None:
+        pass
+
+    def request(self, submitted: float) -> None:  # type: ignore[override]
+        return None
+
+
+UNSAMPLED = Unsampled()
+
+
 class RequestTrace:
     """What one Request's spans need, noted by the scheduler as it goes and turned into spans at settlement."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hf_provider.observability.tracing import TRACE, Trace, Tracing
+from hf_provider.observability.tracing import TRACE, UNSAMPLED, Trace, Tracing
 
 _PROPAGATED = (b"traceparent", b"tracestate")
 
@@ -38,7 +38,7 @@ class TraceRequests:
             f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{int(sc.trace_flags):02x}".encode(),
         )
         traced = sc.trace_flags.sampled
-        token = TRACE.set(Trace(t, t.in_context(span)) if traced else None)
+        token = TRACE.set(Trace(t, t.in_context(span)) if traced else UNSAMPLED)
 
         async def send_traced(message: dict) -> None:
             if message["type"] == "http.response.start":
