@@ -204,3 +204,19 @@ def test_monitor_flags_a_swap_from_the_stores_and_exports_the_gauge() -> None:
 def test_monitor_refuses_a_tiny_window() -> None:
     with pytest.raises(ValueError, match="window_s"):
         FindingsMonitor(HistoryStore(None), models=list, window_s=1)
+
+
+def test_monitor_without_a_swap_compares_with_the_same_hours_of_previous_days() -> None:
+    rng = random.Random(12)
+    store = HistoryStore(None)
+    now = T0 + 3 * 86400
+    for day in (3, 2, 1):  # the same ten minutes on three earlier days, at the usual speed
+        _feed(store, rng, now - WINDOW - day * 86400, now + WINDOW - day * 86400, 1.0)
+    _feed(store, rng, now - WINDOW, now, 1.35)  # today's five minutes: 35% slower, no revision change
+    mon = FindingsMonitor(store, models=lambda: ["m"], clock=Clock(now))
+    found = mon.evaluate()
+    assert [f.kind for f in found] == ["latency"]
+    assert "compared with the same hours of the previous 7 days" in found[0].message
+    assert found[0].revision is None and "went live" not in found[0].message
+    _feed(store, rng, now, now + WINDOW, 1.0)  # the next five minutes are back to normal: no finding
+    assert mon.evaluate(now + WINDOW) == [] and mon.latest() == []
