@@ -73,3 +73,29 @@ def test_report_reads_the_store_over_each_models_window() -> None:
     lat, err = a["objectives"]
     assert lat["slow"] == 50 and lat["status"] == "breached"  # 10% slower than 200 ms: twice the budget
     assert err["failed"] == 10 and err["status"] == "breached"
+
+
+def test_the_observer_counts_slow_requests_and_feeds_the_monitor() -> None:
+    from hf_provider.observability.monitor import FindingsMonitor
+    from hf_provider.observability.observer import Observer
+
+    obs = Observer(home=None, clock=lambda: T0)
+    obs.slo_p95_s = {"a": 0.2}
+    for latency in (0.1, 0.3, 0.5):
+        obs.request_done("a", "embeddings", None, "ok", latency, 1, 4)
+    obs.request_done("a", "embeddings", None, "rejected", 9.0, 1, 4)  # answered at once: never "slow"
+    obs.request_done("b", "embeddings", None, "ok", 9.0, 1, 4)  # no objective
+    reg = obs.metrics.registry
+    assert reg.get_sample_value("hfp_slo_slow_requests_total", {"model": "a"}) == 2
+    assert reg.get_sample_value("hfp_slo_slow_requests_total", {"model": "b"}) is None
+    seen: list[int] = []
+
+    class Counting(FindingsMonitor):
+        def evaluate(self, now: float | None = None) -> list:
+            seen.append(sum(self.store.window(T0 - 1, T0 + 1, None, None)["counts"].values()))
+            return []
+
+    obs.monitor = Counting(obs.store, models=lambda: ["a", "b"], clock=lambda: T0)
+    obs._evaluate_findings()  # what the observer's thread runs every minute: flush first, then evaluate
+    assert seen == [5]
+    obs.close()
