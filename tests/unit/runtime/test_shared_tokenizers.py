@@ -75,3 +75,20 @@ def test_a_folder_that_cannot_be_read_is_not_shared(tmp_path: Path) -> None:
     assert shared_tokenizers.shared(None, lambda: built.append(1) or object()) is not None
     assert shared_tokenizers.shared(None, lambda: built.append(1) or object()) is not None
     assert len(built) == 2
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "minilm", "t5"])
+def test_the_fast_encoder_gives_what_the_tokenizer_gives_one_text_or_many(name: str, loaded) -> None:
+    # One text goes through `encode`, several through `encode_batch` (runtime/tasks/encoding.py): both must match
+    # the transformers call, special tokens, type ids and offsets included.
+    m = loaded(name)
+    enc = m.fast_encoder
+    assert enc is not None
+    texts = ["Hello world.", "A longer sentence, with punctuation; and more words!", "a"]
+    ref = m.tokenizer(texts, truncation=False, return_offsets_mapping=True)
+    many = enc.encode(texts, offsets=True)
+    for i, text in enumerate(texts):
+        (one,) = enc.encode([text], offsets=True)
+        assert one == many[i]
+        assert one["input_ids"] == ref["input_ids"][i]
+        assert one["offset_mapping"] == [tuple(o) for o in ref["offset_mapping"][i]]
