@@ -33,6 +33,7 @@ def _config(tiny_models: dict[str, Path], tmp_path: Path, **extra: Any) -> dict[
                 "source": str(tiny_models["decoder"]),
                 "tasks": ["text-generation"],
                 "device": "cpu",
+                "batching": {"generation": "continuous"},  # rows join the running batch: hfp.generate
             },
         ],
         **extra,
@@ -145,6 +146,9 @@ def test_a_stream_gets_a_stream_span(traced: Any) -> None:
         "".join(r.iter_text())
     names = _by_name(exporter.get_finished_spans())
     assert names["hfp.request"].attributes["hfp.task"] == "text-generation"
+    generate = names["hfp.generate"]
+    assert generate.parent.span_id == names["hfp.request"].context.span_id
+    assert names["hfp.queue_wait"].end_time <= generate.start_time
     stream = names["hfp.stream"]
     assert stream.parent.span_id == names["hfp.request"].context.span_id
     _no_inputs(list(names.values()))

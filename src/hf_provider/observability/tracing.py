@@ -9,6 +9,7 @@ answer's `traceparent` names the server span)::
         hfp.queue_wait                  submit to the batch that took it
         hfp.batch                       batch formed to answered; batch size, padded tokens
           hfp.preprocess / hfp.forward / hfp.postprocess
+          (continuous batching: hfp.generate, from joining the running batch to the end, instead of hfp.batch)
         hfp.stream                      first streamed delta to the end
 
 Spans of the scheduler are made at settlement from the times the scheduler keeps anyway (scheduling/request.py,
@@ -201,7 +202,7 @@ UNSAMPLED = Unsampled()
 class RequestTrace:
     """What one Request's spans need, noted by the scheduler as it goes and turned into spans at settlement."""
 
-    __slots__ = ("anchor", "anchor_ns", "batch_size", "first_delta", "stages", "trace")
+    __slots__ = ("anchor", "anchor_ns", "batch_size", "first_delta", "stages", "started", "trace")
 
     def __init__(self, trace: Trace, submitted: float) -> None:
         self.trace = trace
@@ -210,6 +211,11 @@ class RequestTrace:
         self.stages: tuple[float, float | None, float, dict[str, float], int] | None = None
         self.batch_size = 0
         self.first_delta: float | None = None
+        self.started: float | None = None  # when a batch or the generation engine took it (monotonic)
+
+    def running(self, now: float) -> None:
+        if self.started is None:
+            self.started = now
 
     def ns(self, t: float) -> int:
         return self.anchor_ns + int((t - self.anchor) * 1e9)
@@ -273,7 +279,13 @@ class RequestTrace:
                 post = self.ns(done)
                 _span(tracer, "hfp.postprocess", bctx, post - int(timings["postprocess"] * 1e9), post)
             batch.end(end_time=self.ns(done))
-        elif req.outcome != "ok":  # ended in the queue (cancelled, expired, refused late)
+        elif (
+            self.started is not None
+        ):  # taken, then no batch answered it: the continuous-batching engine's rows
+            _span(tracer, "hfp.queue_wait", ctx, self.ns(self.anchor), self.ns(self.started))
+            if getattr(req.handler, "generative", False):
+                _span(tracer, "hfp.generate", ctx, self.ns(self.started), end)  # joined between two steps
+        else:  # ended in the queue (cancelled, expired, refused)
             _span(tracer, "hfp.queue_wait", ctx, self.ns(self.anchor), end)
         if self.first_delta is not None:
             _span(tracer, "hfp.stream", ctx, self.ns(self.first_delta), end)

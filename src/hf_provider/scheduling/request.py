@@ -144,7 +144,9 @@ class Request:
             if self.state == SETTLED:
                 return False
             self.state = RUNNING
-            return True
+        if self.trace is not None:
+            self.trace.running(time.monotonic())
+        return True
 
     def item_done(self, index: int, result: Any, now: float) -> bool:
         """Record one item's result; settles ok with the last one. False when the request had already ended."""
