@@ -58,30 +58,12 @@ def sync() -> None:
 
 
 def build_model(root: Path) -> Path:
-    """GPT-2 124M's shape (768 x 12 layers, 50257 vocab), random weights, the tiny BPE tokenizer."""
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    """GPT-2 124M's shape (768 x 12 layers, 1024 positions, 50257 vocab), random weights, the tiny BPE tokenizer."""
+    from hf_provider.testing.models import build_sized_gpt2
 
-    from hf_provider.testing.models import build_tiny_models
-
-    dest = root / ("gpt2-smoke" if SMOKE else "gpt2-124m")
-    if (dest / "config.json").exists():
-        return dest
-    tok = AutoTokenizer.from_pretrained(build_tiny_models(root / "tiny")["decoder"])
-    shape = dict(n_embd=64, n_layer=2, n_head=2) if SMOKE else dict(n_embd=768, n_layer=12, n_head=12)
-    cfg = GPT2Config(
-        vocab_size=50257,
-        n_positions=1024,
-        **shape,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(cfg)
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(dest)
-    tok.save_pretrained(dest)
-    return dest
+    if SMOKE:
+        return build_sized_gpt2(root, 64, 2, "gpt2-smoke", 1024, heads=2, vocab=50257)
+    return build_sized_gpt2(root, 768, 12, "gpt2-124m", 1024, vocab=50257)
 
 
 def workload() -> tuple[list[str], list[int], list[float]]:

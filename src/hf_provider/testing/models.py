@@ -99,15 +99,18 @@ def _build_t5(dest: Path, *, small: bool = False) -> None:
     tok.save_pretrained(dest)
 
 
-def _gpt2(hidden: int, layers: int, heads: int | None = None, positions: int = 256) -> Callable[[Path], None]:
-    """A random GPT-2 LM (256 positions by default) with the tiny BPE tokenizer; heads default to hidden // 64."""
+def _gpt2(
+    hidden: int, layers: int, heads: int | None = None, positions: int = 256, vocab: int | None = None
+) -> Callable[[Path], None]:
+    """A random GPT-2 LM (256 positions by default) with the tiny BPE tokenizer; heads default to hidden // 64,
+    the vocabulary to the tokenizer's (GPT-2's 50257 gives a real GPT-2's embedding and LM head sizes)."""
 
     def build(dest: Path) -> None:
         from transformers import GPT2Config, GPT2LMHeadModel
 
         tok = bpe_tokenizer()
         config = GPT2Config(
-            vocab_size=len(tok),
+            vocab_size=vocab or len(tok),
             n_positions=positions,
             n_embd=hidden,
             n_layer=layers,
@@ -250,12 +253,19 @@ def build_sized_bert(out_dir: Path, hidden: int, layers: int, name: str | None =
 
 
 def build_sized_gpt2(
-    out_dir: Path, hidden: int, layers: int, name: str | None = None, positions: int = 256
+    out_dir: Path,
+    hidden: int,
+    layers: int,
+    name: str | None = None,
+    positions: int = 256,
+    *,
+    heads: int | None = None,
+    vocab: int | None = None,
 ) -> Path:
     """A random GPT-2 language model of chosen width, depth and context with the tiny BPE tokenizer (a long
     context lets tests run generations of thousands of tokens, to cancel them halfway)."""
     name = name or f"gpt2-h{hidden}-l{layers}" + (f"-p{positions}" if positions != 256 else "")
-    return _cached(Path(out_dir), name, _gpt2(hidden, layers, positions=positions))
+    return _cached(Path(out_dir), name, _gpt2(hidden, layers, heads, positions=positions, vocab=vocab))
 
 
 def minilm_path() -> Path:
