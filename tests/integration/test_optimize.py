@@ -168,3 +168,15 @@ def test_hfp_optimize_refuses_an_unknown_candidate_before_loading():
 
     res = CliRunner().invoke(app, ["optimize", "x", "--candidates", "onxx"])
     assert res.exit_code == 2 and "unknown candidate(s) onxx" in res.output
+
+
+def test_a_process_isolated_model_serves_its_variant_from_the_child(tiny_models):
+    source = str(tiny_models["bert-mlm"])
+    texts = ["The quick brown fox jumps over the lazy dog.", "Is it safe?"]
+    with _provider(ModelSpec(name="e", source=source, tasks=["embeddings"])) as p:
+        eager = np.stack(p.run("e", "embeddings", texts))
+    spec = ModelSpec(name="e", source=source, tasks=["embeddings"], optimize="onnx", isolation="process")
+    with _provider(spec) as p:
+        p.load("e")
+        served = np.stack(p.run("e", "embeddings", texts))
+    assert np.min(np.sum(eager * served, axis=1)) > 0.9999

@@ -96,6 +96,9 @@ def _load(spec_json: str, path: str, commit: str | None) -> tuple[Any, float | N
     cosine = apply_quantization(model)
     for task in spec.tasks or supported_tasks(model):
         model.handlers[task] = build_handler(task, model, spec.defaults.get(task))
+    from hf_provider.optimize.apply import apply_optimize
+
+    apply_optimize(model)  # spec.optimize, as in the parent's thread path (runtime/manager.py)
     return model, cosine
 
 
