@@ -1,6 +1,8 @@
 """Ray Serve scaling: the same embeddings load against 1 replica and against 2 (each one CPU and one torch
-thread), in one run on one local Ray; then an autoscaled deployment (min 1, max 2) under that load and idle
-after it, timing the scale-up and the scale-down. Prints the 2-vs-1 throughput ratio and every failed request.
+thread), in one run on one local Ray, measured once every replica serves the model (the hot model spreads to
+the other replica, which loads it; the time that takes is printed); then an autoscaled deployment (min 1, max 2)
+under that load and idle after it, timing the scale-up and the scale-down. Prints the 2-vs-1 throughput ratio
+and every failed request.
 
     .venv/bin/python bench/ray_scale.py [--seconds 20] [--clients 4] [--batch 32]
 
@@ -119,10 +121,28 @@ class Load:
             t.join(120)
 
 
-def _throughput(url: str, seconds: float, clients: int, batch: int) -> tuple[float, list[str]]:
+def _holding(url: str, model: str) -> tuple[int, int]:
+    """(replicas that have `model` ready, replicas) from GET /v1/admin/replicas."""
+    import httpx
+
+    try:
+        reps = httpx.get(f"{url}/v1/admin/replicas", timeout=10).json()["replicas"]
+    except Exception:
+        return 0, 0
+    ready = sum(any(m["name"] == model and m["state"] == "ready" for m in r["models"]) for r in reps)
+    return ready, len(reps)
+
+
+def _throughput(
+    url: str, seconds: float, clients: int, batch: int, replicas: int
+) -> tuple[float, list[str], float | None]:
+    """Steady-state throughput: the load runs until every replica serves the model (the hot model spreads,
+    scaling/spread.py, and the other replica loads it; at most 120 s), then `seconds` are measured. Also
+    returns how long the spreading took."""
     warm = Load(url, clients, batch)
     warm.start(trickle=False)
     time.sleep(3)  # first batches: allocator and thread start-up
+    spread_s = _wait(lambda: _holding(url, "minilm") == (replicas, replicas), 120)
     warm.finish()
     load = Load(url, clients, batch)
     load.start(trickle=False)
@@ -131,7 +151,7 @@ def _throughput(url: str, seconds: float, clients: int, batch: int) -> tuple[flo
     items = load.ok_items
     elapsed = time.monotonic() - t0
     load.finish()
-    return items / elapsed, load.failed + warm.failed
+    return items / elapsed, load.failed + warm.failed, spread_s
 
 
 def main() -> None:
@@ -173,9 +193,13 @@ def main() -> None:
             serve.run(
                 application(_settings(home, minilm, min_replicas=n, max_replicas=n)), name=APP, blocking=False
             )
-            rates[n], f = _throughput(url, args.seconds, args.clients, args.batch)
+            rates[n], f, spread_s = _throughput(url, args.seconds, args.clients, args.batch, n)
             failed += f
-            print(f"{n} replica(s): {rates[n]:.1f} sentences/s", flush=True)
+            held = "never" if spread_s is None else f"{spread_s + 3:.1f} s into the load"
+            print(
+                f"{n} replica(s): {rates[n]:.1f} sentences/s (every replica held the model: {held})",
+                flush=True,
+            )
             serve.delete(APP)
 
         auto = _settings(
