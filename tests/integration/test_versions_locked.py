@@ -53,7 +53,9 @@ def test_swap_and_rollback_rewrite_the_lock_entry(hub: Any, tmp_path: Path) -> N
         assert read_lock(lock)["cls"].commit == hub.v1
 
 
-def test_a_swap_of_a_remote_code_model_pins_its_code_to_the_commit_swapped_in(hub: Any, tmp_path: Path) -> None:
+def test_a_swap_of_a_remote_code_model_pins_its_code_to_the_commit_swapped_in(
+    hub: Any, tmp_path: Path
+) -> None:
     # `hfp lock` records code_revision for trust_remote_code models; a rewrite after a swap must not drop it, or a
     # locked restart would run whatever code the repo's default branch holds then.
     lock = tmp_path / "hfp.lock"
