@@ -126,7 +126,7 @@ def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device
     from sentence_transformers import SentenceTransformer
 
     key = shared_tokenizers.files_key(path, f"st-processor/remote-code={spec.trust_remote_code}")
-    with shared_tokenizers.sentence_transformer_processor(key):
+    with shared_tokenizers.sentence_transformer_processor(key, path):
         st = SentenceTransformer(
             str(path),
             device=str(device),

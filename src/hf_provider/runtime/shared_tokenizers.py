@@ -94,13 +94,13 @@ def lock_for(tokenizer: Any) -> threading.Lock:
 
 
 @contextmanager
-def sentence_transformer_processor(key: tuple | None) -> Iterator[None]:
-    """While a SentenceTransformer is built (under the loader's lock: one build at a time), its Transformer
-    module's `AutoProcessor.from_pretrained` returns the live tokenizer for `key` when there is one.
+def sentence_transformer_processor(key: tuple | None, folder: Path) -> Iterator[None]:
+    """While a SentenceTransformer is built from `folder` (under the loader's lock: one build at a time), its
+    Transformer module's `AutoProcessor.from_pretrained` returns the live tokenizer for `key` when there is one.
 
     sentence-transformers has no argument for a ready tokenizer, so the module's name is swapped for the build.
     Where the module or name moved (another sentence-transformers version) nothing is swapped and the tokenizer
-    is loaded as usual."""
+    is loaded as usual; a call for another folder (a build on a thread outside the loader) is passed through."""
     try:
         from sentence_transformers.base.modules import transformer as st_transformer
     except ImportError:
@@ -110,11 +110,14 @@ def sentence_transformer_processor(key: tuple | None) -> Iterator[None]:
     if key is None or real is None or not hasattr(real, "from_pretrained"):
         yield
         return
+    mine = Path(folder).resolve()
 
     class _Shared:
         @staticmethod
         def from_pretrained(*args: Any, **kwargs: Any) -> Any:
-            # the folder (args[0]) differs per snapshot and is in `key` by content; other arguments count as given
+            if not args or Path(str(args[0])).resolve() != mine:
+                return real.from_pretrained(*args, **kwargs)
+            # the folder differs per snapshot and is in `key` by content; other arguments count as given
             call = (key, repr(args[1:]), repr(sorted(kwargs.items())))
             return shared(call, lambda: real.from_pretrained(*args, **kwargs))
 

@@ -92,3 +92,22 @@ def test_the_fast_encoder_gives_what_the_tokenizer_gives_one_text_or_many(name: 
         assert one == many[i]
         assert one["input_ids"] == ref["input_ids"][i]
         assert one["offset_mapping"] == [tuple(o) for o in ref["offset_mapping"][i]]
+
+
+def test_the_sentence_transformers_swap_passes_other_folders_through(
+    minilm_path: Path, tmp_path: Path
+) -> None:
+    # Only the build the loader started (its folder) takes the shared tokenizer; any other call goes to the real
+    # AutoProcessor, so a SentenceTransformer built elsewhere meanwhile never gets another model's tokenizer.
+    from sentence_transformers.base.modules import transformer as st_transformer
+
+    real = st_transformer.AutoProcessor
+    key = shared_tokenizers.files_key(minilm_path, "k")
+    with shared_tokenizers.sentence_transformer_processor(key, minilm_path):
+        shim = st_transformer.AutoProcessor
+        assert shim is not real
+        mine = shim.from_pretrained(str(minilm_path))
+        assert shim.from_pretrained(str(minilm_path)) is mine
+        other = _copy(minilm_path, tmp_path / "other", "x")
+        assert shim.from_pretrained(str(other)) is not mine
+    assert st_transformer.AutoProcessor is real
