@@ -237,3 +237,18 @@ def test_a_prune_in_another_process_keeps_what_a_running_server_has_loaded(
         server.wait(30)
     r = CliRunner().invoke(app, ["cache", "prune", "--config", str(cfg), "--json"])
     assert [x["repo_id"] for x in json.loads(r.stdout)["removed"]] == ["org/b"]
+
+
+def test_a_server_of_local_folders_only_writes_no_cache_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_models: dict[str, Path]
+) -> None:
+    # Publishing pins (for prunes in other processes) is about Hub revisions: a local folder has none, so loading
+    # one must not create a database in the user's Hugging Face folder.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
+    monkeypatch.delenv("HF_ASSETS_CACHE", raising=False)
+    spec = ModelSpec(name="local", source=str(tiny_models["bert-cls"]), tasks=TASKS)
+    with Provider([spec], settings=load_settings({"metrics_enabled": False})) as p:
+        p.load("local")
+        p.unload("local")
+    assert not list((tmp_path / "hf-home").rglob("*.sqlite"))

@@ -32,6 +32,7 @@ _lock = threading.Lock()
 _pins: Counter[tuple[str, str, str]] = Counter()
 # Live holders (a ModelManager's "what have I loaded"), asked at prune time: nothing to forget on unload, and a
 # manager that is garbage collected drops out by itself (weak references).
+_published: set[int] = set()  # the states (by id) this process has written rows to and not cleared since
 _holders: list[weakref.WeakMethod[Callable[[], Iterable[tuple[str, str]]]]] = []
 
 
@@ -56,12 +57,19 @@ def publish(state: CacheState | None = None) -> None:
     cache's). Called on every pin change and by the model manager after each load and unload. Best effort: a
     read-only cache folder must not fail a load; a prune elsewhere then only sees what other processes hold."""
     try:
+        held = snapshot()
         if state is None:
             from hf_provider.cache.state import state_for
             from hf_provider.hub.resolve import HubEnv
 
+            if not held and not _published:  # only local folders so far: no cache state to create or clear
+                return
             state = state_for(HubEnv.current().cache_dir)
-        state.publish_holds(os.getpid(), _started(), snapshot())
+        state.publish_holds(os.getpid(), _started(), held)
+        if held:
+            _published.add(id(state))
+        else:
+            _published.discard(id(state))
     except Exception as exc:  # sqlite3 errors, an unwritable folder
         log.debug("could not publish the cache revisions this process holds: %s", exc)
 
