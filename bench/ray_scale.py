@@ -74,10 +74,15 @@ def _wait(check: Callable[[], bool], timeout_s: float) -> float | None:
 class Load:
     """`clients` threads posting one batch each, back to back, while `on` is set; statuses are kept."""
 
-    def __init__(self, url: str, clients: int, batch: int) -> None:
+    def __init__(self, url: str, clients: int, batch: int, encoding: str = "base64") -> None:
         self.url, self.clients = url, clients
-        self.body = {"model": "minilm", "input": [f"sentence {i} about a cat on a mat" for i in range(batch)]}
+        self.body = {
+            "model": "minilm",
+            "input": [f"sentence {i} about a cat on a mat" for i in range(batch)],
+            "encoding_format": encoding,
+        }
         self.ok_items = 0
+        self.per_replica: dict[str, int] = {}
         self.failed: list[str] = []
         self.on = threading.Event()
         self.stop = threading.Event()
@@ -104,11 +109,13 @@ class Load:
                     )
                     ok = r.status_code == 200
                     why = f"{r.status_code} {r.text[:120]}"
+                    replica = r.headers.get("x-hfp-replica", "?").rsplit("#", 1)[-1]
                 except Exception as e:  # a dropped connection is a failed request too
                     ok, why = False, repr(e)
                 with self._lock:
                     if ok:
                         self.ok_items += len(self.body["input"])
+                        self.per_replica[replica] = self.per_replica.get(replica, 0) + 1
                     else:
                         self.failed.append(why)
                 if trickle and not self.on.is_set():
@@ -133,25 +140,112 @@ def _holding(url: str, model: str) -> tuple[int, int]:
     return ready, len(reps)
 
 
+def _role(proc: Any) -> str:
+    title = " ".join(proc.info.get("cmdline") or [proc.info.get("name") or ""])
+    if proc.pid == os.getpid():
+        return "client"
+    for key, role in (
+        ("ServeReplica", f"replica {proc.pid}"),
+        ("ProxyActor", "proxy"),
+        ("ServeController", "controller"),
+        ("raylet", "raylet"),
+        ("gcs_server", "gcs"),
+    ):
+        if key in title:
+            return role
+    return "other"
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) each role has used so far: the replicas, Ray's proxy, controller and core
+    processes, this client, everything else."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+        t = proc.info.get("cpu_times")
+        if t is None:
+            continue
+        role = _role(proc)
+        out[role] = out.get(role, 0.0) + t.user + t.system
+    return out
+
+
+def _cpu_share(before: dict[str, float], after: dict[str, float], elapsed: float) -> str:
+    used = {k: (after.get(k, 0.0) - before.get(k, 0.0)) / elapsed for k in after}
+    return ", ".join(
+        f"{k} {100 * v:.0f}%" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.01
+    )
+
+
 def _throughput(
-    url: str, seconds: float, clients: int, batch: int, replicas: int
+    url: str, seconds: float, clients: int, batch: int, encoding: str, replicas: int
 ) -> tuple[float, list[str], float | None]:
     """Steady-state throughput: the load runs until every replica serves the model (the hot model spreads,
     scaling/spread.py, and the other replica loads it; at most 120 s), then `seconds` are measured. Also
     returns how long the spreading took."""
-    warm = Load(url, clients, batch)
+    warm = Load(url, clients, batch, encoding)
     warm.start(trickle=False)
     time.sleep(3)  # first batches: allocator and thread start-up
     spread_s = _wait(lambda: _holding(url, "minilm") == (replicas, replicas), 120)
     warm.finish()
-    load = Load(url, clients, batch)
+    load = Load(url, clients, batch, encoding)
     load.start(trickle=False)
-    t0 = time.monotonic()
+    time.sleep(1)  # the clients' connections are open
+    with load._lock:
+        items0, split0 = load.ok_items, dict(load.per_replica)
+    cpu0, t0 = _cpu_seconds(), time.monotonic()
     time.sleep(seconds)
-    items = load.ok_items
+    with load._lock:
+        items, split = load.ok_items - items0, {k: v - split0.get(k, 0) for k, v in load.per_replica.items()}
     elapsed = time.monotonic() - t0
+    cpu = _cpu_share(cpu0, _cpu_seconds(), elapsed)
     load.finish()
+    print(
+        f"  requests per replica: {sorted(split.values(), reverse=True)}; CPU (% of one core): {cpu}",
+        flush=True,
+    )
     return items / elapsed, load.failed + warm.failed, spread_s
+
+
+def _autoscale(
+    url: str, home: str, minilm: str, args: argparse.Namespace, failed: list[str]
+) -> list[float | None]:
+    """An autoscaled deployment (min 1, max 2) under the load, then idle but for one slow client: the seconds
+    until the second replica starts, serves, drains and is gone."""
+    from ray import serve
+
+    from hf_provider.scaling.ray_serve import application
+
+    auto = _settings(
+        home,
+        minilm,
+        min_replicas=1,
+        max_replicas=2,
+        target_ongoing_requests=1,
+        upscale_delay_s=1,
+        downscale_delay_s=5,
+        look_back_period_s=2,
+        metrics_interval_s=0.5,
+    )
+    serve.run(application(auto), name=APP, blocking=False)
+    load = Load(url, args.clients, args.batch, args.encoding)
+    load.start(trickle=True)
+    t0 = time.monotonic()
+    up_decided = _wait(lambda: sum(_replicas(APP).values()) >= 2, 300)  # a second replica is starting
+    up = _wait(lambda: _running(APP) == 2, 300)
+    up = None if up is None else time.monotonic() - t0
+    time.sleep(3)
+    load.on.clear()  # one client goes on slowly: requests are in flight while a replica drains
+    t0 = time.monotonic()
+    down_decided = _wait(lambda: _running(APP) < 2, 300)  # one is stopping (draining)
+    down = _wait(lambda: sum(_replicas(APP).values()) == 1, 300)
+    down = None if down is None else time.monotonic() - t0
+    time.sleep(2)
+    load.finish()
+    failed += load.failed
+    serve.delete(APP)
+    return [up_decided, up, down_decided, down]
 
 
 def main() -> None:
@@ -159,6 +253,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured load per phase")
     ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
     ap.add_argument("--batch", type=int, default=32, help="sentences per request")
+    ap.add_argument(
+        "--encoding",
+        choices=("base64", "float"),
+        default="base64",
+        help="encoding_format of the embeddings (base64 is what the OpenAI Python client asks for by default)",
+    )
+    ap.add_argument(
+        "--throughput-only", action="store_true", help="skip the autoscaling phase (scale-up and scale-down)"
+    )
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -181,7 +284,8 @@ def main() -> None:
     port = _port()
     url = f"http://127.0.0.1:{port}"
     print(
-        f"load: {args.clients} clients, {args.batch} sentences a request, {args.seconds:.0f} s per phase",
+        f"load: {args.clients} clients, {args.batch} sentences a request ({args.encoding}), "
+        f"{args.seconds:.0f} s per phase",
         flush=True,
     )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -193,7 +297,7 @@ def main() -> None:
             serve.run(
                 application(_settings(home, minilm, min_replicas=n, max_replicas=n)), name=APP, blocking=False
             )
-            rates[n], f, spread_s = _throughput(url, args.seconds, args.clients, args.batch, n)
+            rates[n], f, spread_s = _throughput(url, args.seconds, args.clients, args.batch, args.encoding, n)
             failed += f
             held = "never" if spread_s is None else f"{spread_s + 3:.1f} s into the load"
             print(
@@ -202,34 +306,7 @@ def main() -> None:
             )
             serve.delete(APP)
 
-        auto = _settings(
-            home,
-            minilm,
-            min_replicas=1,
-            max_replicas=2,
-            target_ongoing_requests=1,
-            upscale_delay_s=1,
-            downscale_delay_s=5,
-            look_back_period_s=2,
-            metrics_interval_s=0.5,
-        )
-        serve.run(application(auto), name=APP, blocking=False)
-        load = Load(url, args.clients, args.batch)
-        load.start(trickle=True)
-        t0 = time.monotonic()
-        up_decided = _wait(lambda: sum(_replicas(APP).values()) >= 2, 300)  # a second replica is starting
-        up = _wait(lambda: _running(APP) == 2, 300)
-        up = None if up is None else time.monotonic() - t0
-        time.sleep(3)
-        load.on.clear()  # one client goes on slowly: requests are in flight while a replica drains
-        t0 = time.monotonic()
-        down_decided = _wait(lambda: _running(APP) < 2, 300)  # one is stopping (draining)
-        down = _wait(lambda: sum(_replicas(APP).values()) == 1, 300)
-        down = None if down is None else time.monotonic() - t0
-        time.sleep(2)
-        load.finish()
-        failed += load.failed
-        serve.delete(APP)
+        timings = None if args.throughput_only else _autoscale(url, home, minilm, args, failed)
     finally:
         serve.shutdown()
         shutdown_directory(APP)
@@ -243,8 +320,10 @@ def main() -> None:
     def secs(v: float | None) -> str:
         return "not seen" if v is None else f"{v:.1f} s"
 
-    print(f"scale-up 1->2 under load: started after {secs(up_decided)}, serving after {secs(up)}")
-    print(f"scale-down 2->1 when idle: draining after {secs(down_decided)}, gone after {secs(down)}")
+    if timings is not None:
+        up_decided, up, down_decided, down = timings
+        print(f"scale-up 1->2 under load: started after {secs(up_decided)}, serving after {secs(up)}")
+        print(f"scale-down 2->1 when idle: draining after {secs(down_decided)}, gone after {secs(down)}")
     print(f"failed requests: {len(failed)}")
     for f in failed[:10]:
         print("  ", f)
