@@ -109,6 +109,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--swaps", type=int, default=5)
+    ap.add_argument(
+        "--slowest", type=int, default=0, help="also print the N slowest requests that overlapped a swap"
+    )
     ap.add_argument("--history-out", type=Path, help="also write `hfp models history` of the run here")
     args = ap.parse_args()
 
@@ -180,6 +183,19 @@ def main() -> int:
         "the call (target <= 1000 ms)",
     ]
     print("\n".join(lines))
+    if args.slowest:
+        print(
+            "slowest requests overlapping a swap (start and end, in seconds from the swap call; swap length):"
+        )
+        slow = sorted(
+            ((lat, t0, w) for t0, lat, _ in during for w in windows if t0 < w[1] and t0 + lat > w[0]),
+            key=lambda x: -x[0],
+        )
+        for lat, t0, (start, end, _, rev) in slow[: args.slowest]:
+            print(
+                f"  {lat * 1000:6.1f} ms: {t0 - start:+6.2f} .. {t0 + lat - start:+6.2f}"
+                f"  (swap to {rev}: {end - start:.2f} s)"
+            )
     print(history)
     if args.history_out is not None:
         args.history_out.write_text(f"$ hfp models history {MODEL} --url <the bench's server>\n{history}")
