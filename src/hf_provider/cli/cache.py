@@ -14,13 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import fail, human_bytes, load
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="hfp.toml; hfp.lock lives beside it", exists=True, dir_okay=False),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+from hf_provider.cli.common import ConfigOpt, JsonOpt, fail, human_bytes, load
 
 cache_app = typer.Typer(help="The HF cache: list revisions, verify files, prune to the disk budget.")
 

@@ -10,7 +10,7 @@ import errno
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -60,6 +60,30 @@ def _url_of(settings: Settings) -> str:
 
 
 API_KEY_HELP = "the server's API key (default: \\[server] api_key of --config and HFP_SERVER__API_KEY)"
+
+# The options every command that reads a config or calls a server shares, one definition each.
+ConfigOpt = Annotated[
+    Path | None,
+    # help text is rich markup, which reads "[models]" as a tag ("[] tables"): rich.markup.escape's form
+    typer.Option(
+        "--config",
+        "-c",
+        help="hfp.toml: its [\\[models]] tables, \\[server] address and the rest; hfp.lock lives beside it",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="a running hfp server (default: \\[server] host and port of --config and HFP_SERVER__*, "
+        "else http://127.0.0.1:8000)",
+    ),
+]
+# never shown back: no default in --help, and the key stays out of every message
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help=API_KEY_HELP, show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def connect(url: str | None, config: Path | None, api_key: str | None, timeout: float = 10.0) -> httpx.Client:

@@ -12,7 +12,10 @@ import typer
 
 from hf_provider.cli.cache import register as register_cache_commands
 from hf_provider.cli.common import (
-    API_KEY_HELP,
+    ApiKeyOpt,
+    ConfigOpt,
+    JsonOpt,
+    UrlOpt,
     check_model_name,
     check_port_free,
     connect,
@@ -39,23 +42,6 @@ models_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(models_app, name="models")
-
-ConfigOpt = Annotated[
-    Path | None,
-    # help text is rich markup, which reads "[models]" as a tag ("[] tables"): rich.markup.escape's form
-    typer.Option("--config", "-c", help="hfp.toml with [\\[models]] tables", exists=True, dir_okay=False),
-]
-UrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        help="a running hfp server (default: \\[server] host and port of --config and HFP_SERVER__*, "
-        "else http://127.0.0.1:8000)",
-    ),
-]
-
-# never shown back: no default in --help, and the key stays out of every message
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help=API_KEY_HELP, show_default=False)]
 
 
 def _settings(config: Path | None, **overrides: Any):
@@ -86,7 +72,7 @@ def run(
     ],
     config: ConfigOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run one task on a model and print the result."""
     from hf_provider.types import TASKS
@@ -219,7 +205,7 @@ def models(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Configured models, with their state on a running server when one answers at --url."""
     if ctx.invoked_subcommand is not None:
@@ -342,7 +328,7 @@ def errors(
     url: UrlOpt = None,
     config: ConfigOpt = None,
     api_key: ApiKeyOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Grouped, redacted error reports of a running server, most recently seen first."""
     import httpx

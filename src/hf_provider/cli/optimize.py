@@ -11,9 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import check_model_name, fail, human_bytes, load, quiet_progress_bars
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False)]
+from hf_provider.cli.common import ConfigOpt, check_model_name, fail, human_bytes, load, quiet_progress_bars
 
 
 def _spec(name: str, task: str | None, config: Path | None):

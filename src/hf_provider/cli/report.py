@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import typer
 
-from hf_provider.cli.common import API_KEY_HELP
+from hf_provider.cli.common import ApiKeyOpt, ConfigOpt, UrlOpt
 
 MAX_SINCE_S = 30 * 86400.0
 
@@ -95,15 +95,9 @@ def register(app: typer.Typer) -> None:
         html_file: Path | None = typer.Option(
             None, "--html", help="Write the report as one HTML page with charts to this file.", dir_okay=False
         ),
-        url: str | None = typer.Option(None, "--url", help="Base URL of a running hfp server."),
-        config: Path | None = typer.Option(
-            None,
-            "--config",
-            "-c",
-            help="hfp.toml whose \\[server] section says where the server is.",
-            exists=True,
-        ),
-        api_key: str | None = typer.Option(None, "--api-key", help=API_KEY_HELP, show_default=False),
+        url: UrlOpt = None,
+        config: ConfigOpt = None,
+        api_key: ApiKeyOpt = None,
     ) -> None:
         """A summary of a running server: traffic, latency percentiles, errors by group, memory, findings, SLOs."""
         from hf_provider.cli.common import connect, fail

@@ -4,7 +4,6 @@ findings (/v1/admin/findings) and SLOs not met (/v1/admin/slo) under the table."
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from hf_provider.cli.common import API_KEY_HELP
+from hf_provider.cli.common import ApiKeyOpt, ConfigOpt, UrlOpt
 
 WINDOW_S = 60  # the live view looks at the last minute
 SERIES_STEP_S = 5
@@ -217,23 +216,11 @@ def top(
 def register(app: typer.Typer) -> None:
     @app.command("top")
     def top_command(
-        url: str | None = typer.Option(
-            None,
-            "--url",
-            help="Base URL of a running hfp server (default: \\[server] host and port of --config and "
-            "HFP_SERVER__*, else http://127.0.0.1:8000).",
-        ),
-        config: Path | None = typer.Option(
-            None,
-            "--config",
-            "-c",
-            help="hfp.toml whose \\[server] section says where the server is.",
-            exists=True,
-            dir_okay=False,
-        ),
+        url: UrlOpt = None,
+        config: ConfigOpt = None,
         interval: float = typer.Option(2.0, "--interval", min=0.1, help="Seconds between refreshes."),
         once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
-        api_key: str | None = typer.Option(None, "--api-key", help=API_KEY_HELP, show_default=False),
+        api_key: ApiKeyOpt = None,
     ) -> None:
         """Live per-model throughput, latency, errors, current queue and memory of a running server."""
         from hf_provider.cli.common import connect

@@ -11,12 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import API_KEY_HELP, connect, fail
-
-UrlOpt = Annotated[str | None, typer.Option("--url", help="a running hfp server (default: as `hfp models`)")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", exists=True, dir_okay=False)]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help=API_KEY_HELP, show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+from hf_provider.cli.common import ApiKeyOpt, ConfigOpt, JsonOpt, UrlOpt, connect, fail
 
 
 def _call(
