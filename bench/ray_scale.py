@@ -4,7 +4,11 @@ the other replica, which loads it; the time that takes is printed); then an auto
 under that load and idle after it, timing the scale-up and the scale-down. Prints the 2-vs-1 throughput ratio
 and every failed request.
 
-    .venv/bin/python bench/ray_scale.py [--seconds 20] [--clients 4] [--batch 32]
+    .venv/bin/python bench/ray_scale.py [--seconds 20] [--clients 4] [--batch 32] [--encoding base64|float]
+                                        [--throughput-only]
+
+Each phase also prints the requests each replica served and the CPU each process used (% of one core: the
+replicas, Ray's proxy, controller and core processes, this client), which shows where a ratio below 2 goes.
 
 Requests carry many sentences each so that the client and Ray's proxy (which share the machine) cost little
 beside the replicas' forward passes; on a 2-core machine the two replicas take both cores, so the ratio shows
@@ -121,6 +125,11 @@ class Load:
                 if trickle and not self.on.is_set():
                     time.sleep(0.3)
 
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """Sentences answered so far, and requests answered per replica."""
+        with self._lock:
+            return self.ok_items, dict(self.per_replica)
+
     def finish(self) -> None:
         self.stop.set()
         self.on.clear()
@@ -192,12 +201,12 @@ def _throughput(
     load = Load(url, clients, batch, encoding)
     load.start(trickle=False)
     time.sleep(1)  # the clients' connections are open
-    with load._lock:
-        items0, split0 = load.ok_items, dict(load.per_replica)
+    items0, split0 = load.counts()
     cpu0, t0 = _cpu_seconds(), time.monotonic()
     time.sleep(seconds)
-    with load._lock:
-        items, split = load.ok_items - items0, {k: v - split0.get(k, 0) for k, v in load.per_replica.items()}
+    items, split = load.counts()
+    items -= items0
+    split = {k: v - split0.get(k, 0) for k, v in split.items()}
     elapsed = time.monotonic() - t0
     cpu = _cpu_share(cpu0, _cpu_seconds(), elapsed)
     load.finish()
