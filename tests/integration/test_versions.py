@@ -4,6 +4,8 @@ no request fails, a failed load changes nothing, a rollback to the warm previous
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import pytest
 
 from hf_provider.errors import InvalidInput, ModelLoadError, VersionConflict
 from hf_provider.provider import Provider
+from hf_provider.scheduling.foreground import FOREGROUND
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.hub_server import LocalHub, use_local_hub
@@ -103,6 +106,22 @@ def test_swap_under_load_fails_no_request(hub: Any) -> None:
         actions = [(e["action"], e["revision"], e["outcome"]) for e in p.lifecycle.events("cls")]
         assert actions[:3] == [("swap", "v2", "ok"), ("swap", "v1", "ok"), ("swap", "v2", "ok")]
         assert actions[-1] == ("load", "v1", "ok")
+
+
+def test_a_swap_loads_between_forward_passes_and_is_not_starved_by_a_model_that_never_stops(
+    hub: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make() as p:
+        p.load("cls")
+        caplog.set_level(logging.INFO, logger="hf_provider.lifecycle.loading")
+        with FOREGROUND.forward_pass():  # a forward pass that lasts the whole swap: no gap for the load
+            p.lifecycle.swap("cls", "v2")
+        assert commit_of(p) == hub.v2
+        line = next(r.getMessage() for r in caplog.records if "beside the serving version" in r.getMessage())
+        waited, slices = re.search(
+            r"waited ([0-9.]+) s for forward passes \((\d+) free slices\)", line
+        ).groups()
+        assert float(waited) > 0 and int(slices) > 0
 
 
 def test_rollback_without_a_previous_revision_is_a_conflict(hub: Any) -> None:

@@ -20,6 +20,7 @@ from hf_provider.memory.release import release_memory
 from hf_provider.runtime.admission import admission_estimate
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.manager import Entry, ModelManager
+from hf_provider.scheduling.foreground import FOREGROUND
 from hf_provider.settings import VersioningSettings
 from hf_provider.spec import ModelSpec
 
@@ -86,14 +87,17 @@ class VersionLoader:
         v.pin("swapping")
         deadline = time.monotonic() + self.manager.memory.load_wait_s
 
-        def load_and_warm_up() -> None:
-            self.manager._load(v.entry, deadline, key=key, resolved=resolved, faults=faults)
-            V.warm_up(v)
-
         try:
-            # At normal CPU priority: a load at nice 19 measured no better p99 during swaps (bench/swap.py) and
-            # risks a priority inversion on the GIL (a low-priority thread holding it while requests wait).
-            load_and_warm_up()
+            # the serving version takes every request meanwhile: the load runs between its forward passes
+            with FOREGROUND.yield_to_forwards() as waited:
+                self.manager._load(v.entry, deadline, key=key, resolved=resolved, faults=faults)
+            log.info(
+                "loaded %s beside the serving version; it waited %.2f s for forward passes (%d free slices)",
+                key,
+                waited.waited_s,
+                waited.slices,
+            )
+            V.warm_up(v)
         except BaseException:
             V.drop(self.manager, v, "failed to load or warm up")
             raise

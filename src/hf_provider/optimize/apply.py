@@ -17,6 +17,7 @@ from hf_provider.optimize import guard, store
 from hf_provider.optimize.candidates import CANDIDATES
 from hf_provider.optimize.names import BASELINE
 from hf_provider.runtime.model import LoadedModel
+from hf_provider.scheduling.foreground import FOREGROUND
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def auto_result(model: LoadedModel, *, cache_dir: Path | None = None, **kwargs: 
         source=model.spec.source,
         revision=model.spec.revision,
     )
-    report = optimize(model.spec, tasks=tasks, resolved=resolved, cache_dir=cache_dir, **kwargs)
+    with FOREGROUND.undisturbed():  # a swap's load yields to forward passes, but not while it measures
+        report = optimize(model.spec, tasks=tasks, resolved=resolved, cache_dir=cache_dir, **kwargs)
     result = report.to_json()
     store.write_result(key, result, cache_dir)
     return result, False

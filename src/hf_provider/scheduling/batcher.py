@@ -29,6 +29,7 @@ from hf_provider.errors import ProviderError
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.admit import Admission
 from hf_provider.scheduling.continuous import ContinuousStage
+from hf_provider.scheduling.foreground import FOREGROUND
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
 from hf_provider.scheduling.queue import Batch, BatchQueue, Slot
 from hf_provider.scheduling.request import Request
@@ -348,7 +349,8 @@ class ModelScheduler(Admission, ContinuousStage):
                 return True  # every request of the batch ended while it waited: nothing to compute
             self._set_busy(True)
             try:
-                self.runner.forward(batch, self._control(batch.slots))
+                with FOREGROUND.forward_pass():
+                    self.runner.forward(batch, self._control(batch.slots))
             except BaseException as e:
                 if self.runner.recoverable(e):
                     self._recover(batch, e)

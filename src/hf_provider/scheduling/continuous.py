@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hf_provider.scheduling.foreground import FOREGROUND
 from hf_provider.scheduling.queue import Batch, Slot
 
 if TYPE_CHECKING:
@@ -139,7 +140,8 @@ class ContinuousStage:
     def _step(self, engine: GenerationEngine) -> None:
         t0 = time.perf_counter()
         try:
-            made = engine.step(self._tokens_generated("text-generation"))
+            with FOREGROUND.forward_pass():
+                made = engine.step(self._tokens_generated("text-generation"))
         except Exception as e:
             log.warning("a generation step of %s failed: %s", self.name, type(e).__name__)
             engine.abort(e)
@@ -187,7 +189,8 @@ class ContinuousStage:
             batch.counted = len(group)
             try:
                 self.runner.preprocess(batch)
-                self.runner.forward(batch, self._control(group))
+                with FOREGROUND.forward_pass():
+                    self.runner.forward(batch, self._control(group))
                 results = self.runner.postprocess(batch)
             except Exception as e:
                 self._fail(batch, e)
