@@ -24,6 +24,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/serve_embeddings.py

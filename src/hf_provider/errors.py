@@ -77,7 +77,7 @@ class ModelLoadError(ProviderError, RuntimeError):
 
 
 class LoadBackoff(ModelLoadError):
-    """The model's last load failed moments ago; the next one waits out a backoff (runtime/manager.py)."""
+    """The model's last load failed moments ago; the next one waits out a backoff (models/manager.py)."""
 
     code = "model_load_failed"
 
@@ -171,7 +171,7 @@ class CircuitOpen(Unavailable):
 
 class WorkerCrashed(Unavailable):
     """The model's worker process died (killed, a segfault, a fatal device error) while it held the request, or
-    is restarting after such a death (resilience/isolation.py). Only that model's requests fail; retry after
+    is restarting after such a death (isolation/runners.py). Only that model's requests fail; retry after
     `retry_after` seconds, or a fallback serves the request."""
 
     code = "worker_crashed"

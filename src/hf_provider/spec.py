@@ -8,24 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hf_provider.types import TASKS
+from hf_provider.units import parse_duration
 
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: str | float | int) -> float:
-    """'5m' -> 300.0; numbers are seconds."""
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    m = DURATION_RE.match(value)
-    if not m:
-        raise ValueError(
-            f"invalid duration {value!r}: use a number with a unit ms, s, m, h or d, such as '5m'"
-        )
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
 class BatchingSpec(BaseModel):
@@ -137,7 +122,7 @@ class ModelSpec(BaseModel):
         "thread",
         description="'thread': the model runs in the server's process (fastest); 'process': in a child process "
         "with its own device context, so a crash of it (killed, a segfault, a fatal CUDA error) fails only its "
-        "in-flight requests (503 worker_crashed) and it restarts with backoff (resilience/isolation.py)",
+        "in-flight requests (503 worker_crashed) and it restarts with backoff (isolation/runners.py)",
     )
     slo: SloSpec | None = Field(
         None, description="service-level objectives: { p95_ms = 200, error_rate = 0.01 }"
@@ -167,7 +152,7 @@ class ModelSpec(BaseModel):
     @field_validator("optimize")
     @classmethod
     def _optimize(cls, v: str, info: Any) -> str:
-        from hf_provider.optimize.names import check_optimize
+        from hf_provider.variants import check_optimize
 
         if v != "none" and info.data.get("quantization", "none") != "none":
             raise ValueError("optimize and quantization both change the weights; set one of them")

@@ -176,7 +176,7 @@ def test_cli_cache_ls_verify_prune(hub: LocalHub, tmp_path: Path) -> None:
 def test_a_prune_between_the_fetch_and_the_weights_loading_spares_that_revision(
     hub: LocalHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hf_provider.runtime.manager as manager_mod
+    import hf_provider.models.manager as manager_mod
 
     cache = HubEnv.current().cache_dir
     resolve("org/b")

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import Cancelled, ConfigError, DeviceFailed, WorkerCrashed
+from hf_provider.isolation.procworker import RestartBackoff
 from hf_provider.resilience import fallback
-from hf_provider.resilience.procworker import RestartBackoff
 from hf_provider.settings import FaultRule, load_settings
 from hf_provider.testing.models import build_sized_gpt2
 

@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import MemoryBudgetExceeded
+from hf_provider.models.manager import ModelManager
 from hf_provider.provider import Provider
-from hf_provider.runtime.manager import ModelManager
 from hf_provider.settings import MemorySettings, Settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.models import build_sized_bert

@@ -16,7 +16,7 @@ import pytest
 
 from hf_provider.errors import InvalidInput, ModelLoadError, VersionConflict
 from hf_provider.provider import Provider
-from hf_provider.scheduling.foreground import FOREGROUND
+from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.hub_server import LocalHub, use_local_hub

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_provider.cache import pins
+from hf_provider.cache.artefacts import drop_commits
 from hf_provider.cache.state import CacheState, state_for
-from hf_provider.memory.budget import SizeValue, parse_size
+from hf_provider.units import SizeValue, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ def enforce(
         remove = tuple(r for r in p.remove if (r.repo_id, r.commit) not in now)
         info.delete_revisions(*(r.commit for r in remove)).execute()
         if remove:  # their optimize artefacts (ONNX files) and results go with them (optimize/store.py)
-            from hf_provider.optimize.store import drop_commits
-
             drop_commits(Path(cache_dir), {r.commit for r in remove})
         for r in remove:
             state.forget(r.repo_id, r.commit)

@@ -27,12 +27,20 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hf_provider.cache.hashing import Algorithm, digest_file
 from hf_provider.cache.state import CacheState, state_dir, state_for
 from hf_provider.errors import CacheCorrupt
-from hf_provider.hub.lockfile import LockEntry
+
+
+class Locked(Protocol):
+    """What integrity reads of a lock entry (hub/lockfile.py LockEntry): each file's path, sha256 and size.
+    A protocol because hub/ builds on the cache, not the other way round."""
+
+    @property
+    def files(self) -> tuple[Any, ...]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +90,7 @@ def file_digest(path: Path, algorithm: Algorithm, state: CacheState | None = Non
 
 def file_sha256(path: Path, cache_dir: Path | None = None) -> str:
     """sha256 of a file, through the verdict record of `cache_dir` (the current HF cache when None)."""
-    from hf_provider.hub.resolve import HubEnv
+    from hf_provider.cache.hubenv import HubEnv
 
     state = state_for(cache_dir or HubEnv.current().cache_dir)
     return file_digest(Path(path), "sha256", state)[0]
@@ -133,7 +141,7 @@ def safetensors_problem(path: Path) -> str | None:
 
 
 def expected_files(
-    repo_id: str, commit: str, snapshot: Path, cache_dir: Path, entry: LockEntry | None = None
+    repo_id: str, commit: str, snapshot: Path, cache_dir: Path, entry: Locked | None = None
 ) -> dict[str, Expected]:
     """What each file of the snapshot should be. From the lock entry when given (every file it lists, present
     or not), else from the cached tree listing and the blob names (files present in the snapshot only)."""
@@ -221,7 +229,7 @@ def ensure_intact(
     cache_dir: Path,
     endpoint: str,
     offline: bool,
-    entry: LockEntry | None = None,
+    entry: Locked | None = None,
     state: CacheState | None = None,
 ) -> list[str]:
     """Verify the snapshot; quarantine and download again each bad file. Returns the paths repaired.
@@ -280,7 +288,7 @@ def _snapshot_lock(snapshot: Path) -> threading.Lock:
 def _download_one(model: str, repo_id: str, commit: str, rel: str, cache_dir: Path, endpoint: str) -> None:
     from huggingface_hub import hf_hub_download
 
-    from hf_provider.hub.resolve import _hub_online
+    from hf_provider.cache.hubenv import hub_online as _hub_online
 
     try:
         with _hub_online():

@@ -59,8 +59,8 @@ def publish(state: CacheState | None = None) -> None:
     try:
         held = snapshot()
         if state is None:
+            from hf_provider.cache.hubenv import HubEnv
             from hf_provider.cache.state import state_for
-            from hf_provider.hub.resolve import HubEnv
 
             if not held and not _published:  # only local folders so far: no cache state to create or clear
                 return

@@ -117,7 +117,7 @@ def register(app: typer.Typer) -> None:
         from hf_provider.hub.lockfile import lock_path_for
         from hf_provider.hub.resolve import resolve
         from hf_provider.optimize import store
-        from hf_provider.optimize.names import VARIANTS
+        from hf_provider.variants import VARIANTS
 
         names = [c.strip() for c in candidates.split(",") if c.strip()] if candidates else None
         unknown = [c for c in names or [] if c not in VARIANTS]

@@ -14,23 +14,21 @@ import logging
 import os
 import re
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import tenacity
 
+from hf_provider.cache.hubenv import HubEnv
+from hf_provider.cache.hubenv import hub_online as _hub_online
 from hf_provider.errors import ModelNotFound, Unavailable
 from hf_provider.resilience.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-DEFAULT_ENDPOINT = "https://huggingface.co"
-_TRUE = {"1", "ON", "YES", "TRUE"}
 # Configs, tokenizers (json, txt vocabularies, sentencepiece .model, tiktoken), remote code, and weights.
 BASE_PATTERNS: tuple[str, ...] = (
     "*.json",
@@ -51,30 +49,6 @@ class Resolved:
     kind: Literal["local", "hub"]
     source: str
     revision: str | None  # the revision asked for ("main" when None was given for a Hub source)
-
-
-@dataclass(frozen=True)
-class HubEnv:
-    """The Hub settings in force for one call, read from the environment at that moment."""
-
-    endpoint: str
-    cache_dir: Path
-    offline: bool
-
-    @classmethod
-    def current(cls, offline: bool | None = None) -> HubEnv:
-        env = os.environ
-        if offline is None:
-            offline = (env.get("HF_HUB_OFFLINE") or env.get("TRANSFORMERS_OFFLINE") or "").upper() in _TRUE
-        cache = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE")
-        if not cache:
-            home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
-            cache = os.path.join(home, "hub")
-        return cls(
-            endpoint=(env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/"),
-            cache_dir=Path(os.path.expandvars(os.path.expanduser(cache))),
-            offline=offline,
-        )
 
 
 # Bounded retries of transient Hub failures (connection errors, timeouts, 5xx; 4xx are never retried): attempts,
@@ -257,37 +231,6 @@ def _from_cache(
     except LocalEntryNotFoundError as e:  # also IncompleteSnapshotError: some wanted files never arrived
         raise ModelNotFound(repo_id, detail=f"{hint} ({e})") from e
     return Resolved(_snapshot_path(path, commit), commit, "hub", repo_id, rev)
-
-
-# huggingface_hub refuses every request while its import-time `constants.HF_HUB_OFFLINE` is true, even when
-# the environment (or the caller) now says online. Lift it for the duration of online calls, counting nested
-# and concurrent users, and put the frozen value back afterwards so code that relies on it stays offline.
-_flag_lock = threading.Lock()
-_flag_users = 0
-_flag_saved = False
-
-
-@contextmanager
-def _hub_online() -> Iterator[None]:
-    global _flag_users, _flag_saved
-    from huggingface_hub import constants
-
-    with _flag_lock:
-        if _flag_users == 0:
-            _flag_saved = constants.HF_HUB_OFFLINE
-            if _flag_saved:
-                log.debug(
-                    "huggingface_hub was imported with HF_HUB_OFFLINE set; lifting it for this download"
-                )
-            constants.HF_HUB_OFFLINE = False
-        _flag_users += 1
-    try:
-        yield
-    finally:
-        with _flag_lock:
-            _flag_users -= 1
-            if _flag_users == 0:
-                constants.HF_HUB_OFFLINE = _flag_saved
 
 
 def _is_transient(e: BaseException | None) -> bool:

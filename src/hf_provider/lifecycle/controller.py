@@ -24,7 +24,7 @@ from hf_provider.lifecycle.loading import VersionLoader
 from hf_provider.lifecycle.locking import LockKeeper
 from hf_provider.lifecycle.switch import exclusive, install
 from hf_provider.lifecycle.warm import WarmVersions
-from hf_provider.runtime.manager import Entry, ModelManager
+from hf_provider.models.manager import Entry, ModelManager
 from hf_provider.settings import VersioningSettings
 from hf_provider.spec import ModelSpec
 

@@ -104,3 +104,13 @@ class HistoryStore(Store):
                 [model, *SERVING, current],
             ).fetchone()
         return None if row is None else dict(zip(COLUMNS, row, strict=True))
+
+
+def serving_events(history: Any) -> Callable[[str], list[tuple[float, str | None]]]:
+    """(ts, commit) of each serving event of a model, oldest first, from lifecycle/history.py's store."""
+
+    def read(model: str) -> list[tuple[float, str | None]]:
+        rows = history.events(model, limit=200)
+        return sorted((r["ts"], r["commit"]) for r in rows if r["action"] in SERVING and r["outcome"] == "ok")
+
+    return read

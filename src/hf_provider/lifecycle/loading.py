@@ -17,10 +17,10 @@ from hf_provider.lifecycle.warm import WarmVersions
 from hf_provider.memory import heap
 from hf_provider.memory.eviction import plan_eviction
 from hf_provider.memory.release import release_memory
-from hf_provider.runtime.admission import admission_estimate
+from hf_provider.models.admission import admission_estimate
+from hf_provider.models.manager import Entry, ModelManager
 from hf_provider.runtime.device import pick_device, pick_dtype
-from hf_provider.runtime.manager import Entry, ModelManager
-from hf_provider.scheduling.foreground import FOREGROUND
+from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.settings import VersioningSettings
 from hf_provider.spec import ModelSpec
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hf_provider.runtime.manager import Entry, ModelManager
+from hf_provider.models.manager import Entry, ModelManager
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from hf_provider.errors import Unavailable, VersionConflict
 from hf_provider.lifecycle.version import Version
-from hf_provider.runtime.manager import Entry, ModelManager
+from hf_provider.models.manager import Entry, ModelManager
 
 
 @contextmanager

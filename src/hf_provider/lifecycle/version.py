@@ -18,7 +18,7 @@ from typing import Any
 from hf_provider.cache import pins
 from hf_provider.errors import DeadlineExceeded, InvalidInput
 from hf_provider.memory.release import trim_host_heap
-from hf_provider.runtime.manager import Entry, ModelManager
+from hf_provider.models.manager import Entry, ModelManager
 
 log = logging.getLogger(__name__)
 

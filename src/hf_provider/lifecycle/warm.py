@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 
 from hf_provider.lifecycle import version as V
-from hf_provider.runtime.manager import ModelManager
+from hf_provider.models.manager import ModelManager
 
 
 class WarmVersions:

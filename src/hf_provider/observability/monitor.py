@@ -120,14 +120,3 @@ def expand(hist: Sequence[int], lo: float | None, hi: float | None) -> list[floa
             v = min(v, hi)
         out.extend([v] * count)
     return out
-
-
-def serving_events(history: Any) -> Serving:
-    """(ts, commit) of each serving event of a model, oldest first, from lifecycle/history.py's store."""
-    from hf_provider.lifecycle.history import SERVING
-
-    def read(model: str) -> list[tuple[float, str | None]]:
-        rows = history.events(model, limit=200)
-        return sorted((r["ts"], r["commit"]) for r in rows if r["action"] in SERVING and r["outcome"] == "ok")
-
-    return read

@@ -21,44 +21,24 @@ tracing is on.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from hf_provider.context import TRACE
+from hf_provider.settings.tracing import TracingSettings
 
-if TYPE_CHECKING:
-    from hf_provider.scheduling.queue import Batch
-    from hf_provider.scheduling.request import Request
+# A settled scheduling.request.Request and a scheduling.queue.Batch, read by attribute: observability sits below
+# the scheduler in the layers, so it names their types without importing them.
+Request = Any
+Batch = Any
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = 'OTLP trace export needs the `tracing` extra: pip install "hf-provider[tracing]"'
-
-
-class TracingSettings(BaseModel):
-    """`[tracing]`: OpenTelemetry spans for every request, exported with OTLP."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    otlp_endpoint: str | None = Field(
-        None,
-        description="OTLP collector to export spans to (http://host:4318/v1/traces for http/protobuf, "
-        "host:4317 for grpc); None: tracing is off and costs nothing",
-    )
-    protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
-    service_name: str = Field("hf-provider", min_length=1)
-    sample_ratio: float = Field(
-        1.0, ge=0.0, le=1.0, description="share of new traces recorded; a client's sampled flag is followed"
-    )
-
-
-#: The trace of what this task or thread is doing for one HTTP request (or Python call); None: not traced.
-TRACE: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("hfp_trace", default=None)
 
 
 class Tracing:

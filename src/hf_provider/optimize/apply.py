@@ -15,9 +15,9 @@ from hf_provider.errors import ModelLoadError
 from hf_provider.hub.resolve import Resolved
 from hf_provider.optimize import guard, store
 from hf_provider.optimize.candidates import CANDIDATES
-from hf_provider.optimize.names import BASELINE
+from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.runtime.model import LoadedModel
-from hf_provider.scheduling.foreground import FOREGROUND
+from hf_provider.variants import BASELINE
 
 log = logging.getLogger(__name__)
 

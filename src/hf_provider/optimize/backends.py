@@ -187,14 +187,3 @@ class OpenVinoBackend(GraphBackend):
     def run(self, feeds: dict[str, Any]) -> list[Any]:
         result = self.compiled(feeds)
         return [result[o] for o in self._index]
-
-
-def st_tail(model: LoadedModel, batch: dict[str, Any], hidden: Any) -> Any:
-    """The sentence-transformers modules after the transformer (pooling, dense, normalize) on `hidden`, so a
-    backend computing token embeddings yields exactly what `SentenceTransformer.forward` would."""
-    st = model.sentence_model
-    features = dict(batch)
-    features[getattr(st[0], "module_output_name", "token_embeddings")] = hidden
-    for module in list(st)[1:]:
-        features = module(features)
-    return features["sentence_embedding"]

@@ -21,9 +21,9 @@ from hf_provider.optimize import guard, store
 from hf_provider.optimize.candidates import CANDIDATES, Candidate
 from hf_provider.optimize.env import hardware, library_versions
 from hf_provider.optimize.measure import measure
-from hf_provider.optimize.names import BASELINE
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.spec import ModelSpec
+from hf_provider.variants import BASELINE
 
 log = logging.getLogger(__name__)
 MIN_GAIN = 1.05  # a variant replaces eager only when at least this much faster: below it is measurement noise

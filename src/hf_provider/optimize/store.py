@@ -21,21 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hf_provider.cache.artefacts import root
 from hf_provider.optimize.env import digest, hardware, library_versions
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
-
-
-def root(cache_dir: Path | None = None) -> Path:
-    """The optimize folder for the HF cache `cache_dir` (the current one when None)."""
-    from huggingface_hub import cached_assets_path
-
-    from hf_provider.hub.resolve import HubEnv
-
-    cache_dir = Path(cache_dir or HubEnv.current().cache_dir)
-    assets = os.environ.get("HF_ASSETS_CACHE") or str(cache_dir.parent / "assets")
-    return cached_assets_path(library_name="hf-provider", namespace="optimize", assets_dir=assets)
 
 
 def model_id(path: Path, commit: str | None) -> str:
@@ -92,25 +82,6 @@ def intact(folder: Path, names: list[str], cache_dir: Path | None = None) -> boo
 def total_bytes(cache_dir: Path | None = None) -> int:
     r = root(cache_dir)
     return sum(p.stat().st_size for p in r.rglob("*") if p.is_file())
-
-
-def drop_commits(cache_dir: Path, commits: set[str]) -> int:
-    """Remove the artefacts and results of these commits (the cache budget removed their snapshots); returns
-    the bytes freed."""
-    r, freed = root(cache_dir), 0
-    for d in (r / "artefacts").glob("*"):
-        if any(d.name.startswith(c[:40]) for c in commits):
-            freed += sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
-            shutil.rmtree(d, ignore_errors=True)
-    for f in (r / "results").glob("*.json"):
-        try:
-            commit = json.loads(f.read_text()).get("model_id")
-        except (OSError, ValueError):
-            continue
-        if commit in commits:
-            freed += f.stat().st_size
-            f.unlink(missing_ok=True)
-    return freed
 
 
 def result_key(mid: str, tasks: list[str]) -> str:

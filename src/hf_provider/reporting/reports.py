@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_provider.context import REQUEST_ID
 from hf_provider.reporting.redact import mask
+
+__all__ = ["REQUEST_ID"]  # re-exported for callers that read it with the report helpers
 
 ERROR_CLASSES = (
     "oom",
@@ -34,9 +36,6 @@ ERROR_CLASSES = (
 )
 PHASES = ("parse", "load", "queue", "preprocess", "forward", "postprocess", "stream", "background")
 MAX_FRAMES = 4
-
-# The id of the HTTP request being served (set by server/middleware.py; copied into threads by to_thread).
-REQUEST_ID: ContextVar[str | None] = ContextVar("hfp_request_id", default=None)
 
 
 @dataclass(slots=True)

@@ -7,8 +7,8 @@ overcommit the machine. Pure: totals are passed in.
 
 from __future__ import annotations
 
-from hf_provider.memory.budget import SizeValue, parse_size
 from hf_provider.scaling.config import RaySettings
+from hf_provider.units import SizeValue, parse_size
 
 
 def replica_host_budget(host_budget: SizeValue | None, ray: RaySettings) -> SizeValue | None:

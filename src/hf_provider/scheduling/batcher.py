@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from hf_provider.errors import ProviderError
 from hf_provider.resilience.supervisor import Supervisor
+from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.scheduling.admit import Admission
 from hf_provider.scheduling.continuous import ContinuousStage
-from hf_provider.scheduling.foreground import FOREGROUND
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
 from hf_provider.scheduling.queue import Batch, BatchQueue, Slot
 from hf_provider.scheduling.request import Request
@@ -209,7 +209,7 @@ class ModelScheduler(Admission, ContinuousStage):
             t.join(timeout)
         self.supervisor.forget(self.name)
         if (close_runner := getattr(self.runner, "close", None)) is not None:
-            close_runner()  # a worker process (resilience/isolation.py) ends with its scheduler
+            close_runner()  # a worker process (isolation/runners.py) ends with its scheduler
 
     # settlement -------------------------------------------------------------------------------------------------
     def _on_settle(self, req: Request, was: str, error: BaseException | None) -> None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hf_provider.scheduling.foreground import FOREGROUND
+from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.scheduling.queue import Batch, Slot
 
 if TYPE_CHECKING:

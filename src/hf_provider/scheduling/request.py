@@ -20,9 +20,9 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
+from hf_provider.context import REQUEST_ID, TRACE
 from hf_provider.errors import Cancelled, DeadlineExceeded
-from hf_provider.observability.tracing import TRACE
-from hf_provider.reporting.reports import REQUEST_ID, tag
+from hf_provider.reporting.reports import tag
 from hf_provider.types import DeltaSink, Item, TaskHandler
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from hf_provider.reporting.reports import REQUEST_ID
+from hf_provider.context import REQUEST_ID
 from hf_provider.server.errors import error_body, send_error
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")

@@ -49,7 +49,7 @@ def accounted_estimate(spec: Any) -> int:
     fp32)."""
     import torch
 
-    from hf_provider.runtime.admission import admission_estimate
+    from hf_provider.models.admission import admission_estimate
 
     return admission_estimate(spec, Path(spec.source), torch.float32).total_bytes
 

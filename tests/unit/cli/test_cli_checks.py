@@ -51,7 +51,7 @@ def no_provider(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*_: Any, **__: Any) -> None:
         raise AssertionError("a misspelt model name must not reach the Provider (Hub, loads)")
 
-    monkeypatch.setattr(hf_provider.provider.Provider, "__init__", refuse)
+    monkeypatch.setattr(hf_provider.provider.facade.Provider, "__init__", refuse)
 
 
 # 1. misspelt model names -----------------------------------------------------------------------------------

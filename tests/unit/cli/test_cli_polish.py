@@ -33,7 +33,7 @@ def test_run_unknown_task_names_the_tasks_before_loading(monkeypatch: pytest.Mon
     def no_provider(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was about to load")
 
-    monkeypatch.setattr(hf_provider.provider.Provider, "__init__", no_provider)
+    monkeypatch.setattr(hf_provider.provider.facade.Provider, "__init__", no_provider)
     res = runner.invoke(app, ["run", "all-MiniLM-L6-v2", "summarise", "x"])
     assert res.exit_code == 2, res.output
     assert "unknown task 'summarise'" in res.output and "did you mean 'summarization'" in res.output

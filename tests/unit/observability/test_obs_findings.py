@@ -10,9 +10,10 @@ import random
 import pytest
 
 from hf_provider.lifecycle.history import HistoryStore as VersionHistory
+from hf_provider.lifecycle.history import serving_events
 from hf_provider.observability import findings as fd
 from hf_provider.observability.metrics import Metrics
-from hf_provider.observability.monitor import FindingsMonitor, expand, serving_events
+from hf_provider.observability.monitor import FindingsMonitor, expand
 from hf_provider.observability.store import HistoryStore
 
 T0 = 1_700_000_040.0

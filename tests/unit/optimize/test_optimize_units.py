@@ -8,12 +8,13 @@ import sys
 import pytest
 import torch
 
+from hf_provider.cache import artefacts
 from hf_provider.hub.lockfile import LockEntry, dumps, read_lock, update_entry
 from hf_provider.optimize import backends, guard, store
 from hf_provider.optimize.measure import timed
-from hf_provider.optimize.names import check_optimize
 from hf_provider.optimize.run import Row, choose
 from hf_provider.spec import ModelSpec
+from hf_provider.variants import check_optimize
 
 COMMIT = "a" * 40
 
@@ -118,7 +119,7 @@ def test_artefacts_are_keyed_by_commit_and_a_changed_file_is_detected(tmp_path):
     cache = tmp_path / "hub"
     cache.mkdir()
     folder = store.artefact_dir(tmp_path, COMMIT, "embeddings", cache)
-    assert folder.name.startswith(COMMIT) and folder.is_relative_to(store.root(cache))
+    assert folder.name.startswith(COMMIT) and folder.is_relative_to(artefacts.root(cache))
     (folder / "model.onnx").write_bytes(b"graph-bytes")
     assert not store.intact(folder, ["model.onnx"], cache)  # no manifest yet
     store.write_manifest(folder, ["model.onnx"], cache)
@@ -136,8 +137,8 @@ def test_budget_drop_removes_a_commits_artefacts_and_results(tmp_path):
         d = store.artefact_dir(tmp_path, c, "embeddings", cache)
         (d / "model.onnx").write_bytes(b"x" * 10)
         store.write_result(f"k-{c[:4]}", {"model_id": c, "chosen": "onnx"}, cache)
-    freed = store.drop_commits(cache, {COMMIT})
+    freed = artefacts.drop_commits(cache, {COMMIT})
     assert freed >= 10
-    left = [p.name for p in (store.root(cache) / "artefacts").iterdir()]
+    left = [p.name for p in (artefacts.root(cache) / "artefacts").iterdir()]
     assert len(left) == 1 and left[0].startswith(keep)
     assert store.read_result(f"k-{COMMIT[:4]}", cache) is None and store.read_result(f"k-{keep[:4]}", cache)

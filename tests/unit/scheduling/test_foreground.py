@@ -1,4 +1,4 @@
-"""Background work steps aside for forward passes (scheduling/foreground.py): a thread inside
+"""Background work steps aside for forward passes (runtime/foreground.py): a thread inside
 `yield_to_forwards` waits at its Python calls while a pass runs, is never starved, keeps a debugger's or
 coverage's trace function working, and the schedulers' forward stages report their passes.
 
@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from hf_provider.resilience.supervisor import Supervisor
+from hf_provider.runtime.foreground import FOREGROUND, Foreground
 from hf_provider.scheduling.batcher import ModelScheduler
-from hf_provider.scheduling.foreground import FOREGROUND, Foreground
 from hf_provider.scheduling.worker import StageRunner
 from hf_provider.spec import BatchingSpec
 from hf_provider.types import Item, RowControl

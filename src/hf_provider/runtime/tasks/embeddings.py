@@ -123,8 +123,6 @@ class Embeddings(BaseHandler):
             kwargs["token_type_ids"] = batch["token_type_ids"]
         hidden = encoder(**kwargs).last_hidden_state
         if st is not None:  # the checkpoint's own pooling and normalization on the backend's token embeddings
-            from hf_provider.optimize.backends import st_tail
-
             return st_tail(self.model, batch, hidden)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
@@ -141,3 +139,14 @@ class Embeddings(BaseHandler):
         # One float32 array per input, views of one host array: a Python list of floats per vector cost
         # milliseconds per batch under the GIL; orjson writes numpy arrays natively (OPT_SERIALIZE_NUMPY).
         return list(vecs.contiguous().cpu().numpy())
+
+
+def st_tail(model: Any, batch: dict[str, Any], hidden: Any) -> Any:
+    """The sentence-transformers modules after the transformer (pooling, dense, normalize) on `hidden`, so a
+    backend computing token embeddings yields exactly what `SentenceTransformer.forward` would."""
+    st = model.sentence_model
+    features = dict(batch)
+    features[getattr(st[0], "module_output_name", "token_embeddings")] = hidden
+    for module in list(st)[1:]:
+        features = module(features)
+    return features["sentence_embedding"]

@@ -10,8 +10,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from hf_provider.lifecycle.history import serving_events
 from hf_provider.observability import slo
-from hf_provider.observability.monitor import FindingsMonitor, serving_events
+from hf_provider.observability.monitor import FindingsMonitor
 from hf_provider.observability.scrape import ServerGauges, set_slo_targets
 
 router = APIRouter()

@@ -21,7 +21,7 @@ from hf_provider.settings import MemorySettings
 from hf_provider.spec import ModelSpec
 
 if TYPE_CHECKING:
-    from hf_provider.runtime.manager import Entry
+    from hf_provider.models.manager import Entry
 
 log = logging.getLogger(__name__)
 

@@ -28,26 +28,26 @@ from hf_provider.errors import (
 )
 from hf_provider.hub.fetch import Fetcher
 from hf_provider.hub.resolve import HubRetry, Resolved
+from hf_provider.isolation.runners import ThreadRunner, start_isolated
 from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
 from hf_provider.memory.working import BatchMemory, token_cap
+from hf_provider.models.admission import MemoryAdmission, admission_estimate, batch_working
+from hf_provider.models.views import ManagerViews
 from hf_provider.optimize.apply import apply_optimize
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience.breaker import Breaker
-from hf_provider.resilience.isolation import ThreadRunner, start_isolated
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime import continuous
-from hf_provider.runtime.admission import MemoryAdmission, admission_estimate, batch_working
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.quantization import apply_quantization
 from hf_provider.runtime.tasks import build_handler, supported_tasks
-from hf_provider.runtime.views import ManagerViews
 from hf_provider.scheduling.batcher import ModelScheduler
 from hf_provider.scheduling.observer import NullObserver
 from hf_provider.scheduling.worker import StageRunner
@@ -338,7 +338,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         self._admit(key, pool, est.total_bytes)
         runner: StageRunner
         gen = None  # continuous batching (runtime/continuous): its KV cache is accounted with the weights
-        if spec.isolation == "process":  # the weights live in a child process (resilience/isolation.py)
+        if spec.isolation == "process":  # the weights live in a child process (isolation/runners.py)
             model, runner, e.quantization_cosine = start_isolated(
                 spec, str(resolved.path), resolved.commit, supervisor=self.supervisor, faults=faults
             )

@@ -1,10 +1,10 @@
 """One model's worker process (`isolation = "process"`): start it, run batches on it, notice its death, restart it.
 
-The child (resilience/child.py) is started with 'spawn' through torch.multiprocessing, so it gets a fresh
+The child (isolation/child.py) is started with 'spawn' through torch.multiprocessing, so it gets a fresh
 interpreter and its own device context; a SIGKILL, a segfault or a fatal CUDA error ends only that process. Death
 is seen at once: the parent waits on the pipe and on the process sentinel together. A supervised watcher thread
 restarts it after a backoff (`RestartBackoff`); requests meanwhile get `WorkerCrashed` (503 `worker_crashed`) or,
-where they can wait, are served once it is back (resilience/isolation.py decides which).
+where they can wait, are served once it is back (isolation/runners.py decides which).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hf_provider.errors import ModelLoadError, ProviderError, WorkerCrashed
-from hf_provider.resilience.child import unpack_error
+from hf_provider.isolation.child import unpack_error
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.spec import ModelSpec
 from hf_provider.types import RowControl
@@ -120,7 +120,7 @@ class ProcessWorker:
     def _spawn(self) -> dict[str, Any]:
         t0 = time.monotonic()
         parent, child = self._ctx.Pipe()
-        from hf_provider.resilience import child as child_main
+        from hf_provider.isolation import child as child_main
 
         proc = self._ctx.Process(
             target=child_main.main,

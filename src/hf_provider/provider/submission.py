@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hf_provider.context import TRACE
 from hf_provider.errors import (
     CircuitOpen,
     InvalidInput,
@@ -21,18 +22,17 @@ from hf_provider.errors import (
     TaskNotSupported,
     Unavailable,
 )
-from hf_provider.observability.tracing import TRACE
+from hf_provider.isolation.runners import check_serving
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience import fallback
 from hf_provider.resilience.breaker import OPEN, Ticket
-from hf_provider.resilience.isolation import check_serving
 from hf_provider.scheduling.request import Request
 from hf_provider.types import PRIORITIES, TASKS, DeltaSink, TaskHandler
 
 if TYPE_CHECKING:
+    from hf_provider.models.manager import ModelManager
     from hf_provider.resilience.faults import FaultInjector
     from hf_provider.resilience.supervisor import Supervisor
-    from hf_provider.runtime.manager import ModelManager
     from hf_provider.scheduling.batcher import ModelScheduler
 
 
@@ -113,7 +113,7 @@ class Submission:
             sched = e.scheduler if e.canary is None else e.canary.route(e.scheduler, task)
             handler = self.manager.handler(e, task) if sched is e.scheduler else sched.model.handlers[task]
             assert sched is not None
-            # A crashed worker or a failed device refuses at once (resilience/isolation.py; fallbacks may serve).
+            # A crashed worker or a failed device refuses at once (isolation/runners.py; fallbacks may serve).
             check_serving(sched)
             breaker = sched.breaker
             ticket = None if breaker is None else breaker.allow()

@@ -29,16 +29,16 @@ from hf_provider.errors import (
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import HistoryStore
+from hf_provider.models.manager import ModelManager
 from hf_provider.observability.tracing import TRACE, Tracing
+from hf_provider.provider.submission import Submission
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.store import ErrorStore
 from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.supervisor import Supervisor
-from hf_provider.runtime.manager import ModelManager
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec, check_fallbacks
-from hf_provider.submission import Submission
 from hf_provider.types import RESERVED_PARAMS, DeltaSink
 
 if TYPE_CHECKING:

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hf_provider.errors import ConfigError
-from hf_provider.memory.budget import GPU_MEMORY, check_size
-from hf_provider.observability.tracing import TracingSettings
-from hf_provider.scaling.config import RaySettings
-from hf_provider.spec import ModelSpec, check_fallbacks, parse_duration
+from hf_provider.settings.ray import RaySettings
+from hf_provider.settings.tracing import TracingSettings
+from hf_provider.spec import ModelSpec, check_fallbacks
+from hf_provider.units import GPU_MEMORY, check_size, parse_duration
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "hfp_file_data", default=None

@@ -4,7 +4,7 @@
   illegal memory access, a device-side assert, a launch failure) poisons this process's device context for good,
   so the model is marked failed (503 `model_failed`, /readyz degraded) instead of answering the same error to
   every later request. Unloading it (or restarting the server) clears the mark.
-- "process": `ProcessRunner` sends each batch to the model's child process (resilience/procworker.py). The parent
+- "process": `ProcessRunner` sends each batch to the model's child process (isolation/procworker.py). The parent
   keeps parsing (tokenization) and batching; the child runs preprocess, forward and postprocess. When the child
   dies, the batch it held is retried once on the restarted worker where that is safe (everything but sampled
   generation, and a stream that already sent text), within the request's deadline and the worker's retry budget
@@ -23,9 +23,9 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from hf_provider.errors import DeviceFailed, ProviderError, WorkerCrashed
+from hf_provider.isolation.child import pack_error
+from hf_provider.isolation.procworker import ProcessWorker, RestartBackoff
 from hf_provider.reporting.reports import classify
-from hf_provider.resilience.child import pack_error
-from hf_provider.resilience.procworker import ProcessWorker, RestartBackoff
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.scheduling.worker import StageRunner
 

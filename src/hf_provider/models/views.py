@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hf_provider.resilience.isolation import runner_view
+from hf_provider.isolation.runners import runner_view
 
 if TYPE_CHECKING:
     from hf_provider.memory.budget import Accountant
-    from hf_provider.runtime.manager import Entry
+    from hf_provider.models.manager import Entry
 
 
 class ManagerViews:

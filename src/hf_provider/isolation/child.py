@@ -98,7 +98,7 @@ def _load(spec_json: str, path: str, commit: str | None) -> tuple[Any, float | N
         model.handlers[task] = build_handler(task, model, spec.defaults.get(task))
     from hf_provider.optimize.apply import apply_optimize
 
-    apply_optimize(model)  # spec.optimize, as in the parent's thread path (runtime/manager.py)
+    apply_optimize(model)  # spec.optimize, as in the parent's thread path (models/manager.py)
     return model, cosine
 
 
@@ -212,6 +212,6 @@ def _run(model: Any, task: str, items: list, params: dict, rows: _Rows, inject: 
 
 
 def _fatal(exc: BaseException) -> bool:
-    from hf_provider.resilience.isolation import is_device_fatal
+    from hf_provider.isolation.runners import is_device_fatal
 
     return is_device_fatal(exc)
