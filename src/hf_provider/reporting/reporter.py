@@ -5,6 +5,10 @@ refused before a queue, from the server's error handlers for what reaches them u
 supervisor for internal failures of background work. `report` does O(1) work besides building the report (a
 deque append and a counter): SQLite writes happen on the supervised `error-reports` thread, in batches, so
 neither the event loop nor a stage thread waits for the disk. Each exception object is reported once.
+
+What a request controls never makes a group: model names outside `known_models` become "-", the fingerprint
+ignores the message, and the store folds groups past `max_groups` into one overflow group per error class
+(`overflowed` counts what was folded, `count_overflow` hears of it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from hf_provider.reporting.reports import (
     REQUEST_ID,
     Report,
     classify,
+    code_of,
     fingerprint,
     frames_of,
     is_reported,
@@ -31,7 +36,7 @@ from hf_provider.reporting.reports import (
     masked_message,
     phase_of,
 )
-from hf_provider.reporting.store import ErrorStore
+from hf_provider.reporting.store import MAX_GROUPS, ErrorStore
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +53,31 @@ class Reporter:
         *,
         retention_s: float = 30 * 86400.0,
         include_inputs: bool = False,
-        names: Callable[[], Collection[str]] = tuple,
+        known_models: Callable[[], Collection[str]] | None = None,
+        max_groups: int = MAX_GROUPS,
         count: Callable[[str, str], None] | None = None,
+        count_overflow: Callable[[str, int], None] | None = None,
         forward: Callable[[Report], None] | None = None,
         clock: Callable[[], float] = time.time,
+        names: Callable[[], Collection[str]] | None = None,  # the former name of known_models
     ) -> None:
         if retention_s <= 0:
             raise ValueError(f"error report retention must be a positive duration, got {retention_s}")
+        if max_groups < 1:
+            raise ValueError(f"[reporting] max_groups must be at least 1, got {max_groups}")
         self.store = store
         self.retention_s = float(retention_s)
         self.include_inputs = include_inputs
-        self.names = names  # configured model names: the only model values a report (and a label) may hold
+        # The configured model names: the only model values a report (and a metric label) may hold. None keeps
+        # names as passed (a caller that already bounds them).
+        self.known_models = known_models if known_models is not None else names
+        self.max_groups = max_groups
         self.count = count
+        self.count_overflow = count_overflow  # (error class, reports folded) after each write that folded
         self.forward = forward
         self.clock = clock
+        self._overflowed: dict[str, int] = {}
         self._pending: deque[Report] = deque(maxlen=MAX_PENDING)
-        self._known: dict[tuple[Any, ...], tuple[str, str]] = {}  # see _build: (error class, fingerprint)
         self._folds: dict[
             tuple[Any, ...], Report
         ] = {}  # see _fold: pending reports later refusals count into
@@ -72,6 +86,24 @@ class Reporter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_retention = 0.0
+
+    @property
+    def names(self) -> Callable[[], Collection[str]] | None:
+        """The former name of `known_models` (provider.py assigns it)."""
+        return self.known_models
+
+    @names.setter
+    def names(self, value: Callable[[], Collection[str]] | None) -> None:
+        self.known_models = value
+
+    @property
+    def overflowed(self) -> dict[str, int]:
+        """Reports folded into an overflow group by this reporter, per error class (a counter's source)."""
+        return dict(self._overflowed)  # flush replaces the dict, never changes it
+
+    def _label(self, model: str) -> str:
+        known = self.known_models
+        return model if known is None or model in known() else "-"
 
     # -- write side: never raises into the caller --
 
@@ -93,16 +125,17 @@ class Reporter:
         if is_reported(exc):
             return None
         mark_reported(exc)
-        if isinstance(exc, Overloaded) and self._fold(exc, model, phase):
-            return None
         try:
-            r = self._build(exc, model, phase, revision, request_id, device, dtype, batch_size, input_shape)
+            label = self._label(model)
+            if isinstance(exc, Overloaded) and self._fold(exc, label, phase):
+                return None
+            r = self._build(exc, label, phase, revision, request_id, device, dtype, batch_size, input_shape)
             if inputs is not _UNSET:
                 r.inputs = digest(inputs, include=self.include_inputs)
             self._pending.append(r)
             if isinstance(exc, Overloaded):
                 with self._fold_lock:
-                    self._folds[(type(exc), model, phase)] = r
+                    self._folds[(type(exc), label, phase)] = r
             if self.count is not None:
                 self.count(r.model, r.error_class)
             return r
@@ -110,13 +143,13 @@ class Reporter:
             log.warning("building an error report failed; the request goes on", exc_info=True)
             return None
 
-    def _fold(self, exc: BaseException, model: str, phase: str | None) -> bool:
+    def _fold(self, exc: BaseException, label: str, phase: str | None) -> bool:
         """Count a refusal into the pending report of the previous one (same type, model and phase) instead of
         building a new one. Overload refusals come by the hundred a second, all alike, and building each report
         on the event loop cost the overload bench a tenth of its goodput; the group's count stays exact and it
         keeps a sample per flush. False when there is no pending report to fold into (it was written)."""
         with self._fold_lock:
-            r = self._folds.get((type(exc), model, phase))
+            r = self._folds.get((type(exc), label, phase))
             if r is None:
                 return False
             r.repeats += 1
@@ -132,7 +165,7 @@ class Reporter:
     def _build(
         self,
         exc: BaseException,
-        model: str,
+        label: str,
         phase: str | None,
         revision: str | None,
         request_id: str | None,
@@ -141,31 +174,16 @@ class Reporter:
         batch_size: int | None,
         input_shape: list[int] | None,
     ) -> Report:
-        label = model if model in self.names() else "-"
         where = phase_of(exc) or phase or "-"
-        exc_type = type(exc).__name__
-        message = masked_message(exc)
         frames = frames_of(exc)
-        # Classifying and fingerprinting cost regular expressions per report, and under overload the same
-        # refusal repeats hundreds of times a second on the event loop with only its numbers changed: those
-        # share a key here (digits dropped by str.translate, a C loop), computed once. Anything else that differs
-        # (hex ids, paths) makes a new key and takes the full path, so grouping never depends on the cache.
-        cause = exc.__cause__ or exc.__context__
+        error_class = classify(exc)
         # Groups are kept per revision: after a swap or during a canary, the candidate's errors are its own.
         who = label if revision is None or label == "-" else f"{label}@{revision}"
-        key = (type(exc), type(cause), who, where, tuple(frames), message.translate(_NO_DIGITS))
-        known = self._known.get(key)
-        if known is None:
-            error_class = classify(exc)
-            known = (error_class, fingerprint(error_class, exc_type, frames, who, where, message))
-            if len(self._known) >= _KNOWN_MAX:
-                self._known.clear()
-            self._known[key] = known
-        error_class, fp = known
+        fp = fingerprint(error_class, code_of(exc), frames, who, where)
         return Report(
             error_class=error_class,
-            exc_type=exc_type,
-            message=message,
+            exc_type=type(exc).__name__,
+            message=masked_message(exc),
             model=label,
             phase=where,
             fingerprint=fp,
@@ -221,8 +239,18 @@ class Reporter:
                     batch.append(self._pending.popleft())
                 except IndexError:
                     break
-            if batch:
-                self.store.write(batch)
+            folded = self.store.write(batch, max_groups=self.max_groups) if batch else {}
+            if folded:  # a new dict, published whole: `overflowed` reads it without the lock
+                total = dict(self._overflowed)
+                for error_class, n in folded.items():
+                    total[error_class] = total.get(error_class, 0) + n
+                self._overflowed = total
+        for error_class, n in folded.items():
+            if self.count_overflow is not None:
+                try:
+                    self.count_overflow(error_class, n)
+                except Exception:
+                    log.warning("counting folded error reports failed", exc_info=True)
         if self.forward is not None:  # Sentry (reporting/sentry.py), off the request path like the store
             for r in batch:
                 try:
@@ -255,9 +283,6 @@ class Reporter:
             self.flush()
         return self.store.groups(model=model, since=since, error_class=error_class)
 
-
-_NO_DIGITS = str.maketrans("", "", "0123456789")
-_KNOWN_MAX = 4096
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

@@ -2,9 +2,10 @@
 
 A report says what failed (`error_class`, exception type, masked message), where (model and revision, phase,
 the innermost hf_provider frames) and in what state (request id, device, dtype, batch size, input shape,
-memory). Reports of one root cause share a fingerprint: a sha256 of error class, exception type, the
-normalised frames, model and phase and the message after digits, hex, UUIDs, paths, ports and quoted values are
-stripped, so ids, addresses and names taken from a request never split a group.
+memory). Reports of one root cause share a fingerprint: a sha256 of the error's kind only (error class, the
+`code` of a ProviderError or else the exception type, phase, model as configured with its revision, the
+innermost frames without line numbers). Never the message: whatever a request puts in it (parameter names,
+keys, ids) cannot split a group or grow errors.db; the latest masked message is kept for display.
 
 Light on purpose (std-lib only): `scheduling/request.py` imports the request-id context from here.
 """
@@ -134,25 +135,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-# -- normalisation and fingerprint -----------------------------------------------------------------------------
-
-_NORMALISE: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"'[^'\n]*'|\"[^\"\n]*\""), "<str>"),  # quoted values come from requests and configs
-    (re.compile(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
-    (re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.\-@+~]+)+[\\/]?"), "<path>"),
-    (re.compile(r"\b[\w.\-]+:\d{2,5}\b"), "<host:port>"),
-    (re.compile(r"(?i)\b0x[0-9a-f]+\b"), "<hex>"),
-    (re.compile(r"(?i)\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{6,}\b"), "<hex>"),
-    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
-    (re.compile(r"\s+"), " "),
-)
-
-
-def normalise(message: str) -> str:
-    """The message with what varies between occurrences of one cause stripped (see the module doc)."""
-    for pattern, repl in _NORMALISE:
-        message = pattern.sub(repl, message)
-    return message.strip()[:500]
+# -- frames and fingerprint --------------------------------------------------------------------------------------
 
 
 def frames_of(exc: BaseException) -> list[str]:
@@ -172,10 +155,18 @@ def frames_of(exc: BaseException) -> list[str]:
     return out[-MAX_FRAMES:]
 
 
-def fingerprint(
-    error_class: str, exc_type: str, frames: list[str], model: str, phase: str, message: str
-) -> str:
-    key = "\n".join([error_class, exc_type, *frames, model, phase, normalise(message)])
+def code_of(exc: BaseException) -> str:
+    """The error's kind: a ProviderError's `code` (what clients see), else the exception type's name."""
+    from hf_provider.errors import ProviderError
+
+    code = getattr(exc, "code", None) if isinstance(exc, ProviderError) else None
+    return code if isinstance(code, str) else type(exc).__name__
+
+
+def fingerprint(error_class: str, code: str, frames: list[str], model: str, phase: str) -> str:
+    """The group key. `model` is a configured name (with `@revision` when known) or "-": unknown names are
+    collapsed by the reporter before this, so a request cannot choose its group."""
+    key = "\n".join([error_class, code, *frames, model, phase])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -1,5 +1,7 @@
 """Error groups in SQLite (`HFP_HOME/servers/<host>-<port>/errors.db`): one row per fingerprint with its count,
-first and last seen, and the last `MAX_SAMPLES` redacted samples.
+first and last seen, and the last `MAX_SAMPLES` redacted samples. At most `max_groups` groups: a report of a
+new fingerprint past that folds into the one overflow group of its error class (`overflow:<error class>`), so
+the file stays bounded whatever the errors; groups already stored keep counting.
 
 One connection guarded by one lock, short transactions: writes come in batches from the reporter's writer
 thread (never from the event loop or a stage thread), reads from admin requests. WAL, so a reader never waits for
@@ -9,6 +11,7 @@ a writer's fsync. sqlite3 from the standard library: one small table pair needs 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +20,8 @@ from hf_provider.reporting.reports import Report
 
 SCHEMA_VERSION = 1
 MAX_SAMPLES = 5
+MAX_GROUPS = 1000  # the default of `[reporting] max_groups`
+OVERFLOW = "overflow:"  # fingerprint prefix of the overflow groups; they do not count towards max_groups
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -45,10 +50,13 @@ class ErrorStore(Store):
 
     # -- writes --
 
-    def write(self, reports: Iterable[Report]) -> None:
-        """Add reports: one upsert per group, its newest samples appended, older ones beyond MAX_SAMPLES cut."""
+    def write(self, reports: Iterable[Report], *, max_groups: int = MAX_GROUPS) -> dict[str, int]:
+        """Add reports: one upsert per group, its newest samples appended, older ones beyond MAX_SAMPLES cut.
+        Returns the reports folded into overflow groups, per error class (empty when none were)."""
+        if max_groups < 1:
+            raise ValueError(f"[reporting] max_groups must be at least 1, got {max_groups}")
         groups: dict[str, list[Any]] = {}
-        samples: dict[str, list[Report]] = {}
+        by_group: dict[str, list[Report]] = {}
         for r in reports:
             g = groups.get(r.fingerprint)
             last = r.ts if r.last_ts is None else r.last_ts
@@ -58,24 +66,26 @@ class ErrorStore(Store):
                     1 + r.repeats, r.ts, last,
                 ]  # fmt: skip
             else:
-                g[7] += 1 + r.repeats
-                g[8] = min(g[8], r.ts)
-                if last >= g[9]:
-                    g[4], g[6], g[9] = r.revision, r.message, last
-            samples.setdefault(r.fingerprint, []).append(r)
+                _merge(g, 1 + r.repeats, r.ts, last, r.revision, r.message)
+            by_group.setdefault(r.fingerprint, []).append(r)
         if not groups:
-            return
-        rows = [
-            (fp, r.ts, json.dumps(r.sample(), default=str))
-            for fp, rs in samples.items()
-            for r in rs[-MAX_SAMPLES:]
-        ]
+            return {}
+        samples = {  # (ts, data) of the newest few of each group, serialised before taking the lock
+            fp: [(r.ts, json.dumps(r.sample(), default=str)) for r in rs[-MAX_SAMPLES:]]
+            for fp, rs in by_group.items()
+        }
         with self._lock:
             db = self._db
-            db.execute("BEGIN")
+            # IMMEDIATE: the write lock from the start, so counting the groups and adding new ones is one step
+            # even with another process on the file (a deferred one could count, then lose the race).
+            db.execute("BEGIN IMMEDIATE")
             try:
+                folded = _bound(db, groups, samples, max_groups)
                 db.executemany(_UPSERT, list(groups.values()))
-                db.executemany("INSERT INTO error_samples (fingerprint, ts, data) VALUES (?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT INTO error_samples (fingerprint, ts, data) VALUES (?, ?, ?)",
+                    [(fp, ts, data) for fp, rows in samples.items() for ts, data in rows],
+                )
                 for fp in groups:
                     db.execute(
                         "DELETE FROM error_samples WHERE fingerprint = ? AND id NOT IN "
@@ -86,6 +96,7 @@ class ErrorStore(Store):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        return folded
 
     def expire(self, before: float) -> int:
         """Retention: drop groups last seen before `before`, with their samples. Returns the groups dropped."""
@@ -140,3 +151,46 @@ class ErrorStore(Store):
                 ]
                 out.append(g)
         return out
+
+
+def _merge(g: list[Any], count: int, first: float, last: float, revision: str | None, message: str) -> None:
+    """Count occurrences into a pending group row; the newest one's revision and message are shown."""
+    g[7] += count
+    g[8] = min(g[8], first)
+    if last >= g[9]:
+        g[4], g[6], g[9] = revision, message, last
+
+
+def _bound(
+    db: sqlite3.Connection,
+    groups: dict[str, list[Any]],
+    samples: dict[str, list[tuple[float, str]]],
+    max_groups: int,
+) -> dict[str, int]:
+    """Fold the new groups of a batch that do not fit under `max_groups` into their class's overflow group (in
+    place, first come first kept); the reports folded, per error class."""
+    (stored,) = db.execute(
+        "SELECT count(*) FROM error_groups WHERE substr(fingerprint, 1, ?) != ?", (len(OVERFLOW), OVERFLOW)
+    ).fetchone()
+    new = [fp for fp in groups if not fp.startswith(OVERFLOW)]
+    if stored + len(new) <= max_groups:  # the usual case: no lookups
+        return {}
+    folded: dict[str, int] = {}
+    for fp in new:
+        if db.execute("SELECT 1 FROM error_groups WHERE fingerprint = ?", (fp,)).fetchone() is not None:
+            continue
+        if stored < max_groups:
+            stored += 1
+            continue
+        g = groups.pop(fp)
+        error_class, count = g[1], g[7]
+        folded[error_class] = folded.get(error_class, 0) + count
+        key = OVERFLOW + error_class
+        message = f"new error groups past [reporting] max_groups = {max_groups} are counted here"
+        if key in groups:
+            _merge(groups[key], count, g[8], g[9], None, message)
+        else:
+            groups[key] = [key, error_class, "-", "-", None, "-", message, count, g[8], g[9]]
+        merged = samples.get(key, []) + samples.pop(fp)
+        samples[key] = sorted(merged, key=lambda row: row[0])[-MAX_SAMPLES:]
+    return folded

@@ -117,6 +117,12 @@ class ReportingSettings(BaseModel):
         description="also store a request's inputs in its samples, truncated to 200 characters and masked; off: "
         "a sample holds the inputs' length and a sha256 prefix only",
     )
+    max_groups: int = Field(
+        1000,
+        ge=1,
+        description="most error groups kept; a report of a new fingerprint past it is counted in one overflow "
+        "group per error class (`overflow:<class>`), so errors.db stays bounded whatever clients send",
+    )
     sentry_dsn: SecretStr | None = Field(
         None, description="also send each report to Sentry (needs the `sentry` extra: sentry-sdk)"
     )

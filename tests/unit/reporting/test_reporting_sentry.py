@@ -27,7 +27,7 @@ class Capture(Transport):
 def test_reports_reach_sentry_redacted_with_our_fingerprint() -> None:
     transport = Capture()
     forward = SentryForwarder("https://public@sentry.invalid/1", transport=transport)
-    rep = Reporter(ErrorStore(None), names=lambda: ["lm"], forward=forward)
+    rep = Reporter(ErrorStore(None), known_models=lambda: ["lm"], forward=forward)
     secret = "hf_SentryCanary0123456789"
     r = rep.report(
         RuntimeError(f"failed with token {secret}"), model="lm", phase="forward", inputs=["private"]

@@ -76,7 +76,7 @@ def test_reporter_reports_each_exception_once_and_counts(tmp_path: Path) -> None
     counted: list[tuple[str, str]] = []
     clock = [1000.0]
     rep = Reporter(
-        ErrorStore(tmp_path / "errors.db"), names=lambda: ["lm"], count=lambda m, c: counted.append((m, c)),
+        ErrorStore(tmp_path / "errors.db"), known_models=lambda: ["lm"], count=lambda m, c: counted.append((m, c)),
         clock=lambda: clock[0], retention_s=60,
     )  # fmt: skip
     exc = RuntimeError("x")
@@ -98,10 +98,11 @@ def test_reporter_writes_on_its_own_thread(tmp_path: Path) -> None:
     store = ErrorStore(tmp_path / "errors.db")
     original = store.write
 
-    def write(reports):  # type: ignore[no-untyped-def]
+    def write(reports, **kwargs):  # type: ignore[no-untyped-def]
         assert threading.current_thread().name == "hfp-error-reports"
-        original(reports)
+        folded = original(reports, **kwargs)
         written.set()
+        return folded
 
     store.write = write  # type: ignore[method-assign]
     rep = Reporter(store)
@@ -119,7 +120,7 @@ def test_refusals_fold_into_one_pending_report_and_the_count_stays_exact(tmp_pat
     counted: list[tuple[str, str]] = []
     clock = [1000.0]
     rep = Reporter(
-        ErrorStore(tmp_path / "errors.db"), names=lambda: ["m"], count=lambda m, c: counted.append((m, c)),
+        ErrorStore(tmp_path / "errors.db"), known_models=lambda: ["m"], count=lambda m, c: counted.append((m, c)),
         clock=lambda: clock[0],
     )  # fmt: skip
     built = [
@@ -134,4 +135,15 @@ def test_refusals_fold_into_one_pending_report_and_the_count_stays_exact(tmp_pat
     [group] = [g for g in rep.groups() if g["phase"] == "parse"]
     assert group["count"] == 301 and group["last_seen"] == 1005.0 and len(group["samples"]) == 2
     assert len(counted) == 302 and set(counted) == {("m", "overloaded")}
+    rep.close()
+
+
+def test_refusals_for_random_unknown_model_names_fold_into_one_report() -> None:
+    from hf_provider.errors import Overloaded
+
+    rep = Reporter(ErrorStore(None), known_models=lambda: ["m"])
+    built = [rep.report(Overloaded("queue full"), model=f"rand-{i}", phase="parse") for i in range(50)]
+    assert sum(r is not None for r in built) == 1  # keyed by "-", not by the name the client sent
+    (group,) = rep.groups()
+    assert group["count"] == 50 and group["model"] == "-"
     rep.close()
