@@ -14,6 +14,7 @@ VARIANTS: tuple[str, ...] = (
     "onnx",
     "onnx-int8",
     "openvino",
+    "openvino-bf16",
     "fp16",
     "bf16",
 )

@@ -15,6 +15,7 @@ from hf_provider.errors import ProviderError
 from hf_provider.hub.lockfile import read_lock
 from hf_provider.hub.resolve import Resolved
 from hf_provider.optimize import store
+from hf_provider.optimize.backends import openvino_capabilities
 from hf_provider.optimize.candidates import Candidate
 from hf_provider.optimize.run import optimize
 from hf_provider.provider import Provider
@@ -63,12 +64,17 @@ def test_exported_graphs_serve_embeddings_through_the_handler_and_rebuild_a_corr
     source = str(tiny_models["bert-mlm"])
     report = optimize(
         ModelSpec(name="mlm", source=source, tasks=["fill-mask"], batching=SMALL),
-        candidates=["onnx", "openvino"],
+        candidates=["onnx", "openvino", "openvino-bf16"],
         **FAST,
     )
-    for name in ("onnx", "openvino"):
+    for name in ("onnx", "openvino"):  # both fp32 explicitly, on any CPU
         row = report.row(name)
         assert row.accepted and row.accuracy == 1.0, row  # same top token on every probe, probs within 0.02
+        assert row.precision == "fp32"
+    # bf16 exists only on a CPU with native bf16, where the guard judges it like any other (it may refuse it)
+    bf16 = report.row("openvino-bf16")
+    assert bf16.precision == "bf16" and bf16.available == ("BF16" in openvino_capabilities())
+    assert bf16.accepted or bf16.reason, bf16
     texts = ["The quick brown fox jumps over the lazy dog.", "Is it safe?"]
     with _provider(ModelSpec(name="e", source=source, tasks=["embeddings"])) as p:
         eager = np.stack(p.run("e", "embeddings", texts))

@@ -66,8 +66,16 @@ def _table(report: Any) -> None:
 
     eager = report.row("eager")
     t = Table(title=f"{report.model} ({report.task}) on {hardware_text(report.hardware)}")
-    for col in ("variant", "p50 ms @1", f"items/s @{report.max_batch}", "vs eager", "accuracy", "memory"):
-        t.add_column(col, justify="left" if col == "variant" else "right")
+    for col in (
+        "variant",
+        "precision",
+        "p50 ms @1",
+        f"items/s @{report.max_batch}",
+        "vs eager",
+        "accuracy",
+        "memory",
+    ):
+        t.add_column(col, justify="left" if col in ("variant", "precision") else "right")
     t.add_column("build s", justify="right")
     t.add_column("verdict")
     for r in report.variants:
@@ -84,6 +92,7 @@ def _table(report: Any) -> None:
             verdict += " [bold](chosen)[/]"
         t.add_row(
             r.name,
+            r.precision or "-",
             _fmt(r.latency_ms_p50, ".2f"),
             _fmt(r.throughput_per_s, ".1f"),
             ratio,

@@ -15,7 +15,7 @@ import inspect
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 from hf_provider.runtime.model import LoadedModel
 
@@ -146,8 +146,23 @@ class GraphBackend:
         raise NotImplementedError
 
 
+# ONNX Runtime's CPU EP computes a float graph in fp32 on every machine; these are the session entries that would
+# trade precision for speed, pinned so no default (or a future one) decides it:
+# - bf16 fast math for fp32 GEMMs exists on arm64 only (default off, x86 has no such path): off;
+# - GELU approximation (tanh for erf) is a graph rewrite, default off: off;
+# - x64quantprecision: the int8 graph (onnx-int8) multiplies u8 activations by s8 weights, which x86 CPUs
+#   without VNNI sum in saturating 16 bits; "1" makes ORT use exact u8u8 there (no effect with VNNI or off x86),
+#   so the int8 arithmetic is the same on every CPU.
+ORT_PRECISION_ENTRIES: dict[str, str] = {
+    "mlas.enable_gemm_fastmath_arm64_bfloat16": "0",
+    "optimization.enable_gelu_approximation": "0",
+    "session.x64quantprecision": "1",
+}
+
+
 class OrtBackend(GraphBackend):
-    """ONNX Runtime on the CPU with every graph optimization (operator fusion: attention, GELU, layer norm)."""
+    """ONNX Runtime on the CPU with every graph optimization (operator fusion: attention, GELU, layer norm),
+    in fp32 (int8 where the graph is quantized)."""
 
     name = "onnxruntime"
 
@@ -159,6 +174,8 @@ class OrtBackend(GraphBackend):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        for key, value in ORT_PRECISION_ENTRIES.items():
+            so.add_session_config_entry(key, value)
         self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
@@ -166,12 +183,23 @@ class OrtBackend(GraphBackend):
         return self.session.run(list(self.outputs), feeds)
 
 
+def openvino_capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin runs natively here (`OPTIMIZATION_CAPABILITIES`: FP32, BF16, INT8, ...)."""
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 class OpenVinoBackend(GraphBackend):
-    """OpenVINO compiling the ONNX file for the CPU, tuned for latency (one inference at a time, as served)."""
+    """OpenVINO compiling the ONNX file for the CPU, tuned for latency (one inference at a time, as served), at an
+    explicit inference precision: left to its default, the CPU plugin runs bf16 wherever the CPU has native bf16
+    (avx512_bf16, AMX), so the same candidate would compute differently from one machine to the next."""
 
     name = "openvino"
 
-    def __init__(self, path: Path, outputs: tuple[str, ...], threads: int) -> None:
+    def __init__(
+        self, path: Path, outputs: tuple[str, ...], threads: int, precision: Literal["f32", "bf16"] = "f32"
+    ) -> None:
         import openvino as ov
 
         super().__init__(path, outputs)
@@ -179,8 +207,22 @@ class OpenVinoBackend(GraphBackend):
         self.compiled = core.compile_model(
             core.read_model(str(path)),
             "CPU",
-            {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+            {
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+                "INFERENCE_PRECISION_HINT": precision,
+                # ACCURACY also keeps the plugin from its other lossy steps (dynamic quantization of matmuls,
+                # ARM's fast math); PERFORMANCE is what bf16 is asked for.
+                "EXECUTION_MODE_HINT": "ACCURACY" if precision == "f32" else "PERFORMANCE",
+            },
         )
+        # The precision is a hint the plugin may not honour (no hardware support): refuse rather than mislabel.
+        got = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        if got != precision:
+            raise RuntimeError(
+                f"OpenVINO compiled with {got} inference precision where {precision} was asked"
+            )
+        self.precision = got
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self._index = [self.compiled.output(o) for o in outputs]
 

@@ -1,6 +1,12 @@
 """The candidate variants, each a small adapter: why it cannot apply here (missing dependency with its install
 hint, wrong device, task it cannot serve) and how to build it on a loaded model.
 
+Every candidate names the precision it computes in (`Candidate.precision`), set explicitly where a library would
+otherwise pick per machine (OpenVINO's CPU plugin defaults to bf16 where the CPU has it: `openvino` is f32,
+`openvino-bf16` a separate candidate). torch runs fp32 as torch's process-wide defaults leave it ("highest"
+float32 matmul precision, no oneDNN bf16 for fp32); the library never changes those (process-wide state belongs
+to the server entry point), and eager and every candidate are measured in the same process, under the same ones.
+
 Two kinds:
 - "torch" variants change the shared module in place (attention implementation, torch.compile, int8 layers, a
   GPU half dtype), so every task of the model keeps working from the one weight set;
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import shutil
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +34,15 @@ class Candidate:
     unavailable: Callable[[LoadedModel, list[str]], str | None]
     build: Callable[[LoadedModel, list[str], Path | None], None]
     note: str = ""
+    precision: str | None = None  # what it computes in; None: the dtype the model is loaded in
+
+
+_SHORT = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def precision_of(cand: Candidate, model: LoadedModel) -> str:
+    dtype = str(model.dtype).removeprefix("torch.")
+    return cand.precision or _SHORT.get(dtype, dtype)
 
 
 def _nothing(model: LoadedModel, tasks: list[str], cache_dir: Path | None) -> None:
@@ -67,7 +82,8 @@ def _compile_unavailable(model: LoadedModel, tasks: list[str]) -> str | None:
 def _compile(model: LoadedModel, tasks: list[str], cache_dir: Path | None) -> None:
     import torch
 
-    # dynamic=True: one graph for every batch size and length, not a recompilation per shape served
+    # dynamic=True: one graph for every batch size and length, not a recompilation per shape served. Precision
+    # stays the module's: inductor builds its CPU kernels without unsafe math or FMA contraction unless configured.
     model.module.forward = torch.compile(model.module.forward, dynamic=True)
 
 
@@ -134,13 +150,32 @@ def _onnx_file(model: LoadedModel, task: str, cache_dir: Path | None, int8: bool
     return folder / names[-1]
 
 
-def _graph(runtime: str, int8: bool = False) -> Callable:
+def openvino_bf16_unavailable(
+    capabilities: Callable[[], Sequence[str]] = backends.openvino_capabilities,
+) -> Callable[[LoadedModel, list[str]], str | None]:
+    """`openvino-bf16` applies where OpenVINO reports native bf16 on this CPU (`capabilities` is the seam)."""
+
+    def unavailable(model: LoadedModel, tasks: list[str]) -> str | None:
+        if reason := backends.missing("openvino"):
+            return reason
+        caps = list(capabilities())
+        if "BF16" not in caps:
+            return f"this CPU has no native bf16 (OpenVINO CPU capabilities: {', '.join(caps) or 'none'})"
+        return backends.export_reason(model, tasks)
+
+    return unavailable
+
+
+def _graph(runtime: str, int8: bool = False, precision: Literal["f32", "bf16"] = "f32") -> Callable:
     def build(model: LoadedModel, tasks: list[str], cache_dir: Path | None) -> None:
         import torch
 
         path = _onnx_file(model, tasks[0], cache_dir, int8)
-        cls = backends.OrtBackend if runtime == "onnxruntime" else backends.OpenVinoBackend
-        model.backend = cls(path, backends.OUTPUTS[tasks[0]], torch.get_num_threads())
+        outputs, threads = backends.OUTPUTS[tasks[0]], torch.get_num_threads()
+        if runtime == "onnxruntime":
+            model.backend = backends.OrtBackend(path, outputs, threads)
+        else:
+            model.backend = backends.OpenVinoBackend(path, outputs, threads, precision)
         model.weight_bytes += model.backend.nbytes
 
     return build
@@ -156,13 +191,21 @@ CANDIDATES: dict[str, Candidate] = {
         Candidate(
             "compile", "torch", _compile_unavailable, _compile, "torch.compile (inductor), dynamic shapes"
         ),
-        Candidate("int8", "torch", _int8_unavailable, _int8("dynamic"), "torch dynamic int8 (int8 matmuls)"),
+        Candidate(
+            "int8",
+            "torch",
+            _int8_unavailable,
+            _int8("dynamic"),
+            "torch dynamic int8 (int8 matmuls)",
+            "int8 dynamic",
+        ),
         Candidate(
             "int8-weight-only",
             "torch",
             _int8_unavailable,
             _int8("weight_only"),
             "int8 weights, float activations",
+            "int8 weights",
         ),
         Candidate(
             "onnx",
@@ -170,6 +213,7 @@ CANDIDATES: dict[str, Candidate] = {
             _graph_unavailable("onnxruntime"),
             _graph("onnxruntime"),
             "ONNX Runtime, all fusions",
+            "fp32",
         ),
         Candidate(
             "onnx-int8",
@@ -177,15 +221,25 @@ CANDIDATES: dict[str, Candidate] = {
             _graph_unavailable("onnxruntime", "onnx"),
             _graph("onnxruntime", int8=True),
             "ONNX Runtime dynamic int8 (per channel)",
+            "int8 dynamic",
         ),
         Candidate(
             "openvino",
             "graph",
             _graph_unavailable("openvino"),
             _graph("openvino"),
-            "OpenVINO CPU, latency hint",
+            "OpenVINO CPU, latency hint, f32 inference precision",
+            "fp32",
         ),
-        Candidate("fp16", "torch", _FP16[0], _FP16[1], "half precision (CUDA)"),
-        Candidate("bf16", "torch", _BF16[0], _BF16[1], "bfloat16 (CUDA)"),
+        Candidate(
+            "openvino-bf16",
+            "graph",
+            openvino_bf16_unavailable(),
+            _graph("openvino", precision="bf16"),
+            "OpenVINO CPU, latency hint, bf16 inference precision (native bf16 CPUs)",
+            "bf16",
+        ),
+        Candidate("fp16", "torch", _FP16[0], _FP16[1], "half precision (CUDA)", "fp16"),
+        Candidate("bf16", "torch", _BF16[0], _BF16[1], "bfloat16 (CUDA)", "bf16"),
     )
 }

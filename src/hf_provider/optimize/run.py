@@ -18,7 +18,7 @@ from typing import Any
 
 from hf_provider.hub.resolve import Resolved, resolve
 from hf_provider.optimize import guard, store
-from hf_provider.optimize.candidates import CANDIDATES, Candidate
+from hf_provider.optimize.candidates import CANDIDATES, Candidate, precision_of
 from hf_provider.optimize.env import hardware, library_versions
 from hf_provider.optimize.measure import measure
 from hf_provider.runtime.model import LoadedModel
@@ -34,6 +34,7 @@ class Row:
     name: str
     kind: str
     note: str
+    precision: str | None = None  # what the variant computes in (fp32, bf16, int8 dynamic, ...)
     available: bool = True
     accepted: bool = False
     reason: str | None = None  # why unavailable or refused
@@ -126,6 +127,7 @@ def optimize(
             BASELINE,
             "baseline",
             CANDIDATES[BASELINE].note,
+            precision_of(CANDIDATES[BASELINE], base),
             accepted=True,
             latency_ms_p50=t.latency_ms_p50,
             throughput_per_s=t.throughput_per_s,
@@ -163,7 +165,7 @@ def _try(
     timing: dict[str, Any],
     clock: Callable[[], float],
 ) -> Row:
-    row = Row(cand.name, cand.kind, cand.note)
+    row = Row(cand.name, cand.kind, cand.note, precision_of(cand, base))
     reason = cand.unavailable(base, served)
     if reason is not None:
         row.available, row.reason = False, reason
