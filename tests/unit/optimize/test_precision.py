@@ -14,8 +14,8 @@ import torch
 
 from hf_provider.optimize import backends
 from hf_provider.optimize.candidates import CANDIDATES, openvino_bf16_unavailable, precision_of
-from hf_provider.optimize.names import VARIANTS
 from hf_provider.spec import ModelSpec
+from hf_provider.variants import VARIANTS
 
 HIDDEN = 16
 
