@@ -10,9 +10,32 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+
+class Call:
+    """One HTTP request as the layers below the server see it: whether its outcome is recorded already.
+
+    The Provider records what reaches it (a queued request at its settlement, a refusal at once); the server
+    records only what ended before that (a body that is not JSON, a bad header, load shedding at the door). This
+    flag, one per HTTP request, is how the server knows which, so every request is counted exactly once."""
+
+    __slots__ = ("recorded",)
+
+    def __init__(self) -> None:
+        self.recorded = False
+
+
 #: The id of the HTTP request being served (set by server/middleware.py).
 REQUEST_ID: ContextVar[str | None] = ContextVar("hfp_request_id", default=None)
 
 #: The trace of what this task or thread is doing for one HTTP request (or Python call): an
 #: observability.tracing.Trace, or None when not traced. Typed Any here so this leaf imports nothing.
 TRACE: ContextVar[Any] = ContextVar("hfp_trace", default=None)
+
+#: The HTTP request being served, set by the server's outermost middleware; None for a Python call.
+CALL: ContextVar[Call | None] = ContextVar("hfp_call", default=None)
+
+
+def mark_recorded() -> None:
+    """The current HTTP request's outcome is (or will be, at settlement) recorded by the layer calling this."""
+    if (call := CALL.get()) is not None:
+        call.recorded = True

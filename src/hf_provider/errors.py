@@ -14,7 +14,6 @@ class ProviderError(Exception):
     """Base class of every error hf-provider raises on purpose."""
 
     code: str = "provider_error"
-    recorded: bool = False  # the outcome was counted already (by the scheduler or the provider)
 
     def __init__(
         self, message: str, *, model: str | None = None, task: str | None = None, param: str | None = None
@@ -68,6 +67,35 @@ class InvalidInput(ProviderError, ValueError):
 
 class TooManyItems(InvalidInput):
     code = "too_many_items"
+
+
+class InvalidJson(InvalidInput):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class UnsupportedField(InvalidInput):
+    """The request body carries a field of the schema this server does not implement (OpenAI's `tools`...)."""
+
+    code = "unsupported_field"
+
+
+class InvalidRequest(InvalidInput):
+    """The request body does not fit the route's schema."""
+
+    code = "invalid_request"
+
+
+class RequestTooLarge(InvalidInput):
+    code = "request_too_large"
+
+
+class Unauthorized(ProviderError, PermissionError):
+    """Missing or wrong API key (server/auth.py)."""
+
+    code = "invalid_api_key"
+    error_class = "bad_request"
 
 
 class ModelLoadError(ProviderError, RuntimeError):

@@ -5,7 +5,7 @@ A leaf module (standard library only), so `runtime` and `scheduling` both depend
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -42,6 +42,49 @@ class Item:
 
     data: Any
     n_tokens: int
+    # Of n_tokens, the tokens a generation may add (max_new_tokens): a budget, not work done. n_tokens minus
+    # this is the item's input; what was generated is counted as it happens (RowControl.generated).
+    new_tokens: int = 0
+
+
+#: Outcomes that are failures of the server's making (the headline error rate); `client_error` is shown beside
+#: them, `cancelled` is the caller leaving.
+SERVER_FAILURES: frozenset[str] = frozenset({"error", "rejected", "timed_out"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one request ended: the one record handed to the one recorder (observability/outcomes.py), for every
+    end a request can have, and for refusals before any Request object existed (bad JSON, unknown model, load
+    shedding at the door). Metrics, history, error reports, breakers, canary statistics, keep-alive and tracing
+    all listen to these records and keep no bookkeeping of their own."""
+
+    model: (
+        str  # the model it is filed under: the one that served or refused it, else the name the client sent
+    )
+    task: str  # a task name, or "-"
+    outcome: str  # one of OUTCOMES
+    latency_s: float = 0.0  # submission to settlement; 0 for a refusal answered at once
+    items: int = 0
+    tokens: int = 0  # tokens actually processed: input tokens plus those generated before it ended
+    revision: str | None = None  # the commit that computed (or refused) it
+    error: BaseException | None = None
+    phase: str | None = None  # where it failed (reporting.reports.PHASES); None: the error's own tag decides
+    served_by: str | None = None  # the model that computed the answer; None when none did
+    fallback_reason: str | None = None  # set when `served_by` is a fallback of the model the client named
+    request_id: str | None = None  # the HTTP request's id
+    device: str | None = None
+    dtype: str | None = None
+    input_shape: tuple[int, int] | None = None  # (items, longest item in tokens)
+    inputs: Any = None  # the raw inputs, for the report's redacted digest (never stored as they are)
+    request: Any = None  # the settled scheduling.request.Request (None for a refusal): its trace and ticket
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in SERVER_FAILURES or self.outcome == "client_error"
+
+
+OutcomeListener = Callable[[Outcome], None]
 
 
 class RowControl(Protocol):
@@ -49,7 +92,7 @@ class RowControl(Protocol):
 
     A generating handler streams through `emit`, asks `stop_reason` once per step so a row whose request was
     cancelled or timed out stops at the next token while the rest of the batch goes on, and reports generated
-    tokens with `generated` (the live token counter)."""
+    tokens with `generated` (the rows that made a token this step: the live token counter, per request)."""
 
     @property
     def streaming(self) -> bool: ...
@@ -58,13 +101,13 @@ class RowControl(Protocol):
 
     def stop_reason(self, row: int) -> str | None: ...
 
-    def generated(self, tokens: int) -> None: ...
+    def generated(self, rows: Sequence[int]) -> None: ...
 
 
 class GenRow(Protocol):
     """One row of a continuous generation batch (runtime/continuous), answered by its request: it streams
     through `emit`, is asked `stop_reason` before every step (a cancelled or timed-out row leaves at once), and
-    ends with exactly one of `finish` (its result) or `fail`."""
+    ends with exactly one of `finish` (its result) or `fail`; `generated` counts each token made for it."""
 
     @property
     def streaming(self) -> bool: ...
@@ -72,6 +115,8 @@ class GenRow(Protocol):
     def emit(self, delta: str) -> None: ...
 
     def stop_reason(self) -> str | None: ...
+
+    def generated(self) -> None: ...
 
     def finish(self, result: Any) -> None: ...
 

@@ -8,7 +8,7 @@ token ids go in and JSON-ready results come out (see docs/architecture.md for wh
 Messages on the pipe (tuples, pickled by multiprocessing):
     parent -> child: ("run", bid, task, items, params, streaming, inject) | ("stop", bid, row, reason) | ("exit",)
     child -> parent: ("ready", description) | ("failed", error) once at start, then per batch
-                     ("emit", bid, row, delta) | ("generated", bid, n) | ("done", bid, results, timings) |
+                     ("emit", bid, row, delta) | ("generated", bid, rows) | ("done", bid, results, timings) |
                      ("error", bid, error) | ("fatal", bid, error), after which the child exits: a fatal device
                      error leaves its device context unusable, and only a new process gets a clean one.
 """
@@ -23,6 +23,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,8 @@ class _Rows:
     def stop_reason(self, row: int) -> str | None:
         return self._stops.get((self._bid, row))
 
-    def generated(self, tokens: int) -> None:
-        self._send(("generated", self._bid, tokens))
+    def generated(self, rows: Sequence[int]) -> None:
+        self._send(("generated", self._bid, list(rows)))
 
 
 def facts(handler: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -192,8 +193,8 @@ class _Counting:
     def stop_reason(self, row: int) -> str | None:
         return self.inner.stop_reason(row)
 
-    def generated(self, tokens: int) -> None:
-        self.inner.generated(tokens)
+    def generated(self, rows: Sequence[int]) -> None:
+        self.inner.generated(rows)
 
 
 def start_isolated(

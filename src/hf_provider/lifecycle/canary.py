@@ -17,6 +17,7 @@ from typing import Any
 
 from hf_provider.lifecycle.version import Version
 from hf_provider.resilience.breaker import OPEN
+from hf_provider.types import Outcome
 
 _FAILED = ("error", "timed_out")  # the server's fault; rejections (overload) and cancellations are not judged
 
@@ -87,30 +88,16 @@ class Splitter:
 
 
 class Tally:
-    """Wraps a scheduler's observer: counts each settled request of one revision, then passes it on."""
+    """A scheduler's outcome listener while a canary runs (observability/outcomes.py): counts each settled
+    request of one revision, then lets the canary judge."""
 
-    def __init__(self, inner: Any, counts: Counts, after: Callable[[], None]) -> None:
-        self.inner = inner
+    def __init__(self, counts: Counts, after: Callable[[], None]) -> None:
         self.counts = counts
         self._after = after
 
-    def request_done(
-        self,
-        model: str,
-        task: str,
-        revision: str | None,
-        outcome: str,
-        latency_s: float,
-        items: int,
-        tokens: int,
-        error_type: str | None = None,
-    ) -> None:
-        self.counts.add(outcome, latency_s)
-        self.inner.request_done(model, task, revision, outcome, latency_s, items, tokens, error_type)
+    def __call__(self, outcome: Outcome) -> None:
+        self.counts.add(outcome.outcome, outcome.latency_s)
         self._after()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class Canary:
@@ -131,6 +118,7 @@ class Canary:
         self.primary_commit = primary_commit
         self.primary = Counts()
         self.cand = Counts()
+        self.listening: list[Callable[[], None]] = []  # the Tallies on both schedulers (controller.py)
         self.margin, self.min_requests = margin, min_requests
         self._on_abort = on_abort
         self._aborting = False

@@ -124,9 +124,11 @@ class Lifecycle:
         with exclusive(self.manager, e, held=1):
             primary = e.scheduler
             assert primary is not None
-            primary.observer = Tally(primary.observer, canary.primary, canary.judge)
             cand = v.entry.scheduler
-            cand.observer = Tally(cand.observer, canary.cand, canary.judge)
+            canary.listening = [
+                primary.outcomes.listen("canary", Tally(canary.primary, canary.judge)),
+                cand.outcomes.listen("canary", Tally(canary.cand, canary.judge)),
+            ]
             e.canary = canary
         return canary
 
@@ -141,8 +143,7 @@ class Lifecycle:
                     self.manager, e, v, self._outgoing_key(e), self.lock.spec_revision(e, v.revision)
                 )
             v.unpin()  # serving: the manager's entry protects its files now
-            _untally(e.scheduler)
-            _untally(old.entry.scheduler)
+            _untally(canary)
             self._retire(e, old)
             self._record(name, "promote", v.revision, v.commit, actor, None)
             self.lock.rewrite(e, v.revision)
@@ -154,7 +155,7 @@ class Lifecycle:
             canary = self._canary(e)
             with exclusive(self.manager, e):
                 e.canary = None
-            _untally(e.scheduler)
+            _untally(canary)
             V.drain(canary.candidate, self.settings.drain_timeout_s)
             V.drop(self.manager, canary.candidate, "canary aborted")
             v = canary.candidate
@@ -364,6 +365,8 @@ def _default_actor(action: str) -> str:
     return "python" if actor == "request" and action != "load" else actor
 
 
-def _untally(sched: Any) -> None:
-    if sched is not None and isinstance(sched.observer, Tally):
-        sched.observer = sched.observer.inner
+def _untally(canary: Canary) -> None:
+    """The versions' schedulers stop counting for the canary."""
+    for stop in canary.listening:
+        stop()
+    canary.listening = []

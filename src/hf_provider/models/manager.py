@@ -107,7 +107,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         allow_adhoc: bool = True,
         clock: Callable[[], float] = time.monotonic,
         supervisor: Supervisor | None = None,
-        reporter: Any = None,
+        outcomes: Any = None,
         faults: Any = None,
         fetcher: Fetcher | None = None,
     ) -> None:
@@ -115,7 +115,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         # Hub files: the lock, integrity checks and repair, the disk budget (hub/fetch.py)
         self.fetcher = fetcher or Fetcher()
         pins.register_holder(self.loaded_revisions)  # the disk budget never removes what is loaded here
-        self.reporter = reporter  # reporting.Reporter: each scheduler reports its failed requests to it
+        self.outcomes = outcomes  # the Provider's recorder: each scheduler passes its outcomes on to it
         self.faults = faults  # TESTING ONLY resilience.faults.FaultInjector
         self.supervisor = supervisor or Supervisor()
         self.observer = observer or NullObserver()
@@ -382,7 +382,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             runner=runner,
             supervisor=self.supervisor,
             on_done=lambda: self.touch(spec.name),  # keep-alive idles from a request's end
-            reporter=self.reporter,
+            outcomes=self.outcomes,
             breaker=self._breaker(spec),
             engine=engine,
         )

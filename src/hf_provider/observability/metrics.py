@@ -84,6 +84,13 @@ class Metrics:
             ["model", "error_class"],
             registry=r,
         )
+        self.error_groups_folded = Counter(
+            f"{p}_error_groups_folded",
+            "Error reports folded into their class's overflow group because errors.db already holds "
+            "[reporting] max_groups groups: new root causes are arriving faster than retention drops old ones.",
+            ["error_class"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             f"{p}_in_flight_requests",
             "Requests accepted and not yet settled (read from the scheduler at scrape time).",

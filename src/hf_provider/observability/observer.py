@@ -32,6 +32,7 @@ from hf_provider.observability.resources import ModelBytes, ResourceSampler
 from hf_provider.observability.series import shape_series
 from hf_provider.observability.store import HistoryStore, RequestRow, ResourceRow
 from hf_provider.resilience.breaker import STATE_VALUE
+from hf_provider.types import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,11 @@ class Observer:
         except Exception:
             self._hook_failed("request_done")
 
+    def outcome(self, o: Outcome) -> None:
+        """The outcome recorder's listener (observability/outcomes.py): counts and keeps every request's end."""
+        error_type = None if o.error is None else type(o.error).__name__
+        self.request_done(o.model, o.task, o.revision, o.outcome, o.latency_s, o.items, o.tokens, error_type)
+
     def batch_done(
         self,
         model: str,
@@ -203,6 +209,11 @@ class Observer:
         if not self.enabled:
             return
         self.metrics.child(self.metrics.error_reports, model, error_class).inc()
+
+    def error_groups_folded(self, error_class: str, n: int) -> None:
+        """Reports folded into an overflow group by the error store (reporting/store.py max_groups)."""
+        if self.enabled and n:
+            self.metrics.child(self.metrics.error_groups_folded, error_class).inc(n)
 
     def breaker_changed(self, model: str, old: str | None, new: str) -> None:
         """The model's circuit breaker moved (resilience/breaker.py); `old` None: a fresh one at load."""

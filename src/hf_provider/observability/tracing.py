@@ -31,6 +31,7 @@ from typing import Any
 
 from hf_provider.context import TRACE
 from hf_provider.settings.tracing import TracingSettings
+from hf_provider.types import Outcome
 
 # A settled scheduling.request.Request and a scheduling.queue.Batch, read by attribute: observability sits below
 # the scheduler in the layers, so it names their types without importing them.
@@ -284,3 +285,10 @@ class _Marker:
 
 def _span(tracer: Any, name: str, ctx: Any, start: int, end: int) -> None:
     tracer.start_span(name, context=ctx, start_time=start).end(end_time=max(start, end))
+
+
+def trace_outcome(outcome: Outcome) -> None:
+    """The tracing listener of the outcome recorder: a traced request's spans are built from its settlement."""
+    req = outcome.request
+    if req is not None and req.trace is not None:
+        req.trace.settled(req, outcome.error)

@@ -19,19 +19,19 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from hf_provider.errors import (
     ConfigError,
     InvalidInput,
-    ProviderError,
 )
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import HistoryStore
 from hf_provider.models.manager import ModelManager
-from hf_provider.observability.tracing import TRACE, Tracing
-from hf_provider.provider.submission import Submission
+from hf_provider.observability.outcomes import Recorder
+from hf_provider.observability.tracing import TRACE, Tracing, trace_outcome
+from hf_provider.provider.submission import Submitter
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.store import ErrorStore
 from hf_provider.resilience.faults import FaultInjector
@@ -39,10 +39,7 @@ from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec, check_fallbacks
-from hf_provider.types import RESERVED_PARAMS, DeltaSink
-
-if TYPE_CHECKING:
-    pass
+from hf_provider.types import RESERVED_PARAMS, DeltaSink, Outcome
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
@@ -60,7 +57,7 @@ class Answer(NamedTuple):
     revision: str | None = None  # the commit of the version that computed it (lifecycle/: swaps, canaries)
 
 
-class Provider(Submission):
+class Provider:
     def __init__(
         self,
         models: list[ModelSpec] | None = None,
@@ -88,16 +85,27 @@ class Provider(Submission):
                 check_fallbacks(specs)
             except ValueError as e:
                 raise ConfigError(str(e)) from e
-        # model -> its fallbacks, tried in order when it refuses a request before queueing it
-        self._fallbacks = {s.name: list(s.fallbacks) for s in specs if s.fallbacks}
         self.observer = observer
         self.supervisor = Supervisor(on_error=getattr(observer, "internal_error", None))
         if observer is not None and hasattr(observer, "supervisor"):
             observer.supervisor = self.supervisor  # its own loop reports through the same place
         rs = self.settings.reporting
         if reporter is None and rs.enabled:  # the Python API's reports live in memory (the server's on disk)
-            reporter = Reporter(ErrorStore(None), retention_s=rs.retention, include_inputs=rs.include_inputs)
+            reporter = Reporter(
+                ErrorStore(None),
+                retention_s=rs.retention,
+                include_inputs=rs.include_inputs,
+                max_groups=rs.max_groups,
+            )
         self.reporter = reporter
+        # The one recorder of request outcomes (observability/outcomes.py): metrics and history, error reports
+        # and traces listen here; each scheduler's own recorder passes its records on to it.
+        self.outcomes = Recorder(self.supervisor)
+        if observer is not None and hasattr(observer, "outcome"):
+            self.outcomes.listen("observer", observer.outcome)
+        if reporter is not None:
+            self.outcomes.listen("reporter", reporter.outcome)
+        self.outcomes.listen("tracing", trace_outcome)
         self.faults = FaultInjector.from_settings(self.settings.faults)  # TESTING ONLY
         policy = FetchPolicy.from_settings(self.settings)
         lock = Path(lock_file) if lock_file is not None else policy.lock_file
@@ -114,21 +122,27 @@ class Provider(Submission):
             observer=observer,
             allow_adhoc=allow_adhoc,
             supervisor=self.supervisor,
-            reporter=reporter,
+            outcomes=self.outcomes,
             faults=self.faults,
             fetcher=fetcher,
+        )
+        self.submitter = Submitter(
+            self.manager,
+            self.outcomes,
+            fallbacks={s.name: list(s.fallbacks) for s in specs if s.fallbacks},
+            faults=self.faults,
+            observer=observer,
         )
         if reporter is not None:
             reporter.names = self.manager.names
             if reporter.count is None and hasattr(observer, "error_reported"):
                 reporter.count = observer.error_reported
+            if reporter.count_overflow is None and hasattr(observer, "error_groups_folded"):
+                reporter.count_overflow = observer.error_groups_folded
             self.supervisor.on_exception(reporter.internal_failure)
             reporter.start(self.supervisor)
         # Swaps, rollbacks, canaries and the version history (in memory unless the server gives it a file).
         self.lifecycle = Lifecycle(self.manager, history, self.settings.versioning, faults=self.faults)
-        # Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait, since
-        # a request's answer waits for the loop as well as for the model.
-        self.loop_lag_s = 0.0
         # OpenTelemetry spans of every request when `[tracing] otlp_endpoint` is set (observability/tracing.py)
         self.tracing: Tracing | None = Tracing.from_settings(self.settings.tracing)
 
@@ -171,9 +185,29 @@ class Provider(Submission):
     def report(
         self, exc: BaseException, *, model: str = "-", phase: str | None = None, **context: Any
     ) -> None:
-        """Make the error report of a failure that no scheduler settled (once per exception object)."""
+        """The error report of a failure that is no request's (a model's load at start); a request's failure
+        is reported from its outcome (`refuse`, or its settlement)."""
         if self.reporter is not None:
             self.reporter.report(exc, model=model, phase=phase, **context)
+
+    def refuse(self, model: str, task: str, exc: BaseException, inputs: Any = None) -> None:
+        """Record a request that ended before it reached the Provider's queues: the one call a server makes for
+        what it refuses itself (a body that is not JSON, a bad header, load shedding at the door)."""
+        self.submitter.refuse(model, task, exc, inputs)
+
+    def record(self, outcome: Outcome) -> None:
+        """Hand a finished outcome to the recorder (a server's refusal it has built itself)."""
+        self.outcomes.record(outcome)
+
+    @property
+    def loop_lag_s(self) -> float:
+        """Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait,
+        since a request's answer waits for the loop as well as for the model."""
+        return self.submitter.loop_lag_s
+
+    @loop_lag_s.setter
+    def loop_lag_s(self, value: float) -> None:
+        self.submitter.loop_lag_s = value
 
     def __enter__(self) -> Provider:
         return self
@@ -199,6 +233,13 @@ class Provider(Submission):
             limit = min(limit, float(timeout))
         return (time.monotonic() if since is None else since) + limit
 
+    def _deadline_or_refuse(self, model: str, task: str, inputs: Any, timeout: float | None) -> float:
+        try:
+            return self.deadline(timeout)
+        except Exception as exc:  # a bad timeout: the request's end, recorded like any refusal
+            self.submitter.refuse(model, task, exc, inputs)
+            raise
+
     def submit(
         self,
         model: str,
@@ -219,21 +260,13 @@ class Provider(Submission):
             with self.tracing.python_call():
                 kw = {"priority": priority, "timeout": timeout, "deadline": deadline, "sink": sink}
                 return self.submit(model, task, inputs, params, **kw)
-        fallbacks = self._fallbacks.get(model)
         try:
             when = self.deadline(timeout) if deadline is None else deadline
             checked = _check_params(params)
-            if not fallbacks:
-                return self._submit(model, task, inputs, checked, priority, when, sink)
-            return self._submit_chain(model, fallbacks, task, inputs, checked, priority, when, sink)
-        except ProviderError as exc:
-            # The error raised after a walk of the chain is the last fallback's: counted for that model.
-            who = exc.model if fallbacks and exc.model in fallbacks else model
-            self.record_refusal(who, task, exc, inputs)
+        except Exception as exc:
+            self.submitter.refuse(model, task, exc, inputs)
             raise
-        except Exception as exc:  # a bug or an injected fault before the queue: reported, then raised (500)
-            self.report(exc, model=model, phase="parse", inputs=inputs)
-            raise
+        return self.submitter.submit(model, task, inputs, checked, priority, when, sink)
 
     def run(
         self,
@@ -245,7 +278,7 @@ class Provider(Submission):
         priority: str = "interactive",
         timeout: float | None = None,
     ) -> Any:
-        deadline = self.deadline(timeout)
+        deadline = self._deadline_or_refuse(model, task, inputs, timeout)
         req = self.submit(model, task, inputs, params, priority=priority, deadline=deadline)
         try:
             return req.future.result(max(0.0, deadline - time.monotonic()))
@@ -287,7 +320,7 @@ class Provider(Submission):
         the request (a fallback, and why, when the model refused it). Cancelling the awaiting
         task cancels the request: queued items leave the queue, a running generation row stops. `deadline`
         (time.monotonic) replaces `timeout` when given."""
-        deadline = self.deadline(timeout) if deadline is None else deadline
+        deadline = self._deadline_or_refuse(model, task, inputs, timeout) if deadline is None else deadline
         req = await self._asubmit(model, task, inputs, params, priority, deadline, None)
         loop = asyncio.get_running_loop()
         waiter = asyncio.wrap_future(req.future, loop=loop)
@@ -295,7 +328,7 @@ class Provider(Submission):
         # per request on small CPUs).
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
         try:
-            return Answer(await waiter, req.tokens, req.served_by, req.fallback_reason, req.revision)
+            return Answer(await waiter, req.input_tokens, req.served_by, req.fallback_reason, req.revision)
         except asyncio.CancelledError:
             req.cancel(time.monotonic())
             raise
@@ -320,7 +353,7 @@ class Provider(Submission):
         if (
             _size(inputs) <= _INLINE_PARSE_CHARS
             and ready(model)
-            and all(map(ready, self._fallbacks.get(model, ())))
+            and all(map(ready, self.submitter.fallbacks.get(model, ())))
         ):
             return self.submit(*args, **kw)
         pending = asyncio.ensure_future(asyncio.to_thread(self.submit, *args, **kw))
@@ -352,7 +385,7 @@ class Provider(Submission):
         """Text deltas as they are generated; an error of the request (DeadlineExceeded included) is raised at
         the end. Closing the iterator early cancels the generation."""
         deltas: queue.SimpleQueue[str | None] = queue.SimpleQueue()
-        deadline = self.deadline(timeout)
+        deadline = self._deadline_or_refuse(model, task, prompt, timeout)
         req = self.submit(model, task, prompt, params, priority=priority, deadline=deadline, sink=deltas.put)
         try:
             while True:
@@ -405,7 +438,7 @@ class Provider(Submission):
             # Raises RuntimeError once the loop is closed: the request's guard then fails this request only.
             loop.call_soon_threadsafe(deltas.put_nowait, d)
 
-        deadline = self.deadline(timeout) if deadline is None else deadline
+        deadline = self._deadline_or_refuse(model, task, prompt, timeout) if deadline is None else deadline
         req = await self._asubmit(model, task, prompt, params, priority, deadline, sink)
         timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
         return TextStream(req, deltas, timer)

@@ -1,17 +1,19 @@
-"""How a request reaches a scheduler: through a model's fallback chain, its lease, canary routing, breaker and
-admission, then parsed and queued; and the count of requests that end before they reach one.
+"""`Submitter`: how a request reaches a scheduler (a model's fallback chain, its lease, canary routing, breaker and
+admission, then parsed and queued), and the recording of every request that ends before it reaches one.
 
-A mixin of `Provider` (provider.py), which owns the manager, observer and settings: the facade keeps the public
-calls, this module the path each of them takes to a queue.
+A collaborator of the Provider (facade.py), built from what it needs: the model manager, the Provider's outcome
+recorder, the fallback chains and the fault injector. Whatever leaves `submit` is recorded exactly once: a queued
+request by its scheduler when it settles, a refusal here (`refuse`), each model of a fallback chain that refused
+it included.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hf_provider.context import TRACE
+from hf_provider.context import REQUEST_ID, TRACE, mark_recorded
 from hf_provider.errors import (
     CircuitOpen,
     InvalidInput,
@@ -23,32 +25,54 @@ from hf_provider.errors import (
     Unavailable,
 )
 from hf_provider.isolation.runners import check_serving
+from hf_provider.observability.outcomes import Recorder
 from hf_provider.reporting.reports import tag
 from hf_provider.resilience import fallback
 from hf_provider.resilience.breaker import OPEN, Ticket
 from hf_provider.scheduling.request import Request
-from hf_provider.types import PRIORITIES, TASKS, DeltaSink, TaskHandler
+from hf_provider.types import PRIORITIES, TASKS, DeltaSink, Outcome, TaskHandler
 
 if TYPE_CHECKING:
     from hf_provider.models.manager import ModelManager
     from hf_provider.resilience.faults import FaultInjector
-    from hf_provider.resilience.supervisor import Supervisor
     from hf_provider.scheduling.batcher import ModelScheduler
 
+_Args = tuple[str, str, Any, Mapping[str, Any], str, float, DeltaSink | None]
 
-class Submission:
-    # Set by Provider.__init__.
-    manager: ModelManager
-    observer: Any
-    supervisor: Supervisor
-    faults: FaultInjector | None
-    loop_lag_s: float
-    report: Callable[..., Any]
 
-    def _submit_chain(
+def refusal_kind(exc: BaseException) -> tuple[str, str]:
+    """(outcome, phase) of a request refused before it was queued."""
+    if isinstance(exc, InvalidInput | TaskNotSupported | ModelNotFound):
+        return "client_error", "parse"
+    if isinstance(exc, ModelLoadError | MemoryBudgetExceeded):
+        return "error", "load"
+    if isinstance(exc, Unavailable):
+        return "rejected", "queue"
+    return "error", "parse"
+
+
+class Submitter:
+    def __init__(
+        self,
+        manager: ModelManager,
+        outcomes: Recorder,
+        *,
+        fallbacks: Mapping[str, list[str]],
+        faults: FaultInjector | None = None,
+        observer: Any = None,
+    ) -> None:
+        self.manager = manager
+        self.outcomes = outcomes
+        self.fallbacks = dict(fallbacks)  # model -> its fallbacks, tried in order when it refuses a request
+        self.faults = faults
+        self.observer = observer
+        # Event-loop lag measured by the server (server/loadshed.py): added to every estimated queue wait, since
+        # a request's answer waits for the loop as well as for the model.
+        self.loop_lag_s = 0.0
+
+    def submit(
         self,
         model: str,
-        fallbacks: list[str],
         task: str,
         inputs: Any,
         params: Mapping[str, Any],
@@ -56,22 +80,59 @@ class Submission:
         deadline: float,
         sink: DeltaSink | None,
     ) -> Request:
+        """Queue the request on `model` or the first of its fallbacks that takes it; a refusal is recorded here
+        (for the model that refused) and raised."""
+        chain = self.fallbacks.get(model)
+        try:
+            if not chain:
+                req = self._submit(model, task, inputs, params, priority, deadline, sink)
+            else:
+                req = self._submit_chain(model, chain, task, inputs, params, priority, deadline, sink)
+        except BaseException as exc:
+            # The error raised after a walk of the chain is the last fallback's: recorded for that model.
+            who = exc.model if chain and isinstance(exc, ProviderError) and exc.model in chain else model
+            if isinstance(exc, Exception):
+                self.refuse(who, task, exc, inputs)
+            raise
+        mark_recorded()  # its scheduler records it when it settles
+        return req
+
+    def refuse(self, model: str, task: str, exc: BaseException, inputs: Any = None) -> None:
+        """Record a request that ended before it reached a scheduler (refused, or failed by a bug before the
+        queue), under the model it named (unknown names collapse to "-")."""
+        outcome, phase = refusal_kind(exc)
+        self.outcomes.record(
+            Outcome(
+                model=model if model in self.manager.names() else "-",
+                task=task if task in TASKS else "-",
+                outcome=outcome,
+                error=exc,
+                phase=phase,
+                request_id=REQUEST_ID.get(),
+                inputs=inputs,
+            )
+        )
+        mark_recorded()
+
+    # the path to a queue ----------------------------------------------------------------------------------------
+    def _submit_chain(self, model: str, chain: list[str], task: str, *args: Any) -> Request:
         # Every refusal that switches happens before the request is queued (breaker, admission, load): the
         # request is computed once, by whichever model took it.
+        inputs = args[0]
         served = fallback.serve(
             model,
-            fallbacks,
-            lambda name: self._submit(name, task, inputs, params, priority, deadline, sink),
+            chain,
+            lambda name: self._submit(name, task, *args),
             serves=lambda name: self._serves(name, task),
             is_open=self._is_open,
-            on_refused=lambda name, exc: self.record_refusal(name, task, exc, inputs),
+            on_refused=lambda name, exc: self.refuse(name, task, exc, inputs),
         )
         req: Request = served.value
         if served.reason is not None:
             # Set before the caller sees the request; it is read only once the request is settled.
             req.fallback_reason = served.reason
             if self.observer is not None and hasattr(self.observer, "fallback_used"):
-                self.supervisor.call(
+                self.manager.supervisor.call(
                     "observer", self.observer.fallback_used, model, served.model, served.reason
                 )
         return req
@@ -135,11 +196,7 @@ class Submission:
                 raise
 
     def _queue(
-        self,
-        sched: ModelScheduler,
-        handler: TaskHandler,
-        ticket: Ticket | None,
-        args: tuple[str, str, Any, Mapping[str, Any], str, float, DeltaSink | None],
+        self, sched: ModelScheduler, handler: TaskHandler, ticket: Ticket | None, args: _Args
     ) -> Request:
         """Parse and queue under the lease (the breaker admitted the request)."""
         model, task, inputs, params, priority, deadline, sink = args
@@ -175,34 +232,3 @@ class Submission:
         )
         req.revision = sched.model.commit or sched.model.spec.revision  # read once the request is settled
         return req
-
-    def record_refusal(self, model: str, task: str, exc: ProviderError, inputs: Any = None) -> None:
-        """Count and report a request refused before it reached a scheduler (which counts its own refusals)."""
-        if isinstance(exc, ModelLoadError | MemoryBudgetExceeded):
-            phase = "load"
-        elif isinstance(exc, Unavailable):
-            phase = "queue"
-        else:
-            phase = "parse"
-        self.report(exc, model=model, phase=phase, **({} if inputs is None else {"inputs": inputs}))
-        if exc.recorded:
-            return
-        exc.recorded = True
-        if isinstance(exc, InvalidInput | TaskNotSupported | ModelNotFound):
-            outcome = "client_error"
-        elif isinstance(exc, Unavailable):
-            outcome = "rejected"
-        else:
-            outcome = "error"
-        self.record_outcome(model, task, outcome, type(exc).__name__)
-
-    def record_outcome(self, model: str, task: str, outcome: str, error_type: str | None = None) -> None:
-        """Count a request that ended without reaching a scheduler (answered at once)."""
-        if self.observer is None:
-            return
-        # Only configured names and tasks become label values: clients cannot grow the metrics with made-up ones.
-        label = model if model in self.manager.names() else "-"
-        task = task if task in TASKS else "-"
-        self.supervisor.call(
-            "observer", self.observer.request_done, label, task, None, outcome, 0.0, 0, 0, error_type
-        )

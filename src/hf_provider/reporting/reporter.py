@@ -31,12 +31,11 @@ from hf_provider.reporting.reports import (
     code_of,
     fingerprint,
     frames_of,
-    is_reported,
-    mark_reported,
     masked_message,
     phase_of,
 )
 from hf_provider.reporting.store import MAX_GROUPS, ErrorStore
+from hf_provider.types import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +106,23 @@ class Reporter:
 
     # -- write side: never raises into the caller --
 
+    def outcome(self, o: Outcome) -> None:
+        """The outcome recorder's listener (observability/outcomes.py): every failed request is reported, a
+        refusal before any request existed included; a cancellation is the caller leaving, not a failure."""
+        if o.error is None or o.outcome in ("ok", "cancelled"):
+            return
+        self.report(
+            o.error,
+            model=o.model,
+            phase=o.phase,
+            revision=o.revision,
+            request_id=o.request_id,
+            device=o.device,
+            dtype=o.dtype,
+            input_shape=None if o.input_shape is None else list(o.input_shape),
+            inputs=_UNSET if o.inputs is None else o.inputs,
+        )
+
     def report(
         self,
         exc: BaseException,
@@ -121,10 +137,7 @@ class Reporter:
         input_shape: list[int] | None = None,
         inputs: Any = _UNSET,
     ) -> Report | None:
-        """Record one failure of `exc` (None when this exception object was reported already)."""
-        if is_reported(exc):
-            return None
-        mark_reported(exc)
+        """Record one failure of `exc` (None when it was folded into a pending report of the same refusal)."""
         try:
             label = self._label(model)
             if isinstance(exc, Overloaded) and self._fold(exc, label, phase):

@@ -12,7 +12,6 @@ Light on purpose (std-lib only): `scheduling/request.py` imports the request-id 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -186,16 +185,6 @@ def tag(exc: BaseException, phase: str, batch_size: int | None = None) -> None:
 
 def phase_of(exc: BaseException) -> str | None:
     return getattr(exc, "hfp_phase", None)
-
-
-def mark_reported(exc: BaseException) -> None:
-    """One report per exception object: the settlement point reports it, the HTTP error handler then skips it."""
-    with contextlib.suppress(AttributeError):  # an exception type without a __dict__: reported twice at worst
-        exc.hfp_reported = True  # type: ignore[attr-defined]
-
-
-def is_reported(exc: BaseException) -> bool:
-    return bool(getattr(exc, "hfp_reported", False))
 
 
 def masked_message(exc: BaseException) -> str:

@@ -18,16 +18,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.foreground import FOREGROUND
+from hf_provider.scheduling.completion import Completion
+from hf_provider.scheduling.observer import SchedulerObserver
+from hf_provider.scheduling.pending import Pending
 from hf_provider.scheduling.queue import Batch, Slot
+from hf_provider.types import GenerationEngine
 
 if TYPE_CHECKING:
-    from hf_provider.resilience.supervisor import Supervisor
-    from hf_provider.scheduling.observer import SchedulerObserver
-    from hf_provider.scheduling.queue import BatchQueue
-    from hf_provider.scheduling.shedding import ServiceRate
     from hf_provider.scheduling.worker import StageRunner
-    from hf_provider.types import GenerationEngine
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 class _RequestRow:
     """A `types.GenRow`: one item of a request, running in the engine."""
 
-    __slots__ = ("_sched", "ended", "slot", "started")
+    __slots__ = ("_loop", "ended", "slot", "started")
 
-    def __init__(self, sched: ContinuousStage, slot: Slot, started: float) -> None:
-        self._sched = sched
+    def __init__(self, loop: ContinuousLoop, slot: Slot, started: float) -> None:
+        self._loop = loop
         self.slot = slot
         self.started = started
         self.ended = False  # counted out of the running items (once, however the row ends)
@@ -48,51 +48,54 @@ class _RequestRow:
         return self.slot.request.streaming
 
     def emit(self, delta: str) -> None:
-        self.slot.request.emit(delta, self._sched.clock())
+        self.slot.request.emit(delta, self._loop.clock())
 
     def stop_reason(self) -> str | None:
-        reason = self.slot.request.stop_reason(self._sched.clock())
+        reason = self.slot.request.stop_reason(self._loop.clock())
         if reason is not None:
-            self._sched._row_ended(self, ok=False)
+            self._loop.row_ended(self, ok=False)
         return reason
 
+    def generated(self) -> None:
+        self.slot.request.generated += 1
+
     def finish(self, result: Any) -> None:
-        self._sched._row_ended(self, ok=True)
-        self.slot.request.item_done(self.slot.index, result, self._sched.clock())
+        self._loop.row_ended(self, ok=True)
+        self.slot.request.item_done(self.slot.index, result, self._loop.clock())
 
     def fail(self, error: BaseException) -> None:
-        self._sched._row_ended(self, ok=False)
-        self.slot.request.fail(error, self._sched.clock())
+        self._loop.row_ended(self, ok=False)
+        self.slot.request.fail(error, self._loop.clock())
 
 
-class ContinuousStage:
-    """Mixed into `ModelScheduler`, which sets these attributes."""
+class ContinuousLoop:
+    def __init__(
+        self,
+        name: str,
+        engine: GenerationEngine,
+        pending: Pending,
+        completion: Completion,
+        runner: StageRunner,
+        *,
+        observer: SchedulerObserver,
+        supervisor: Supervisor,
+        clock: Callable[[], float],
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.pending = pending
+        self.completion = completion
+        self.runner = runner
+        self.observer = observer
+        self.supervisor = supervisor
+        self.clock = clock
 
-    name: str
-    clock: Callable[[], float]
-    observer: SchedulerObserver
-    supervisor: Supervisor
-    runner: StageRunner
-    rate: ServiceRate
-    engine: GenerationEngine | None
-    batches: int
-    last_batch_sizes: list[int]
-    _queue: BatchQueue
-    _cv: threading.Condition
-    _closed: bool
-    _running_items: int
+    def start(self) -> list[threading.Thread]:
+        n = self.name
+        return [self.supervisor.spawn(f"generate/{n}", self.run_once, name=f"hfp-generate-{n}")]
 
-    if TYPE_CHECKING:
-
-        def _expire_due(self, now: float) -> None: ...
-        def _control(self, slots: list[Slot]) -> Any: ...
-        def _tokens_generated(self, task: str) -> Callable[[int], None]: ...
-        def _resolve(self, batch: Batch, results: list[Any]) -> None: ...
-        def _fail(self, batch: Batch, error: BaseException) -> None: ...
-
-    def _continuous_once(self) -> bool:
+    def run_once(self) -> bool:
         engine = self.engine
-        assert engine is not None
         slots = self._take_rows(engine.free_slots, idle=not engine.busy)
         if slots is None:
             return False
@@ -101,14 +104,14 @@ class ContinuousStage:
         for s in slots:
             req = s.request
             if not req.mark_running():
-                self._running_items_done(1)
+                self.pending.running_done(1)
             elif not engine.accepts(req.handler):
                 inline.append(s)
             else:
                 try:
                     engine.add_item(req.handler, s.item, req.params, _RequestRow(self, s, now))
                 except Exception as e:  # a row that cannot fit a slot: its request fails, the others go on
-                    self._running_items_done(1)
+                    self.pending.running_done(1)
                     req.fail(e, now)
         if inline:
             self._run_inline(inline)
@@ -118,22 +121,23 @@ class ContinuousStage:
 
     def _take_rows(self, free: int, *, idle: bool) -> list[Slot] | None:
         """Up to `free` queued items; waits for work only while the engine is idle. None: closed and drained."""
-        with self._cv:
+        p = self.pending
+        with p.cv:
             while True:
-                if len(self._queue) and free > 0:
+                if len(p.queue) and free > 0:
                     now = self.clock()
-                    self._expire_due(now)
-                    slots = self._queue.take_first(now, free)
+                    p.expire_due(now)
+                    slots = p.queue.take_first(now, free)
                     if slots:
-                        self._running_items += len(slots)
-                        depth = len(self._queue)
+                        p.running_items += len(slots)
+                        depth = len(p.queue)
                         break
                     continue
                 if not idle:
                     return []
-                if self._closed:
+                if p.closed:
                     return None
-                self._cv.wait()
+                p.cv.wait()
         self.supervisor.call("observer", self.observer.queue_depth, self.name, depth)
         return slots
 
@@ -141,15 +145,14 @@ class ContinuousStage:
         t0 = time.perf_counter()
         try:
             with FOREGROUND.forward_pass():
-                made = engine.step(self._tokens_generated("text-generation"))
+                made = engine.step(self.completion.tokens_counter("text-generation"))
         except Exception as e:
             log.warning("a generation step of %s failed: %s", self.name, type(e).__name__)
             engine.abort(e)
             return
         dt = time.perf_counter() - t0
         if made:
-            self.batches += 1
-            self.last_batch_sizes = [*self.last_batch_sizes[-255:], made]
+            self.completion.counted(made)
             self.supervisor.call(
                 "observer",
                 self.observer.batch_done,
@@ -164,17 +167,13 @@ class ContinuousStage:
                 None,
             )
 
-    def _row_ended(self, row: _RequestRow, *, ok: bool) -> None:
+    def row_ended(self, row: _RequestRow, *, ok: bool) -> None:
         if row.ended:
             return
         row.ended = True
-        self._running_items_done(1)
+        self.pending.running_done(1)
         if ok:
-            self.rate.observe(1, row.started, self.clock())
-
-    def _running_items_done(self, n: int) -> None:
-        with self._cv:
-            self._running_items -= n
+            self.completion.rate.observe(1, row.started, self.clock())
 
     def _run_inline(self, slots: list[Slot]) -> None:
         """Items the engine does not take (another task of the model): one batch per request, through the
@@ -190,9 +189,9 @@ class ContinuousStage:
             try:
                 self.runner.preprocess(batch)
                 with FOREGROUND.forward_pass():
-                    self.runner.forward(batch, self._control(group))
+                    self.runner.forward(batch, self.completion.control(group))
                 results = self.runner.postprocess(batch)
             except Exception as e:
-                self._fail(batch, e)
+                self.completion.fail(batch, e)
                 continue
-            self._resolve(batch, results)
+            self.completion.resolve(batch, results)

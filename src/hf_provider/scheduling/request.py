@@ -3,7 +3,8 @@
 States go queued -> running -> settled; the outcome is one of `types.OUTCOMES`. Whatever ends a request (its
 last item's result, a failed batch, a cancel from the caller's thread, a deadline seen by a timer or by a stage
 thread) goes through `_settle`, which wins exactly once under the request's lock. The winner closes the stream,
-completes the future and calls the scheduler's `on_settle` (in-flight count, queue removal, metrics, history).
+calls the scheduler's `on_settle` (in-flight count, queue removal, then one `types.Outcome` to the recorder that
+metrics, history, reports, breakers and traces listen to) and completes the future.
 Losers return False and do nothing, so completion and cancellation can race from any threads.
 
 The future is put in the running state at creation: `Future.cancel()` then cannot bypass settlement (asyncio's
@@ -38,6 +39,7 @@ class Request:
         "deadline",
         "fallback_reason",
         "future",
+        "generated",
         "handler",
         "items",
         "key",
@@ -86,6 +88,7 @@ class Request:
         self.request_id = REQUEST_ID.get()
         self.results: list[Any] = [None] * len(items)
         self.remaining = len(items)
+        self.generated = 0  # tokens generated for it so far (RowControl.generated; one writer: its stage)
         self.slots: list[Any] = []  # queue.Slot objects, set when queued
         self.state = QUEUED
         self.outcome: str | None = None
@@ -109,7 +112,12 @@ class Request:
 
     @property
     def tokens(self) -> int:
+        """Its budget: input tokens plus the new tokens it may generate (admission, queued work)."""
         return sum(i.n_tokens for i in self.items)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(i.n_tokens - i.new_tokens for i in self.items)
 
     @property
     def served_by(self) -> str:

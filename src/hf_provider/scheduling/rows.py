@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from hf_provider.scheduling.queue import Slot
 
@@ -22,5 +22,8 @@ class BatchRows:
     def stop_reason(self, row: int) -> str | None:
         return self.slots[row].request.stop_reason(self.clock())
 
-    def generated(self, tokens: int) -> None:
-        self.count(tokens)
+    def generated(self, rows: Sequence[int]) -> None:
+        """One token each for these rows: counted for their requests (what their outcome reports) and live."""
+        for row in rows:
+            self.slots[row].request.generated += 1
+        self.count(len(rows))

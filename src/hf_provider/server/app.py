@@ -77,7 +77,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.add_middleware(EmbeddingsFastPath, provider=provider)
     app.add_middleware(ShedOnLoopLag, monitor=lag, limit_s=settings.server.shed_loop_lag_s)
     if settings.server.api_key is not None:
-        app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value())
+        app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value(), provider=provider)
     app.add_middleware(RequestIdAndLimits, max_body_bytes=settings.server.max_body_bytes)
     if provider.tracing is not None:  # outermost, so its span covers every layer; absent when tracing is off
         from hf_provider.server.tracing import TraceRequests

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from hf_provider.server.errors import error_body
+from hf_provider.errors import Unauthorized
+from hf_provider.server.errors import error_body, refuse
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/dashboard"})
 # Plain file names straight inside this folder only (no further "/"), as the asset route serves them.
@@ -28,9 +29,10 @@ def is_open(path: str) -> bool:
 
 
 class BearerAuth:
-    def __init__(self, app: Any, api_key: str) -> None:
+    def __init__(self, app: Any, api_key: str, provider: Any = None) -> None:
         self.app = app
         self._expected = f"Bearer {api_key}".encode()
+        self.provider = provider  # records a refused inference request (server/errors.py refuse)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or is_open(scope["path"]):
@@ -40,13 +42,9 @@ class BearerAuth:
         if hmac.compare_digest(got, self._expected):
             await self.app(scope, receive, send)
             return
-        body = orjson.dumps(
-            error_body(
-                "Missing or wrong API key: send 'Authorization: Bearer <key>'.",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
-        )
+        error = Unauthorized("Missing or wrong API key: send 'Authorization: Bearer <key>'.")
+        refuse(self.provider, scope.get("state", {}), scope["path"], error)
+        body = orjson.dumps(error_body(error.message, "invalid_request_error", error.code))
         await send(
             {
                 "type": "http.response.start",

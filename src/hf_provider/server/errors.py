@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.ModelNotFound, 404, "invalid_request_error"),
     (E.TaskNotSupported, 400, "invalid_request_error"),
+    (E.Unauthorized, 401, "invalid_request_error"),
+    (E.RequestTooLarge, 413, "invalid_request_error"),
     (E.TooManyItems, 413, "invalid_request_error"),
     (E.InvalidInput, 400, "invalid_request_error"),
     (E.VersionConflict, 409, "invalid_request_error"),  # lifecycle/: another swap or canary step is running
@@ -86,31 +88,29 @@ def provider_error_response(exc: E.ProviderError) -> Response:
     raise AssertionError("ProviderError is the table's last row")  # pragma: no cover
 
 
-def validation_error_response(errs: Sequence[Any]) -> Response:
-    """400 for a body that is not JSON or does not fit the schema, naming the first offending field."""
+def validation_error(errs: Sequence[Any]) -> E.InvalidInput:
+    """The error of a body that is not JSON or does not fit the schema, naming the first offending field: what
+    the client is told is what its error report keeps."""
     first = errs[0] if errs else {}
     loc = [str(x) for x in first.get("loc", ()) if x != "body"]
     if first.get("type") == "json_invalid":
-        return json_error(
-            400,
-            "Request body is not valid JSON: " + str(first.get("msg", "")),
-            "invalid_request_error",
-            "invalid_json",
-        )
+        return E.InvalidJson("Request body is not valid JSON: " + str(first.get("msg", "")))
     param = ".".join(loc) or None
     if first.get("type") == "extra_forbidden":
-        return json_error(
-            400,
+        return E.UnsupportedField(
             f"Unsupported field {param!r}: hf-provider does not implement it; remove it from the request.",
-            "invalid_request_error",
-            "unsupported_field",
-            param,
+            param=param,
         )
     msgs = "; ".join(
         f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
         for e in errs[:5]
     )
-    return json_error(400, f"Invalid request: {msgs}", "invalid_request_error", "invalid_request", param)
+    return E.InvalidRequest(f"Invalid request: {msgs}", param=param)
+
+
+def validation_error_response(errs: Sequence[Any]) -> Response:
+    """400 for a body that is not JSON or does not fit the schema (see validation_error)."""
+    return provider_error_response(validation_error(errs))
 
 
 def task_of_path(path: str) -> str:
@@ -123,27 +123,31 @@ def task_of_path(path: str) -> str:
     )
 
 
-def record_refusal(request: Request, exc: Exception) -> None:
-    """Count a 4xx answered by the server itself (bad body, bad header): the provider counts its own."""
-    provider = getattr(request.app.state, "provider", None)
-    if (
-        provider is None
-        or not request.url.path.startswith("/v1/")
-        or request.url.path.startswith("/v1/admin")
-    ):
+def is_inference(path: str) -> bool:
+    """A route that serves a model's request (what outcomes count), not an admin or health route."""
+    return path.startswith("/v1/") and not path.startswith(("/v1/admin", "/v1/models"))
+
+
+def model_named(body: Any) -> str:
+    """The model a request body names ("-" when it names none): a refused request is filed under it."""
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else "-"
+
+
+def refuse(provider: Any, state: Any, path: str, exc: BaseException, model: str = "-") -> None:
+    """Record a request the server ended itself, unless the Provider recorded it already (it records what
+    reached it: `context.Call`). `state`: the ASGI scope's state, where the middleware keeps the Call."""
+    call = state.get("call") if isinstance(state, dict) else getattr(state, "call", None)
+    if provider is None or not is_inference(path) or (call is not None and call.recorded):
         return
-    if isinstance(exc, E.ProviderError):
-        provider.record_refusal("-", task_of_path(request.url.path), exc)
-    else:
-        provider.record_outcome("-", task_of_path(request.url.path), "client_error", type(exc).__name__)
-        provider.report(exc, model="-", phase="parse")
+    provider.refuse(model, task_of_path(path), exc)
+    if call is not None:
+        call.recorded = True
 
 
-def report_unknown(request: Request, exc: Exception) -> None:
-    """The error report of an exception that reached the 500 handler unreported (a bug in a route)."""
+def _refuse(request: Request, exc: BaseException, model: str = "-") -> None:
     provider = getattr(request.app.state, "provider", None)
-    if provider is not None:
-        provider.report(exc, model="-", request_id=getattr(request.state, "request_id", None))
+    refuse(provider, request.state, request.url.path, exc, model)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -151,18 +155,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _provider(request: Request, exc: E.ProviderError) -> Response:
         if isinstance(exc, E.ModelLoadError | E.ConfigError):
             log.error("request %s: %s", getattr(request.state, "request_id", "-"), exc.message)
-        record_refusal(request, exc)
+        _refuse(request, exc, exc.model or "-")
         return provider_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        record_refusal(request, exc)
-        return validation_error_response(exc.errors())
+        error = validation_error(exc.errors())
+        _refuse(request, error, model_named(exc.body))
+        return provider_error_response(error)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
         code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+        if exc.status_code == 413:  # the body limit, met while reading it
+            _refuse(request, E.RequestTooLarge(str(exc.detail)))
         return json_error(
             exc.status_code, str(exc.detail), type_, code, headers=getattr(exc, "headers", None)
         )
@@ -171,7 +178,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unknown(request: Request, exc: Exception) -> Response:
         rid = getattr(request.state, "request_id", "-")
         log.error("request %s failed with %s", rid, type(exc).__name__, exc_info=exc)  # masked (reporting)
-        report_unknown(request, exc)
+        provider = getattr(request.app.state, "provider", None)
+        call = getattr(request.state, "call", None)
+        if provider is None:
+            pass
+        elif is_inference(request.url.path) and not (call is not None and call.recorded):
+            _refuse(request, exc)  # counted and reported as the request's end
+        else:  # an admin route's bug, or one after its request was recorded (its answer's serialization)
+            provider.report(exc, model="-", request_id=rid)
         # Starlette answers this from ServerErrorMiddleware, outside RequestIdAndLimits: set the header here.
         return json_error(
             500,

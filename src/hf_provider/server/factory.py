@@ -48,6 +48,7 @@ def make_reporter(settings: Settings):
         ErrorStore(instance_home(settings) / "errors.db"),
         retention_s=rs.retention,
         include_inputs=rs.include_inputs,
+        max_groups=rs.max_groups,
         forward=forward,
     )
 

@@ -18,10 +18,16 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from hf_provider.errors import ProviderError
+from hf_provider.errors import InvalidJson, ProviderError
 from hf_provider.provider import Provider
 from hf_provider.server.deps import deadline_from, until_disconnect
-from hf_provider.server.errors import json_error, provider_error_response, validation_error_response
+from hf_provider.server.errors import (
+    json_error,
+    model_named,
+    provider_error_response,
+    refuse,
+    validation_error,
+)
 from hf_provider.server.routes.openai import embeddings_payload
 from hf_provider.server.schemas import EmbeddingsRequest
 
@@ -53,15 +59,13 @@ class EmbeddingsFastPath:
         except HTTPException as e:
             return json_error(e.status_code, str(e.detail), "invalid_request_error", "request_too_large")
         try:
-            body = _BODY.validate_python(orjson.loads(b"".join(chunks)))
+            raw = orjson.loads(b"".join(chunks))
         except orjson.JSONDecodeError as e:
-            self.provider.record_outcome("-", "embeddings", "client_error", "JSONDecodeError")
-            return json_error(
-                400, f"Request body is not valid JSON: {e}", "invalid_request_error", "invalid_json"
-            )
+            return self._refused(scope, InvalidJson(f"Request body is not valid JSON: {e}"))
+        try:
+            body = _BODY.validate_python(raw)
         except ValidationError as e:
-            self.provider.record_outcome("-", "embeddings", "client_error", "ValidationError")
-            return validation_error_response(e.errors())
+            return self._refused(scope, validation_error(e.errors()), model_named(raw))
         priority = timeout = None
         for k, v in scope["headers"]:
             if k == b"x-priority":
@@ -73,13 +77,17 @@ class EmbeddingsFastPath:
             work = embeddings_payload(self.provider, body, priority or "interactive", deadline)
             payload, headers = await until_disconnect(receive, work)
         except ProviderError as e:
-            self.provider.record_refusal("-", "embeddings", e)  # a no-op when the provider counted it
-            return provider_error_response(e)
+            return self._refused(scope, e, body.model)  # recorded once: the Provider's own are marked
         except Exception as e:
             rid = scope.get("state", {}).get("request_id", "-")
             log.error("request %s failed with %s", rid, type(e).__name__, exc_info=e)
+            refuse(self.provider, scope.get("state", {}), _PATH, e, body.model)
             return json_error(
                 500, f"Internal server error (request id {rid}).", "server_error", "internal_error"
             )
         body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)  # vectors are numpy arrays
         return Response(body, media_type="application/json", headers=headers)
+
+    def _refused(self, scope: dict, error: ProviderError, model: str = "-") -> Response:
+        refuse(self.provider, scope.get("state", {}), _PATH, error, model)
+        return provider_error_response(error)

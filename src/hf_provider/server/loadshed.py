@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 from typing import Any
 
+from hf_provider.errors import Overloaded
 from hf_provider.provider import Provider
-from hf_provider.server.errors import error_body, send_error, task_of_path
+from hf_provider.server.errors import error_body, refuse, send_error
 
 INTERVAL_S = 0.05
 DECAY = 0.7  # a spike is remembered for a few intervals: shedding reacts at once and lets go gradually
@@ -75,8 +76,13 @@ class ShedOnLoopLag:
             and scope["path"].startswith("/v1/")
             and not scope["path"].startswith("/v1/admin")
         ):
-            self.monitor.provider.record_outcome("-", task_of_path(scope["path"]), "rejected", "LoopLag")
             message = f"the server is overloaded (event loop {self.monitor.lag_s * 1000:.0f} ms behind); retry shortly"
+            refuse(
+                self.monitor.provider,
+                scope.get("state", {}),
+                scope["path"],
+                Overloaded(message, retry_after=1.0),
+            )
             await send_error(
                 send, 429, error_body(message, "rate_limit_error", "overloaded"), [(b"retry-after", b"1")]
             )

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from hf_provider.context import REQUEST_ID
+from hf_provider.context import CALL, REQUEST_ID, Call
 from hf_provider.server.errors import error_body, send_error
 
 _RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
@@ -44,6 +44,10 @@ class RequestIdAndLimits:
         state["request_id"] = rid
         state["arrived"] = time.monotonic()  # a request's deadline counts from here
         REQUEST_ID.set(rid)  # for error reports; this task's context (and threads it starts) only
+        # Whether this request's outcome is recorded (context.Call): the Provider marks what it records, the
+        # error handlers record the rest. In the scope's state too: the 500 handler runs outside this context.
+        state["call"] = call = Call()
+        CALL.set(call)
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_with_id(message: dict) -> None:

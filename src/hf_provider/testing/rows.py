@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 
 class SinkRows:
@@ -20,8 +20,8 @@ class SinkRows:
     def stop_reason(self, row: int) -> str | None:
         return self.stop.get(row)
 
-    def generated(self, tokens: int) -> None:
-        self.tokens += tokens
+    def generated(self, rows: Sequence[int]) -> None:
+        self.tokens += len(rows)
 
     def close(self) -> None:
         """End every row's stream, as a request's settlement would."""

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from hf_provider.lifecycle.canary import Counts, Splitter, Tally, abort_reason
+from hf_provider.types import Outcome
 
 
 @pytest.mark.parametrize("percent", [0, 100, -5, 150])
@@ -70,22 +71,11 @@ def test_rejections_and_cancellations_are_not_judged() -> None:
     assert _counts(ok=10, timed_out=10).error_rate == 0.5  # a deadline missed is the server's failure
 
 
-def test_tally_counts_forwards_and_judges() -> None:
-    seen: list[tuple] = []
+def test_tally_counts_each_outcome_and_judges() -> None:
     judged: list[int] = []
-
-    class Inner:
-        def request_done(self, *args: object) -> None:
-            seen.append(args)
-
-        def batch_done(self) -> str:
-            return "passed through"
-
     counts = Counts()
-    t = Tally(Inner(), counts, lambda: judged.append(1))
-    t.request_done("m", "embeddings", "abc", "ok", 0.02, 1, 3)
-    t.request_done("m", "embeddings", "abc", "error", 0.04, 1, 3, "RuntimeError")
-    assert counts.outcomes == {"ok": 1, "error": 1} and len(seen) == 2 and len(judged) == 2
-    assert seen[1][-1] == "RuntimeError"
-    assert t.batch_done() == "passed through"
+    t = Tally(counts, lambda: judged.append(1))
+    t(Outcome("m", "embeddings", "ok", 0.02, 1, 3, "abc"))
+    t(Outcome("m", "embeddings", "error", 0.04, 1, 3, "abc", error=RuntimeError("x")))
+    assert counts.outcomes == {"ok": 1, "error": 1} and len(judged) == 2
     assert counts.describe()["mean_latency_ms"] == 30.0

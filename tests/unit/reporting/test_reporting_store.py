@@ -72,7 +72,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         ErrorStore(path)
 
 
-def test_reporter_reports_each_exception_once_and_counts(tmp_path: Path) -> None:
+def test_reporter_reports_each_call_and_counts(tmp_path: Path) -> None:
     counted: list[tuple[str, str]] = []
     clock = [1000.0]
     rep = Reporter(
@@ -80,12 +80,16 @@ def test_reporter_reports_each_exception_once_and_counts(tmp_path: Path) -> None
         clock=lambda: clock[0], retention_s=60,
     )  # fmt: skip
     exc = RuntimeError("x")
+    # One call per failed request (the outcome path calls it once per request): a batch's error object that
+    # failed two requests is two occurrences of one group, and no flag on the exception hides the second.
     assert rep.report(exc, model="lm", phase="forward") is not None
-    assert rep.report(exc, model="lm", phase="forward") is None  # the HTTP handler's second look
+    assert rep.report(exc, model="lm", phase="forward") is not None
+    assert not hasattr(exc, "hfp_reported")
     rep.report(ValueError("y"), model="hf_secret_model_name_123", inputs=["secret text"])
-    assert counted == [("lm", "internal"), ("-", "internal")]
+    assert counted == [("lm", "internal"), ("lm", "internal"), ("-", "internal")]
     groups = rep.groups()
     assert {g["model"] for g in groups} == {"lm", "-"}
+    assert next(g for g in groups if g["model"] == "lm")["count"] == 2
     sample = next(g for g in groups if g["model"] == "-")["samples"][0]
     assert sample["inputs"]["chars"] == len("secret text") and "text" not in sample["inputs"]
     clock[0] += 120

@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from hf_provider.errors import Cancelled, DeadlineExceeded, Overloaded
+from hf_provider.observability.outcomes import Recorder as OutcomeRecorder
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.batcher import ModelScheduler
 from hf_provider.scheduling.worker import StageRunner
 from hf_provider.spec import BatchingSpec
-from hf_provider.types import Item, RowControl
+from hf_provider.types import Item, Outcome, RowControl
 
 WAIT = 10.0  # generous bound on waiting for another thread; never a sleep
 
@@ -103,7 +104,7 @@ class Steps:
         self.emitted = [[] for _ in batch]
         for step in range(self.steps):
             assert self.step_go.acquire(timeout=WAIT)
-            control.generated(sum(live))
+            control.generated([i for i, on in enumerate(live) if on])
             for i in range(len(batch)):
                 if live[i] and (why := control.stop_reason(i)) is not None:
                     live[i], reasons[i] = False, why
@@ -159,14 +160,23 @@ def make(
     model = SimpleNamespace(name="m", spec=spec, commit=None, device=torch.device("cpu"))
     obs = observer or Recorder()
     sv = Supervisor()
+    outcomes = OutcomeRecorder(sv)  # the Provider's recorder; the fake observer listens as the real one does
+    if hasattr(obs, "request_done"):
+        outcomes.listen("observer", lambda o: obs.request_done(*_done_args(o)))
     sched = ModelScheduler(
         model,  # type: ignore[arg-type]
         observer=obs,
+        outcomes=outcomes,
         runner=StageRunner(model, measure_memory=False),  # type: ignore[arg-type]
         clock=clock or Clock(),
         supervisor=sv,
     )
     return sched, handler or Echo(), obs, sv
+
+
+def _done_args(o: Outcome) -> tuple[Any, ...]:
+    error_type = None if o.error is None else type(o.error).__name__
+    return (o.model, o.task, o.revision, o.outcome, o.latency_s, o.items, o.tokens, error_type)
 
 
 def submit(sched: ModelScheduler, h: Any, inputs: Any, **kw: Any):
@@ -320,7 +330,7 @@ def test_observer_hooks_that_raise_never_stop_the_stage_threads() -> None:
 
 def test_an_unexpected_error_in_a_stage_loop_is_counted_and_the_loop_goes_on() -> None:
     sched, h, _, sv = make()
-    real = sched._resolve
+    real = sched.completion.resolve
     calls = {"n": 0}
 
     def flaky(batch: Any, results: list[Any]) -> None:
@@ -329,7 +339,7 @@ def test_an_unexpected_error_in_a_stage_loop_is_counted_and_the_loop_goes_on() -
             raise KeyError("bookkeeping bug")
         real(batch, results)
 
-    sched._resolve = flaky  # type: ignore[method-assign]
+    sched.completion.resolve = flaky  # type: ignore[method-assign]
     lost = submit(sched, h, 1)
     with pytest.raises(KeyError):  # the batch's requests are failed with the real error, never left hanging
         lost.result(WAIT)
@@ -393,7 +403,8 @@ def test_admission_refuses_what_cannot_meet_its_deadline_and_sheds_batch_first()
     submit(sched, h, 9, deadline=clock.now + 4.0)  # 0.8 s estimated: fits 25% of 4 s
     with pytest.raises(Overloaded):
         submit(sched, h, 9, priority=1, deadline=clock.now + 4.0)  # 0.9 s > 12.5% of 4 s: bulk is shed first
-    assert [o for o, _ in obs.outcomes].count("rejected") == 2
+    # Raised, not recorded: the Provider records the refusals it gets (tests/unit/provider/test_outcomes.py).
+    assert [o for o, _ in obs.outcomes].count("rejected") == 0
     assert sched.in_flight == 10  # refused requests never counted as in flight
     h.gate.set()
     sched.close()
@@ -416,7 +427,7 @@ def test_a_burst_that_fits_one_batch_is_not_refused_on_the_idle_rate() -> None:
         submit(sched, h, i, deadline=clock.now + 1.0)
     with pytest.raises(Overloaded):
         submit(sched, h, 9, deadline=clock.now + 1.0)  # past one batch the rate decides: 9 / 4 = 2.25 s
-    assert [o for o, _ in obs.outcomes].count("rejected") == 1
+    assert [o for o, _ in obs.outcomes].count("rejected") == 0  # raised: the Provider records it
     h.gate.set()
     sched.close()
 

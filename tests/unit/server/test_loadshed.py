@@ -16,8 +16,8 @@ class _Provider(SimpleNamespace):
     def manager(self) -> SimpleNamespace:
         return SimpleNamespace(queued_items=lambda: self.queued)
 
-    def record_outcome(self, model: str, task: str, outcome: str, error_type: str | None = None) -> None:
-        self.recorded.append((model, task, outcome, error_type))
+    def refuse(self, model: str, task: str, exc: BaseException, inputs: Any = None) -> None:
+        self.recorded.append((model, task, type(exc).__name__))
 
 
 def test_lag_rises_at_once_decays_gradually_and_ignores_jitter() -> None:
@@ -58,7 +58,7 @@ def test_middleware_sheds_inference_only_while_lagging() -> None:
     sent = _call(app, "/v1/embeddings")
     assert sent[0]["status"] == 429 and (b"retry-after", b"1") in sent[0]["headers"]
     assert b'"code":"overloaded"' in sent[1]["body"]
-    assert p.recorded == [("-", "embeddings", "rejected", "LoopLag")]
+    assert p.recorded == [("-", "embeddings", "Overloaded")]  # one refusal, recorded as the Provider's are
     for path, method in (("/healthz", "GET"), ("/v1/admin/models", "POST"), ("/v1/models", "GET")):
         _call(app, path, method)
     assert passed[1:] == ["/healthz", "/v1/admin/models", "/v1/models"]

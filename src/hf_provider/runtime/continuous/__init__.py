@@ -195,6 +195,9 @@ class _ProbeRow:
     def stop_reason(self) -> str | None:
         return None
 
+    def generated(self) -> None:
+        return None
+
     def finish(self, result: object) -> None:
         return None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import random
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ class _OneRow:
     def stop_reason(self, i: int) -> str | None:
         return None
 
-    def generated(self, tokens: int) -> None:
+    def generated(self, rows: Sequence[int]) -> None:
         return None
 
 
@@ -301,6 +301,7 @@ class Engine:
         if self._count is not None:
             self._count(len(tokens))
         for rid, live, tok in zip(rids, lives, tokens, strict=True):
+            live.row.generated()
             if self._push(live, tok):
                 done.append(rid)
         return len(lives)

@@ -160,7 +160,7 @@ class _RowStop(StoppingCriteria):
 
         rows = self.streamer.rows if self.streamer is not None else None
         if self.control is not None:
-            self.control.generated(sum(self.live))
+            self.control.generated([i for i, live in enumerate(self.live) if live])
         for i, live in enumerate(self.live):
             if not live:
                 continue
@@ -264,7 +264,10 @@ class TextGeneration(BaseHandler):
                 param="inputs",
                 task=self.task,
             ) from None
-        items = [Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens) for r in rows]
+        items = [
+            Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens)
+            for r in rows
+        ]
         return items, {**merged, "_gen": gp}, single
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:

@@ -73,7 +73,12 @@ class QuestionAnswering(BaseHandler):
             for row, (_, c) in zip(rows, pairs, strict=True):
                 row["context"] = c
             return (
-                [Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens) for r in rows],
+                [
+                    Item(
+                        data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens
+                    )
+                    for r in rows
+                ],
                 {**merged, "_gen": gp},
                 single,
             )

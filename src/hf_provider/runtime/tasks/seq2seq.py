@@ -38,7 +38,10 @@ class Text2TextGeneration(BaseHandler):
         texts, single = self.as_text_list(inputs, self.max_items)
         prefix = self.prefix(merged)
         rows = self.tokenize([prefix + t for t in texts], merged.get("truncate", False))
-        items = [Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens) for r in rows]
+        items = [
+            Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens)
+            for r in rows
+        ]
         return items, {**merged, "_gen": gp}, single
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:
