@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_provider.memory.oom import FaultInjector
 from hf_provider.provider import Provider
+from hf_provider.resilience.faults import FaultInjector
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
 
@@ -188,7 +188,7 @@ def test_interactive_overtakes_queued_batch_work(provider: Provider) -> None:
 class TorchErrorAt(FaultInjector):
     """Fault hook that makes a forward of the chosen batch sizes raise a genuine (non-OOM) torch error."""
 
-    def check(self, batch_size: int) -> None:
+    def check_batch(self, batch_size: int) -> None:
         if batch_size in self.batch_sizes:
             torch.empty(-1)  # RuntimeError: negative dimension
 
@@ -197,7 +197,7 @@ def test_failing_batch_fails_only_its_own_futures_and_serving_continues(provider
     sched = scheduler(provider, "t5")
     runner = sched.runner
     before = sched.batches
-    runner.fault = TorchErrorAt({5})
+    runner.fault = TorchErrorAt(batch_sizes={5})
     try:
         poisoned = provider.submit(
             "t5", "summarization", [sentence(400 + i) for i in range(5)], {"max_new_tokens": 3}
@@ -224,7 +224,7 @@ def test_repeated_failures_do_not_wedge_the_scheduler(provider: Provider, monkey
     """A batch whose forward raises repeatedly, many times in a row, never wedges the hand-off semaphore."""
     sched = scheduler(provider, "cls")
     monkeypatch.setattr(sched, "breaker", None)  # five failures in a row would open it (tested on its own)
-    sched.runner.fault = TorchErrorAt({3})
+    sched.runner.fault = TorchErrorAt(batch_sizes={3})
     try:
         for _ in range(5):
             with pytest.raises(RuntimeError):

@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import Cancelled, ConfigError, DeviceFailed, WorkerCrashed
-from hf_provider.isolation.procworker import RestartBackoff
 from hf_provider.resilience import fallback
+from hf_provider.resilience.backoff import Backoff
 from hf_provider.settings import FaultRule, load_settings
 from hf_provider.testing.models import build_sized_gpt2
 
@@ -34,16 +34,16 @@ FATAL = "CUDA error: an illegal memory access was encountered"
 
 def test_restart_backoff_doubles_within_a_crash_streak_and_starts_over_after_a_long_run() -> None:
     now = [0.0]
-    b = RestartBackoff(first=0.25, cap=2.0, reset_s=60.0, clock=lambda: now[0])
+    b = Backoff(first=0.25, cap=2.0, reset_s=60.0, clock=lambda: now[0])
     b.started()
     now[0] = 1.0
-    assert [b.crashed(), b.crashed(), b.crashed(), b.crashed(), b.crashed()] == [0.25, 0.5, 1.0, 2.0, 2.0]
+    assert [b.failed(), b.failed(), b.failed(), b.failed(), b.failed()] == [0.25, 0.5, 1.0, 2.0, 2.0]
     b.started()
     now[0] += 59.0  # crashed again before a minute of running: still the same streak
-    assert b.crashed() == 2.0
+    assert b.failed() == 2.0
     b.started()
     now[0] += 60.0  # ran a minute: this crash is a first one
-    assert b.crashed() == 0.25
+    assert b.failed() == 0.25
 
 
 def test_a_crashed_worker_and_a_failed_device_switch_to_a_fallback_and_are_503s() -> None:

@@ -3,7 +3,7 @@
 The child (isolation/child.py) is started with 'spawn' through torch.multiprocessing, so it gets a fresh
 interpreter and its own device context; a SIGKILL, a segfault or a fatal CUDA error ends only that process. Death
 is seen at once: the parent waits on the pipe and on the process sentinel together. A supervised watcher thread
-restarts it after a backoff (`RestartBackoff`); requests meanwhile get `WorkerCrashed` (503 `worker_crashed`) or,
+restarts it after a backoff (resilience/backoff.py); requests meanwhile get `WorkerCrashed` (503 `worker_crashed`) or,
 where they can wait, are served once it is back (isolation/runners.py decides which).
 """
 
@@ -14,11 +14,11 @@ import logging
 import multiprocessing.connection as mpc
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from hf_provider.errors import ModelLoadError, ProviderError, WorkerCrashed
 from hf_provider.isolation.child import unpack_error
+from hf_provider.resilience.backoff import Backoff
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.spec import ModelSpec
 from hf_provider.types import RowControl
@@ -27,33 +27,6 @@ log = logging.getLogger(__name__)
 
 STARTING, READY, CRASHED, CLOSED = "starting", "ready", "crashed", "closed"
 _POLL_S = 0.02  # how often a generating batch's stops are passed on while it runs
-
-
-class RestartBackoff:
-    """How long to wait before restarting a worker that died: `first` after a crash, doubling with each crash
-    that follows within `reset_s` of running, up to `cap`. Hand-written: tenacity drives a retry loop around one
-    call, while this state spans separate crashes minutes apart. Pure, with an injected clock."""
-
-    def __init__(
-        self,
-        first: float = 0.25,
-        cap: float = 30.0,
-        reset_s: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.first, self.cap, self.reset_s, self.clock = first, cap, reset_s, clock
-        self.streak = 0  # crashes in a row, each within reset_s of the previous start
-        self._started = clock()
-
-    def started(self) -> None:
-        self._started = self.clock()
-
-    def crashed(self) -> float:
-        """Record a crash now; returns the seconds to wait before the next start."""
-        if self.clock() - self._started >= self.reset_s:
-            self.streak = 0  # it ran long enough: this crash starts a new streak
-        self.streak += 1
-        return min(self.cap, self.first * 2 ** (self.streak - 1))
 
 
 class ProcessWorker:
@@ -67,7 +40,7 @@ class ProcessWorker:
         commit: str | None,
         *,
         supervisor: Supervisor | None = None,
-        backoff: RestartBackoff | None = None,
+        backoff: Backoff | None = None,
         start_timeout_s: float = 300.0,
         threads: int = 0,
     ) -> None:
@@ -75,7 +48,8 @@ class ProcessWorker:
 
         self.spec, self.path, self.commit = spec, path, commit
         self.supervisor = supervisor or Supervisor()
-        self.backoff = backoff or RestartBackoff()
+        # 0.25 s after a crash, doubling with each crash within a minute of running, up to 30 s
+        self.backoff = backoff or Backoff(first=0.25, cap=30.0, reset_s=60.0)
         self.start_timeout_s = start_timeout_s
         self.threads = threads
         self._ctx = tmp.get_context("spawn")
@@ -198,7 +172,7 @@ class ProcessWorker:
         try:
             description = self._spawn()
         except BaseException as exc:
-            delay = self.backoff.crashed()
+            delay = self.backoff.failed()
             with self._cv:
                 self.restart_at = time.monotonic() + delay
             # A worker that cannot start is down: /readyz names it until a start succeeds.
@@ -223,7 +197,7 @@ class ProcessWorker:
             self.crashes += 1
             now = time.monotonic()
             self.down_since = now
-            delay = self.backoff.crashed()
+            delay = self.backoff.failed()
             self.restart_at = now + delay
             self._cv.notify_all()
         proc.join(0.5)

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from hf_provider.errors import DeviceFailed, ProviderError, WorkerCrashed
 from hf_provider.isolation.child import pack_error
-from hf_provider.isolation.procworker import ProcessWorker, RestartBackoff
+from hf_provider.isolation.procworker import ProcessWorker
 from hf_provider.reporting.reports import classify
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.scheduling.worker import StageRunner
 
 if TYPE_CHECKING:
+    from hf_provider.resilience.backoff import Backoff
     from hf_provider.resilience.faults import FaultInjector
     from hf_provider.resilience.supervisor import Supervisor
     from hf_provider.runtime.model import LoadedModel
@@ -204,7 +205,7 @@ def start_isolated(
     *,
     supervisor: Supervisor,
     faults: FaultInjector | None = None,
-    backoff: RestartBackoff | None = None,
+    backoff: Backoff | None = None,
 ) -> tuple[LoadedModel, ProcessRunner, float | None]:
     """Start the model's worker process; returns the parent's copy of the model (tokenizer, config and task
     handlers, no weights), its runner, and the quantization guard's figure. The budget accounts the child's

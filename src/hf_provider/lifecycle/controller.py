@@ -19,7 +19,7 @@ from hf_provider.errors import InvalidInput, ProviderError, VersionConflict
 from hf_provider.hub.resolve import Resolved
 from hf_provider.lifecycle import version as V
 from hf_provider.lifecycle.canary import Canary, Tally
-from hf_provider.lifecycle.history import ACTOR, HistoryStore
+from hf_provider.lifecycle.history import ACTOR, VersionHistory
 from hf_provider.lifecycle.loading import VersionLoader
 from hf_provider.lifecycle.locking import LockKeeper
 from hf_provider.lifecycle.switch import exclusive, install
@@ -35,13 +35,13 @@ class Lifecycle:
     def __init__(
         self,
         manager: ModelManager,
-        history: HistoryStore | None = None,
+        history: VersionHistory | None = None,
         settings: VersioningSettings | None = None,
         *,
         faults: Any = None,
     ) -> None:
         self.manager = manager
-        self.history = history or HistoryStore(None)
+        self.history = history or VersionHistory(None)
         self.settings = settings or VersioningSettings()
         self.faults = faults
         self._lock = threading.Lock()

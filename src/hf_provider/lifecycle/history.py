@@ -47,7 +47,10 @@ def acting_as(actor: str) -> Iterator[None]:
         ACTOR.reset(token)
 
 
-class HistoryStore(Store):
+class VersionHistory(Store):
+    """The version events of every model (versions.db); observability/store.py's RequestHistoryStore holds the
+    requests and resource samples."""
+
     SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
 
     def __init__(self, path: Path | None, *, clock: Callable[[], float] = time.time) -> None:

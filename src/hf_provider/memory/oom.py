@@ -1,8 +1,8 @@
 """Out-of-memory recovery for one batch: split, evict, fall back to CPU, and only then fail.
 
 `run_with_recovery` wraps the forward call of a batch. Only allocator out-of-memory errors are handled; every
-other exception propagates unchanged (architecture rule 8). `FaultInjector` provokes genuine allocator errors
-for tests.
+other exception propagates unchanged (architecture rule 8). resilience/faults.py's `FaultInjector.check_batch`
+provokes genuine allocator errors for tests.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -111,45 +111,3 @@ def run_with_recovery(
     if not items:
         return []
     return solve(list(items))
-
-
-class FaultInjector:
-    """Raises a genuine allocator out-of-memory error when a forward runs with a chosen batch size (tests, demos).
-
-    The error comes from asking torch for an impossible allocation on `device`, so it is exactly what torch
-    raises (RuntimeError "can't allocate memory" on CPU, torch.OutOfMemoryError on CUDA).
-    """
-
-    def __init__(self, batch_sizes: Iterable[int], device: str = "cpu") -> None:
-        self.batch_sizes = frozenset(int(b) for b in batch_sizes)
-        if any(b < 1 for b in self.batch_sizes):
-            raise ValueError("fault injection batch sizes must be positive integers")
-        self.device = device
-
-    @classmethod
-    def parse(cls, value: str, device: str = "cpu") -> FaultInjector:
-        """ "8,16" -> sizes {8, 16}; "4-8" ranges are inclusive; "" injects nothing."""
-        sizes: set[int] = set()
-        for part in (p.strip() for p in value.split(",")):
-            if not part:
-                continue
-            try:
-                if "-" in part:
-                    lo, hi = (int(x) for x in part.split("-", 1))
-                    sizes.update(range(lo, hi + 1))
-                else:
-                    sizes.add(int(part))
-            except ValueError:
-                raise ValueError(
-                    f"invalid fault injection batch sizes {value!r}: use integers such as '8,16' "
-                    "or ranges such as '4-64'"
-                ) from None
-        return cls(sizes, device)
-
-    def check(self, batch_size: int) -> None:
-        """Raise the device's real out-of-memory error when `batch_size` is one of the chosen sizes."""
-        if batch_size in self.batch_sizes:
-            torch.empty(1 << 62, dtype=torch.uint8, device=self.device)
-
-    def __repr__(self) -> str:
-        return f"FaultInjector({sorted(self.batch_sizes)}, device={self.device!r})"

@@ -32,14 +32,15 @@ from hf_provider.isolation.runners import ThreadRunner, start_isolated
 from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
-from hf_provider.memory.oom import FaultInjector
 from hf_provider.memory.release import release_memory
 from hf_provider.memory.working import BatchMemory, token_cap
 from hf_provider.models.admission import MemoryAdmission, admission_estimate, batch_working
 from hf_provider.models.views import ManagerViews
 from hf_provider.optimize.apply import apply_optimize
 from hf_provider.reporting.reports import tag
+from hf_provider.resilience.backoff import Backoff
 from hf_provider.resilience.breaker import Breaker
+from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime import continuous
@@ -81,11 +82,15 @@ class Entry:
     adhoc: bool = False  # registered on demand from a folder or Hub id, not from the configuration
     # most padded tokens per batch, so one batch fits in the budget beside the model (memory/working.py)
     token_cap: int | None = None
-    failures: int = 0  # loads failed in a row; each doubles the pause before the next one (LOAD_BACKOFF_S)
+    load_backoff: Backoff = field(default_factory=lambda: Backoff(*LOAD_BACKOFF_S))  # streak: failed loads
     retry_at: float = 0.0  # on the manager's clock: no load starts before it after a failure
     # Hub retries of this model's loads, all callers together, stay within 20% of its load attempts.
     retry_budget: RetryBudget = field(default_factory=RetryBudget)
     canary: Any = None  # lifecycle.canary.Canary while a candidate revision takes a share of the requests
+
+    @property
+    def failures(self) -> int:  # loads failed in a row; each doubles the pause before the next one
+        return self.load_backoff.streak
 
     @property
     def in_flight(self) -> int:
@@ -273,9 +278,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             with self._lock:
                 # Not fitting the budget now is no broken model: memory frees as others go idle; no backoff.
                 if not isinstance(exc, MemoryBudgetExceeded):
-                    e.failures += 1
-                    first, cap = LOAD_BACKOFF_S
-                    e.retry_at = self.clock() + min(cap, first * 2 ** (e.failures - 1))
+                    e.retry_at = self.clock() + e.load_backoff.failed()
                 e.state, e.error = "unloaded", str(exc)
                 self.accountant.release(e.spec.name)
                 if e.adhoc and isinstance(exc, ModelNotFound):
@@ -286,7 +289,8 @@ class ModelManager(MemoryAdmission, ManagerViews):
         if self.memory.freeze_heap:
             heap.freeze()  # before its first request: one collection now instead of long ones while serving
         with self._lock:
-            e.state, e.failures = "ready", 0
+            e.state = "ready"
+            e.load_backoff.succeeded()
             self._changed.notify_all()
         self.supervisor.ok(f"model-loading/{e.spec.name}")
         self._loaded(e, None)

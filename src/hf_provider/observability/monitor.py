@@ -16,7 +16,7 @@ from typing import Any
 
 from hf_provider.observability import findings as fd
 from hf_provider.observability.quantiles import ROLLUP_BOUNDS_MS
-from hf_provider.observability.store import HistoryStore
+from hf_provider.observability.store import RequestHistoryStore
 
 Serving = Callable[[str], Sequence[tuple[float, str | None]]]
 FAILED = ("error", "timed_out")  # the model's failures; refusals and client errors are not its regressions
@@ -25,7 +25,7 @@ FAILED = ("error", "timed_out")  # the model's failures; refusals and client err
 class FindingsMonitor:
     def __init__(
         self,
-        store: HistoryStore,
+        store: RequestHistoryStore,
         *,
         models: Callable[[], Sequence[str]],
         serving: Serving | None = None,

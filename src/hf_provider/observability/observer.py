@@ -30,7 +30,7 @@ from hf_provider.observability.metrics import Metrics
 from hf_provider.observability.profiler import StageProfiler
 from hf_provider.observability.resources import ModelBytes, ResourceSampler
 from hf_provider.observability.series import shape_series
-from hf_provider.observability.store import HistoryStore, RequestRow, ResourceRow
+from hf_provider.observability.store import RequestHistoryStore, RequestRow, ResourceRow
 from hf_provider.resilience.breaker import STATE_VALUE
 from hf_provider.types import Outcome
 
@@ -113,14 +113,14 @@ class Observer:
             self.sampler.model_bytes = fn
 
     @staticmethod
-    def _open_store(home: Path | None) -> HistoryStore:
+    def _open_store(home: Path | None) -> RequestHistoryStore:
         if home is None:
-            return HistoryStore(None)
+            return RequestHistoryStore(None)
         try:
-            return HistoryStore(Path(home) / "metrics.db")
+            return RequestHistoryStore(Path(home) / "metrics.db")
         except Exception as exc:
             log.error("cannot open metric history under %s (%s); history kept in memory only", home, exc)
-            return HistoryStore(None)
+            return RequestHistoryStore(None)
 
     # -- write side: O(1), never raises --
 

@@ -27,7 +27,7 @@ AT_RISK = 0.25
 
 
 def evaluate(spec: SloSpec, w: dict[str, Any]) -> dict[str, Any]:
-    """`w` is `HistoryStore.window(now - spec.window, now, model, None)`."""
+    """`w` is `RequestHistoryStore.window(now - spec.window, now, model, None)`."""
     counts: dict[str, int] = w["counts"]
     total = sum(v for k, v in counts.items() if k not in ("client_error", "cancelled"))
     out: dict[str, Any] = {"window_s": spec.window, "requests": total}

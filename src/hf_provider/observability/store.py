@@ -84,7 +84,10 @@ def _filters(model: str | None, task: str | None) -> tuple[str, list[Any]]:
     return sql, args
 
 
-class HistoryStore(Store):
+class RequestHistoryStore(Store):
+    """Requests and resource samples over time (metrics.db); lifecycle/history.py's VersionHistory is the other
+    history: versions.db's loads, swaps and rollbacks."""
+
     SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
 
     # -- writes --

@@ -27,7 +27,7 @@ from hf_provider.errors import (
 )
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
-from hf_provider.lifecycle.history import HistoryStore
+from hf_provider.lifecycle.history import VersionHistory
 from hf_provider.models.manager import ModelManager
 from hf_provider.observability.outcomes import Recorder
 from hf_provider.observability.tracing import TRACE, Tracing, trace_outcome
@@ -68,7 +68,7 @@ class Provider:
         reporter: Reporter | None = None,
         locked: bool | None = None,
         lock_file: Path | str | None = None,
-        history: HistoryStore | None = None,
+        history: VersionHistory | None = None,
     ) -> None:
         """`locked=True` loads exactly the commits and files of `lock_file` (default: the settings' lock_file,
         else ./hfp.lock), and refuses a Hub model asking a branch or tag the lock has no entry for."""

@@ -4,7 +4,7 @@ fatal CUDA error, the OOM killer's SIGKILL) is started again with backoff, witho
 Hand-written rather than supervisord/systemd: those are the operator's choice around us, while this one must come
 with `hfp serve` on any machine, know which exits are worth a restart (a config error, exit 2, is not: it would
 fail the same way forever) and tell the new server how many restarts came before (HFP_RESTARTS, shown by /healthz).
-The restart policy is pure (`Backoff`, injected clock) so tests need no sleeps.
+The restart policy is resilience/backoff.py's (pure, injected clock) so tests need no sleeps.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from hf_provider.resilience.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +28,6 @@ LAST_EXIT_ENV = "HFP_LAST_EXIT"
 
 #: Exit codes that a restart cannot fix: 2 is a usage or configuration error (bad config, port in use).
 FINAL_CODES = frozenset({0, 2})
-
-
-@dataclass
-class Backoff:
-    """Seconds to wait before the next start: doubling from `initial_s` up to `max_s` while children die young;
-    back to `initial_s` once one has lived `stable_s` (a crash a day is not a crash loop)."""
-
-    initial_s: float = 0.5
-    max_s: float = 30.0
-    stable_s: float = 60.0
-    _next_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        self._next_s = self.initial_s
-
-    def after_exit(self, lived_s: float) -> float:
-        if lived_s >= self.stable_s:
-            self._next_s = self.initial_s
-        wait = self._next_s
-        self._next_s = min(self.max_s, self._next_s * 2)
-        return wait
 
 
 def describe_exit(code: int) -> str:
@@ -71,7 +51,8 @@ class Respawner:
         spawn: Callable[..., subprocess.Popen] = subprocess.Popen,
     ) -> None:
         self.argv = list(argv)
-        self.backoff = backoff or Backoff()
+        # 0.5 s, doubling up to 30 s while children die young; 0.5 s again once one has lived a minute
+        self.backoff = backoff or Backoff(first=0.5, cap=30.0, reset_s=60.0)
         self.clock = clock
         self.spawn = spawn
         self.restarts = 0
@@ -96,7 +77,7 @@ class Respawner:
             if self._stopping.is_set() or code in FINAL_CODES:
                 return code if code >= 0 else 128 - code
             last_exit = describe_exit(code)
-            wait = self.backoff.after_exit(self.clock() - started)
+            wait = self.backoff.failed(ran_s=self.clock() - started)  # lived: measured on our clock
             self.restarts += 1
             log.error("the server died (%s); restart %d in %.1fs", last_exit, self.restarts, wait)
             if self._stopping.wait(wait):

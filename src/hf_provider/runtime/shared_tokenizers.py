@@ -19,6 +19,7 @@ change it for every sharer.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,12 +28,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _NOT_TOKENIZER = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt", ".gguf")
 _lock = threading.Lock()
 _by_key: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _encoders: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_told_no_handover = (
+    False  # under _lock: the hand-over's absence is a fact of the installed version, said once
+)
 
 
 def files_key(folder: Path, kind: str) -> tuple | None:
@@ -100,23 +105,30 @@ def sentence_transformer_processor(key: tuple | None, folder: Path) -> Iterator[
 
     sentence-transformers has no argument for a ready tokenizer, so the module's name is swapped for the build.
     Where the module or name moved (another sentence-transformers version) nothing is swapped and the tokenizer
-    is loaded as usual; a call for another folder (a build on a thread outside the loader) is passed through."""
-    try:
-        from sentence_transformers.base.modules import transformer as st_transformer
-    except ImportError:
+    is loaded as usual (logged once per process); a call for another folder (a build on a thread outside the
+    loader) is passed through."""
+    st_transformer = _transformer_module()
+    if st_transformer is None:
+        _no_handover("it has no sentence_transformers.base.modules.transformer")
         yield
         return
     real = getattr(st_transformer, "AutoProcessor", None)
-    if key is None or real is None or not hasattr(real, "from_pretrained"):
+    if real is None or not hasattr(real, "from_pretrained"):
+        _no_handover("its Transformer module has no AutoProcessor.from_pretrained")
+        yield
+        return
+    if key is None:  # the folder could not be read: the load reports that itself
         yield
         return
     mine = Path(folder).resolve()
+    asked: list[bool] = []
 
     class _Shared:
         @staticmethod
         def from_pretrained(*args: Any, **kwargs: Any) -> Any:
             if not args or Path(str(args[0])).resolve() != mine:
                 return real.from_pretrained(*args, **kwargs)
+            asked.append(True)
             # the folder differs per snapshot and is in `key` by content; other arguments count as given
             call = (key, repr(args[1:]), repr(sorted(kwargs.items())))
             return shared(call, lambda: real.from_pretrained(*args, **kwargs))
@@ -126,3 +138,36 @@ def sentence_transformer_processor(key: tuple | None, folder: Path) -> Iterator[
         yield
     finally:
         st_transformer.AutoProcessor = real
+    if not asked:  # built without asking for its folder's processor (a module in a subfolder, another loader)
+        _no_handover(
+            f"a build from {folder} did not ask its Transformer module's AutoProcessor for the folder"
+        )
+
+
+def _transformer_module() -> Any:
+    try:
+        from sentence_transformers.base.modules import transformer
+
+        return transformer
+    except ImportError:
+        return None
+
+
+def _no_handover(why: str) -> None:
+    global _told_no_handover
+    with _lock:
+        if _told_no_handover:
+            return
+        _told_no_handover = True
+    try:
+        from importlib.metadata import version
+
+        installed = version("sentence-transformers")
+    except Exception:  # a missing or odd distribution must not fail a load over a log line
+        installed = "?"
+    log.warning(
+        "sentence-transformers %s: its models build their own tokenizer (%s), so a swap's candidate parses its "
+        "tokenizer files while the serving version runs (runtime/shared_tokenizers.py); said once per process",
+        installed,
+        why,
+    )

@@ -6,7 +6,8 @@ through `ServeControllerClient.record_request_routing_info(RequestRoutingInfo(..
 and so do we. `record_routing_stats` (public) does not serve: the router reads multiplexed model ids from
 their own field, not from the stats. Checked against Ray 2.60 (the extra's lowest version);
 tests/unit/scaling/test_ray_compat.py fails when a Ray upgrade moves or renames any part of it; a replica on a
-Ray outside TESTED logs a warning (check the call against that Ray, then widen TESTED).
+Ray outside TESTED logs a warning (check the call against that Ray, then widen TESTED and the `ray`
+extra's bound in pyproject.toml).
 """
 
 from __future__ import annotations

@@ -11,21 +11,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hf_provider.memory.measure import DevicePeak, HostPeak
-from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
+from hf_provider.memory.oom import is_oom, run_with_recovery
 from hf_provider.memory.working import BatchMemory
 from hf_provider.reporting.reports import tag
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.types import RowControl
 
 if TYPE_CHECKING:
-    from hf_provider.resilience.faults import FaultInjector as Faults
+    from hf_provider.resilience.faults import FaultInjector
     from hf_provider.runtime.model import LoadedModel
 
 
 class StageRunner:
     """Runs a batch's stages for one model. `evict` and `to_cpu` are the memory manager's recovery actions.
     An exception leaving a stage is tagged with the stage's name and batch size for its error report; `faults`
-    (TESTING ONLY) raises chosen errors at the start of a stage."""
+    (TESTING ONLY) raises chosen errors at the start of a stage, `fault` a real OOM for chosen batch sizes."""
 
     def __init__(
         self,
@@ -35,7 +35,7 @@ class StageRunner:
         to_cpu: Callable[[], bool] | None = None,
         fault: FaultInjector | None = None,
         measure_memory: bool = True,
-        faults: Faults | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.model = model
         self.evict = evict
@@ -84,7 +84,7 @@ class StageRunner:
         base = meter.begin() if meter is not None else 0
         t0 = time.perf_counter()
         if self.fault is not None:
-            self.fault.check(batch.size)
+            self.fault.check_batch(batch.size)
         working = self.working
         hold = working.hold(batch.size, _length(batch), batch.handler.task) if working else nullcontext()
         with hold, torch.inference_mode():

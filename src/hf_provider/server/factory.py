@@ -58,9 +58,9 @@ def build(settings: Settings) -> FastAPI:
 
     observer = make_observer(settings)
     reporter = make_reporter(settings)
-    from hf_provider.lifecycle.history import HistoryStore
+    from hf_provider.lifecycle.history import VersionHistory
 
-    history = HistoryStore(instance_home(settings) / "versions.db")  # loads, swaps, rollbacks of this server
+    history = VersionHistory(instance_home(settings) / "versions.db")  # loads, swaps, rollbacks of this one
     provider = Provider(
         settings=settings, observer=observer, allow_adhoc=False, reporter=reporter, history=history
     )

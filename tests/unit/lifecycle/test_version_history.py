@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_provider.lifecycle.history import HistoryStore, acting_as
+from hf_provider.lifecycle.history import VersionHistory, acting_as
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
@@ -21,13 +21,13 @@ class Clock:
 
 
 def test_unknown_action_is_refused() -> None:
-    store = HistoryStore(None)
+    store = VersionHistory(None)
     with pytest.raises(ValueError, match="unknown history action"):
         store.record("m", "upgrade", revision="v1", commit=A)
 
 
 def test_no_previous_without_another_serving_commit() -> None:
-    store = HistoryStore(None)
+    store = VersionHistory(None)
     assert store.previous("m", None) is None
     store.record("m", "load", revision="v1", commit=A)
     assert store.previous("m", A) is None  # only ever served A
@@ -36,7 +36,7 @@ def test_no_previous_without_another_serving_commit() -> None:
 
 
 def test_previous_toggles_between_the_last_two_commits_and_ignores_other_models() -> None:
-    store = HistoryStore(None)
+    store = VersionHistory(None)
     store.record("m", "load", revision="v1", commit=A)
     store.record("m", "swap", revision="v2", commit=B)
     store.record("other", "swap", revision="x", commit=C)
@@ -49,13 +49,13 @@ def test_previous_toggles_between_the_last_two_commits_and_ignores_other_models(
 
 def test_events_newest_first_with_actor_from_the_context(tmp_path: Path) -> None:
     path = tmp_path / "versions.db"
-    store = HistoryStore(path, clock=Clock())
+    store = VersionHistory(path, clock=Clock())
     store.record("m", "load", revision="v1", commit=A)
     with acting_as("admin"):
         store.record("m", "swap", revision="v2", commit=B)
     store.record("m", "rollback", revision="v1", commit=A, actor="cli")
     store.close()
-    events = HistoryStore(path).events("m")  # reopened: the file holds them
+    events = VersionHistory(path).events("m")  # reopened: the file holds them
     assert [e["action"] for e in events] == ["rollback", "swap", "load"]
     assert [e["actor"] for e in events] == ["cli", "admin", "request"]
     assert events[0]["ts"] > events[1]["ts"] > events[2]["ts"]
@@ -70,11 +70,11 @@ def test_events_newest_first_with_actor_from_the_context(tmp_path: Path) -> None
         "outcome",
         "detail",
     }
-    assert HistoryStore(path).events("m", limit=1)[0]["action"] == "rollback"
+    assert VersionHistory(path).events("m", limit=1)[0]["action"] == "rollback"
 
 
 def test_failure_detail_is_masked() -> None:
-    store = HistoryStore(None)
+    store = VersionHistory(None)
     store.record(
         "m", "swap", revision="v2", commit=None, outcome="failed",
         detail="401 for https://hub/x with token hf_abcdefghijklmnopqrstuvwxyz0123",
@@ -85,8 +85,8 @@ def test_failure_detail_is_masked() -> None:
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "versions.db"
-    store = HistoryStore(path)
+    store = VersionHistory(path)
     store._db.execute("INSERT INTO schema_version (version) VALUES (99)")
     store.close()
     with pytest.raises(RuntimeError, match="newer hf-provider"):
-        HistoryStore(path)
+        VersionHistory(path)

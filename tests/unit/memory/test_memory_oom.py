@@ -8,15 +8,16 @@ import pytest
 import torch
 
 from hf_provider.errors import OutOfMemory
-from hf_provider.memory.oom import FaultInjector, is_oom, run_with_recovery
+from hf_provider.memory.oom import is_oom, run_with_recovery
+from hf_provider.resilience.faults import FaultInjector
 
 
 def test_fault_injector_raises_the_real_allocator_error() -> None:
     inj = FaultInjector.parse("8,16")
     assert inj.batch_sizes == {8, 16}
-    inj.check(7)
+    inj.check_batch(7)
     with pytest.raises(RuntimeError) as info:
-        inj.check(8)
+        inj.check_batch(8)
     assert type(info.value) in (RuntimeError, torch.OutOfMemoryError)
     assert is_oom(info.value)
 
@@ -27,7 +28,7 @@ def test_fault_injector_parse_ranges_and_junk() -> None:
     with pytest.raises(ValueError, match="'8,16'"):
         FaultInjector.parse("eight")
     with pytest.raises(ValueError, match="positive"):
-        FaultInjector([0])
+        FaultInjector(batch_sizes=[0])
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def test_is_oom(exc: BaseException, expected: bool) -> None:
 def doubling_run(inj: FaultInjector, calls: list[int]):
     def run(batch: list[int]) -> list[int]:
         calls.append(len(batch))
-        inj.check(len(batch))
+        inj.check_batch(len(batch))
         return [x * 2 for x in batch]
 
     return run
@@ -57,7 +58,7 @@ def doubling_run(inj: FaultInjector, calls: list[int]):
 
 def test_recovery_splits_and_keeps_order(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[int] = []
-    inj = FaultInjector(range(4, 1000))  # every batch of 4 or more runs out of memory
+    inj = FaultInjector(batch_sizes=range(4, 1000))  # every batch of 4 or more runs out of memory
     items = list(range(13))
     with caplog.at_level(logging.WARNING):
         out = run_with_recovery(items, doubling_run(inj, calls))
@@ -68,9 +69,9 @@ def test_recovery_splits_and_keeps_order(caplog: pytest.LogCaptureFixture) -> No
 
 def test_no_oom_runs_once() -> None:
     calls: list[int] = []
-    assert run_with_recovery([1, 2, 3], doubling_run(FaultInjector([]), calls)) == [2, 4, 6]
+    assert run_with_recovery([1, 2, 3], doubling_run(FaultInjector(), calls)) == [2, 4, 6]
     assert calls == [3]
-    assert run_with_recovery([], doubling_run(FaultInjector([]), calls)) == []
+    assert run_with_recovery([], doubling_run(FaultInjector(), calls)) == []
 
 
 def test_single_item_oom_evicts_then_succeeds() -> None:
@@ -78,7 +79,7 @@ def test_single_item_oom_evicts_then_succeeds() -> None:
 
     def run(batch: list[int]) -> list[int]:
         if state["crowded"]:
-            FaultInjector([len(batch)]).check(len(batch))
+            FaultInjector(batch_sizes=[len(batch)]).check_batch(len(batch))
         return list(batch)
 
     def evict() -> bool:
@@ -96,7 +97,7 @@ def test_cpu_fallback_after_eviction_frees_nothing() -> None:
 
     def run(batch: list[int]) -> list[str]:
         if state["device"] == "gpu":
-            FaultInjector([len(batch)]).check(len(batch))
+            FaultInjector(batch_sizes=[len(batch)]).check_batch(len(batch))
         return [f"{x}@{state['device']}" for x in batch]
 
     def to_cpu() -> bool:
@@ -112,7 +113,7 @@ def test_final_out_of_memory_is_typed_and_chained() -> None:
     evictions: list[int] = []
 
     def run(batch: list[int]) -> list[int]:
-        FaultInjector([len(batch)]).check(len(batch))
+        FaultInjector(batch_sizes=[len(batch)]).check_batch(len(batch))
         return batch
 
     with pytest.raises(OutOfMemory) as info:
@@ -136,7 +137,7 @@ def test_non_oom_errors_propagate_unchanged() -> None:
 
     def run(batch: list[int]) -> list[int]:
         if len(batch) > 2:
-            FaultInjector([len(batch)]).check(len(batch))
+            FaultInjector(batch_sizes=[len(batch)]).check_batch(len(batch))
         raise boom
 
     with pytest.raises(ValueError) as info:

@@ -9,12 +9,11 @@ import random
 
 import pytest
 
-from hf_provider.lifecycle.history import HistoryStore as VersionHistory
-from hf_provider.lifecycle.history import serving_events
+from hf_provider.lifecycle.history import VersionHistory, serving_events
 from hf_provider.observability import findings as fd
 from hf_provider.observability.metrics import Metrics
 from hf_provider.observability.monitor import FindingsMonitor, expand
-from hf_provider.observability.store import HistoryStore
+from hf_provider.observability.store import RequestHistoryStore
 
 T0 = 1_700_000_040.0
 WINDOW = 300.0
@@ -162,7 +161,7 @@ def test_expand_turns_rollup_buckets_into_rank_values() -> None:
 # -- the monitor over the real stores ---------------------------------------------------------------------------
 
 
-def _feed(store: HistoryStore, rng: random.Random, start: float, end: float, scale: float) -> None:
+def _feed(store: RequestHistoryStore, rng: random.Random, start: float, end: float, scale: float) -> None:
     n = int((end - start) / WINDOW * PER_WINDOW)
     lat = latencies(rng, n, scale)
     rows = [(start + (end - start) * i / n, "m", "embeddings", "ok", lat[i], 1, 8) for i in range(n)]
@@ -172,7 +171,7 @@ def _feed(store: HistoryStore, rng: random.Random, start: float, end: float, sca
 def test_monitor_flags_a_swap_from_the_stores_and_exports_the_gauge() -> None:
     rng = random.Random(9)
     clock = Clock(T0)
-    store = HistoryStore(None)
+    store = RequestHistoryStore(None)
     versions = VersionHistory(None, clock=clock)
     metrics = Metrics()
     clock.t = T0 - 7200
@@ -204,12 +203,12 @@ def test_monitor_flags_a_swap_from_the_stores_and_exports_the_gauge() -> None:
 
 def test_monitor_refuses_a_tiny_window() -> None:
     with pytest.raises(ValueError, match="window_s"):
-        FindingsMonitor(HistoryStore(None), models=list, window_s=1)
+        FindingsMonitor(RequestHistoryStore(None), models=list, window_s=1)
 
 
 def test_monitor_without_a_swap_compares_with_the_same_hours_of_previous_days() -> None:
     rng = random.Random(12)
-    store = HistoryStore(None)
+    store = RequestHistoryStore(None)
     now = T0 + 3 * 86400
     for day in (3, 2, 1):  # the same ten minutes on three earlier days, at the usual speed
         _feed(store, rng, now - WINDOW - day * 86400, now + WINDOW - day * 86400, 1.0)

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from hf_provider.observability import slo
-from hf_provider.observability.store import HistoryStore
+from hf_provider.observability.store import RequestHistoryStore
 from hf_provider.settings import load_settings
 from hf_provider.spec import SloSpec
 
@@ -57,7 +57,7 @@ def test_rolled_up_minutes_count_slow_requests_by_bucket() -> None:
 
 
 def test_report_reads_the_store_over_each_models_window() -> None:
-    store = HistoryStore(None)
+    store = RequestHistoryStore(None)
     rows = [
         (T0 - 10 + i * 0.01, "a", "embeddings", "ok", 300.0 if i % 10 == 0 else 20.0, 1, 4)
         for i in range(500)

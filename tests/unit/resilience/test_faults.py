@@ -1,4 +1,5 @@
-"""TESTING ONLY fault injection: chosen exception, phase, model and rate; rules replaced at run time."""
+"""TESTING ONLY fault injection: chosen exception, phase, model and rate; rules replaced at run time; genuine
+out-of-memory errors for chosen batch sizes."""
 
 from __future__ import annotations
 
@@ -50,3 +51,19 @@ def test_unknown_exception_names_are_refused_and_settings_validate() -> None:
     with pytest.raises(E.ConfigError, match="phase"):
         load_settings({"faults": {"rules": [{"phase": "nowhere"}]}})
     assert FaultInjector.from_settings(load_settings({}).faults) is None
+
+
+def test_rules_and_out_of_memory_sizes_are_independent_kinds_of_one_injector() -> None:
+    from hf_provider.memory.oom import is_oom
+
+    inj = FaultInjector([FaultRule(phase="forward", model="lm", exception="KeyError")], batch_sizes=[8])
+    inj.check_batch(7)  # a size not chosen, whatever the rules say
+    with pytest.raises(RuntimeError) as info:  # torch.OutOfMemoryError is a RuntimeError too
+        inj.check_batch(8)
+    assert (
+        is_oom(info.value) and inj.injected == 0
+    )  # `injected` counts rule faults (the admin route's figure)
+    assert FaultInjector.parse("8").rules() == []  # memory.fault_inject_oom alone sets no rule
+    with pytest.raises(KeyError):
+        inj.check("lm", "forward")
+    assert inj.injected == 1

@@ -6,10 +6,10 @@ import signal
 import threading
 from typing import Any
 
+from hf_provider.resilience.backoff import Backoff
 from hf_provider.resilience.respawn import (
     LAST_EXIT_ENV,
     RESTARTS_ENV,
-    Backoff,
     Respawner,
     describe_exit,
 )
@@ -53,15 +53,15 @@ def scripted(codes: list[tuple[int, float]], clock: Clock) -> tuple[Any, list[Fa
 
 
 def test_backoff_doubles_while_children_die_young_and_resets_after_a_stable_run() -> None:
-    b = Backoff(initial_s=0.5, max_s=4.0, stable_s=60.0)
-    assert [b.after_exit(1.0) for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
-    assert b.after_exit(3600.0) == 0.5  # it had run for an hour: not a crash loop
+    b = Backoff(first=0.5, cap=4.0, reset_s=60.0)
+    assert [b.failed(ran_s=1.0) for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert b.failed(ran_s=3600.0) == 0.5  # it had run for an hour: not a crash loop
 
 
 def test_crashes_are_restarted_and_each_child_is_told_its_restart_count_and_why() -> None:
     clock = Clock()
     spawn, children = scripted([(-signal.SIGKILL, 5.0), (-signal.SIGSEGV, 5.0), (0, 1.0)], clock)
-    r = Respawner(["serve"], clock=clock, spawn=spawn, backoff=Backoff(initial_s=0.0))
+    r = Respawner(["serve"], clock=clock, spawn=spawn, backoff=Backoff(first=0.0))
     assert r.run() == 0
     assert r.restarts == 2
     assert [c.env[RESTARTS_ENV] for c in children] == ["0", "1", "2"]
@@ -78,7 +78,7 @@ def test_a_config_error_is_not_restarted() -> None:
 def test_a_stop_during_the_backoff_wait_is_final() -> None:
     clock = Clock()
     spawn, children = scripted([(1, 0.1), (0, 0.0)], clock)
-    r = Respawner(["serve"], clock=clock, spawn=spawn, backoff=Backoff(initial_s=3600.0))
+    r = Respawner(["serve"], clock=clock, spawn=spawn, backoff=Backoff(first=3600.0, cap=3600.0))
     threading.Timer(0.0, r.stop).start()  # while it waits an hour to restart
     assert r.run() == 1
     assert len(children) == 1

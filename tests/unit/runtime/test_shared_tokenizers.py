@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -111,3 +112,39 @@ def test_the_sentence_transformers_swap_passes_other_folders_through(
         other = _copy(minilm_path, tmp_path / "other", "x")
         assert shim.from_pretrained(str(other)) is not mine
     assert st_transformer.AutoProcessor is real
+
+
+def _handover_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r for r in caplog.records if r.name == shared_tokenizers.__name__ and "own tokenizer" in r.message
+    ]
+
+
+def test_a_hand_over_that_does_not_apply_is_logged_once_per_process(
+    minilm_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(shared_tokenizers, "_told_no_handover", False)
+    caplog.set_level(logging.INFO, logger=shared_tokenizers.__name__)
+    _load(_copy(minilm_path, tmp_path / "a", "one"))
+    assert _handover_logs(caplog) == []  # this sentence-transformers takes the hand-over: nothing to say
+    # another sentence-transformers version, where the module we swap a name in has moved
+    monkeypatch.setattr(shared_tokenizers, "_transformer_module", lambda: None)
+    b = _load(_copy(minilm_path, tmp_path / "b", "two"))
+    c = _load(_copy(minilm_path, tmp_path / "c", "three"))
+    assert b.tokenizer is not c.tokenizer  # each built its own: the hand-over did not apply
+    (record,) = _handover_logs(caplog)
+    assert record.levelno == logging.WARNING and "has no sentence_transformers.base" in record.message
+
+
+def test_a_build_that_never_asks_for_its_folder_is_logged_once(
+    minilm_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # e.g. a checkpoint whose Transformer module lives in a subfolder: the shim passes the call through
+    monkeypatch.setattr(shared_tokenizers, "_told_no_handover", False)
+    caplog.set_level(logging.INFO, logger=shared_tokenizers.__name__)
+    key = shared_tokenizers.files_key(minilm_path, "k")
+    for _ in range(2):
+        with shared_tokenizers.sentence_transformer_processor(key, minilm_path):
+            pass
+    (record,) = _handover_logs(caplog)
+    assert "did not ask" in record.message

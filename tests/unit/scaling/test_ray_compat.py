@@ -42,3 +42,14 @@ def test_a_ray_outside_the_checked_versions_is_named_in_a_warning(
     with caplog.at_level("WARNING", logger=ray_compat.__name__), pytest.raises(RuntimeError):
         ray_compat.model_ids_pusher()
     assert "outside the versions" in caplog.text and "record_request_routing_info" in caplog.text
+
+
+def test_the_ray_extra_allows_exactly_the_checked_minors() -> None:
+    # A private API may move in any Ray minor: pip must not install one that TESTED does not name.
+    import tomllib
+    from pathlib import Path
+
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+    (ray,) = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["optional-dependencies"]["ray"]
+    (lo_major, lo_minor), (hi_major, hi_minor) = ray_compat.TESTED
+    assert ray == f"ray[serve]>={lo_major}.{lo_minor},<{hi_major}.{hi_minor + 1}"
