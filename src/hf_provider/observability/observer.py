@@ -15,7 +15,6 @@ Usage::
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -25,23 +24,19 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from hf_provider.observability import quantiles
 from hf_provider.observability.metrics import Metrics
 from hf_provider.observability.profiler import StageProfiler
 from hf_provider.observability.resources import ModelBytes, ResourceSampler
-from hf_provider.observability.series import shape_series
 from hf_provider.observability.store import RequestHistoryStore, RequestRow, ResourceRow
 from hf_provider.resilience.breaker import STATE_VALUE
+from hf_provider.resilience.periodic import Periodic
 from hf_provider.types import Outcome
 
 log = logging.getLogger(__name__)
 
 MAX_BUFFERED = 500_000  # samples held for the writer; beyond this the oldest are dropped, not the request
-MAX_POINTS = 2000
-MAX_WINDOW_S = 30 * 86400.0
 FLUSH_INTERVAL_S = 1.0
 MAINTENANCE_INTERVAL_S = 60.0
-SERIES_POINTS = 120
 
 
 class Observer:
@@ -70,7 +65,7 @@ class Observer:
         self.raw_retention_s = float(raw_retention_s)
         self.rollup_retention_s = float(rollup_retention_s)
         self.sample_interval_s = float(sample_interval_s)
-        self._clock = clock
+        self.clock = clock
         self.metrics = Metrics(registry)
         self.profiler = StageProfiler()
         self._requests: deque[RequestRow] = deque(maxlen=MAX_BUFFERED)
@@ -83,9 +78,7 @@ class Observer:
         self._queue_peak: dict[str, int] = {}
         self._peak_bytes: dict[str, int] = {}
         self._failed_hooks: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self.closed = False
         self.supervisor: Any = None  # set by the Provider: failures of this loop are reported there too
         self.store = self._open_store(home if metrics_enabled else None)
         # In-flight counts read at scrape and sample time from the scheduler's own counters (assignable after
@@ -96,6 +89,13 @@ class Observer:
         self.scrape_hooks: list[Callable[[], None]] = []
         self.slo_p95_s: dict[str, float] = {}
         self.monitor: Any = None
+        # The background writer (resilience/periodic.py): resource samples, the history's writes and retention,
+        # and findings after a minute of traffic.
+        self._writer = Periodic("observer", on_error=self.internal_error)
+        self._writer.every(self.sample_interval_s, "resource-sampler", self.sample)
+        self._writer.every(FLUSH_INTERVAL_S, "history-writer", self.flush)
+        self._writer.every(MAINTENANCE_INTERVAL_S, "history-retention", self.run_maintenance)
+        self._writer.every(60.0, "findings", self._evaluate_findings, first_s=60.0)
         self.sampler = (
             ResourceSampler(self.metrics, model_bytes=model_bytes, model_state=self._model_state)
             if metrics_enabled
@@ -151,7 +151,7 @@ class Observer:
                 tokens_c.inc(tokens)
             if outcome != "ok":
                 m.child(m.errors, model, task, error_type or outcome).inc()
-            self._requests.append((self._clock(), model, task, outcome, latency_s * 1000.0, items, tokens))
+            self._requests.append((self.clock(), model, task, outcome, latency_s * 1000.0, items, tokens))
         except Exception:
             self._hook_failed("request_done")
 
@@ -182,7 +182,7 @@ class Observer:
             m.child(m.stage_seconds, model, "preprocess").observe(preprocess_s)
             m.child(m.stage_seconds, model, "forward").observe(forward_s)
             m.child(m.stage_seconds, model, "postprocess").observe(postprocess_s)
-            self.profiler.record(model, self._clock(), size, queue_s, preprocess_s, forward_s, postprocess_s)
+            self.profiler.record(model, self.clock(), size, queue_s, preprocess_s, forward_s, postprocess_s)
             if peak_bytes is not None and peak_bytes > self._peak_bytes.get(model, -1):
                 self._peak_bytes[model] = peak_bytes
                 m.child(m.model_peak_working_bytes, model).set(peak_bytes)
@@ -257,7 +257,7 @@ class Observer:
             m.child(m.model_loads, model, revision or "").inc()
             m.child(m.model_info, model, revision or "").set(1)
             m.child(m.model_weight_bytes, model).set(weight_bytes)
-            self._resources.append((self._clock(), "weight_bytes", model, float(weight_bytes)))
+            self._resources.append((self.clock(), "weight_bytes", model, float(weight_bytes)))
             with self._state_lock:
                 self._queue.setdefault(model, 0)
                 self._in_flight.setdefault(model, 0)
@@ -306,45 +306,9 @@ class Observer:
     # -- background thread --
 
     def start(self) -> None:
-        if not self.enabled or self._thread is not None or self._closed:
+        if not self.enabled or self._writer.running or self.closed:
             return
-        self._thread = threading.Thread(target=self._loop, name="hfp-observer", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        next_sample = next_flush = next_maint = time.monotonic()
-        next_findings = next_sample + 60.0  # a minute of traffic before the first look
-        while not self._stop.is_set():
-            now = time.monotonic()
-            for due, component, action in (
-                (next_sample, "resource-sampler", self.sample),
-                (next_flush, "history-writer", self.flush),
-                (next_maint, "history-retention", self.run_maintenance),
-                (next_findings, "findings", self._evaluate_findings),
-            ):
-                if now >= due:
-                    self._run_supervised(component, action)
-            if now >= next_findings:
-                next_findings = now + (self.monitor.interval_s if self.monitor is not None else 60.0)
-            while next_sample <= now:
-                next_sample += self.sample_interval_s
-            while next_flush <= now:
-                next_flush += FLUSH_INTERVAL_S
-            while next_maint <= now:
-                next_maint += MAINTENANCE_INTERVAL_S
-            self._stop.wait(max(0.01, min(next_sample, next_flush, next_maint) - time.monotonic()))
-
-    def _run_supervised(self, component: str, action: Callable[[], object]) -> None:
-        """One run of a background action: a failure is logged, counted and retried at the next interval."""
-        if self.supervisor is not None:
-            with self.supervisor.guard(component):
-                action()
-            return
-        try:
-            action()
-        except Exception:
-            log.exception("observer %s failed; retrying next interval", component)
-            self.internal_error(component)
+        self._writer.start(self.supervisor)
 
     def _evaluate_findings(self) -> None:
         if self.monitor is not None:
@@ -354,7 +318,7 @@ class Observer:
     def sample(self, now: float | None = None) -> None:
         """Take one resource sample (the background thread does this every sample_interval_s)."""
         if self.sampler is not None:
-            self._resources.extend(self.sampler.sample(self._clock() if now is None else now))
+            self._resources.extend(self.sampler.sample(self.clock() if now is None else now))
 
     def flush(self) -> None:
         """Write buffered samples to the history store."""
@@ -366,16 +330,14 @@ class Observer:
     def run_maintenance(self, now: float | None = None) -> dict[str, int]:
         """Apply retention: expire raw samples (their minutes stay as rollups) and old rollups."""
         return self.store.run_maintenance(
-            self._clock() if now is None else now, self.raw_retention_s, self.rollup_retention_s
+            self.clock() if now is None else now, self.raw_retention_s, self.rollup_retention_s
         )
 
     def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self.closed = True
+        self._writer.stop()
         try:
             self.flush()
         except Exception:
@@ -406,76 +368,6 @@ class Observer:
         except Exception:
             self._hook_failed("in_flight_source")
             return {}
-
-    def known_models(self) -> list[str]:
-        with self._state_lock:
-            live = set(self._queue) | set(self._in_flight)
-        return sorted(live | set(self.profiler.models()))
-
-    def profile(self, model: str) -> dict[str, Any]:
-        return self.profiler.summary(model)
-
-    def stats(self, model: str | None, task: str | None, window_s: float = 300) -> dict[str, Any]:
-        """Requests in the last window_s seconds. throughput_per_s counts ok requests; error_rate is the share
-        of requests that did not end ok (4xx, errors, rejections, cancellations, time-outs); latency
-        percentiles cover every outcome but rejections and client errors (answered at once)."""
-        window_s = _check_window(window_s)
-        if not self._closed:
-            self.flush()
-        now = self._clock()
-        w = self.store.window(now - window_s, now, model, task)
-        c = w["counts"]
-        total = sum(c.values())
-        bad = total - c.get("ok", 0)
-        return {
-            "model": model,
-            "task": task,
-            "window_s": window_s,
-            "requests": total,
-            "throughput_per_s": round(c.get("ok", 0) / window_s, 6),
-            "error_rate": round(bad / total, 6) if total else 0.0,
-            "latency_ms": quantiles.summarize(w["latencies"], w["hist"], w["lat_min"], w["lat_max"]),
-            "ok": c.get("ok", 0),
-            "errors": c.get("error", 0),
-            "client_errors": c.get("client_error", 0),
-            "rejected": c.get("rejected", 0),
-            "cancelled": c.get("cancelled", 0),
-            "timed_out": c.get("timed_out", 0),
-            "items": w["items"],
-            "tokens": w["tokens"],
-        }
-
-    def series(
-        self, window_s: float, step_s: float | None = None, model: str | None = None
-    ) -> dict[str, Any]:
-        """Bucketed series for charts. Steps under a minute read raw samples; longer steps read the minute
-        rollups and are rounded up to whole minutes. A bucket with no sample at all is None (a gap)."""
-        window_s = _check_window(window_s)
-        if step_s is None:
-            step_s = max(window_s / SERIES_POINTS, min(self.sample_interval_s, window_s / 10))
-        if not step_s > 0 or not math.isfinite(step_s):
-            raise ValueError(f"step must be a positive number of seconds, got {step_s}")
-        step = float(math.ceil(step_s / 60) * 60) if step_s >= 60 else float(step_s)
-        n = math.ceil(window_s / step)
-        if n > MAX_POINTS:
-            raise ValueError(f"window/step gives {n} points; at most {MAX_POINTS}: use a larger step")
-        if not self._closed:
-            self.flush()
-        now = self._clock()
-        end = (math.floor(now / step) + 1) * step
-        start = end - n * step
-        req = self.store.request_buckets(start, step, n, model)
-        res = self.store.resource_buckets(start, step, n)
-        return shape_series(now, start, step, n, window_s, model, req, res)
-
-
-def _check_window(window_s: float) -> float:
-    w = float(window_s)
-    if not math.isfinite(w) or w < 1 or w > MAX_WINDOW_S:
-        raise ValueError(
-            f"window must be between 1 second and 30 days ({int(MAX_WINDOW_S)} s), got {window_s}"
-        )
-    return w
 
 
 def _drain(d: deque[Any]) -> list[Any]:

@@ -31,6 +31,8 @@ from hf_provider.lifecycle.history import VersionHistory
 from hf_provider.models.manager import ModelManager
 from hf_provider.observability.outcomes import Recorder
 from hf_provider.observability.tracing import TRACE, Tracing, trace_outcome
+from hf_provider.provider.params import Params, check_params, input_size
+from hf_provider.provider.streams import TextStream, cancel_orphan, expire
 from hf_provider.provider.submission import Submitter
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.store import ErrorStore
@@ -39,12 +41,11 @@ from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec, check_fallbacks
-from hf_provider.types import RESERVED_PARAMS, DeltaSink, Outcome
+from hf_provider.types import DeltaSink, Outcome
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
 _INLINE_PARSE_CHARS = 2048
-Params = Mapping[str, Any] | None
 
 
 class Answer(NamedTuple):
@@ -262,7 +263,7 @@ class Provider:
                 return self.submit(model, task, inputs, params, **kw)
         try:
             when = self.deadline(timeout) if deadline is None else deadline
-            checked = _check_params(params)
+            checked = check_params(params)
         except Exception as exc:
             self.submitter.refuse(model, task, exc, inputs)
             raise
@@ -326,7 +327,7 @@ class Provider:
         waiter = asyncio.wrap_future(req.future, loop=loop)
         # A timer callback instead of asyncio.wait_for, which wraps every request in an extra Task (measurable
         # per request on small CPUs).
-        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), expire, req)
         try:
             return Answer(await waiter, req.input_tokens, req.served_by, req.fallback_reason, req.revision)
         except asyncio.CancelledError:
@@ -351,7 +352,7 @@ class Provider:
         # A fallback may serve it too, so the whole chain must be ready.
         ready = self.manager.is_ready
         if (
-            _size(inputs) <= _INLINE_PARSE_CHARS
+            input_size(inputs) <= _INLINE_PARSE_CHARS
             and ready(model)
             and all(map(ready, self.submitter.fallbacks.get(model, ())))
         ):
@@ -361,7 +362,7 @@ class Provider:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
             # The caller left while its model loaded: the thread still queues the request, so cancel it then.
-            pending.add_done_callback(_cancel_orphan)
+            pending.add_done_callback(cancel_orphan)
             raise
 
     def embed(
@@ -440,79 +441,5 @@ class Provider:
 
         deadline = self._deadline_or_refuse(model, task, prompt, timeout) if deadline is None else deadline
         req = await self._asubmit(model, task, prompt, params, priority, deadline, sink)
-        timer = loop.call_later(max(0.0, deadline - time.monotonic()), _expire, req)
+        timer = loop.call_later(max(0.0, deadline - time.monotonic()), expire, req)
         return TextStream(req, deltas, timer)
-
-
-class TextStream:
-    """The text deltas of one streamed generation; `result` holds the final output (finish_reason, token counts)
-    once iteration has ended. An error of the request is raised by the iteration (DeadlineExceeded when the
-    deadline stopped it). `close()` cancels a generation that is still running."""
-
-    def __init__(
-        self, request: Request, deltas: asyncio.Queue[str | None], timer: asyncio.TimerHandle
-    ) -> None:
-        self.request = request
-        self._deltas = deltas
-        self._timer = timer
-        self._peeked: list[str | None] = []
-        self.result: dict[str, Any] | None = None
-
-    async def first(self) -> None:
-        """Wait for the first delta (or the end): lets a server answer an early error with a status code."""
-        if not self._peeked:
-            self._peeked.append(await self._deltas.get())
-
-    def __aiter__(self) -> TextStream:
-        return self
-
-    async def __anext__(self) -> str:
-        delta = self._peeked.pop() if self._peeked else await self._deltas.get()
-        if delta is None:
-            self._timer.cancel()
-            self.result = await asyncio.wrap_future(self.request.future)
-            raise StopAsyncIteration
-        return delta
-
-    def close(self) -> None:
-        self._timer.cancel()
-        self.request.cancel(time.monotonic(), "the stream was closed early")
-
-
-def _cancel_orphan(done: asyncio.Future[Request]) -> None:
-    if not done.cancelled() and done.exception() is None:
-        done.result().cancel(time.monotonic(), "the caller went away while the model loaded")
-
-
-def _expire(req: Request) -> None:
-    req.expire(time.monotonic())
-
-
-def _check_params(params: Params) -> Mapping[str, Any]:
-    if params is None:
-        return {}
-    if not isinstance(params, Mapping):
-        raise InvalidInput(
-            f"parameters must be an object (a mapping of names to values), got {type(params).__name__}",
-            param="parameters",
-        )
-    for name in params:
-        if name in RESERVED_PARAMS:
-            hint = {
-                "priority": " (send the header X-Priority, or priority= in Python)",
-                "timeout": " (send the header X-Request-Timeout, or timeout= in Python)",
-            }.get(name, "")
-            raise InvalidInput(
-                f"parameter {name!r} is reserved for the provider and cannot be set in a request's "
-                f"parameters{hint}",
-                param=name,
-            )
-    return params
-
-
-def _size(inputs: Any) -> int:
-    if isinstance(inputs, str):
-        return len(inputs)
-    if isinstance(inputs, list):
-        return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
-    return 256

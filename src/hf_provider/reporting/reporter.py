@@ -35,6 +35,7 @@ from hf_provider.reporting.reports import (
     phase_of,
 )
 from hf_provider.reporting.store import MAX_GROUPS, ErrorStore
+from hf_provider.resilience.periodic import Periodic
 from hf_provider.types import Outcome
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,12 @@ class Reporter:
         ] = {}  # see _fold: pending reports later refusals count into
         self._fold_lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._next_retention = 0.0
+        self._closed = False
+        # The background writer (resilience/periodic.py), shared in kind with the observer's: pending reports
+        # every second, retention every five minutes. A failing write is logged, counted and retried.
+        self._writer = Periodic("error-reports")
+        self._writer.every(FLUSH_INTERVAL_S, "error-reports", self.flush, first_s=FLUSH_INTERVAL_S)
+        self._writer.every(RETENTION_INTERVAL_S, "error-retention", self.expire)
 
     @property
     def names(self) -> Callable[[], Collection[str]] | None:
@@ -215,31 +219,8 @@ class Reporter:
 
     def start(self, supervisor: Any = None) -> None:
         """Start the writer (supervised when a Supervisor is given: a failing write is logged, counted, retried)."""
-        if self._thread is not None or self._stop.is_set():
-            return
-        if supervisor is not None:
-            self._thread = supervisor.spawn("error-reports", self._run_once, name="hfp-error-reports")
-        else:
-            self._thread = threading.Thread(target=self._run_plain, name="hfp-error-reports", daemon=True)
-            self._thread.start()
-
-    def _run_once(self) -> bool:
-        if self._stop.wait(FLUSH_INTERVAL_S):
-            return False
-        self.flush()
-        now = self.clock()
-        if now >= self._next_retention:
-            self._next_retention = now + RETENTION_INTERVAL_S
-            self.store.expire(now - self.retention_s)
-        return True
-
-    def _run_plain(self) -> None:
-        while True:
-            try:
-                if not self._run_once():
-                    return
-            except Exception:
-                log.exception("writing error reports failed; retrying")
+        if not self._closed:
+            self._writer.start(supervisor)
 
     def flush(self) -> None:
         """Write what is pending (the writer does this every second; reads do it first)."""
@@ -275,9 +256,8 @@ class Reporter:
         return self.store.expire((self.clock() if now is None else now) - self.retention_s)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._closed = True
+        self._writer.stop()
         try:
             self.flush()
         except Exception:
@@ -292,7 +272,7 @@ class Reporter:
     def groups(
         self, *, model: str | None = None, since: float | None = None, error_class: str | None = None
     ) -> list[dict[str, Any]]:
-        if not self._stop.is_set():
+        if not self._closed:
             self.flush()
         return self.store.groups(model=model, since=since, error_class=error_class)
 

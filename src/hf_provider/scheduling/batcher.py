@@ -127,6 +127,10 @@ class ModelScheduler:
     def last_batch_sizes(self) -> list[int]:
         return self.completion.last_batch_sizes
 
+    @last_batch_sizes.setter
+    def last_batch_sizes(self, sizes: list[int]) -> None:  # tests start a measurement from an empty list
+        self.completion.last_batch_sizes = sizes
+
     @property
     def peak_working_bytes(self) -> int | None:
         return self.completion.peak_working_bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hf_provider.observability import queries
 from hf_provider.server.factory import instance_home, make_observer
 from hf_provider.settings import load_settings
 
@@ -18,10 +19,10 @@ def test_two_servers_on_one_home_never_mix(tmp_path: Path) -> None:
         for _ in range(3):
             obs_a.request_done("my-lm", "text-generation", None, "ok", 0.01, 1, 5)
         obs_a.flush()
-        assert obs_a.stats("my-lm", None, 60)["requests"] == 3
-        assert obs_b.stats("my-lm", None, 60)["requests"] == 0
-        assert obs_b.stats(None, None, 60)["requests"] == 0
-        assert "my-lm" not in obs_b.series(60)["models"]
+        assert queries.stats(obs_a, "my-lm", None, 60)["requests"] == 3
+        assert queries.stats(obs_b, "my-lm", None, 60)["requests"] == 0
+        assert queries.stats(obs_b, None, None, 60)["requests"] == 0
+        assert "my-lm" not in queries.series(obs_b, 60)["models"]
     finally:
         obs_a.close()
         obs_b.close()
@@ -35,6 +36,6 @@ def test_a_restarted_server_on_the_same_port_keeps_its_history(tmp_path: Path) -
     first.close()
     again = make_observer(s)
     try:
-        assert again.stats("m", None, 60)["requests"] == 1
+        assert queries.stats(again, "m", None, 60)["requests"] == 1
     finally:
         again.close()

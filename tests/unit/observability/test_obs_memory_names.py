@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from hf_provider.observability import queries
 from hf_provider.observability.observer import Observer
 
 
@@ -19,7 +20,7 @@ def test_weights_and_budget_figures_are_separate_and_named_for_what_they_are() -
         accounted = families["hfp_model_accounted_bytes"]
         assert "estimated" in accounted.documentation and "not a measurement" in accounted.documentation
         assert accounted.samples[0].value == 258_900_000
-        series = obs.series(60)
+        series = queries.series(obs, 60)
         assert [v for v in series["accounted_bytes"]["t5"] if v is not None] == [258_900_000.0]
     finally:
         obs.close()

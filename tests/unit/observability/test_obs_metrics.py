@@ -8,6 +8,7 @@ import subprocess
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from hf_provider.observability import queries
 from hf_provider.observability.metrics import LATENCY_BUCKETS
 from hf_provider.observability.observer import Observer
 
@@ -131,7 +132,7 @@ def test_hooks_never_raise(caplog: pytest.LogCaptureFixture) -> None:
     obs.queue_depth("a", object())  # type: ignore[arg-type]
     obs.model_loaded("a", None, "slow", 1)  # type: ignore[arg-type]
     obs.request_done("a", "embed", "r", "ok", 0.01, 1, 1)
-    assert obs.stats("a", None, 60)["requests"] >= 1
+    assert queries.stats(obs, "a", None, 60)["requests"] >= 1
     assert "observability hook" in caplog.text
     obs.close()
 
@@ -142,7 +143,7 @@ def test_disabled_observer_does_nothing() -> None:
     obs.request_done("a", "embed", "r", "ok", 0.01, 1, 1)
     obs.batch_done("a", "embed", 1, 1, 0.001, 0.001, 0.001, 0.001)
     assert b'model="a"' not in obs.render_metrics()[0]
-    assert obs.stats(None, None)["requests"] == 0
+    assert queries.stats(obs, None, None)["requests"] == 0
     obs.close()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hf_provider.observability import queries
 from hf_provider.observability.observer import Observer
 from hf_provider.observability.store import SCHEMA_VERSION
 
@@ -61,24 +62,24 @@ def test_stats_percentiles_equal_numpy(clock: Clock) -> None:
         (None, None, a + b + errs, 997 + 301 + 40 + 9),
         ("a", "embed", a + errs, 1046),
     ):
-        s = obs.stats(model, task, window_s=300)
+        s = queries.stats(obs, model, task, window_s=300)
         assert s["requests"] == n
         for name, q in (("p50", 50), ("p95", 95), ("p99", 99)):
             assert s["latency_ms"][name] == pytest.approx(float(np.percentile(vals, q)), abs=1e-3), (
                 model,
                 name,
             )
-    s = obs.stats("a", None, 300)
+    s = queries.stats(obs, "a", None, 300)
     assert s["ok"] == 997 and s["errors"] == 40 and s["rejected"] == 9
     assert s["throughput_per_s"] == pytest.approx(997 / 300)
     assert s["error_rate"] == pytest.approx(49 / 1046, abs=1e-6)
     assert s["items"] == 1046 and s["tokens"] == 3 * 1046
     # A window is the last window_s seconds: only the final 100 s of model a's traffic.
     recent = [v for i, v in enumerate(a) if T0 + i * 0.2 >= clock.t - 100]
-    s = obs.stats("a", "embed", window_s=100)
+    s = queries.stats(obs, "a", "embed", window_s=100)
     assert s["ok"] == len(recent)
     assert s["latency_ms"]["p50"] == pytest.approx(float(np.percentile(recent, 50)), abs=1e-3)
-    empty = obs.stats("nobody", None, 300)
+    empty = queries.stats(obs, "nobody", None, 300)
     assert empty["requests"] == 0 and empty["latency_ms"] == {"p50": None, "p95": None, "p99": None}
     obs.close()
 
@@ -97,16 +98,16 @@ def test_retention_rolls_up_then_drops(clock: Clock) -> None:
     rollups = obs.store.count("request_rollups")
     assert rollups == 3  # two old minutes + the recent one
     # The old part is still counted, from rollups; percentiles are estimates there.
-    s = obs.stats("a", None, window_s=3 * DAY)
+    s = queries.stats(obs, "a", None, window_s=3 * DAY)
     assert s["requests"] == 150 and s["ok"] == 150
     assert s["latency_ms"]["p50"] == pytest.approx(float(np.percentile(old + [5.0] * 30, 50)), rel=0.25)
-    assert obs.stats("a", None, window_s=DAY)["requests"] == 30
+    assert queries.stats(obs, "a", None, window_s=DAY)["requests"] == 30
     # Rollups older than 30 days go too.
     clock.t = T0 + 31 * DAY
     dropped = obs.run_maintenance()
     assert dropped["request_rollups"] == 2
     assert obs.store.count("request_rollups") == 1
-    assert obs.stats("a", None, window_s=30 * DAY)["requests"] == 30
+    assert queries.stats(obs, "a", None, window_s=30 * DAY)["requests"] == 30
     clock.t = T0 + 33 * DAY
     obs.run_maintenance()
     assert obs.store.count("request_rollups") == 0
@@ -143,10 +144,10 @@ def test_history_survives_restart(tmp_path: Path, clock: Clock) -> None:
     assert cols == {"ts", "model", "task", "outcome", "latency_ms", "items", "tokens"}  # no inputs/outputs
     clock.t = T0 + 60
     again = Observer(home=tmp_path, clock=clock)
-    s = again.stats("a", None, 300)
+    s = queries.stats(again, "a", None, 300)
     assert s["requests"] == 4
     assert s["latency_ms"]["p50"] == pytest.approx(float(np.percentile(lat, 50)))
-    series = again.series(300, 10)
+    series = queries.series(again, 300, 10)
     assert sum(v for v in series["rss_bytes"] if v) > 0
     again.close()
 
@@ -169,7 +170,7 @@ def test_series_buckets_raw_and_rollup(clock: Clock) -> None:
     obs.queue_depth("a", 3)
     obs.sample(T0 + 30)
     clock.t = T0 + 120
-    s = obs.series(300, 10)
+    s = queries.series(obs, 300, 10)
     assert s["step_s"] == 10 and len(s["t"]) == 30
     tp = [v for v in s["throughput"]["a"] if v is not None]
     assert tp and all(v == pytest.approx(1.0) for v in tp[:-1])
@@ -178,12 +179,12 @@ def test_series_buckets_raw_and_rollup(clock: Clock) -> None:
     assert [v for v in s["accounted_bytes"]["a"] if v is not None] == [20.0]
     assert s["models"] == ["a"]
     assert isinstance(s["gpu"], dict)  # {} without a GPU
-    long = obs.series(3600, 90)  # rounded up to whole minutes, read from rollups
+    long = queries.series(obs, 3600, 90)  # rounded up to whole minutes, read from rollups
     assert long["step_s"] == 120
     assert sum(v or 0 for v in long["throughput"]["a"]) > 0
     assert max(v for v in long["latency_ms"]["p99"] if v is not None) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="points"):
-        obs.series(86400, 1)
+        queries.series(obs, 86400, 1)
     with pytest.raises(ValueError, match="window"):
-        obs.series(0, 1)
+        queries.series(obs, 0, 1)
     obs.close()

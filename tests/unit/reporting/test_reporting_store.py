@@ -113,9 +113,8 @@ def test_reporter_writes_on_its_own_thread(tmp_path: Path) -> None:
     rep.start()
     rep.report(RuntimeError("x"), model="-")
     assert written.wait(10)
-    rep._stop.set()
-    rep._thread.join(10)  # type: ignore[union-attr]
     assert store.groups()[0]["count"] == 1
+    rep.close()
 
 
 def test_refusals_fold_into_one_pending_report_and_the_count_stays_exact(tmp_path: Path) -> None:

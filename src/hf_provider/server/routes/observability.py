@@ -14,7 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from hf_provider.dashboard import STATIC_DIR
-from hf_provider.observability.observer import MAX_WINDOW_S, Observer
+from hf_provider.observability import queries
+from hf_provider.observability.observer import Observer
+from hf_provider.observability.queries import MAX_WINDOW_S
 from hf_provider.server.auth import BearerAuth
 from hf_provider.server.routes import admin
 
@@ -70,7 +72,7 @@ def build_router(
 
     def known(model: str) -> bool:
         names = {m.get("name") for m in models_getter()}
-        return model in names or model in observer_getter().known_models()
+        return model in names or model in queries.known_models(observer_getter())
 
     @router.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -81,8 +83,10 @@ def build_router(
     def profile(model: str | None = Query(default=None)) -> Any:
         obs = observer_getter()
         if model is None:
-            names = sorted({m["name"] for m in models_getter() if "name" in m} | set(obs.known_models()))
-            return {"models": {name: obs.profile(name) for name in names}}
+            names = sorted(
+                {m["name"] for m in models_getter() if "name" in m} | set(queries.known_models(obs))
+            )
+            return {"models": {name: queries.profile(obs, name) for name in names}}
         if not known(model):
             available = ", ".join(sorted(m["name"] for m in models_getter() if "name" in m)) or "none"
             return _error(
@@ -91,7 +95,7 @@ def build_router(
                 code="model_not_found",
                 param="model",
             )
-        return obs.profile(model)
+        return queries.profile(obs, model)
 
     @router.get("/v1/admin/stats")
     async def stats(model: str | None = None, task: str | None = None, window: str | None = None) -> Any:
@@ -100,7 +104,7 @@ def build_router(
         except ValueError as exc:
             return _error(400, str(exc), code="invalid_window", param="window")
         # SQLite reads off the event loop.
-        return await run_in_threadpool(observer_getter().stats, model or None, task or None, w)
+        return await run_in_threadpool(queries.stats, observer_getter(), model or None, task or None, w)
 
     @router.get("/v1/admin/series")
     async def series(window: str | None = None, step: str | None = None, model: str | None = None) -> Any:
@@ -112,7 +116,7 @@ def build_router(
         except ValueError as exc:
             return _error(400, str(exc), code="invalid_window", param="window")
         try:
-            return await run_in_threadpool(observer_getter().series, w, s, model or None)
+            return await run_in_threadpool(queries.series, observer_getter(), w, s, model or None)
         except ValueError as exc:
             return _error(400, str(exc), code="invalid_step", param="step")
 
@@ -120,12 +124,14 @@ def build_router(
         """What the page's first poll would fetch for its default window, so its first paint shows data."""
         obs = observer_getter()
         w = DASHBOARD_WINDOW_S
-        series = obs.series(w, None, None)
-        stats = obs.stats(None, None, w)
+        series = queries.series(obs, w, None, None)
+        stats = queries.stats(obs, None, None, w)
         provider = getattr(request.app.state, "provider", None)
         models = admin.models_body(provider) if provider is not None else {"models": models_getter()}
         names = sorted({m["name"] for m in models["models"] if "name" in m} | set(series["models"]))
-        per_model = {n: obs.stats(n, None, w) for n in names} if any(stats[k] for k in NOT_OK) else {}
+        per_model = (
+            {n: queries.stats(obs, n, None, w) for n in names} if any(stats[k] for k in NOT_OK) else {}
+        )
         return {
             "window": w,
             "series": series,

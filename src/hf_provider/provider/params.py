@@ -1,0 +1,42 @@
+"""A request's model parameters, checked before anything else: one explicit mapping, never the names that steer
+the provider itself (`types.RESERVED_PARAMS`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hf_provider.errors import InvalidInput
+from hf_provider.types import RESERVED_PARAMS
+
+Params = Mapping[str, Any] | None
+
+
+def check_params(params: Params) -> Mapping[str, Any]:
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise InvalidInput(
+            f"parameters must be an object (a mapping of names to values), got {type(params).__name__}",
+            param="parameters",
+        )
+    for name in params:
+        if name in RESERVED_PARAMS:
+            hint = {
+                "priority": " (send the header X-Priority, or priority= in Python)",
+                "timeout": " (send the header X-Request-Timeout, or timeout= in Python)",
+            }.get(name, "")
+            raise InvalidInput(
+                f"parameter {name!r} is reserved for the provider and cannot be set in a request's "
+                f"parameters{hint}",
+                param=name,
+            )
+    return params
+
+
+def input_size(inputs: Any) -> int:
+    if isinstance(inputs, str):
+        return len(inputs)
+    if isinstance(inputs, list):
+        return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
+    return 256
