@@ -31,6 +31,7 @@ from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import HistoryStore
 from hf_provider.models.manager import ModelManager
 from hf_provider.observability.tracing import TRACE, Tracing
+from hf_provider.provider.admin import Admin
 from hf_provider.provider.submission import Submission
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.store import ErrorStore
@@ -118,6 +119,8 @@ class Provider(Submission):
             faults=self.faults,
             fetcher=fetcher,
         )
+        # What entry points (routes, CLI, Ray replicas) read and change about the models, as plain data.
+        self.admin = Admin(self.manager, self._fallbacks, self.supervisor)
         if reporter is not None:
             reporter.names = self.manager.names
             if reporter.count is None and hasattr(observer, "error_reported"):
@@ -147,10 +150,10 @@ class Provider(Submission):
         return self.manager.unload(name)
 
     def add_task(self, name: str, task: str) -> None:
-        self.manager.add_task(name, task)
+        self.admin.add_task(name, task)
 
     def loaded(self) -> list[dict[str, Any]]:
-        return [d for d in self.manager.describe() if d["state"] == "ready"]
+        return [d for d in self.admin.describe() if d["state"] == "ready"]
 
     def close(self) -> None:
         self.lifecycle.close()
