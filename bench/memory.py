@@ -111,7 +111,7 @@ def minilm_int8(texts: list[str]) -> None:
         for q, label in (("int8", "int8 dynamic"), ("int8-weight-only", "int8 weight_only")):
             try:
                 p.manager.get(q)
-                cos = next(d for d in p.manager.describe() if d["name"] == q)["quantization_cosine"]
+                cos = next(d for d in p.admin.describe() if d["name"] == q)["quantization_cosine"]
                 verdict[label] = f"accepted (guard cosine {cos:.4f})"
             except QuantizationRejected as e:
                 verdict[label] = f"REFUSED (guard cosine {e.measured:.4f})"

@@ -137,8 +137,7 @@ def test_keep_alive_and_eviction_leave_a_canarys_primary_loaded(hub: Any) -> Non
     with make() as p:
         p.lifecycle.start_canary("cls", "v2", 10)
         assert p.manager.unload("cls", "idle", only_if_idle=True) is False
-        with p.manager._lock:
-            assert [r.pinned for r in p.manager._residents() if r.name == "cls"] == [True]
+        assert [r.pinned for r in p.manager.admission.residents() if r.name == "cls"] == [True]
         burst(p, 20)
         assert p.lifecycle.status("cls")["canary"]["primary"]["stats"]["requests"] > 0
         p.lifecycle.abort("cls")

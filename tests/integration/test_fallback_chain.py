@@ -110,3 +110,62 @@ def test_primary_whose_load_failed_is_served_by_the_fallback(
         assert r.headers["x-hfp-served-by"] == "backup"
         assert r.headers["x-hfp-fallback-reason"] == "load_failed"
         assert r.json()["model"] == "primary"
+
+
+def test_a_completion_to_a_model_whose_load_failed_is_served_by_its_fallback(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """/v1/completions and /v1/chat/completions pick the task and chat template of the model that serves: the
+    fallback's, when the primary's load failed (the classifier between them does not generate: skipped)."""
+    from hf_provider.server.factory import build
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    gen = {"tasks": ["text-generation"], "device": "cpu"}
+    config = {
+        "home": str(tmp_path / "home"),
+        "history_enabled": False,
+        "metrics_enabled": False,
+        "load_on_start": False,
+        "models": [
+            {"name": "primary", "source": str(broken), **gen, "fallbacks": ["cls", "lm"]},
+            {"name": "alone", "source": str(broken), **gen, "fallbacks": ["cls"]},
+            {"name": "cls", "source": str(tiny_models["bert-cls"]), "tasks": ["text-classification"]},
+            {"name": "lm", "source": str(tiny_models["decoder"]), **gen},
+        ],
+    }
+    chat = {"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 3}
+    app = build(load_settings(config))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/v1/chat/completions", json={"model": "primary", **chat})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-hfp-served-by"] == "lm"
+        assert r.headers["x-hfp-fallback-reason"] == "load_failed"
+        assert r.json()["model"] == "primary"  # the name the client asked for
+        direct = c.post("/v1/chat/completions", json={"model": "lm", **chat})
+        assert direct.status_code == 200 and "x-hfp-fallback-reason" not in direct.headers
+        # the prompt was rendered by the fallback's chat template, as the direct request's was
+        assert r.json()["usage"]["prompt_tokens"] == direct.json()["usage"]["prompt_tokens"] > 2
+
+        r = c.post("/v1/chat/completions", json={"model": "primary", "stream": True, **chat})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-hfp-fallback-reason"] == "load_failed" and r.headers["x-hfp-served-by"] == "lm"
+        assert r.text.rstrip().endswith("data: [DONE]")
+
+        r = c.post("/v1/completions", json={"model": "primary", "prompt": "once upon", "max_tokens": 3})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-hfp-served-by"] == "lm" and r.headers["x-hfp-fallback-reason"] == "load_failed"
+
+        # The primary stays down, and says why.
+        view = c.get("/v1/admin/models").json()["models"]
+        primary = next(m for m in view if m["name"] == "primary")
+        assert primary["state"] == "unloaded" and "cannot load" in primary["error"]
+
+        # No fallback that generates: the primary's own load error is the answer, naming no server.
+        r = c.post("/v1/chat/completions", json={"model": "alone", **chat})
+        assert r.status_code == 500 and r.json()["error"]["code"] == "model_load_failed", r.text
+        assert "x-hfp-served-by" not in r.headers
+        r = c.post("/v1/chat/completions", json={"model": "alone", **chat})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_load_failed", r.text
+        assert float(r.headers["retry-after"]) > 0  # within the pause after the failed load

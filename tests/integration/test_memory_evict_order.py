@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import TINY_CACHE
 
 from hf_provider.errors import MemoryBudgetExceeded
+from hf_provider.models import views
 from hf_provider.models.manager import ModelManager
 from hf_provider.provider import Provider
 from hf_provider.settings import MemorySettings, Settings
@@ -83,7 +84,7 @@ def managed() -> Iterator[list[ModelManager]]:
 
 
 def _ready(m: ModelManager) -> set[str]:
-    return {d["name"] for d in m.describe() if d["state"] == "ready"}
+    return {d["name"] for d in views.describe(m.snapshot()) if d["state"] == "ready"}
 
 
 def _use(m: ModelManager, clock: Clock, name: str) -> None:
@@ -120,7 +121,7 @@ def test_pinned_model_is_never_evicted(bert: Path, clock: Clock, managed: list) 
     for name in ("p", "x", "y", "x", "y"):
         _use(m, clock, name)
         assert "p" in _ready(m)
-    assert m.describe()[0]["loads"] == 1
+    assert views.describe(m.snapshot())[0]["loads"] == 1
     # Pin the other resident too: nothing is evictable, a third model cannot be admitted.
     m.set_pinned("y", True)
     with pytest.raises(MemoryBudgetExceeded) as info:

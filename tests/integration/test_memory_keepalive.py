@@ -36,7 +36,7 @@ def _spec(name: str, source: Path, **kw) -> ModelSpec:
 
 
 def _state(p: Provider, name: str) -> dict:
-    return next(d for d in p.manager.describe() if d["name"] == name)
+    return next(d for d in p.admin.describe() if d["name"] == name)
 
 
 def test_keep_alive_zero_unloads_after_use_and_reloads_on_demand(tiny_models: dict[str, Path]) -> None:
@@ -48,7 +48,7 @@ def test_keep_alive_zero_unloads_after_use_and_reloads_on_demand(tiny_models: di
         assert _state(p, "cls")["state"] == "ready"
         assert p.manager.reap() == ["cls"]  # idle and keep_alive 0: unloaded right after use
         assert _state(p, "cls")["state"] == "unloaded"
-        assert p.manager.memory_view()["host_used_bytes"] == 0
+        assert p.admin.memory()["host_used_bytes"] == 0
         again = p.run("cls", TASK, ["Alice likes the good book."])  # loads again while the request waits
         assert again == first
         assert _state(p, "cls")["loads"] == 2

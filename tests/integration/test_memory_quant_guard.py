@@ -38,7 +38,7 @@ def test_weight_only_int8_is_accepted_with_its_figure(minilm_path: Path) -> None
     with Provider(specs, settings=_settings(), allow_adhoc=False) as p:
         ref = torch.tensor(p.embed("fp32", ["A sentence about memory.", "Another one."]))
         out = torch.tensor(p.embed("w8", ["A sentence about memory.", "Another one."]))
-        info = {d["name"]: d for d in p.manager.describe()}
+        info = {d["name"]: d for d in p.admin.describe()}
     cosine = info["w8"]["quantization_cosine"]
     print(f"int8-weight-only MiniLM guard figure: {cosine:.5f}")
     assert GUARD_THRESHOLD <= cosine <= 1.0
@@ -52,8 +52,8 @@ def test_dynamic_int8_is_refused_with_the_measured_figure(minilm_path: Path) -> 
     with Provider([_spec("dyn", minilm_path, "int8")], settings=_settings(), allow_adhoc=False) as p:
         with pytest.raises(QuantizationRejected) as info:
             p.embed("dyn", ["hello"])
-        d = p.manager.describe()[0]
-        assert d["state"] == "unloaded" and p.manager.memory_view()["host_used_bytes"] == 0
+        d = p.admin.describe()[0]
+        assert d["state"] == "unloaded" and p.admin.memory()["host_used_bytes"] == 0
     measured = info.value.measured
     print(f"dynamic int8 MiniLM guard figure: {measured:.5f}")
     assert measured is not None and 0.5 < measured < GUARD_THRESHOLD

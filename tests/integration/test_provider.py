@@ -142,7 +142,7 @@ def test_from_config_and_adhoc_folder(tiny_models, tmp_path):
 
 def test_admin_view_keeps_measured_memory_apart_from_the_estimates(provider):
     provider.embed("minilm", ["a sentence long enough to need some working memory"] * 16)
-    row = next(m for m in provider.manager.describe() if m["name"] == "minilm")
+    row = next(m for m in provider.admin.describe() if m["name"] == "minilm")
     # Measured: the weights, and the largest forward pass's working memory since load.
     assert row["weight_bytes"] > 80 * 2**20
     assert isinstance(row["working_bytes_peak"], int) and row["working_bytes_peak"] >= 0

@@ -177,7 +177,7 @@ def _one_model_budget(source: str) -> int:
         settings=load_settings({"models": [{"name": "probe", **spec}]}), allow_adhoc=False
     ) as probe:
         probe.load("probe")
-        return int(probe.manager.describe()[0]["accounted_bytes"] * 1.5)
+        return int(probe.admin.describe()[0]["accounted_bytes"] * 1.5)
 
 
 @pytest.fixture(scope="module")

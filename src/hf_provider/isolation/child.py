@@ -190,7 +190,7 @@ def _run(model: Any, task: str, items: list, params: dict, rows: _Rows, inject: 
     from hf_provider.runtime.tasks import build_handler
 
     handler = model.handlers.get(task)
-    if handler is None:  # a task added after the load (ModelManager.add_task)
+    if handler is None:  # a task added after the load (Provider.add_task)
         handler = model.handlers[task] = build_handler(task, model, model.spec.defaults.get(task))
     timings: dict[str, float] = {}
     phase, t0 = "preprocess", time.perf_counter()

@@ -90,7 +90,7 @@ class VersionLoader:
         try:
             # the serving version takes every request meanwhile: the load runs between its forward passes
             with FOREGROUND.yield_to_forwards() as waited:
-                self.manager._load(v.entry, deadline, key=key, resolved=resolved, faults=faults)
+                self.manager.load_into(v.entry, deadline, key=key, resolved=resolved, faults=faults)
             log.info(
                 "loaded %s beside the serving version; it waited %.2f s for forward passes (%d free slices)",
                 key,
@@ -114,8 +114,7 @@ class VersionLoader:
         if free is None:
             return True
         free += self.warm.bytes_in(pool)
-        with m._lock:
-            others = [r for r in m._residents() if r.name != e.spec.name]
+        others = [r for r in m.admission.residents() if r.name != e.spec.name]
         return plan_eviction(others, pool, need, free, m.clock(), m.memory.min_residency_s) is not None
 
     def sequential(self, e: Entry, spec: ModelSpec, resolved: Resolved) -> None:
@@ -129,7 +128,7 @@ class VersionLoader:
             device = str(model.device) if model is not None else "cpu"
             if sched is not None:
                 sched.close(timeout=self.settings.drain_timeout_s)  # finishes what is queued: drained
-            with m._lock:
+            with m.changed:
                 e.model = e.scheduler = None
                 e.accounted_bytes = 0
                 m.accountant.release(name)
@@ -139,7 +138,7 @@ class VersionLoader:
             deadline = time.monotonic() + m.memory.load_wait_s
             try:
                 e.spec = spec.model_copy(update={"revision": self.lock.spec_revision(e, spec.revision)})
-                m._load(e, deadline, resolved=resolved)
+                m.load_into(e, deadline, resolved=resolved)
                 if m.memory.freeze_heap:
                     heap.freeze()  # as after any load of a served entry
             except BaseException:
@@ -148,7 +147,7 @@ class VersionLoader:
                 if old_commit is not None:
                     log.warning("swap of %s failed; loading its previous commit %s again", name, old_commit)
                     try:
-                        m._load(e, deadline, resolved=self.resolve(e, old_commit, old_spec.revision)[1])
+                        m.load_into(e, deadline, resolved=self.resolve(e, old_commit, old_spec.revision)[1])
                     except BaseException as again:
                         m.accountant.release(name)
                         e.error = f"the swap failed and the previous commit did not load again: {again}"
@@ -156,11 +155,11 @@ class VersionLoader:
 
     def load_unloaded(self, e: Entry, spec: ModelSpec) -> None:
         old_spec = e.spec
-        with self.manager._lock:
+        with self.manager.changed:
             e.spec = spec.model_copy(update={"revision": self.lock.spec_revision(e, spec.revision)})
         try:
             self.manager.get(e.spec.name, force=True)
         except BaseException:
-            with self.manager._lock:
+            with self.manager.changed:
                 e.spec = old_spec
             raise

@@ -24,7 +24,7 @@ def exclusive(manager: ModelManager, e: Entry, *, held: int = 0, timeout_s: floa
     """Run the block with no lease on `e` outstanding but the `held` ones the caller itself holds (taken so the
     serving version could not be evicted while the caller loaded another beside it)."""
     name = e.spec.name
-    with manager._changed:
+    with manager.changed:
         if e.state != "ready":
             raise VersionConflict(f"model {name!r} is {e.state}; retry when it is ready", model=name)
         e.state = "switching"
@@ -33,20 +33,20 @@ def exclusive(manager: ModelManager, e: Entry, *, held: int = 0, timeout_s: floa
             left = end - time.monotonic()
             if left <= 0:
                 e.state = "ready"
-                manager._changed.notify_all()
+                manager.changed.notify_all()
                 raise Unavailable(
                     f"model {name!r}: callers kept it busy for {timeout_s:.0f}s; the switch did not happen, "
                     "retry",
                     model=name,
                     retry_after=1.0,
                 )
-            manager._changed.wait(min(left, 0.05))
+            manager.changed.wait(min(left, 0.05))
     try:
         yield
     finally:
-        with manager._changed:
+        with manager.changed:
             e.state = "ready" if e.model is not None else "unloaded"
-            manager._changed.notify_all()
+            manager.changed.notify_all()
 
 
 def install(manager: ModelManager, e: Entry, v: Version, outgoing_key: str, revision: str | None) -> Version:
@@ -56,7 +56,7 @@ def install(manager: ModelManager, e: Entry, v: Version, outgoing_key: str, revi
     name = e.spec.name
     old = Version(key=outgoing_key, entry=Entry(e.spec), commit=e.model.commit if e.model else None)
     o, n = old.entry, v.entry
-    with manager._lock:
+    with manager.changed:
         manager.accountant.rename(name, outgoing_key)
         manager.accountant.rename(v.key, name)
         for f in ("model", "scheduler", "pool", "estimated_bytes", "working_bytes", "accounted_bytes"):

@@ -1,7 +1,7 @@
 """A model version outside its manager entry: one loaded beside the serving one (for a swap or a canary), or the
 previous one kept warm after a swap for a fast rollback.
 
-A version is held in an `Entry` of its own that the manager never registers: `ModelManager._load` fills it exactly
+A version is held in an `Entry` of its own that the manager never registers: `ModelManager.load_into` fills it exactly
 as it fills a served model's entry (scheduler, breaker, OOM fallback), accounted in the budget under `key`
 (`name@<commit>`), so two versions of one model are two ledger lines.
 """
@@ -179,9 +179,9 @@ def unpark(manager: ModelManager, v: Version) -> None:
     pool = pool_for_device(v.device)
     need = model.weight_bytes + e.working_bytes
     if pool == "host":  # its working memory back (the reservation of its next forward passes)
-        manager._commit(v.key, pool, need)
+        manager.admission.commit(v.key, pool, need)
     else:
-        manager._admit(v.key, pool, need)
+        manager.admission.admit(v.key, pool, need)
         _move(model, v.device)
         manager.accountant.release(v.key, "host")
         manager.accountant.commit(v.key, pool, need)

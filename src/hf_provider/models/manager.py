@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from hf_provider.errors import (
     ModelLoadError,
     ModelNotFound,
     ProviderError,
-    TaskNotSupported,
     Unavailable,
 )
 from hf_provider.hub.fetch import Fetcher
@@ -33,76 +31,29 @@ from hf_provider.memory import heap
 from hf_provider.memory.budget import Accountant, MemoryBudget, pool_for_device
 from hf_provider.memory.eviction import expired
 from hf_provider.memory.release import release_memory
-from hf_provider.memory.working import BatchMemory, token_cap
-from hf_provider.models.admission import MemoryAdmission, admission_estimate, batch_working
-from hf_provider.models.views import ManagerViews
+from hf_provider.models import serving, views
+from hf_provider.models.admission import MemoryAdmission, admission_estimate, cpu_fallback
+from hf_provider.models.entry import Entry, looks_like_repo_id
 from hf_provider.optimize.apply import apply_optimize
 from hf_provider.reporting.reports import tag
-from hf_provider.resilience.backoff import Backoff
-from hf_provider.resilience.breaker import Breaker
 from hf_provider.resilience.faults import FaultInjector
-from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime import continuous
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.loader import load_model
-from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.quantization import apply_quantization
-from hf_provider.runtime.tasks import build_handler, supported_tasks
+from hf_provider.runtime.tasks import supported_tasks
 from hf_provider.scheduling.batcher import ModelScheduler
 from hf_provider.scheduling.observer import NullObserver
 from hf_provider.scheduling.worker import StageRunner
 from hf_provider.settings import MemorySettings
 from hf_provider.spec import ModelSpec
+from hf_provider.types import TaskHandler
 
 log = logging.getLogger(__name__)
 
-# After a failed load the next one waits 1, 2, 4... up to 30 s: requests meanwhile get the failure at once (503 with
-# Retry-After, or their fallback) instead of each starting the same failing load; an admin load goes at once.
-LOAD_BACKOFF_S = (1.0, 30.0)
 
-
-@dataclass(eq=False)
-class Entry:
-    spec: ModelSpec
-    state: str = "unloaded"  # unloaded | loading | ready | evicting
-    model: LoadedModel | None = None
-    scheduler: ModelScheduler | None = None
-    pool: str | None = None
-    estimated_bytes: int | None = None
-    working_bytes: int = 0
-    accounted_bytes: int = 0
-    loaded_at: float = 0.0
-    last_used: float = 0.0
-    loads: int = 0
-    quantization_cosine: float | None = None  # the accuracy guard's measured figure for a quantized load
-    leases: int = 0  # callers between "model is ready" and "request is queued" (see ModelManager.acquire)
-    error: str | None = None
-    attempts: int = 0  # loads started, so waiters can tell that the load they waited for failed
-    adhoc: bool = False  # registered on demand from a folder or Hub id, not from the configuration
-    # most padded tokens per batch, so one batch fits in the budget beside the model (memory/working.py)
-    token_cap: int | None = None
-    load_backoff: Backoff = field(default_factory=lambda: Backoff(*LOAD_BACKOFF_S))  # streak: failed loads
-    retry_at: float = 0.0  # on the manager's clock: no load starts before it after a failure
-    # Hub retries of this model's loads, all callers together, stay within 20% of its load attempts.
-    retry_budget: RetryBudget = field(default_factory=RetryBudget)
-    canary: Any = None  # lifecycle.canary.Canary while a candidate revision takes a share of the requests
-
-    @property
-    def failures(self) -> int:  # loads failed in a row; each doubles the pause before the next one
-        return self.load_backoff.streak
-
-    @property
-    def in_flight(self) -> int:
-        return self.scheduler.in_flight if self.scheduler else 0
-
-    @property
-    def busy(self) -> int:
-        """Requests in flight plus callers holding a lease: either keeps the model from eviction."""
-        return self.in_flight + self.leases
-
-
-class ModelManager(MemoryAdmission, ManagerViews):
+class ModelManager:
     def __init__(
         self,
         specs: list[ModelSpec],
@@ -143,8 +94,28 @@ class ModelManager(MemoryAdmission, ManagerViews):
         # previous versions before a load evicts a serving model
         self.on_load: Callable[[Entry, BaseException | None], None] | None = None
         self.reclaim: Callable[[str, int], bool] | None = None
+        self.admission = MemoryAdmission(
+            self.accountant,
+            self.memory,
+            self._entries,
+            unload=self.unload,
+            changed=self._changed,
+            reclaim=lambda pool, need: self.reclaim is not None and self.reclaim(pool, need),
+            clock=lambda: self.clock(),  # tests set the manager's clock after construction
+        )
         self._stop = threading.Event()
         self._reaper = self.supervisor.spawn("keepalive", self._reap_once, name="hfp-keepalive")
+
+    @property
+    def changed(self) -> threading.Condition:
+        """The lock of the entries as a condition, notified when one changes: lifecycle/ changes an entry's
+        state and fields under it (a swap, a version's load) and waits on it for leases to end."""
+        return self._changed
+
+    def snapshot(self) -> views.Snapshot:
+        """Every entry as plain frozen values, taken under the lock; models/views.py renders it."""
+        with self._lock:
+            return views.take(self._entries.items(), self.accountant, self.clock)
 
     # lookup -----------------------------------------------------------------------------------------------------
     def loaded_revisions(self) -> list[tuple[str, str]]:
@@ -171,7 +142,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             if not self.allow_adhoc:
                 raise ModelNotFound(name, self._entries)
             # An unconfigured name is a local folder or a Hub id: register it with default settings.
-            if not (Path(name).is_dir() or _looks_like_repo_id(name)):
+            if not (Path(name).is_dir() or looks_like_repo_id(name)):
                 raise ModelNotFound(
                     name, self._entries, "It is neither a configured name, a folder nor a Hub id."
                 )
@@ -272,7 +243,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             e.state, e.error = "loading", None
             e.attempts += 1
         try:
-            self._load(e, deadline)
+            self.load_into(e, deadline)
         except BaseException as exc:
             tag(exc, "load")  # for its error report
             with self._lock:
@@ -300,7 +271,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         if self.on_load is not None:
             self.supervisor.call("lifecycle", self.on_load, e, error)
 
-    def _load(
+    def load_into(
         self,
         e: Entry,
         deadline: float,
@@ -339,7 +310,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             ) from exc
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
-        self._admit(key, pool, est.total_bytes)
+        self.admission.admit(key, pool, est.total_bytes)
         runner: StageRunner
         gen = None  # continuous batching (runtime/continuous): its KV cache is accounted with the weights
         if spec.isolation == "process":  # the weights live in a child process (isolation/runners.py)
@@ -348,7 +319,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             )
             actual = model.weight_bytes + est.working_bytes
             try:
-                self._commit(key, pool, actual)
+                self.admission.commit(key, pool, actual)
             except BaseException:
                 runner.close()
                 raise
@@ -356,12 +327,12 @@ class ModelManager(MemoryAdmission, ManagerViews):
             model = load_model(spec, resolved=resolved)
             try:
                 e.quantization_cosine = apply_quantization(model)
-                self.attach_tasks(model, spec.tasks or supported_tasks(model))
+                serving.attach_tasks(model, spec.tasks or supported_tasks(model))
                 apply_optimize(model)  # spec.optimize: the measured or forced backend, guarded (optimize/)
                 actual = model.weight_bytes + est.working_bytes
                 gen = continuous.prepare(model, self.accountant.budget.for_pool(pool), actual)
                 actual += gen.nbytes if gen is not None else 0
-                self._commit(key, pool, actual)
+                self.admission.commit(key, pool, actual)
             except BaseException:
                 del model
                 release_memory(str(device), refreeze=self.memory.freeze_heap)
@@ -369,8 +340,8 @@ class ModelManager(MemoryAdmission, ManagerViews):
             runner = ThreadRunner(
                 model,
                 supervisor=self.supervisor,
-                evict=lambda: self._evict_for_oom(spec.name),
-                to_cpu=self._cpu_fallback(e),
+                evict=lambda: self.admission.evict_for_oom(spec.name),
+                to_cpu=cpu_fallback(e),
                 fault=self.fault,
                 faults=faults,
             )
@@ -378,7 +349,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back
             actual -= gen.nbytes
             self.accountant.commit(key, pool, actual)
-        self._batch_memory(e, key, pool, runner, resolved.path, dtype, est.working_bytes, actual)
+        self.admission.batch_memory(e, key, pool, runner, resolved.path, dtype, est.working_bytes, actual)
         e.model, e.accounted_bytes = model, actual
         e.scheduler = ModelScheduler(
             model,
@@ -387,7 +358,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             supervisor=self.supervisor,
             on_done=lambda: self.touch(spec.name),  # keep-alive idles from a request's end
             outcomes=self.outcomes,
-            breaker=self._breaker(spec),
+            breaker=serving.breaker_for(spec, self.observer, self.supervisor, self.clock),
             engine=engine,
         )
         if e.token_cap is not None:
@@ -407,79 +378,8 @@ class ModelManager(MemoryAdmission, ManagerViews):
             time.perf_counter() - t0,
         )
 
-    def _batch_memory(
-        self,
-        e: Entry,
-        key: str,
-        pool: str,
-        runner: Any,
-        folder: Path,
-        dtype: Any,
-        admitted: int,
-        accounted: int,
-    ) -> None:
-        """Under a budget, the in-process runner reserves each batch's working memory (memory/working.py) and the
-        batcher's token cap keeps one batch within what the budget leaves beside the model."""
-        budget = self.accountant.budget.for_pool(pool)
-        if budget is None or e.spec.isolation == "process":
-            e.token_cap = None
-            return
-        working, longest = batch_working(e.spec, folder, dtype)
-        task = (e.spec.tasks or ["embeddings"])[0]
-        runner.working = BatchMemory(
-            self.accountant,
-            pool,
-            key,
-            working,
-            admitted,
-            make_room=lambda deficit: self._make_room(pool, deficit, e.spec.name),
-            wait_s=self.memory.load_wait_s,
-        )
-        e.token_cap = token_cap(budget - accounted + admitted, working(1, longest, task), longest)
-
-    def _breaker(self, spec: ModelSpec) -> Breaker | None:
-        """A fresh breaker per load (a reload may be the fix), its state changes pushed to the observer."""
-        b = spec.breaker
-        if b is None or b.failures == 0:
-            return None
-        hook = getattr(self.observer, "breaker_changed", None)
-
-        def changed(old: str, new: str) -> None:
-            if new == "open":
-                log.warning("circuit breaker of %s opened (was %s)", spec.name, old)
-            else:
-                log.info("circuit breaker of %s is %s (was %s)", spec.name, new, old)
-            if hook is not None:
-                self.supervisor.call("observer", hook, spec.name, old, new)
-
-        breaker = Breaker(b.failures, b.cooldown, b.probes, clock=self.clock, on_change=changed)
-        if hook is not None:
-            self.supervisor.call("observer", hook, spec.name, None, "closed")
-        return breaker
-
-    def attach_tasks(self, model: LoadedModel, tasks: list[str]) -> None:
-        """Build handlers on the already-loaded weights; an unservable task raises TaskNotSupported."""
-        for task in tasks:
-            if task not in model.handlers:
-                model.handlers[task] = build_handler(task, model, model.spec.defaults.get(task))
-
-    def add_task(self, name: str, task: str) -> None:
-        """Serve one more task from a loaded model's weights (no reload)."""
-        e = self.get(name)
-        assert e.model is not None
-        self.attach_tasks(e.model, [task])
-
-    def handler(self, e: Entry, task: str):
-        model = e.model
-        if model is None:
-            raise Unavailable(f"model {e.spec.name!r} is not loaded", model=e.spec.name, retry_after=1.0)
-        h = model.handlers.get(task)
-        if h is None:
-            reason = None
-            if task in supported_tasks(model):
-                reason = "the task is supported by the architecture but not enabled in this model's 'tasks'"
-            raise TaskNotSupported(e.spec.name, task, model.handlers, reason)
-        return h
+    def handler(self, e: Entry, task: str) -> TaskHandler:
+        return serving.handler(e, task)
 
     def unload(self, name: str, reason: str = "manual", *, only_if_idle: bool = False) -> bool:
         """Finish queued work, drop the weights, give the memory back. False if it was not loaded (or, with
@@ -489,7 +389,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             e = self._entries.get(name)
             if e is None:
                 raise ModelNotFound(name, self._entries)
-            # a canary's primary counts as pinned: see MemoryAdmission._residents
+            # a canary's primary counts as pinned: see MemoryAdmission.residents
             if e.state != "ready" or (only_if_idle and (e.busy or e.spec.pinned or e.canary is not None)):
                 return False
             e.state = "evicting"
@@ -527,7 +427,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
     def reap(self) -> list[str]:
         """Unload models idle past their keep_alive. Returns their names."""
         with self._lock:
-            names = expired(self._residents(), self.clock())
+            names = expired(self.admission.residents(), self.clock())
         for n in names:
             with self.supervisor.guard("keepalive"):
                 self.unload(n, reason="idle", only_if_idle=True)
@@ -540,12 +440,3 @@ class ModelManager(MemoryAdmission, ManagerViews):
                 self.unload(name, reason="shutdown")
             except ProviderError:
                 log.exception("unload of %s at shutdown failed", name)
-
-
-def _looks_like_repo_id(name: str) -> bool:
-    parts = name.split("/")
-    return (
-        len(parts) in (1, 2)
-        and all(p and not p.startswith((".", "-")) and len(p) <= 96 for p in parts)
-        and all(c.isalnum() or c in "-_./" for c in name)
-    )

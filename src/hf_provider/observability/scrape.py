@@ -22,11 +22,11 @@ class ServerGauges:
         self._cache_at = -float("inf")
 
     def __call__(self) -> None:
-        m, manager = self.metrics, self.provider.manager
-        for d in manager.describe():
+        m, admin = self.metrics, self.provider.admin  # provider/admin.py: plain data
+        for d in admin.describe():
             if d.get("restarts") is not None and d.get("isolation") == "process":
                 m.child(m.worker_restarts, d["name"]).set(d["restarts"])
-        for pool, v in manager.memory_view().get("pools", {}).items():
+        for pool, v in admin.memory().get("pools", {}).items():
             if v.get("budget_bytes") is not None:
                 m.child(m.memory_budget_bytes, pool).set(v["budget_bytes"])
             m.child(m.memory_used_bytes, pool).set(v.get("used_bytes") or 0)

@@ -31,6 +31,7 @@ from hf_provider.lifecycle.history import VersionHistory
 from hf_provider.models.manager import ModelManager
 from hf_provider.observability.outcomes import Recorder
 from hf_provider.observability.tracing import TRACE, Tracing, trace_outcome
+from hf_provider.provider.admin import Admin
 from hf_provider.provider.params import Params, check_params, input_size
 from hf_provider.provider.streams import TextStream, cancel_orphan, expire
 from hf_provider.provider.submission import Submitter
@@ -127,13 +128,12 @@ class Provider:
             faults=self.faults,
             fetcher=fetcher,
         )
+        fallbacks = {s.name: list(s.fallbacks) for s in specs if s.fallbacks}
         self.submitter = Submitter(
-            self.manager,
-            self.outcomes,
-            fallbacks={s.name: list(s.fallbacks) for s in specs if s.fallbacks},
-            faults=self.faults,
-            observer=observer,
+            self.manager, self.outcomes, fallbacks=fallbacks, faults=self.faults, observer=observer
         )
+        # What entry points (routes, CLI, Ray replicas) read and change about the models, as plain data.
+        self.admin = Admin(self.manager, fallbacks, self.supervisor)
         if reporter is not None:
             reporter.names = self.manager.names
             if reporter.count is None and hasattr(observer, "error_reported"):
@@ -162,10 +162,10 @@ class Provider:
         return self.manager.unload(name)
 
     def add_task(self, name: str, task: str) -> None:
-        self.manager.add_task(name, task)
+        self.admin.add_task(name, task)
 
     def loaded(self) -> list[dict[str, Any]]:
-        return [d for d in self.manager.describe() if d["state"] == "ready"]
+        return [d for d in self.admin.describe() if d["state"] == "ready"]
 
     def close(self) -> None:
         self.lifecycle.close()

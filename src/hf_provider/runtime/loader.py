@@ -62,7 +62,7 @@ def _has_safetensors(path: Path) -> bool:
 def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedModel:
     """Resolve the spec's source to an exact snapshot and load its weights.
 
-    Task handlers are attached by the caller (`ModelManager.attach_tasks` in `runtime.manager`).
+    Task handlers are attached by the caller (`attach_tasks` in `models/serving.py`).
     """
     t0 = time.perf_counter()
     resolved = resolved or resolve(spec.source, spec.revision)

@@ -46,15 +46,15 @@ def preload(provider: Provider) -> list[str]:
     meanwhile, so a later one cannot evict them to fit."""
     from hf_provider.errors import MemoryBudgetExceeded, ProviderError
 
-    manager = provider.manager
+    admin = provider.admin
     loaded: list[str] = []
     pinned: list[str] = []
     try:
-        for d in manager.describe():
+        for d in admin.describe():
             if d["keep_alive"] == 0:
                 continue
             try:
-                manager.get(d["name"])
+                admin.load(d["name"], force=False)
             except MemoryBudgetExceeded:
                 break
             except ProviderError as e:  # as at a server start: /readyz names it, its requests get its error
@@ -63,39 +63,31 @@ def preload(provider: Provider) -> list[str]:
                 continue
             loaded.append(d["name"])
             if not d["pinned"]:
-                manager.set_pinned(d["name"], True)
+                admin.pin(d["name"], True)
                 pinned.append(d["name"])
     finally:
         for name in pinned:
-            manager.set_pinned(name, False)
+            admin.pin(name, False)
     return loaded
 
 
 def _queue_signals(provider: Provider) -> dict[str, tuple[float, int]]:
     """Per model with a queue: the estimated wait of a new item (every queued item ahead, bulk included) and the
     generation tokens queued."""
-    manager = provider.manager
-    out = {}
-    for name in manager.names():
-        scheduler = manager.entry(name).scheduler
-        if scheduler is None or scheduler.queue_depth == 0:
-            continue
-        wait = scheduler.estimated_wait_s(priority=1)
-        out[name] = (float(wait or 0.0), scheduler.queued_tokens())
-    return out
+    return {name: (load.wait_s, load.tokens) for name, load in provider.admin.queue_loads().items()}
 
 
 def autoscaling_stats(provider: Provider) -> dict[str, float]:
     """The replica's load for the autoscaling policy (scaling/policy.py): the longest estimated queue wait of
     its models (items ahead over the measured service rate), the generation tokens queued (prompt +
     max_new_tokens of each queued item), queued items and requests in flight."""
-    manager = provider.manager
+    admin = provider.admin
     signals = _queue_signals(provider)
     return {
         QUEUE_WAIT: max((w for w, _ in signals.values()), default=0.0),
         QUEUED_TOKENS: float(sum(t for _, t in signals.values())),
-        QUEUED_ITEMS: float(manager.queued_items()),
-        IN_FLIGHT: float(sum(manager.in_flight_by_model().values())),
+        QUEUED_ITEMS: float(admin.queued_items()),
+        IN_FLIGHT: float(sum(admin.in_flight_by_model().values())),
     }
 
 
@@ -123,10 +115,10 @@ def replica_view(provider: Provider, replica_id: str, node: str | None) -> dict[
     # unloaded models that were loaded once stay listed: their load count tells how often affinity failed
     models = [
         {k: d.get(k) for k in keep}
-        for d in provider.manager.describe()
+        for d in provider.admin.describe()
         if d["state"] != "unloaded" or d["loads"]
     ]
-    memory = provider.manager.memory_view()
+    memory = provider.admin.memory()
     return {
         "replica": replica_id,
         "node": node,
@@ -142,9 +134,9 @@ class Advertiser:
 
     Ray's own `@serve.multiplexed` keeps a count-limited LRU of its own and would advertise models our byte
     budget has already evicted (or evict what our budget would keep), so the set advertised here is read from
-    the ModelManager: every model loading or ready. `push` is Ray's call (scaling/ray_serve.py); it runs when
-    the set changes, when a request names a model not yet held (before its load starts, as Ray's wrapper does),
-    and every `refresh_s` in case an update was lost.
+    the Provider's admin view: every model loading or ready. `push` is Ray's call (scaling/ray_serve.py); it
+    runs when the set changes, when a request names a model not yet held (before its load starts, as Ray's
+    wrapper does), and every `refresh_s` in case an update was lost.
     """
 
     def __init__(
@@ -166,7 +158,7 @@ class Advertiser:
         self._incoming_ttl_s = provider.settings.memory.load_wait_s  # a load that never came is forgotten
 
     def held(self) -> list[str]:
-        names = {d["name"] for d in self.provider.manager.describe() if d["state"] in ADVERTISED}
+        names = {d["name"] for d in self.provider.admin.describe() if d["state"] in ADVERTISED}
         now = self._clock()
         with self._lock:
             for n in [n for n, t in self._incoming.items() if n in names or now - t > self._incoming_ttl_s]:
@@ -175,7 +167,7 @@ class Advertiser:
 
     def note_request(self, model_id: str) -> None:
         """A request routed here for `model_id`: advertise it at once if it is a configured model not held."""
-        if not model_id or model_id not in self.provider.manager.names():
+        if not model_id or model_id not in self.provider.admin.names():
             return
         with self._lock:
             if self._sent is not None and model_id in self._sent:

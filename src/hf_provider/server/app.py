@@ -68,7 +68,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     if provider.observer is not None:
         from hf_provider.server.routes.observability import build_router
 
-        app.include_router(build_router(lambda: provider.observer, provider.manager.describe))
+        app.include_router(build_router(lambda: provider.observer, provider.admin.describe))
         # SLOs, findings and the gauges read at scrape time (routes/monitoring.py)
         if hasattr(provider.observer, "scrape_hooks"):
             from hf_provider.server.routes import monitoring
@@ -90,12 +90,12 @@ async def _load_all(provider: Provider, app: FastAPI) -> None:
     """Load configured models in the background so /healthz answers at once and /readyz tells when done."""
     sv = provider.supervisor
     ACTOR.set("start")  # this task's own context: its loads are recorded in the version history as "start"
-    for d in provider.manager.describe():
+    for d in provider.admin.describe():
         if d["keep_alive"] is not None and d["keep_alive"] == 0:
             continue  # scale-to-zero models load on their first request
         component = f"model-loading/{d['name']}"
         try:
-            await asyncio.to_thread(provider.manager.get, d["name"])
+            await asyncio.to_thread(provider.admin.load, d["name"], force=False)
         except ProviderError as e:
             log.error("loading %s failed: %s", d["name"], e.message)
             provider.report(e, model=d["name"], phase="load")

@@ -64,6 +64,6 @@ def build(settings: Settings) -> FastAPI:
     provider = Provider(
         settings=settings, observer=observer, allow_adhoc=False, reporter=reporter, history=history
     )
-    observer.model_bytes = provider.manager.model_bytes
-    observer.in_flight_source = provider.manager.in_flight_by_model
+    observer.model_bytes = provider.admin.model_bytes
+    observer.in_flight_source = provider.admin.in_flight_by_model
     return create_app(provider)

@@ -65,7 +65,7 @@ class ShedOnLoopLag:
         self.limit_s = limit_s
 
     def queued(self) -> int:
-        return self.monitor.provider.manager.queued_items()
+        return self.monitor.provider.admin.queued_items()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if (

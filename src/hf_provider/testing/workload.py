@@ -45,7 +45,7 @@ def rotation_specs(paths: dict[str, Path], *, max_batch_size: int = 4, max_lengt
 
 
 def accounted_estimate(spec: Any) -> int:
-    """Bytes the manager will admit `spec` against (the same call ModelManager._load makes, on CPU in
+    """Bytes the manager will admit `spec` against (the same call ModelManager.load_into makes, on CPU in
     fp32)."""
     import torch
 
@@ -103,9 +103,8 @@ def rotating_workload(
     for w in workers:
         w.join()
     result.seconds = time.perf_counter() - t0
-    manager = provider.manager
-    result.loads = {d["name"]: d["loads"] for d in manager.describe()}
-    result.peak_bytes = manager.accountant.peak("host")
+    result.loads = {d["name"]: d["loads"] for d in provider.admin.describe()}
+    result.peak_bytes = provider.manager.accountant.peak("host")
     return result
 
 

@@ -73,7 +73,7 @@ def test_an_impossible_curve_is_refused_at_construction(first: float, cap: float
 
 def test_each_caller_keeps_its_numbers() -> None:
     from hf_provider.isolation.procworker import ProcessWorker
-    from hf_provider.models.manager import LOAD_BACKOFF_S, Entry
+    from hf_provider.models.entry import LOAD_BACKOFF_S, Entry
     from hf_provider.resilience.respawn import Respawner
     from hf_provider.spec import ModelSpec
 

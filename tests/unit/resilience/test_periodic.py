@@ -22,7 +22,7 @@ def test_each_action_runs_at_its_own_interval_and_a_late_turn_is_not_replayed() 
     p = Periodic("t", clock=clock)
     p.every(1.0, "fast", lambda: ran.append("fast"))
     p.every(5.0, "slow", lambda: ran.append("slow"), first_s=5.0)
-    for t in (p._tasks):  # as start() would set them, without a thread
+    for t in p._tasks:  # as start() would set them, without a thread
         t.due += clock.now
     assert p.run_due() == 101.0 and ran == ["fast"]
     clock.now = 104.5

@@ -34,7 +34,7 @@ def one_model_budget(source: str) -> int:
     spec = {"source": source, "tasks": ["text-classification"], "device": "cpu"}
     with Provider(settings=load_settings({"models": [{"name": "probe", **spec}]}), allow_adhoc=False) as p:
         p.load("probe")
-        accounted = p.manager.describe()[0]["accounted_bytes"]
+        accounted = p.admin.describe()[0]["accounted_bytes"]
     return int(accounted * 1.5)
 
 
@@ -115,4 +115,4 @@ def test_replica_settings_and_preload_stop_at_the_budget(
     assert base.memory.host_budget is None  # the shared settings are not changed
     with Provider(settings=s, allow_adhoc=False) as p:
         assert preload(p) == ["cls-a"]  # cls-b does not fit beside it: it loads where it is routed
-        assert [d["name"] for d in p.manager.describe() if d["state"] == "ready"] == ["cls-a"]
+        assert [d["name"] for d in p.admin.describe() if d["state"] == "ready"] == ["cls-a"]

@@ -13,7 +13,7 @@ class _Provider(SimpleNamespace):
     queued = 5
 
     @property
-    def manager(self) -> SimpleNamespace:
+    def admin(self) -> SimpleNamespace:
         return SimpleNamespace(queued_items=lambda: self.queued)
 
     def refuse(self, model: str, task: str, exc: BaseException, inputs: Any = None) -> None:

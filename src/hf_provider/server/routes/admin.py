@@ -23,7 +23,7 @@ def record_start(app: FastAPI) -> None:
 
 
 def models_body(p: Provider) -> dict[str, Any]:
-    return {"models": p.manager.describe(), "memory": p.manager.memory_view()}
+    return p.admin.models()
 
 
 def server_info(request: Request) -> dict[str, Any]:
@@ -70,35 +70,22 @@ async def models(request: Request) -> Response:
     return JSONResponse(body)
 
 
-def _one(request: Request, name: str) -> dict:
-    p = provider_of(request)
-    p.manager.entry(name)  # 404 for unknown names
-    return next(d for d in p.manager.describe() if d["name"] == name)
-
-
 @router.post("/models/{name:path}/load")
 async def load(name: str, request: Request) -> Response:
-    p = provider_of(request)
-    p.manager.entry(name)
-    await asyncio.to_thread(p.manager.get, name)
-    return JSONResponse(_one(request, name))
+    # an operator's load goes at once, even during the pause after a failed load
+    return JSONResponse(await asyncio.to_thread(provider_of(request).admin.load, name))
 
 
 @router.post("/models/{name:path}/unload")
 async def unload(name: str, request: Request) -> Response:
-    p = provider_of(request)
-    p.manager.entry(name)
-    await asyncio.to_thread(p.manager.unload, name)
-    return JSONResponse(_one(request, name))
+    return JSONResponse(await asyncio.to_thread(provider_of(request).admin.unload, name))
 
 
 @router.post("/models/{name:path}/pin")
 async def pin(name: str, request: Request) -> Response:
-    provider_of(request).manager.set_pinned(name, True)
-    return JSONResponse(_one(request, name))
+    return JSONResponse(provider_of(request).admin.pin(name, True))
 
 
 @router.post("/models/{name:path}/unpin")
 async def unpin(name: str, request: Request) -> Response:
-    provider_of(request).manager.set_pinned(name, False)
-    return JSONResponse(_one(request, name))
+    return JSONResponse(provider_of(request).admin.pin(name, False))

@@ -21,14 +21,13 @@ router = APIRouter()
 def install(app: FastAPI, provider: Any) -> None:
     """SLO targets and gauges on the observer's metrics, the findings monitor on its thread, the routes."""
     obs = provider.observer
-    manager = provider.manager
-    specs = [manager.entry(n).spec for n in manager.names()]
-    obs.slo_p95_s = set_slo_targets(obs.metrics, specs)
+    admin = provider.admin
+    obs.slo_p95_s = set_slo_targets(obs.metrics, list(admin.specs().values()))
     obs.scrape_hooks.append(ServerGauges(provider, obs.metrics))
     if obs.monitor is None:
         obs.monitor = FindingsMonitor(
             obs.store,
-            models=manager.names,
+            models=admin.names,
             serving=serving_events(provider.lifecycle.history),
             metrics=obs.metrics,
         )
@@ -46,9 +45,8 @@ def findings_body(provider: Any, refresh: bool = False) -> dict[str, Any]:
 
 def slo_body(provider: Any) -> dict[str, Any]:
     obs = provider.observer
-    manager = provider.manager
     obs.flush()
-    specs = {n: manager.entry(n).spec.slo for n in manager.names()}
+    specs = {n: spec.slo for n, spec in provider.admin.specs().items()}
     return slo.report(specs, lambda start, end, model: obs.store.window(start, end, model, None), time.time())
 
 

@@ -15,8 +15,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError, TaskNotSupported
+from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError
 from hf_provider.provider import Answer, Provider, TextStream
+from hf_provider.provider.admin import Generation
 from hf_provider.server.deps import (
     JSONResponse,
     deadline_of,
@@ -71,20 +72,14 @@ async def embeddings_payload(
     }, served_headers(answer.served_by, answer.fallback_reason, answer.revision)
 
 
-async def _entry(provider: Provider, model: str):
-    """The model's entry, loading it off the event loop when needed."""
-    if provider.manager.is_ready(model):
-        return provider.manager.get(model)
-    return await asyncio.to_thread(provider.manager.get, model)
-
-
-async def _gen_task(provider: Provider, model: str) -> str:
-    e = await _entry(provider, model)
-    tasks = e.model.handlers if e.model else {}
-    for t in ("text-generation", "text2text-generation"):
-        if t in tasks:
-            return t
-    raise TaskNotSupported(model, "text-generation", tasks, "completions need a text-generation model")
+async def _generation(
+    provider: Provider, model: str, messages: list[dict[str, str]] | None = None
+) -> Generation:
+    """The task (and chat prompt) of the model that will serve: `model`, or the fallback that serves when its load
+    failed. A load runs off the event loop."""
+    if provider.admin.is_ready(model):
+        return provider.admin.generation(model, messages)
+    return await asyncio.to_thread(provider.admin.generation, model, messages)
 
 
 def _gen_params(
@@ -113,7 +108,7 @@ def _sse(obj: Any) -> bytes:
 async def completions(body: CompletionRequest, request: Request) -> Response:
     _check_stream_options(body)
     provider = provider_of(request)
-    task = await _gen_task(provider, body.model)
+    task = (await _generation(provider, body.model)).task
     params = _gen_params(body.max_tokens, body.temperature, body.top_p, body.stop, body.seed)
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
@@ -164,34 +159,24 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     )
 
 
-async def _chat_prompt(provider: Provider, body: ChatRequest) -> str:
-    e = await _entry(provider, body.model)
-    tok = e.model.tokenizer if e.model else None
-    if tok is None or not getattr(tok, "chat_template", None):
-        raise InvalidInput(
-            f"model {body.model!r} has no chat template; use /v1/completions with a plain prompt",
-            param="messages",
-        )
+def _messages(body: ChatRequest) -> list[dict[str, str]]:
     messages = []
     for m in body.messages:
         content = m.content
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
             content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
         messages.append({"role": m.role, "content": content or ""})
-    try:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception as exc:  # template errors (e.g. roles out of order) are the caller's to fix
-        raise InvalidInput(
-            f"the model's chat template rejected the messages: {exc}", param="messages"
-        ) from exc
+    return messages
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request) -> Response:
     _check_stream_options(body)
     provider = provider_of(request)
-    task = await _gen_task(provider, body.model)
-    prompt = await _chat_prompt(provider, body)
+    # the task and template of the model that serves: the fallback's when the model's load failed
+    gen = await _generation(provider, body.model, _messages(body))
+    task, prompt = gen.task, gen.prompt
+    assert prompt is not None  # given messages, a Generation carries its prompt
     params = _gen_params(
         body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop, body.seed
     )
@@ -252,7 +237,7 @@ async def list_models(request: Request) -> Response:
             "tasks": d["tasks"],
             "state": d["state"],
         }
-        for d in provider.manager.describe()
+        for d in provider.admin.describe()
     ]
     return JSONResponse({"object": "list", "data": data})
 
