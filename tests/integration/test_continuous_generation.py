@@ -85,7 +85,7 @@ def idle(p: Provider) -> None:
         if sched.in_flight == 0 and not sched.engine.busy:
             break
         done.wait(0.01)
-    assert sched.in_flight == 0 and sched._running_items == 0
+    assert sched.in_flight == 0 and sched.pending.running_items == 0
     assert sched.engine.free_slots == SLOTS and sched.engine.rows == {}
     sched.engine.policy.check()
 

@@ -67,7 +67,11 @@ class Metrics:
             f"{p}_items", "Input items processed (texts, images, ...).", ["model", "task"], registry=r
         )
         self.tokens = Counter(
-            f"{p}_tokens", "Tokens processed (input plus generated).", ["model", "task"], registry=r
+            f"{p}_tokens",
+            "Tokens processed: each request's input tokens plus the tokens generated for it before it ended "
+            "(a cancelled or timed-out generation counts what it produced, not its max_new_tokens).",
+            ["model", "task"],
+            registry=r,
         )
         self.errors = Counter(
             f"{p}_errors",

@@ -30,7 +30,6 @@ from hf_provider.observability.resources import ModelBytes, ResourceSampler
 from hf_provider.observability.store import RequestHistoryStore, RequestRow, ResourceRow
 from hf_provider.resilience.breaker import STATE_VALUE
 from hf_provider.resilience.periodic import Periodic
-from hf_provider.types import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +153,6 @@ class Observer:
             self._requests.append((self.clock(), model, task, outcome, latency_s * 1000.0, items, tokens))
         except Exception:
             self._hook_failed("request_done")
-
-    def outcome(self, o: Outcome) -> None:
-        """The outcome recorder's listener (observability/outcomes.py): counts and keeps every request's end."""
-        error_type = None if o.error is None else type(o.error).__name__
-        self.request_done(o.model, o.task, o.revision, o.outcome, o.latency_s, o.items, o.tokens, error_type)
 
     def batch_done(
         self,

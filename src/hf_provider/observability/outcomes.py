@@ -46,3 +46,20 @@ class Recorder:
             self.supervisor.call(component, listener, outcome)
         if self.parent is not None:
             self.parent.record(outcome)
+
+
+def observer_listener(observer: object) -> OutcomeListener | None:
+    """The listener of an observer: its `outcome` hook (observability/observer.py), or, for an observer written
+    to the `SchedulerObserver` protocol alone, its `request_done` with the record's fields."""
+    hook = getattr(observer, "outcome", None)
+    if callable(hook):
+        return hook
+    done = getattr(observer, "request_done", None)
+    if not callable(done):
+        return None
+
+    def listener(o: Outcome) -> None:
+        error_type = None if o.error is None else type(o.error).__name__
+        done(o.model, o.task, o.revision, o.outcome, o.latency_s, o.items, o.tokens, error_type)
+
+    return listener

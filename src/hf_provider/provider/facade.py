@@ -29,7 +29,7 @@ from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import VersionHistory
 from hf_provider.models.manager import ModelManager
-from hf_provider.observability.outcomes import Recorder
+from hf_provider.observability.outcomes import Recorder, observer_listener
 from hf_provider.observability.tracing import TRACE, Tracing, trace_outcome
 from hf_provider.provider.admin import Admin
 from hf_provider.provider.params import Params, check_params, input_size
@@ -103,8 +103,8 @@ class Provider:
         # The one recorder of request outcomes (observability/outcomes.py): metrics and history, error reports
         # and traces listen here; each scheduler's own recorder passes its records on to it.
         self.outcomes = Recorder(self.supervisor)
-        if observer is not None and hasattr(observer, "outcome"):
-            self.outcomes.listen("observer", observer.outcome)
+        if (listener := observer_listener(observer)) is not None:
+            self.outcomes.listen("observer", listener)
         if reporter is not None:
             self.outcomes.listen("reporter", reporter.outcome)
         self.outcomes.listen("tracing", trace_outcome)
