@@ -113,5 +113,6 @@ class RetryAfter:
         self._count, self._since = 0, now
 
     def seconds(self, uniform: float) -> float:
-        """The value for one refusal; `uniform` is a random number in [0, 1)."""
-        return max(1.0, self.value_s * (0.5 + uniform))
+        """The value for one refusal; `uniform` is a random number in [0, 1). Never past `max_s`: the server's
+        `keep_alive_s` (65 s) outlasts it, so a client that waits as told finds its connection still open."""
+        return min(self.max_s, max(1.0, self.value_s * (0.5 + uniform)))

@@ -68,6 +68,9 @@ def test_retry_after_is_capped_and_needs_a_rate() -> None:
     for i in range(10_000):
         ra.refused(i / 1000, service_rate=1.0)
     assert ra.value_s == 10.0
+    # the spread around it stays under the cap too: keep_alive_s (65 s) must outlast the longest Retry-After
+    assert max(ra.seconds(u / 100) for u in range(100)) == 10.0
+    assert max(RetryAfter(value_s=60.0).seconds(0.999), RetryAfter().seconds(0.0)) == 60.0
     idle = RetryAfter()
     for i in range(1000):
         idle.refused(i / 100, service_rate=None)  # no measured rate yet: nothing to compare with
