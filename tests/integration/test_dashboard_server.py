@@ -67,11 +67,22 @@ def test_page_of_a_server_with_a_key_holds_no_data(keyed: TestClient, headers: d
     assert "/dashboard/static/dashboard.js" in r.text
 
 
-class _FailingObserver:
-    def series(self, *a: object) -> dict:
+class _UnreadableStore:
+    def window(self, *a: object) -> dict:
         raise RuntimeError("history store unreadable")
 
-    stats = series
+    request_buckets = resource_buckets = window
+
+
+class _FailingObserver:
+    """An observer whose history store cannot be read (observability/queries.py reads it)."""
+
+    sample_interval_s = 5.0
+    closed = True
+    store = _UnreadableStore()
+
+    def clock(self) -> float:
+        return time.time()
 
 
 @pytest.mark.parametrize("with_key", [False, True])
