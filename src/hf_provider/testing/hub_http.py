@@ -33,29 +33,30 @@ def make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self._handle(body=True)
 
         def _handle(self, *, body: bool) -> None:
-            status = 500
+            self._recorded = False
             try:
                 failure = hub._take_failure(self.path)
                 if failure is not None:
-                    status = self._send(
+                    self._send(
                         failure,
                         {"X-Error-Message": "injected failure"},
                         json.dumps({"error": "injected failure"}).encode(),
                         body,
                     )
                     return
-                status = self._route(body)
+                self._route(body)
             except _HubError as e:
                 headers = {
                     "X-Error-Message": e.message,
                     **({"X-Error-Code": e.code} if e.code else {}),
                     **({"X-Repo-Commit": e.commit} if e.commit else {}),
                 }
-                status = self._send(e.status, headers, json.dumps({"error": e.message}).encode(), body)
+                self._send(e.status, headers, json.dumps({"error": e.message}).encode(), body)
             except Exception as e:  # a bug in the fake Hub must show up in the test, not hang the client
-                status = self._send(500, {"X-Error-Message": repr(e)}, repr(e).encode(), body)
+                self._send(500, {"X-Error-Message": repr(e)}, repr(e).encode(), body)
             finally:
-                hub._record(self.command, self.path, status)
+                if not self._recorded:  # the connection broke before any answer
+                    hub._record(self.command, self.path, 500)
 
         def _send(
             self,
@@ -65,6 +66,10 @@ def make_handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             body: bool,
             content_type: str = "application/json",
         ) -> int:
+            # Recorded before the answer leaves: a client that has its answer finds its request in the log
+            # (recording after the write let a test count the Hub's requests before the last one was there).
+            hub._record(self.command, self.path, status)
+            self._recorded = True
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
