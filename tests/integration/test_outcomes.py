@@ -190,3 +190,23 @@ def _count(metrics: str, model: str, outcome: str) -> float:
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_5000_distinct_parameter_names_make_one_group_and_a_full_store_folds_into_overflow(
+    tiny_models: dict[str, Path],
+) -> None:
+    spec = ModelSpec(name="lm", source=str(tiny_models["decoder"]), tasks=["text-generation"], device="cpu")
+    settings = load_settings({"metrics_enabled": False, "reporting": {"max_groups": 2}})
+    with Provider([spec], settings=settings) as p:
+        for i in range(5000):
+            with pytest.raises(InvalidInput, match=f"p{i}x"):  # the client is told which name
+                p.run("lm", "text-generation", "x", {f"p{i}x{_name(4)}": 1})
+        groups = p.errors()
+        assert [(g["exc_type"], g["count"]) for g in groups] == [("InvalidInput", 5000)]
+        # Past max_groups (2 here), a cause of a new kind folds into its class's overflow group, counted.
+        with pytest.raises(ModelNotFound):
+            p.run(_name(), "text-generation", "x")  # the second group
+        p.refuse("lm", "text-generation", Overloaded("busy", model="lm"))  # a third kind: folded
+        counts = sorted((g["fingerprint"].startswith("overflow:"), g["count"]) for g in p.errors())
+        assert counts == [(False, 1), (False, 5000), (True, 1)]
+        assert p.reporter.overflowed == {"overloaded": 1}
