@@ -68,10 +68,13 @@ def test_page_of_a_server_with_a_key_holds_no_data(keyed: TestClient, headers: d
 
 
 class _FailingObserver:
-    def series(self, *a: object) -> dict:
-        raise RuntimeError("history store unreadable")
+    """An observer whose history cannot be read: the queries (observability/queries.py) fail at its flush."""
 
-    stats = series
+    sample_interval_s = 5.0
+    closed = False
+
+    def flush(self) -> None:
+        raise RuntimeError("history store unreadable")
 
 
 @pytest.mark.parametrize("with_key", [False, True])
