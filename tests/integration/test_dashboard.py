@@ -38,7 +38,8 @@ def _free_port() -> int:
 
 
 def _synthetic_history(obs, clock: Clock, seconds: int = 280) -> None:
-    """Five minutes of traffic for two models, timestamped in the past through the injected clock."""
+    """Five minutes of traffic for two models, timestamped in the past through the injected clock: about 3% server
+    errors and 10% client errors (4xx)."""
     rng = random.Random(3)
     now = time.time()
     for k in range(seconds, 0, -1):
@@ -46,12 +47,13 @@ def _synthetic_history(obs, clock: Clock, seconds: int = 280) -> None:
         for model, base, rate in (("minilm", 4.0, 12), ("tiny-t5", 25.0, 3)):
             wave = 1 + 0.5 * math.sin(k / 30)
             for _ in range(max(1, int(rate * wave))):
-                ok = rng.random() > 0.03
+                r = rng.random()
+                ok = r > 0.13
                 obs.request_done(
                     model,
                     "embed" if model == "minilm" else "text2text",
                     "main",
-                    "ok" if ok else "error",
+                    "ok" if ok else "error" if r < 0.03 else "client_error",
                     rng.lognormvariate(math.log(base), 0.4) / 1000,
                     1,
                     16,
@@ -131,6 +133,11 @@ def test_dashboard_draws_charts_with_data(server: str) -> None:
             assert page.get_attribute("#chart-gpu-memory", "hidden") is not None  # no GPU here: no GPU chart
             assert "minilm" in page.inner_text("#chart-throughput")
             assert page.inner_text("#tile-requests") not in ("", "–", "0")
+            # The headline counts server failures only; the 4xx share, three times as large here, is beside it.
+            server_err, client_err = (page.inner_text(f"#{t}") for t in ("tile-errors", "tile-client-errors"))
+            assert server_err.endswith("%") and client_err.endswith("%"), (server_err, client_err)
+            assert 0 < float(server_err[:-1]) < float(client_err[:-1]), (server_err, client_err)
+            assert "Client errors (4xx)" in page.inner_text("#tiles")
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
             # Switching the window re-polls and redraws from the minute rollups.
             page.select_option("#window", "3600")

@@ -67,22 +67,14 @@ def test_page_of_a_server_with_a_key_holds_no_data(keyed: TestClient, headers: d
     assert "/dashboard/static/dashboard.js" in r.text
 
 
-class _UnreadableStore:
-    def window(self, *a: object) -> dict:
-        raise RuntimeError("history store unreadable")
-
-    request_buckets = resource_buckets = window
-
-
 class _FailingObserver:
-    """An observer whose history store cannot be read (observability/queries.py reads it)."""
+    """An observer whose history cannot be read: the queries (observability/queries.py) fail at its flush."""
 
     sample_interval_s = 5.0
-    closed = True
-    store = _UnreadableStore()
+    closed = False
 
-    def clock(self) -> float:
-        return time.time()
+    def flush(self) -> None:
+        raise RuntimeError("history store unreadable")
 
 
 @pytest.mark.parametrize("with_key", [False, True])

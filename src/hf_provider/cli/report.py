@@ -50,23 +50,30 @@ def gather(client: httpx.Client, since_s: float, now: float | None = None) -> di
 
 
 def text(data: dict[str, Any]) -> str:
-    """The terminal version: the figures a person checks first, one line each."""
+    """The terminal version: the figures a person checks first, one line each. "errors" is the share that failed
+    by the server's doing (errors, time-outs, refusals); "4xx", the share refused for the request's own fault,
+    sits beside it."""
     st = data["stats"]
     q = st.get("latency_ms") or {}
 
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.1f} ms"
 
+    def pct(v: float | None) -> str:  # None: a server older than the 4xx split
+        return "-" if v is None else f"{100 * v:.2f}%"
+
     lines = [
         f"hf-provider report · {data['server']} · last {data['since_s']:.0f}s",
         f"requests {st.get('requests', 0):,} · ok/s {st.get('throughput_per_s', 0):.2f} · "
-        f"errors {100 * (st.get('error_rate') or 0):.2f}% · p50 {ms(q.get('p50'))} · p95 {ms(q.get('p95'))} · "
+        f"errors {pct(st.get('error_rate') or 0)} · 4xx {pct(st.get('client_error_rate'))} · "
+        f"p50 {ms(q.get('p50'))} · p95 {ms(q.get('p95'))} · "
         f"p99 {ms(q.get('p99'))}",
     ]
     for name, s in sorted(data["model_stats"].items()):
         mq = s.get("latency_ms") or {}
         lines.append(
-            f"  {name}: {s['requests']:,} requests, errors {100 * s['error_rate']:.2f}%, p95 {ms(mq.get('p95'))}"
+            f"  {name}: {s['requests']:,} requests, errors {pct(s['error_rate'])}, "
+            f"4xx {pct(s.get('client_error_rate'))}, p95 {ms(mq.get('p95'))}"
         )
     findings = data["findings"]
     lines.append(f"findings: {len(findings) or 'none'}")

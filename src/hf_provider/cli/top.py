@@ -46,6 +46,10 @@ def _latency(v: float | None) -> str:
     return "-" if v is None else f"{v:.0f}" if v >= 10 else f"{v:.1f}"
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}%"
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -85,22 +89,25 @@ def frame(client: httpx.Client) -> Group:
     series = client.get("/v1/admin/series", params={"window": WINDOW_S, "step": SERIES_STEP_S})
     series.raise_for_status()
     s = series.json()
-    # Short headers and sizes, explained once in the caption: ten columns fit 80 terminal columns with the
-    # model names whole.
+    # Short headers and sizes, explained once in the caption, and one space between columns: eleven columns
+    # fit 80 terminal columns with model names up to 21 characters whole.
     table = Table(
         title=f"hf-provider · last {WINDOW_S}s",
-        caption="p50/p95 in ms · queue, busy: queued and in flight now · weights, work: measured (work: the "
+        caption="err: % failed by the server (errors, time-outs, refusals) · 4xx: % client errors "
+        "· p50/p95 in ms · queue, busy: queued and in flight now · weights, work: measured (work: the "
         "largest forward pass) · budget: what the memory budget holds (weights + estimated working memory)",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
+        padding=(0, 0),
     )
     table.add_column("model", no_wrap=True)
     for col, justify in (
         ("req/s", "right"),
         ("p50", "right"),
         ("p95", "right"),
-        ("err", "right"),
+        ("err", "right"),  # the headline: failures of the server's making
+        ("4xx", "right"),  # beside it: a client sending bad requests is not a failing model
         # now, not over the window: the series' queue_depth is each step's peak, which hid a drained queue
         ("queue", "right"),
         ("busy", "right"),
@@ -125,7 +132,8 @@ def frame(client: httpx.Client) -> Group:
             f"{st['throughput_per_s']:.2f}",
             _latency(st["latency_ms"]["p50"]),
             _latency(st["latency_ms"]["p95"]),
-            f"{100 * st['error_rate']:.1f}%",
+            _percent(st["error_rate"]),
+            _percent(st.get("client_error_rate")),  # absent from servers older than the split
             _now(row, "queued", s, "queue_depth", model),
             _now(row, "in_flight", s, "in_flight", model),
             _short(weight),
@@ -222,7 +230,8 @@ def register(app: typer.Typer) -> None:
         once: bool = typer.Option(False, "--once", help="Print one frame and exit."),
         api_key: ApiKeyOpt = None,
     ) -> None:
-        """Live per-model throughput, latency, errors, current queue and memory of a running server."""
+        """Live per-model throughput, latency, error rates (server failures; client errors beside), current
+        queue and memory of a running server."""
         from hf_provider.cli.common import connect
 
         # a 401 ends the command in the client's hook with one line, live view or not

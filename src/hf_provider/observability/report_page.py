@@ -4,6 +4,9 @@ over a period: traffic, latency percentiles, errors by group, memory, findings a
 Pure: a dict of what the admin APIs answered in, a string out (cli/report.py gathers the dict). The charts are SVG
 drawn here: a line chart is forty lines, a plotting library would be a large dependency for it. Every text that
 came from the server (model names, error messages, which the reporter has already redacted) is HTML-escaped.
+
+"errors" everywhere on the page is the share of requests that failed by the server's doing (errors, time-outs,
+refusals: `error_rate`); client errors (4xx, the request's own fault: `client_error_rate`) are shown beside it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def render(data: dict[str, Any]) -> str:
         "<div class=cards>",
         _card("requests", f"{stats.get('requests', 0):,}"),
         _card("ok per second", _num(stats.get("throughput_per_s"), 2)),
-        _card("error rate", _pct(stats.get("error_rate"))),
+        _card("errors (server failures)", _pct(stats.get("error_rate"))),
+        _card("client errors (4xx)", _pct(stats.get("client_error_rate"))),
         _card("p50 latency", _ms(lat.get("p50"))),
         _card("p95 latency", _ms(lat.get("p95"))),
         _card("p99 latency", _ms(lat.get("p99"))),
@@ -128,11 +132,14 @@ def _charts(s: dict[str, Any]) -> str:
         "system used": s.get("system_memory_used_bytes") or [],
     }
     memory.update({f"{m} weights": v for m, v in (s.get("weight_bytes") or {}).items()})
-    err = [None if v is None else v * 100 for v in s.get("error_rate") or []]
+    err = {  # legends are cut at 18 characters
+        label: [None if v is None else v * 100 for v in s.get(key) or []]
+        for label, key in (("errors", "error_rate"), ("4xx client errors", "client_error_rate"))
+    }
     charts = [
         line_chart("Throughput (ok requests/s)", t, s.get("throughput") or {}, lambda v: _num(v, 2)),
         line_chart("Latency (ms)", t, {k: lat.get(k) or [] for k in ("p50", "p95", "p99")}, _axis_ms),
-        line_chart("Error rate (%)", t, {"errors": err}, lambda v: f"{v:.1f}%"),
+        line_chart("Errors (% of requests)", t, err, lambda v: f"{v:.1f}%"),
         line_chart("Memory", t, memory, _bytes),
     ]
     return "<div class=grid>" + "".join(f"<div class=chart>{c}</div>" for c in charts) + "</div>"
@@ -142,8 +149,8 @@ def _models(per: dict[str, Any]) -> str:
     if not per:
         return "<p class=none>No requests in this period.</p>"
     head = (
-        "<tr><th>model</th><th>requests</th><th>ok/s</th><th>error rate</th><th>p50</th><th>p95</th><th>p99</th>"
-        "<th>time-outs</th><th>refused</th></tr>"
+        "<tr><th>model</th><th>requests</th><th>ok/s</th><th>errors</th><th>4xx</th><th>p50</th><th>p95</th>"
+        "<th>p99</th><th>time-outs</th><th>refused</th></tr>"
     )
     rows = []
     for name, st in sorted(per.items()):
@@ -151,6 +158,7 @@ def _models(per: dict[str, Any]) -> str:
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td class=n>{st.get('requests', 0):,}</td>"
             f"<td class=n>{_num(st.get('throughput_per_s'), 2)}</td><td class=n>{_pct(st.get('error_rate'))}</td>"
+            f"<td class=n>{_pct(st.get('client_error_rate'))}</td>"
             + "".join(f"<td class=n>{_ms(q.get(k))}</td>" for k in ("p50", "p95", "p99"))
             + f"<td class=n>{st.get('timed_out', 0):,}</td><td class=n>{st.get('rejected', 0):,}</td></tr>"
         )

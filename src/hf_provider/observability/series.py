@@ -1,4 +1,7 @@
-"""Shapes the store's buckets into the JSON the dashboard and `hfp top` read from /v1/admin/series."""
+"""Shapes the store's buckets into the JSON the dashboard and `hfp top` read from /v1/admin/series.
+
+Per bucket, as in `queries.stats`: `error_rate` is server failures (`types.SERVER_FAILURES`) over all requests
+ended in it, `client_error_rate` client errors (4xx) over the same; cancellations count only in the total."""
 
 from __future__ import annotations
 
@@ -25,9 +28,9 @@ def shape_series(
             for i, v in enumerate(vals):
                 if v is not None:
                     observed[i] = True
-    oks = req["ok"]
+    oks, requests = req["ok"], req["requests"]
     for i in range(n):
-        if req["errors"][i] or any(v[i] for v in oks.values()):
+        if requests[i]:
             observed[i] = True
     throughput = {
         m: [round(v[i] / elapsed[i], 4) if observed[i] else None for i in range(n)]
@@ -35,13 +38,14 @@ def shape_series(
     }
     latency: dict[str, list[float | None]] = {"p50": [], "p95": [], "p99": []}
     error_rate: list[float | None] = []
+    client_error_rate: list[float | None] = []
     for i in range(n):
         lo, hi = req["bounds"][i]
         q = quantiles.summarize(req["latencies"][i], req["hists"][i], lo, hi)
         for k in latency:
             latency[k].append(q[k])
-        done = sum(v[i] for v in oks.values()) + req["errors"][i]
-        error_rate.append(round(req["errors"][i] / done, 6) if done else (0.0 if observed[i] else None))
+        for out, part in ((error_rate, req["failed"]), (client_error_rate, req["client_errors"])):
+            out.append(round(part[i] / requests[i], 6) if requests[i] else (0.0 if observed[i] else None))
 
     def per_model(name: str) -> dict[str, list[float | None]]:
         d = res.get(name, {})
@@ -71,6 +75,7 @@ def shape_series(
         ],
         "latency_ms": latency,
         "error_rate": error_rate,
+        "client_error_rate": client_error_rate,
         "queue_depth": per_model("queue_depth"),
         "in_flight": per_model("in_flight"),
         "weight_bytes": per_model("weight_bytes"),

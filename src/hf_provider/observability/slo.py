@@ -6,8 +6,8 @@ Budgets, as the SRE workbook counts them:
   each slower request (exact for raw samples, by bucket for rolled-up minutes, the one straddling the target
   counted in proportion).
 - errors: `error_rate` of the requests may fail (errors, time-outs and refusals; client errors and cancellations
-  are the caller's). In rolled-up minutes (older than the raw retention) the failures column also holds client
-  errors and cancellations, so an old window's figure errs on the strict side.
+  are the caller's). Minutes rolled up before the history's schema 2 and already past the raw retention then
+  hold client errors and cancellations among their errors, so a window reaching them errs on the strict side.
 `budget_remaining` is 1 with nothing spent, 0 when spent, negative when overspent. Status: no_data, ok, at_risk
 (under a quarter of the budget left), breached (nothing left).
 """

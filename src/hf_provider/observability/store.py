@@ -7,6 +7,12 @@ and retention only has to delete: raw rows older than the raw retention go (thei
 rollups older than the rollup retention go. `raw_floor` (in `meta`) records where raw rows stop being
 complete; stats read raw rows from there on and rollups before it, so nothing is counted twice.
 
+Rollups count each outcome in its own column (OUTCOME_COLUMNS), so error rates over rollups follow the same
+definitions as over raw rows (`types.SERVER_FAILURES` for the headline, client errors beside it). Schema 1 had
+ok / errors / rejected only, `errors` lumping client errors, failures, cancellations and time-outs; the upgrade
+to schema 2 splits the minutes whose raw rows are still kept, and older rows keep the lumped `errors` (read as
+server failures: the strict side) until the rollup retention drops them.
+
 One connection guarded by one lock: writes come from the writer thread in batches, reads from admin requests.
 """
 
@@ -19,8 +25,9 @@ from typing import Any
 
 from hf_provider.dbfile import Store
 from hf_provider.observability.quantiles import N_BUCKETS, bucket_index
+from hf_provider.types import SERVER_FAILURES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MINUTE = 60
 H_COLS = [f"h{i}" for i in range(N_BUCKETS)]
 
@@ -28,6 +35,20 @@ RequestRow = tuple[
     float, str, str, str, float, int, int
 ]  # ts, model, task, outcome, latency_ms, items, tokens
 ResourceRow = tuple[float, str, str, float]  # ts, name, key (model / gpu index / ""), value
+
+# Outcome -> its count column in request_rollups. From schema 2 on `errors` counts the outcome `error` alone.
+OUTCOME_COLUMNS = {
+    "ok": "ok",
+    "error": "errors",
+    "rejected": "rejected",
+    "client_error": "client_errors",
+    "cancelled": "cancelled",
+    "timed_out": "timed_out",
+}
+_COUNTS = ["n", *OUTCOME_COLUMNS.values(), "items", "tokens"]  # summed on upsert
+_REQ_COLS = ["minute", "model", "task", *_COUNTS, "lat_sum", "lat_min", "lat_max", *H_COLS]
+_AT = {c: i for i, c in enumerate(_REQ_COLS)}  # a column's place in a rollup row (_rollup_requests)
+_OUTCOME_AT = {o: _AT[c] for o, c in OUTCOME_COLUMNS.items()}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -39,6 +60,8 @@ CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 CREATE TABLE IF NOT EXISTS request_rollups (
     minute INTEGER NOT NULL, model TEXT NOT NULL, task TEXT NOT NULL,
     n INTEGER NOT NULL, ok INTEGER NOT NULL, errors INTEGER NOT NULL, rejected INTEGER NOT NULL,
+    client_errors INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0,
+    timed_out INTEGER NOT NULL DEFAULT 0,
     items INTEGER NOT NULL, tokens INTEGER NOT NULL,
     lat_sum REAL NOT NULL, lat_min REAL, lat_max REAL,
     {", ".join(f"{c} INTEGER NOT NULL" for c in H_COLS)},
@@ -53,21 +76,34 @@ CREATE TABLE IF NOT EXISTS resource_rollups (
 """
 
 _REQ_UPSERT = (
-    "INSERT INTO request_rollups (minute, model, task, n, ok, errors, rejected, items, tokens, lat_sum, "
-    f"lat_min, lat_max, {', '.join(H_COLS)}) VALUES ({', '.join('?' * (12 + N_BUCKETS))}) "
-    "ON CONFLICT (minute, model, task) DO UPDATE SET n = n + excluded.n, ok = ok + excluded.ok, "
-    "errors = errors + excluded.errors, rejected = rejected + excluded.rejected, "
-    "items = items + excluded.items, tokens = tokens + excluded.tokens, "
-    "lat_sum = lat_sum + excluded.lat_sum, "
-    "lat_min = min(coalesce(lat_min, excluded.lat_min), coalesce(excluded.lat_min, lat_min)), "
-    "lat_max = max(coalesce(lat_max, excluded.lat_max), coalesce(excluded.lat_max, lat_max)), "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in H_COLS)
+    f"INSERT INTO request_rollups ({', '.join(_REQ_COLS)}) VALUES ({', '.join('?' * len(_REQ_COLS))}) "
+    "ON CONFLICT (minute, model, task) DO UPDATE SET "
+    + "".join(f"{c} = {c} + excluded.{c}, " for c in [*_COUNTS, "lat_sum", *H_COLS])
+    + "lat_min = min(coalesce(lat_min, excluded.lat_min), coalesce(excluded.lat_min, lat_min)), "
+    "lat_max = max(coalesce(lat_max, excluded.lat_max), coalesce(excluded.lat_max, lat_max))"
 )
 _RES_UPSERT = (
     "INSERT INTO resource_rollups (minute, name, key, n, total, maxv) VALUES (?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (minute, name, key) DO UPDATE SET n = n + excluded.n, total = total + excluded.total, "
     "maxv = max(maxv, excluded.maxv)"
 )
+
+# Schema 1 -> 2: the new columns, then the minutes whose raw rows are all still kept (from raw_floor on) are
+# counted again from them and `errors` loses what moved out. Older minutes cannot be split: they keep the lumped
+# `errors` (with zeros beside it, so n stays their sum) until the rollup retention drops them.
+_UPGRADE_1 = [
+    *(
+        f"ALTER TABLE request_rollups ADD COLUMN {c} INTEGER NOT NULL DEFAULT 0"
+        for c in ("client_errors", "cancelled", "timed_out")
+    ),
+    "UPDATE request_rollups SET (client_errors, cancelled, timed_out) = ("
+    "SELECT coalesce(sum(outcome = 'client_error'), 0), coalesce(sum(outcome = 'cancelled'), 0), "
+    "coalesce(sum(outcome = 'timed_out'), 0) FROM requests r WHERE r.ts >= request_rollups.minute "
+    f"AND r.ts < request_rollups.minute + {MINUTE} AND r.model = request_rollups.model "
+    "AND r.task = request_rollups.task) "
+    "WHERE minute >= (SELECT coalesce(max(value), -1e300) FROM meta WHERE key = 'raw_floor')",
+    "UPDATE request_rollups SET errors = errors - client_errors - cancelled - timed_out",
+]
 
 # Series where the peak inside a bucket matters more than the mean.
 PEAK_SERIES = frozenset({"queue_depth", "peak_working_bytes"})
@@ -88,7 +124,7 @@ class RequestHistoryStore(Store):
     """Requests and resource samples over time (metrics.db); lifecycle/history.py's VersionHistory is the other
     history: versions.db's loads, swaps and rollbacks."""
 
-    SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
+    SCHEMA, VERSION, STEPS = _SCHEMA, SCHEMA_VERSION, {1: _UPGRADE_1}
 
     # -- writes --
 
@@ -183,20 +219,20 @@ class RequestHistoryStore(Store):
             hist: list[int] = []
             lo = hi = None
             if floor > start:
+                summed = [*OUTCOME_COLUMNS.values(), "items", "tokens"]
                 row = db.execute(
-                    "SELECT coalesce(sum(ok), 0), coalesce(sum(errors), 0), coalesce(sum(rejected), 0), "
-                    "coalesce(sum(items), 0), coalesce(sum(tokens), 0), min(lat_min), max(lat_max), "
-                    + ", ".join(f"coalesce(sum({c}), 0)" for c in H_COLS)
+                    "SELECT min(lat_min), max(lat_max), "
+                    + ", ".join(f"coalesce(sum({c}), 0)" for c in [*summed, *H_COLS])
                     + f" FROM request_rollups WHERE minute > ? AND minute < ?{where}",
                     [start - MINUTE, floor, *args],
                 ).fetchone()
-                counts["ok"] += row[0]
-                counts["error"] += row[1]
-                counts["rejected"] += row[2]
-                items += row[3]
-                tokens += row[4]
-                lo, hi = row[5], row[6]
-                hist = list(row[7:])
+                lo, hi, *sums = row
+                for outcome, v in zip(OUTCOME_COLUMNS, sums, strict=False):
+                    if v:
+                        counts[outcome] = counts.get(outcome, 0) + v
+                items += sums[len(OUTCOME_COLUMNS)]
+                tokens += sums[len(OUTCOME_COLUMNS) + 1]
+                hist = list(sums[len(summed) :])
         return {
             "counts": counts,
             "items": items,
@@ -208,11 +244,12 @@ class RequestHistoryStore(Store):
         }
 
     def request_buckets(self, start: float, step: float, n: int, model: str | None) -> dict[str, Any]:
-        """Per bucket: ok count per model, failed count, latencies (raw) or histograms (rollups)."""
+        """Per bucket: ok count per model; all requests, server failures (`types.SERVER_FAILURES`) and client
+        errors; latencies (raw) or histograms (rollups)."""
         end = start + step * n
         where, args = _filters(model, None)
         ok: dict[str, list[int]] = defaultdict(lambda: [0] * n)
-        errors = [0] * n
+        requests, failed, client = [0] * n, [0] * n, [0] * n
         lat_raw: list[list[float]] = [[] for _ in range(n)]
         hists: list[list[int]] = [[0] * N_BUCKETS for _ in range(n)]
         bounds: list[list[float | None]] = [[None, None] for _ in range(n)]
@@ -224,24 +261,29 @@ class RequestHistoryStore(Store):
                 ).fetchall()
             else:
                 rows = self._db.execute(
-                    f"SELECT minute, model, ok, errors + rejected, lat_min, lat_max, {', '.join(H_COLS)} "
-                    f"FROM request_rollups WHERE minute >= ? AND minute < ?{where}",
+                    f"SELECT minute, model, n, ok, {' + '.join(_FAILED_COLS)}, client_errors, lat_min, lat_max, "
+                    f"{', '.join(H_COLS)} FROM request_rollups WHERE minute >= ? AND minute < ?{where}",
                     [start, end, *args],
                 ).fetchall()
         if step < MINUTE:
             for ts, m, outcome, lat in rows:
                 i = int((ts - start) // step)
+                requests[i] += 1
                 if outcome == "ok":
                     ok[m][i] += 1
-                else:
-                    errors[i] += 1
+                elif outcome in SERVER_FAILURES:
+                    failed[i] += 1
+                elif outcome == "client_error":
+                    client[i] += 1
                 if outcome not in _INSTANT:
                     lat_raw[i].append(lat)
         else:
-            for minute, m, n_ok, n_err, lo, hi, *h in rows:
+            for minute, m, n_all, n_ok, n_failed, n_client, lo, hi, *h in rows:
                 i = int((minute - start) // step)
+                requests[i] += n_all
                 ok[m][i] += n_ok
-                errors[i] += n_err
+                failed[i] += n_failed
+                client[i] += n_client
                 hb = hists[i]
                 for j, c in enumerate(h):
                     hb[j] += c
@@ -250,7 +292,15 @@ class RequestHistoryStore(Store):
                     b[0] = lo if b[0] is None else min(b[0], lo)
                 if hi is not None:
                     b[1] = hi if b[1] is None else max(b[1], hi)
-        return {"ok": dict(ok), "errors": errors, "latencies": lat_raw, "hists": hists, "bounds": bounds}
+        return {
+            "ok": dict(ok),
+            "requests": requests,
+            "failed": failed,
+            "client_errors": client,
+            "latencies": lat_raw,
+            "hists": hists,
+            "bounds": bounds,
+        }
 
     def resource_buckets(self, start: float, step: float, n: int) -> dict[str, dict[str, list[float | None]]]:
         """name -> key -> per-bucket mean (or peak, for PEAK_SERIES); None where nothing was sampled."""
@@ -283,32 +333,29 @@ class RequestHistoryStore(Store):
         return dict(out)
 
 
-# Outcomes answered at once, kept out of latency figures (they would flatter them). Rollups keep ok, rejected and
-# everything else as errors (client errors, failures, cancellations, time-outs): the error rate stays exact.
+# Outcomes answered at once, kept out of latency figures (they would flatter them).
 _INSTANT = frozenset({"rejected", "client_error"})
+_FAILED_COLS = sorted(OUTCOME_COLUMNS[o] for o in SERVER_FAILURES)
 
 
 def _rollup_requests(rows: Iterable[RequestRow]) -> list[list[Any]]:
     groups: dict[tuple[int, str, str], list[Any]] = {}
+    n_at, items_at, tokens_at, lat_at, h_at = (_AT[c] for c in ("n", "items", "tokens", "lat_sum", H_COLS[0]))
     for ts, model, task, outcome, lat, items, tokens in rows:
         key = (int(ts // MINUTE) * MINUTE, model, task)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = [*key, 0, 0, 0, 0, 0, 0, 0.0, None, None] + [0] * N_BUCKETS
-        g[3] += 1
-        if outcome == "ok":
-            g[4] += 1
-        elif outcome == "rejected":
-            g[6] += 1
-        else:
-            g[5] += 1
-        g[7] += items
-        g[8] += tokens
+            g = groups[key] = [*key, *([0] * len(_COUNTS)), 0.0, None, None] + [0] * N_BUCKETS
+        g[n_at] += 1
+        # an outcome this version does not know is counted as an error, never dropped
+        g[_OUTCOME_AT.get(outcome, _OUTCOME_AT["error"])] += 1
+        g[items_at] += items
+        g[tokens_at] += tokens
         if outcome not in _INSTANT:
-            g[9] += lat
-            g[10] = lat if g[10] is None else min(g[10], lat)
-            g[11] = lat if g[11] is None else max(g[11], lat)
-            g[12 + bucket_index(lat)] += 1
+            g[lat_at] += lat
+            g[lat_at + 1] = lat if g[lat_at + 1] is None else min(g[lat_at + 1], lat)
+            g[lat_at + 2] = lat if g[lat_at + 2] is None else max(g[lat_at + 2], lat)
+            g[h_at + bucket_index(lat)] += 1
     return list(groups.values())
 
 

@@ -41,7 +41,12 @@ SERIES: dict[str, Any] = {
     "rss_bytes": [1e9, 1e9],
     "weight_bytes": {LONG_NAME: [90_900_000, 90_900_000]},
 }
-STATS: dict[str, Any] = {"throughput_per_s": 1.5, "latency_ms": {"p50": 4.0, "p95": 9.0}, "error_rate": 0.0}
+STATS: dict[str, Any] = {
+    "throughput_per_s": 1.5,
+    "latency_ms": {"p50": 4.0, "p95": 9.0},
+    "error_rate": 0.0,
+    "client_error_rate": 0.465,  # the user's dashboard: every failure was a 4xx
+}
 
 
 class Server:
@@ -173,10 +178,15 @@ def test_top_finds_the_server_from_config_and_shows_the_current_queue(server: Se
     assert res.exit_code == 0, res.output
     assert "queue" in res.output and "busy" in res.output and "queued and in flight now" in res.output
     cells = _row(res.output, LONG_NAME)
-    assert cells[5:7] == ["3", "2"], cells  # /v1/admin/models' queued and in_flight, not the series' peaks
+    assert cells[4:6] == ["0.0%", "46.5%"], cells  # err counts server failures only; the 4xx beside it
+    assert cells[6:8] == ["3", "2"], cells  # /v1/admin/models' queued and in_flight, not the series' peaks
 
 
 def test_top_falls_back_to_the_last_series_sample() -> None:
+    assert _row(_top_once(SERIES, STATS, 200), LONG_NAME)[6:8] == ["17", "11"]
+
+
+def _top_once(series: dict[str, Any], stats: dict[str, Any], width: int) -> str:
     import io
 
     import httpx
@@ -185,13 +195,32 @@ def test_top_falls_back_to_the_last_series_sample() -> None:
     from hf_provider.cli.top import top
 
     def handler(request: httpx.Request) -> httpx.Response:
-        body = {"/v1/admin/series": SERIES, "/v1/admin/stats": STATS}.get(request.url.path)
+        body = {"/v1/admin/series": series, "/v1/admin/stats": stats}.get(request.url.path)
         return httpx.Response(200, json=body) if body is not None else httpx.Response(404)
 
     out = io.StringIO()
     client = httpx.Client(base_url="http://hfp", transport=httpx.MockTransport(handler))
-    assert top(once=True, client=client, console=Console(file=out, width=200)) == 0
-    assert _row(out.getvalue(), LONG_NAME)[5:7] == ["17", "11"]
+    assert top(once=True, client=client, console=Console(file=out, width=width)) == 0
+    return out.getvalue()
+
+
+def test_top_shows_a_dash_for_4xx_when_the_server_predates_it() -> None:
+    older = {k: v for k, v in STATS.items() if k != "client_error_rate"}
+    assert _row(_top_once(SERIES, older, 200), LONG_NAME)[4:6] == ["0.0%", "-"]
+
+
+def test_top_keeps_a_21_character_model_name_and_both_rates_within_80_columns() -> None:
+    name = "multilingual-e5-large"
+    series = {k: {name: v[LONG_NAME]} if isinstance(v, dict) else v for k, v in SERIES.items()}
+    series["models"] = [name]
+    stats = STATS | {"error_rate": 0.123, "latency_ms": {"p50": 123.0, "p95": 1234.0}}
+    out = _top_once(series, stats, 80)
+    header = next(line for line in out.splitlines() if "req/s" in line)
+    assert header.split() == [
+        "model", "req/s", "p50", "p95", "err", "4xx", "queue", "busy", "weights", "work", "budget",
+    ]  # fmt: skip
+    assert _row(out, name)[:6] == [name, "1.50", "123", "1234", "12.3%", "46.5%"]
+    assert "…" not in out
 
 
 def test_top_without_a_server_is_one_line_and_fails() -> None:

@@ -118,13 +118,14 @@ def test_top_once_renders_a_frame(client: TestClient) -> None:
     text = out.getvalue()
     assert "tiny" in text and "idle" not in text  # no /v1/admin/models route here: models from the series
     assert "20.0%" in text and "RSS" in text
+    assert "4xx: % client errors" in text
 
 
 def test_top_fits_eighty_columns_with_every_header_whole(client: TestClient) -> None:
     out = io.StringIO()
     top(once=True, client=client, console=Console(file=out, width=80, force_terminal=False))
     header = next(line for line in out.getvalue().splitlines() if "req/s" in line)
-    for col in ("model", "req/s", "p50", "p95", "err", "queue", "busy", "weights", "work", "budget"):
+    for col in ("model", "req/s", "p50", "p95", "err", "4xx", "queue", "busy", "weights", "work", "budget"):
         assert f" {col} " in f" {header} ", header
     assert "…" not in out.getvalue()
 

@@ -73,7 +73,9 @@ function render(series, stats) {
   }
   $("tile-requests").textContent = String(stats.requests);
   $("tile-throughput").textContent = fmt.rate(stats.throughput_per_s);
+  // The headline counts failures of the server's making; a client sending bad requests shows beside it.
   $("tile-errors").textContent = fmt.percent(100 * stats.error_rate);
+  $("tile-client-errors").textContent = fmt.percent(100 * stats.client_error_rate);
   const q = stats.latency_ms;
   $("tile-latency").textContent = `${fmt.ms(q.p50)} / ${fmt.ms(q.p95)} / ${fmt.ms(q.p99)}`;
   const sel = $("model");

@@ -5,7 +5,7 @@
 
 const NOT_OK = [
   ["errors", "Errors"],
-  ["client_errors", "Client errors"],
+  ["client_errors", "Client errors (4xx)"],
   ["timed_out", "Timed out"],
   ["rejected", "Rejected"],
   ["cancelled", "Cancelled"],
