@@ -68,7 +68,11 @@ def _settled(p: Provider) -> None:
     sched = _sched(p)
     done = threading.Event()
     for _ in range(500):
-        if sched.in_flight == 0 and not sched.pending.device_busy and not (sched.engine and sched.engine.busy):
+        if (
+            sched.in_flight == 0
+            and not sched.pending.device_busy
+            and not (sched.engine and sched.engine.busy)
+        ):
             return
         done.wait(0.01)
     raise AssertionError(f"{sched.in_flight} requests still in flight")
