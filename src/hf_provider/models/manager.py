@@ -44,6 +44,7 @@ from hf_provider.resilience.retry import RetryBudget
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime import continuous
 from hf_provider.runtime.device import pick_device, pick_dtype
+from hf_provider.runtime.foreground import yield_point
 from hf_provider.runtime.loader import load_model
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.quantization import apply_quantization
@@ -112,6 +113,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         fetcher: Fetcher | None = None,
     ) -> None:
         self.memory = memory or MemorySettings()
+        self.freeze_heap = self.memory.freeze_heap is True  # None: on in the server only (server/app.py)
         # Hub files: the lock, integrity checks and repair, the disk budget (hub/fetch.py)
         self.fetcher = fetcher or Fetcher()
         pins.register_holder(self.loaded_revisions)  # the disk budget never removes what is loaded here
@@ -283,7 +285,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
                 self._changed.notify_all()
             self._loaded(e, exc)
             raise
-        if self.memory.freeze_heap:
+        if self.freeze_heap:
             heap.freeze()  # before its first request: one collection now instead of long ones while serving
         with self._lock:
             e.state, e.failures = "ready", 0
@@ -336,6 +338,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self._admit(key, pool, est.total_bytes)
+        yield_point()  # a swap's load steps aside for forward passes here, not under self._lock (runtime/foreground.py)
         runner: StageRunner
         gen = None  # continuous batching (runtime/continuous): its KV cache is accounted with the weights
         if spec.isolation == "process":  # the weights live in a child process (isolation/runners.py)
@@ -360,7 +363,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
                 self._commit(key, pool, actual)
             except BaseException:
                 del model
-                release_memory(str(device), refreeze=self.memory.freeze_heap)
+                release_memory(str(device), refreeze=self.freeze_heap)
                 raise
             runner = ThreadRunner(
                 model,
@@ -370,6 +373,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
                 fault=self.fault,
                 faults=faults,
             )
+        yield_point()
         engine = gen.build() if gen is not None else None
         if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back
             actual -= gen.nbytes
@@ -457,6 +461,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
         """Build handlers on the already-loaded weights; an unservable task raises TaskNotSupported."""
         for task in tasks:
             if task not in model.handlers:
+                yield_point()
                 model.handlers[task] = build_handler(task, model, model.spec.defaults.get(task))
 
     def add_task(self, name: str, task: str) -> None:
@@ -500,7 +505,7 @@ class ModelManager(MemoryAdmission, ManagerViews):
             self.accountant.release(name)
             self._changed.notify_all()
         del model, sched
-        release_memory(device, refreeze=self.memory.freeze_heap)
+        release_memory(device, refreeze=self.freeze_heap)
         pins.publish()
         self.observer.model_unloaded(name, reason)
         log.info("unloaded %s (%s)", name, reason)
