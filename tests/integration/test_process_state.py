@@ -59,9 +59,9 @@ def test_a_library_provider_leaves_gc_and_the_log_record_factory_as_the_host_pro
     for when in ("served", "unloaded", "closed"):  # the unload collects without thawing the host's heap
         now = seen[when]
         assert (now[0], now[2]) == (enabled, factory), when
-        # nothing more frozen (a load would add the model's objects) and nothing thawed (0); frozen objects
-        # freed by reference counting leave the permanent generation by themselves
-        assert 0.9 * frozen < now[1] <= frozen, (when, now[1], frozen)
+        # nothing thawed (0) and nothing more frozen (a load's freeze adds ~400k objects); frozen objects freed by
+        # reference counting leave the permanent generation by themselves, and CPython 3.12 collections add a few
+        assert 0.9 * frozen < now[1] < frozen + 10_000, (when, now[1], frozen)
 
 
 @pytest.fixture
@@ -85,6 +85,12 @@ def test_the_server_masks_every_log_record_and_freezes_the_heap_unless_told_not_
         create_app(p, load_on_start=False)  # what `hfp serve` and a Ray replica call
         assert getattr(logging.getLogRecordFactory(), "hfp_redacting", False)
         p.run("m", TASK, "a fine day")
-        assert (gc.get_freeze_count() > 0) is (freeze_heap is None)
+        assert frozen_by_us() is (freeze_heap is None)
         assert p.unload("m")
-        assert (gc.get_freeze_count() > 0) is (freeze_heap is None)  # refrozen after the unload's collection
+        assert frozen_by_us() is (freeze_heap is None)  # refrozen after the unload's collection
+
+
+def frozen_by_us() -> bool:
+    """A freeze here holds everything alive (~400k objects with torch imported); CPython 3.12's own collections
+    leave a few hundred in the permanent generation without anyone freezing."""
+    return gc.get_freeze_count() > 50_000
