@@ -18,10 +18,15 @@ under `ModelManager._lock`, which the event loop's submit takes) and nothing pro
 version gated every Python call with `sys.settrace`, which removed a debugger's tracer and stalled the event loop
 when it waited under the manager's lock). Inside the block torch calls one back at every module, parameter and
 buffer registration, which is how `from_pretrained` builds a model (modules on the meta device, then one
-`setattr` per loaded tensor): a MiniLM load reaches ~340 of them, ~0.1 ms of Python apart. The loader adds points
-between its steps (runtime/loader.py, the manager's handler builds). The three torch hooks are global: registered
-by the first block and kept (removing one while another thread iterates torch's hook dict would fail that thread's
-module construction); for any thread outside a block they are one thread-local lookup per registration.
+`setattr` per loaded tensor): a MiniLM load reaches ~340 of them, 0.1 ms apart on average and 5 ms at most
+(transformers renaming the checkpoint's keys before the first tensor). The loader adds points between its steps
+(runtime/loader.py, the manager's handler builds). transformers' weight-copy pool threads are outside the block and
+do not wait. The three torch hooks are global: registered by the first block and kept (removing one while another
+thread iterates torch's hook dict would fail that thread's module construction); for any thread outside a block
+they are one thread-local lookup per registration.
+
+Not on CUDA (lifecycle/loading.py passes enabled=False): a pass there computes on the device, so a loader thread
+takes little from it, and with continuous batching a pass is almost always running, so the load would only crawl.
 
 A background thread is never starved: after `max_wait_s` of waiting in all it runs freely for `slice_s`, so on a
 model that is busy without a gap it still progresses at slice/(wait + slice) of its own speed.
