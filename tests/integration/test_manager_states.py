@@ -67,8 +67,9 @@ def test_unresolvable_adhoc_name_is_not_remembered(tmp_path):
 
 def test_an_unloaded_model_is_freed_although_its_load_froze_the_heap(tiny_models):
     gc.unfreeze()
+    settings = load_settings({"metrics_enabled": False, "memory": {"freeze_heap": True}})  # a library opts in
     try:
-        with _provider(ModelSpec(name="m", source=str(tiny_models["bert-cls"]))) as p:
+        with Provider([ModelSpec(name="m", source=str(tiny_models["bert-cls"]))], settings=settings) as p:
             p.run("m", "text-classification", "x")
             assert gc.get_freeze_count() > 0  # the load froze what was alive, the model included
             module = p.manager._entries["m"].model.module

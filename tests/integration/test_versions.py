@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -13,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from hf_provider.errors import InvalidInput, ModelLoadError, VersionConflict
+from hf_provider.lifecycle import loading
+from hf_provider.models import manager as manager_module
 from hf_provider.provider import Provider
 from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.settings import load_settings
@@ -108,20 +112,80 @@ def test_swap_under_load_fails_no_request(hub: Any) -> None:
         assert actions[-1] == ("load", "v1", "ok")
 
 
-def test_a_swap_loads_between_forward_passes_and_is_not_starved_by_a_model_that_never_stops(
-    hub: Any, caplog: pytest.LogCaptureFixture
+def yielded(caplog: pytest.LogCaptureFixture) -> tuple[float, int]:
+    """(seconds waited for forward passes, free slices) of the last swap's load, from its log line."""
+    line = [r.getMessage() for r in caplog.records if "beside the serving version" in r.getMessage()][-1]
+    found = re.search(r"waited ([0-9.]+) s for forward passes \((\d+) free slices\)", line)
+    assert found is not None, line
+    return float(found.group(1)), int(found.group(2))
+
+
+def test_a_swap_loads_between_forward_passes_holding_no_lock_and_is_not_starved_by_a_model_that_never_stops(
+    hub: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with make() as p:
         p.load("cls")
         caplog.set_level(logging.INFO, logger="hf_provider.lifecycle.loading")
+        owned: list[bool] = []  # at each wait of the load: whether it held the manager's lock
+        real_wait = FOREGROUND.wait_idle
+
+        def wait_idle(timeout: float) -> bool:
+            owned.append(p.manager._lock._is_owned())  # type: ignore[attr-defined]
+            return real_wait(timeout)
+
+        monkeypatch.setattr(FOREGROUND, "wait_idle", wait_idle)
         with FOREGROUND.forward_pass():  # a forward pass that lasts the whole swap: no gap for the load
             p.lifecycle.swap("cls", "v2")
         assert commit_of(p) == hub.v2
-        line = next(r.getMessage() for r in caplog.records if "beside the serving version" in r.getMessage())
-        waited, slices = re.search(
-            r"waited ([0-9.]+) s for forward passes \((\d+) free slices\)", line
-        ).groups()
-        assert float(waited) > 0 and int(slices) > 0
+        waited, slices = yielded(caplog)
+        assert waited > 0 and slices > 0
+        # each wait ran out (the pass never ends) and bought a free slice; none was under the event loop's lock
+        assert len(owned) == slices and not any(owned)
+
+
+@pytest.mark.parametrize("why", ["setting off", "cuda"])
+def test_a_swap_that_must_not_yield_never_waits_for_forward_passes(
+    hub: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    with make({"versioning": {"yield_to_requests": why == "cuda"}}) as p:
+        p.load("cls")
+        if why == "cuda":  # the swap's decision sees a CUDA device; the load itself stays on this CPU
+            monkeypatch.setattr(loading, "pick_device", lambda _: torch.device("cuda", 0))
+        caplog.set_level(logging.INFO, logger="hf_provider.lifecycle.loading")
+        with FOREGROUND.forward_pass():
+            p.lifecycle.swap("cls", "v2")
+        assert commit_of(p) == hub.v2
+        assert yielded(caplog) == (0.0, 0)
+
+
+def test_a_debuggers_trace_function_set_during_a_swaps_load_is_still_installed_after_it(
+    hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            calls.append(frame.f_code.co_name)
+        return None
+
+    with make() as p:
+        p.load("cls")
+        real_load = manager_module.load_model
+
+        def load_model(*args: Any, **kwargs: Any) -> Any:  # breakpoint() in a loader step sets a tracer
+            sys.settrace(tracer)
+            return real_load(*args, **kwargs)
+
+        monkeypatch.setattr(manager_module, "load_model", load_model)
+        previous = sys.gettrace()
+        try:
+            with FOREGROUND.forward_pass():  # the load yields meanwhile
+                p.lifecycle.swap("cls", "v2")
+            assert sys.gettrace() is tracer
+        finally:
+            sys.settrace(previous)
+        assert commit_of(p) == hub.v2
+        assert "from_pretrained" in calls and "attach_tasks" in calls  # it traced the whole load
 
 
 def test_rollback_without_a_previous_revision_is_a_conflict(hub: Any) -> None:
@@ -286,7 +350,7 @@ def test_a_dropped_version_gives_its_weights_back_without_a_full_collection(hub:
     import gc
     import weakref
 
-    with make() as p:
+    with make({"memory": {"freeze_heap": True}}) as p:  # as the server does
         p.load("cls")  # frozen by the manager (memory/heap.py): its cycles wait for a full pass
         p.lifecycle.swap("cls", "v2")
         warm = p.lifecycle.warm.get("cls")

@@ -88,8 +88,10 @@ class VersionLoader:
         deadline = time.monotonic() + self.manager.memory.load_wait_s
 
         try:
-            # the serving version takes every request meanwhile: the load runs between its forward passes
-            with FOREGROUND.yield_to_forwards() as waited:
+            # the serving version takes every request meanwhile: on CPU the load runs between its forward passes
+            # (runtime/foreground.py); a CUDA pass computes on the device and is seldom off it, so no waiting
+            yielding = self.settings.yield_to_requests and pick_device(spec.device).type == "cpu"
+            with FOREGROUND.yield_to_forwards(enabled=yielding) as waited:
                 self.manager.load_into(v.entry, deadline, key=key, resolved=resolved, faults=faults)
             log.info(
                 "loaded %s beside the serving version; it waited %.2f s for forward passes (%d free slices)",
@@ -134,12 +136,12 @@ class VersionLoader:
                 m.accountant.release(name)
             del sched, model
             # as an unload does (the old version was frozen at its load); requests wait meanwhile anyway
-            release_memory(device, refreeze=m.memory.freeze_heap)
+            release_memory(device, refreeze=m.freeze_heap)
             deadline = time.monotonic() + m.memory.load_wait_s
             try:
                 e.spec = spec.model_copy(update={"revision": self.lock.spec_revision(e, spec.revision)})
                 m.load_into(e, deadline, resolved=resolved)
-                if m.memory.freeze_heap:
+                if m.freeze_heap:
                     heap.freeze()  # as after any load of a served entry
             except BaseException:
                 m.accountant.release(name)

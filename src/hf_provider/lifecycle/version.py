@@ -139,7 +139,7 @@ def drop(manager: ModelManager, v: Version, reason: str) -> None:
     e.model = e.scheduler = None
     e.accounted_bytes = 0
     del sched, model
-    _free(device)
+    _free(device, collect=manager.freeze_heap)
     log.info("dropped version %s (%s)", v.key, reason)
 
 
@@ -201,9 +201,13 @@ def _release_weights(model: Any) -> None:
     model.handlers.clear()
 
 
-def _free(device: str) -> None:
-    """Give a dropped version's memory back without a full pass over the frozen heap (see _release_weights)."""
-    gc.collect()
+def _free(device: str, *, collect: bool) -> None:
+    """Give a dropped version's memory back without a full pass over the frozen heap (see _release_weights).
+    A collection walks what is not frozen: with the heap frozen (the server) that is 7-15 ms; without (a library
+    Provider) it is the whole heap, ~200 ms holding the GIL on 2 cores, so the shells wait for the host's own
+    collector there (the weights are already freed)."""
+    if collect:
+        gc.collect()
     _empty_cuda_cache(device)
     trim_host_heap()
 

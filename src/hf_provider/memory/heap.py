@@ -9,7 +9,9 @@ Instagram's web servers), so a full pass walks only what requests created since.
 
 A frozen object is never collected, even once it is garbage: an unloaded model's reference cycles would stay in
 memory. So `release` unfreezes first, collects everything once (at unload, where a pause is expected), and
-freezes what is still alive again. Process-wide and reversible; `MemorySettings.freeze_heap` turns it off.
+freezes what is still alive again. Process-wide and reversible, so done only where `MemorySettings.freeze_heap`
+says (by default the server's processes, not a library's host program); without it an unload only collects,
+leaving whatever the host program froze itself as it was.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ def freeze() -> None:
 
 
 def collect(refreeze: bool) -> None:
-    """After an unload: collect with nothing frozen, so the unloaded model's cycles are freed too; then freeze
-    what is still alive again when `refreeze` (the server's setting). A no-op unfreeze when nothing is frozen."""
+    """After an unload. `refreeze` (the heap is frozen after loads here): collect with nothing frozen, so the
+    unloaded model's cycles are freed too, then freeze what is still alive again. Otherwise a plain collection:
+    what is frozen was frozen by the host program, not ours to thaw."""
     with _lock:
+        if not refreeze:
+            gc.collect()
+            return
         gc.unfreeze()
         gc.collect()
-        if refreeze:
-            gc.freeze()
+        gc.freeze()
 
 
 def frozen() -> int:

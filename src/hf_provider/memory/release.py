@@ -41,8 +41,8 @@ def trim_host_heap() -> bool:
 
 
 def release_memory(device: str | torch.device | None = None, *, refreeze: bool = False) -> None:
-    """Collect garbage (frozen objects included, see heap.py), empty the CUDA caching allocator for a CUDA
-    device, and trim the host heap.
+    """Collect garbage (with `refreeze`, the heap this process froze after its loads included: see heap.py),
+    empty the CUDA caching allocator for a CUDA device, and trim the host heap.
 
     Call after dropping the last reference to an unloaded model's module.
     """

@@ -40,6 +40,7 @@ from hf_provider.resilience.faults import FaultInjector
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime import continuous
 from hf_provider.runtime.device import pick_device, pick_dtype
+from hf_provider.runtime.foreground import yield_point
 from hf_provider.runtime.loader import load_model
 from hf_provider.runtime.quantization import apply_quantization
 from hf_provider.runtime.tasks import supported_tasks
@@ -68,6 +69,7 @@ class ModelManager:
         fetcher: Fetcher | None = None,
     ) -> None:
         self.memory = memory or MemorySettings()
+        self.freeze_heap = self.memory.freeze_heap is True  # None: on in the server only (server/app.py)
         # Hub files: the lock, integrity checks and repair, the disk budget (hub/fetch.py)
         self.fetcher = fetcher or Fetcher()
         pins.register_holder(self.loaded_revisions)  # the disk budget never removes what is loaded here
@@ -257,7 +259,7 @@ class ModelManager:
                 self._changed.notify_all()
             self._loaded(e, exc)
             raise
-        if self.memory.freeze_heap:
+        if self.freeze_heap:
             heap.freeze()  # before its first request: one collection now instead of long ones while serving
         with self._lock:
             e.state = "ready"
@@ -311,6 +313,7 @@ class ModelManager:
         pool = pool_for_device(str(device))
         e.estimated_bytes, e.working_bytes, e.pool = est.total_bytes, est.working_bytes, pool
         self.admission.admit(key, pool, est.total_bytes)
+        yield_point()  # a swap's load steps aside for forward passes here, not under self._lock (runtime/foreground.py)
         runner: StageRunner
         gen = None  # continuous batching (runtime/continuous): its KV cache is accounted with the weights
         if spec.isolation == "process":  # the weights live in a child process (isolation/runners.py)
@@ -335,7 +338,7 @@ class ModelManager:
                 self.admission.commit(key, pool, actual)
             except BaseException:
                 del model
-                release_memory(str(device), refreeze=self.memory.freeze_heap)
+                release_memory(str(device), refreeze=self.freeze_heap)
                 raise
             runner = ThreadRunner(
                 model,
@@ -345,6 +348,7 @@ class ModelManager:
                 fault=self.fault,
                 faults=faults,
             )
+        yield_point()
         engine = gen.build() if gen is not None else None
         if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back
             actual -= gen.nbytes
@@ -404,7 +408,7 @@ class ModelManager:
             self.accountant.release(name)
             self._changed.notify_all()
         del model, sched
-        release_memory(device, refreeze=self.memory.freeze_heap)
+        release_memory(device, refreeze=self.freeze_heap)
         pins.publish()
         self.observer.model_unloaded(name, reason)
         log.info("unloaded %s (%s)", name, reason)

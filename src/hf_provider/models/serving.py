@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from hf_provider.errors import TaskNotSupported, Unavailable
 from hf_provider.resilience.breaker import Breaker
+from hf_provider.runtime.foreground import yield_point
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import build_handler, supported_tasks
 from hf_provider.spec import ModelSpec
@@ -25,6 +26,7 @@ def attach_tasks(model: LoadedModel, tasks: list[str]) -> None:
     """Build handlers on the already-loaded weights; an unservable task raises TaskNotSupported."""
     for task in tasks:
         if task not in model.handlers:
+            yield_point()  # a swap's load steps aside for forward passes between handlers (runtime/foreground.py)
             model.handlers[task] = build_handler(task, model, model.spec.defaults.get(task))
 
 

@@ -20,6 +20,7 @@ from hf_provider.hub.resolve import Resolved, resolve
 from hf_provider.memory.estimate import module_bytes
 from hf_provider.runtime import shared_tokenizers
 from hf_provider.runtime.device import pick_device, pick_dtype
+from hf_provider.runtime.foreground import yield_point
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.spec import ModelSpec
 
@@ -82,6 +83,7 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
             f"could not load model {spec.name!r} from {spec.source!r}: {e}", model=spec.name
         ) from e
     module, tokenizer, config, st = loaded
+    yield_point()  # a swap's load steps aside for forward passes between its steps (runtime/foreground.py)
     module.eval()
     from hf_provider.runtime.tasks.encoding import fast_encoder
 
@@ -107,6 +109,7 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
 
 def _load_transformers(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype):
     config = AutoConfig.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+    yield_point()
     cls = auto_class_for(config)
     module = cls.from_pretrained(
         path,
@@ -115,6 +118,7 @@ def _load_transformers(spec: ModelSpec, path: Path, device: torch.device, dtype:
         trust_remote_code=spec.trust_remote_code,
         use_safetensors=True if _has_safetensors(path) else None,
     ).to(device)
+    yield_point()
     key = shared_tokenizers.files_key(path, f"auto-tokenizer/remote-code={spec.trust_remote_code}")
     tokenizer = shared_tokenizers.shared(
         key, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
@@ -126,6 +130,7 @@ def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device
     from sentence_transformers import SentenceTransformer
 
     key = shared_tokenizers.files_key(path, f"st-processor/remote-code={spec.trust_remote_code}")
+    yield_point()
     with shared_tokenizers.sentence_transformer_processor(key, path):
         st = SentenceTransformer(
             str(path),

@@ -17,16 +17,25 @@ from hf_provider.reporting.redact import install_log_redaction
 from hf_provider.server.auth import BearerAuth
 from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
-from hf_provider.server.loadshed import LoopLag, ShedOnLoopLag
+from hf_provider.server.loadshed import LagProbe, LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
 from hf_provider.server.routes import admin, health, openai, reports, tasks, versions
 
 log = logging.getLogger(__name__)
 
 
+def claim_process(provider: Provider) -> None:
+    """The process-wide state a server sets and a Provider used as a library leaves to its host program: every
+    log record masked before any handler sees it (secrets in messages and tracebacks), and the heap frozen
+    after each load unless `[memory] freeze_heap = false` (its default None means on here). `hfp serve` and
+    a Ray replica both come through create_app."""
+    install_log_redaction()
+    provider.manager.freeze_heap = provider.settings.memory.freeze_heap is not False
+
+
 def create_app(provider: Provider, *, load_on_start: bool | None = None) -> FastAPI:
     settings = provider.settings
-    install_log_redaction()  # secrets in messages and tracebacks are masked before any handler sees them
+    claim_process(provider)
     load_now = settings.load_on_start if load_on_start is None else load_on_start
 
     @asynccontextmanager
@@ -38,6 +47,8 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         if observer is not None and hasattr(observer, "start"):
             observer.start()
         lag.start()
+        if probe is not None:
+            probe.start()
         loader = asyncio.create_task(_load_all(provider, app)) if load_now else None
         if loader is None:
             app.state.started = True
@@ -45,6 +56,8 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
             yield
         finally:
             await lag.stop()
+            if probe is not None:
+                await probe.stop()
             if loader is not None:
                 loader.cancel()
             await asyncio.to_thread(provider.close)
@@ -53,6 +66,8 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
 
     app = FastAPI(title="hf-provider", version="0.1.0", lifespan=lifespan)
     lag = LoopLag(provider)
+    probe = None if settings.server.lag_probe_ms is None else LagProbe(settings.server.lag_probe_ms / 1000)
+    app.state.lag_probe = probe
     app.state.provider = provider
     app.state.loop_lag = lag
     app.state.load_on_start = load_now
@@ -61,6 +76,10 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     install_error_handlers(app)
     for r in (health.router, openai.router, tasks.router, admin.router, versions.router, reports.router):
         app.include_router(r)
+    if probe is not None:
+        from hf_provider.server.routes import looplag
+
+        app.include_router(looplag.router)
     if provider.faults is not None:  # TESTING ONLY: the route exists only when fault injection is configured
         from hf_provider.server.routes import faults
 

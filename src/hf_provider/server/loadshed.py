@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from typing import Any
 
 from hf_provider.errors import Overloaded
@@ -45,6 +46,39 @@ class LoopLag:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="hfp-loop-lag")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class LagProbe:
+    """How late a short periodic timer fires, each sample kept with when (the loop's clock, time.monotonic): the
+    event loop's lag at a finer grain than the shedding monitor's. On with `[server] lag_probe_ms` (off by
+    default) for benches: bench/swap.py reads the samples of each swap from GET /v1/admin/loop-lag."""
+
+    def __init__(self, interval_s: float, keep: int = 1 << 16) -> None:
+        self.interval_s = interval_s
+        self.samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when it fired, how late in s)
+        self._task: asyncio.Task[None] | None = None
+
+    def since(self, t: float) -> list[tuple[float, float]]:
+        return [s for s in list(self.samples) if s[0] >= t]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(self.interval_s)
+            now = loop.time()
+            self.samples.append((now, max(0.0, now - t0 - self.interval_s)))
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="hfp-lag-probe")
 
     async def stop(self) -> None:
         if self._task is not None:

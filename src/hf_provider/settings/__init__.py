@@ -56,6 +56,12 @@ class ServerSettings(BaseModel):
     shed_loop_lag_s: float = Field(
         0.5, gt=0, description="while the event loop lags more than this, inference requests get 429 at once"
     )
+    lag_probe_ms: float | None = Field(
+        None,
+        gt=0,
+        description="for benches: a timer of this period records how late each firing is (the event loop's lag), "
+        "served by GET /v1/admin/loop-lag (bench/swap.py sets 5); None: no probe, no route",
+    )
     keep_alive_s: int = Field(
         65,
         ge=1,
@@ -78,10 +84,12 @@ class MemorySettings(BaseModel):
     min_residency_s: float = Field(10.0, ge=0, description="a model loaded more recently is not evicted")
     load_wait_s: float = Field(60.0, gt=0, description="longest a request waits for its model to load")
     keep_alive_check_s: float = Field(1.0, gt=0, description="how often idle models are looked for")
-    freeze_heap: bool = Field(
-        True,
+    freeze_heap: bool | None = Field(
+        None,
         description="after each load, move the objects alive (imports, models) out of the garbage collector's "
-        "generations so its full passes stay short (gc.freeze; undone and redone at each unload)",
+        "generations so its full passes stay short (gc.freeze; undone and redone at each unload). Process-wide, "
+        "so None (the default) means on for the server (`hfp serve`, a Ray replica) and off for a Provider used "
+        "as a library, whose host program keeps its own gc state; true or false decides for both",
     )
     fault_inject_oom: str | None = Field(
         None, description="TESTING ONLY: comma-separated batch sizes whose forward raises a real OOM error"
@@ -146,6 +154,13 @@ class VersioningSettings(BaseModel):
     )
     drain_timeout_s: float = Field(
         60.0, gt=0, description="longest a swapped-out version may take to finish its in-flight requests"
+    )
+    yield_to_requests: bool = Field(
+        True,
+        description="a swap's load on CPU steps aside for the serving version's forward passes (waits at explicit "
+        "points of the load while one runs, at most 50 ms before it runs 10 ms freely), so requests keep their "
+        "latency and the swap takes longer; never on CUDA, where a pass runs on the device and continuous "
+        "batching leaves no gap to wait for. Off: the load runs at full speed beside the requests",
     )
     canary_abort_margin: float = Field(
         0.05,

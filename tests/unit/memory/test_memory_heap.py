@@ -46,7 +46,16 @@ def test_a_frozen_cycle_that_becomes_garbage_is_freed_by_the_release_after_an_un
     assert heap.frozen() > 0  # what is still alive is frozen again
 
 
-def test_release_without_refreeze_leaves_nothing_frozen() -> None:
-    heap.freeze()
+def test_release_without_refreeze_collects_and_leaves_the_host_programs_frozen_heap_as_it_was() -> None:
+    node = _Node()
+    ref = weakref.ref(node)
+    gc.freeze()  # the host program's own freeze (a library Provider does not freeze: freeze_heap off)
+    frozen = heap.frozen()
+    del node
     release_memory("cpu")
-    assert heap.frozen() == 0
+    assert heap.frozen() == frozen and ref() is not None  # not thawed, so its frozen garbage stays
+    garbage = _Node()
+    loose = weakref.ref(garbage)
+    del garbage
+    release_memory("cpu")
+    assert loose() is None  # what is not frozen is still collected

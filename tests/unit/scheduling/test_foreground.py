@@ -1,6 +1,7 @@
-"""Background work steps aside for forward passes (runtime/foreground.py): a thread inside
-`yield_to_forwards` waits at its Python calls while a pass runs, is never starved, keeps a debugger's or
-coverage's trace function working, and the schedulers' forward stages report their passes.
+"""Background work steps aside for forward passes (runtime/foreground.py): a thread inside `yield_to_forwards`
+waits at its yield points (explicit ones, and torch's module, parameter and buffer registrations) while a pass
+runs, never waits otherwise, is never starved, can be switched off, holds no lock while it waits and leaves the
+thread's trace function alone; the schedulers' forward stages report their passes.
 
 No sleeps: the waits are observed through a Foreground whose wait signals the test, and the starvation bound
 runs on a fake clock.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,13 +19,14 @@ import pytest
 import torch
 
 from hf_provider.resilience.supervisor import Supervisor
-from hf_provider.runtime.foreground import FOREGROUND, Foreground
+from hf_provider.runtime.foreground import FOREGROUND, Foreground, YieldStats, yield_point
 from hf_provider.scheduling.batcher import ModelScheduler
 from hf_provider.scheduling.worker import StageRunner
 from hf_provider.spec import BatchingSpec
 from hf_provider.types import Item, RowControl
 
 WAIT = 10.0  # bound on waiting for another thread; never a sleep
+NEVER_STARVED = WAIT * 10  # a starvation bound no test reaches
 
 
 class Watched(Foreground):
@@ -33,8 +35,10 @@ class Watched(Foreground):
     def __init__(self, clock: Any = None) -> None:
         super().__init__(*([clock] if clock is not None else []))
         self.waiting = threading.Event()
+        self.waits = 0
 
     def wait_idle(self, timeout: float) -> bool:
+        self.waits += 1
         self.waiting.set()
         return super().wait_idle(timeout)
 
@@ -59,14 +63,15 @@ class TimesOut(Foreground):
         return False
 
 
-def work(done: list[int]) -> None:
+def step(done: list[int]) -> None:
+    yield_point()
     done.append(1)
 
 
 def in_background(
-    fg: Foreground, fn: Any, **kw: Any
-) -> tuple[threading.Thread, list[Any], list[BaseException]]:
-    stats: list[Any] = []
+    fg: Foreground, fn: Callable[[], Any], **kw: Any
+) -> tuple[threading.Thread, list[YieldStats], list[BaseException]]:
+    stats: list[YieldStats] = []
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -82,73 +87,56 @@ def in_background(
     return t, stats, errors
 
 
-def test_background_python_waits_while_a_forward_pass_runs_and_goes_on_after_it() -> None:
+def test_a_yield_point_waits_while_a_forward_pass_runs_and_goes_on_after_it() -> None:
     fg = Watched()
     done: list[int] = []
     with fg.forward_pass():
-        t, stats, errors = in_background(fg, lambda: work(done), max_wait_s=WAIT * 10)
+        t, stats, errors = in_background(fg, lambda: step(done), max_wait_s=NEVER_STARVED)
         assert fg.waiting.wait(WAIT)
-        assert done == []  # held at its call of work() while the pass runs
+        assert done == []  # held at its yield point while the pass runs
     t.join(WAIT)
     assert not t.is_alive() and not errors
     assert done == [1]
-    assert stats[0].waits >= 1 and stats[0].slices == 0
+    assert stats[0].waits == 1 and stats[0].slices == 0
 
 
-def test_without_a_forward_pass_background_work_never_waits() -> None:
+def test_without_a_forward_pass_yield_points_never_wait() -> None:
     fg = Watched()
     done: list[int] = []
-    t, stats, errors = in_background(fg, lambda: [work(done) for _ in range(100)])
+    t, stats, errors = in_background(fg, lambda: [step(done) for _ in range(100)])
     t.join(WAIT)
     assert not errors and len(done) == 100
-    assert not fg.waiting.is_set() and stats[0].waits == 0
+    assert fg.waits == 0 and stats[0].waits == 0
+
+
+def test_yield_points_outside_a_block_or_switched_off_never_wait_while_a_pass_runs() -> None:
+    fg = Watched()
+    done: list[int] = []
+    with fg.forward_pass():
+        step(done)  # this thread is in no block
+        t, stats, errors = in_background(fg, lambda: [step(done), torch.nn.Linear(2, 2)], enabled=False)
+        t.join(WAIT)
+    assert not t.is_alive() and not errors
+    assert done == [1, 1] and fg.waits == 0 and stats[0].waits == 0
 
 
 def test_a_model_busy_without_gaps_still_lets_background_work_progress_in_slices() -> None:
     clock = FakeClock()
     fg = TimesOut(clock)
-    done: list[int] = []
 
-    def step() -> None:  # each call of the background work takes 4 ms of the fake clock
-        clock.now += 0.004
-        done.append(1)
-
-    def many() -> None:
+    def many() -> None:  # 30 steps of the background work, each 4 ms of the fake clock after its yield point
         for _ in range(30):
-            step()
+            yield_point()
+            clock.now += 0.004
 
     with fg.forward_pass():
         t, stats, errors = in_background(fg, many, max_wait_s=0.05, slice_s=0.01)
         t.join(WAIT)
-    assert not errors and len(done) == 30
+    assert not errors
     s = stats[0]
-    # a slice of 10 ms holds 3 calls of 4 ms: about 30 / 3 slices, each after 50 ms of waiting
-    assert 8 <= s.slices <= 11
-    assert s.waited_s == pytest.approx(0.05 * s.slices, rel=0.25)
-
-
-def test_the_trace_function_already_set_keeps_its_events_and_is_restored_even_after_an_error() -> None:
-    fg = Foreground()
-    seen: list[str] = []
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        if event == "call":
-            seen.append(frame.f_code.co_name)
-        return None
-
-    def boom() -> None:
-        work([])
-        raise ValueError("the load failed")
-
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        with pytest.raises(ValueError, match="the load failed"), fg.yield_to_forwards():
-            boom()
-        assert sys.gettrace() is tracer
-    finally:
-        sys.settrace(previous)
-    assert "boom" in seen and "work" in seen
+    # each wait runs out after 50 ms and buys a 10 ms slice, which holds that step and the next two
+    assert (s.waits, s.slices) == (10, 10)
+    assert s.waited_s == pytest.approx(0.5)
 
 
 def test_a_forward_pass_that_raises_still_ends_and_releases_the_waiters() -> None:
@@ -156,7 +144,7 @@ def test_a_forward_pass_that_raises_still_ends_and_releases_the_waiters() -> Non
     done: list[int] = []
     with pytest.raises(RuntimeError), fg.forward_pass():
         assert fg.busy
-        t, _, errors = in_background(fg, lambda: work(done), max_wait_s=WAIT * 10)
+        t, _, errors = in_background(fg, lambda: step(done), max_wait_s=NEVER_STARVED)
         assert fg.waiting.wait(WAIT)
         raise RuntimeError("out of memory")
     t.join(WAIT)
@@ -169,13 +157,79 @@ def test_concurrent_passes_keep_background_work_waiting_until_the_last_one_ends(
     first, second = fg.forward_pass(), fg.forward_pass()
     first.__enter__()
     second.__enter__()
-    t, _, _ = in_background(fg, lambda: work(done), max_wait_s=WAIT * 10)
+    t, _, _ = in_background(fg, lambda: step(done), max_wait_s=NEVER_STARVED)
     assert fg.waiting.wait(WAIT)
     first.__exit__(None, None, None)
     assert fg.busy and done == []
     second.__exit__(None, None, None)
     t.join(WAIT)
     assert done == [1]
+
+
+def test_a_waiting_thread_holds_no_lock_that_passes_or_other_threads_need() -> None:
+    fg = Watched()
+    done: list[int] = []
+    shared = threading.Lock()  # as ModelManager._lock: taken around a step, released before the yield point
+
+    def load() -> None:
+        with shared:
+            done.append(0)
+        step(done)
+
+    with fg.forward_pass():
+        t, _, errors = in_background(fg, load, max_wait_s=NEVER_STARVED)
+        assert fg.waiting.wait(WAIT)
+        assert shared.acquire(timeout=WAIT)  # the event loop's submit would get it now
+        shared.release()
+        with fg.forward_pass():  # and another pass starts and ends: the Foreground's own lock is free too
+            assert done == [0]
+    t.join(WAIT)
+    assert not errors and done == [0, 1]
+
+
+def test_building_a_module_in_a_block_waits_at_its_registrations_and_other_threads_never_do() -> None:
+    fg = Watched()
+    built: list[torch.nn.Module] = []
+    outside = threading.Event()
+    with fg.forward_pass():
+        t, stats, errors = in_background(
+            fg, lambda: built.append(torch.nn.Linear(4, 4)), max_wait_s=NEVER_STARVED
+        )
+        assert fg.waiting.wait(WAIT)
+        assert built == []  # held inside the module's construction
+        other = threading.Thread(target=lambda: (torch.nn.Linear(4, 4), outside.set()))  # in no block
+        other.start()
+        assert outside.wait(WAIT)
+    t.join(WAIT)
+    other.join(WAIT)
+    assert not errors and len(built) == 1 and stats[0].waits >= 1
+
+
+def test_a_trace_function_set_inside_the_block_stays_and_one_set_before_is_never_replaced() -> None:
+    fg = Foreground()
+    seen: list[str] = []
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            seen.append(frame.f_code.co_name)
+        return None
+
+    def debugged() -> None:
+        step([])
+
+    previous = sys.gettrace()
+    try:
+        with fg.yield_to_forwards():
+            sys.settrace(tracer)  # breakpoint() inside the load sets one, as a debugger would
+            debugged()
+        assert sys.gettrace() is tracer
+        with pytest.raises(ValueError, match="the load failed"), fg.yield_to_forwards():
+            assert sys.gettrace() is tracer
+            raise ValueError("the load failed")
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(previous)
+    assert "debugged" in seen and "yield_point" in seen
 
 
 class Probe:
@@ -242,11 +296,11 @@ def test_an_undisturbed_section_runs_during_a_forward_pass_and_yielding_resumes_
         with fg.undisturbed():  # a timing measurement: must not wait for the forward pass
             entered.set()
             go.wait(WAIT)
-            work(inside)
+            step(inside)
             measured.set()
-        work(after)  # yielding again
+        step(after)  # yielding again
 
-    t, _, errors = in_background(fg, load_with_a_measurement, max_wait_s=WAIT * 10)
+    t, _, errors = in_background(fg, load_with_a_measurement, max_wait_s=NEVER_STARVED)
     assert entered.wait(WAIT)
     with fg.forward_pass():
         go.set()
@@ -255,11 +309,3 @@ def test_an_undisturbed_section_runs_during_a_forward_pass_and_yielding_resumes_
         assert after == []
     t.join(WAIT)
     assert not errors and after == [1]
-
-
-def test_undisturbed_outside_a_yielding_block_changes_nothing() -> None:
-    fg = Foreground()
-    previous = sys.gettrace()
-    with fg.undisturbed():
-        assert sys.gettrace() is previous
-    assert sys.gettrace() is previous

@@ -64,3 +64,40 @@ def test_middleware_sheds_inference_only_while_lagging() -> None:
     assert passed[1:] == ["/healthz", "/v1/admin/models", "/v1/models"]
     p.queued = 0  # lagging with nothing queued: refusing would only idle the models
     assert _call(app, "/v1/embeddings") == [] and passed[-1] == "/v1/embeddings"
+
+
+def test_the_lag_probe_records_each_firing_with_its_time_and_serves_those_since_a_time() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from hf_provider.server.loadshed import LagProbe
+    from hf_provider.server.routes import looplag
+
+    probe = LagProbe(0.001)
+
+    async def a_few_firings() -> None:
+        probe.start()
+        try:
+            await asyncio.wait_for(_until(lambda: len(probe.samples) >= 3), 10)
+        finally:
+            await probe.stop()
+
+    asyncio.run(a_few_firings())
+    assert all(late >= 0.0 for _, late in probe.samples)
+    times = [t for t, _ in probe.samples]
+    assert times == sorted(times)
+    probe.samples.clear()
+    probe.samples.extend([(1.0, 0.002), (2.0, 0.012), (3.0, 0.0)])
+    assert probe.since(2.0) == [(2.0, 0.012), (3.0, 0.0)]
+
+    app = FastAPI()
+    app.state.lag_probe = probe
+    app.include_router(looplag.router)
+    body = TestClient(app).get("/v1/admin/loop-lag", params={"since": 2.0}).json()
+    assert body["samples"] == [[2.0, 12.0], [3.0, 0.0]] and body["interval_ms"] == 1.0
+    assert body["now"] > 0
+
+
+async def _until(done: Any) -> None:
+    while not done():
+        await asyncio.sleep(0)
