@@ -133,6 +133,11 @@ class Admin:
         self._manager.set_pinned(name, pinned)
         return self.model(name)
 
+    def freeze_heap(self, on: bool) -> None:
+        """Whether each load ends with gc.freeze (memory/heap.py): process-wide state, so the server's entry point
+        turns it on (server/app.py claim_process) and a library Provider leaves it off unless asked."""
+        self._manager.freeze_heap = on
+
     def add_task(self, name: str, task: str) -> None:
         """Serve one more task from a model's weights (loaded if needed; no reload)."""
         from hf_provider.models.serving import attach_tasks

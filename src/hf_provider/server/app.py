@@ -30,7 +30,7 @@ def claim_process(provider: Provider) -> None:
     after each load unless `[memory] freeze_heap = false` (its default None means on here). `hfp serve` and
     a Ray replica both come through create_app."""
     install_log_redaction()
-    provider.manager.freeze_heap = provider.settings.memory.freeze_heap is not False
+    provider.admin.freeze_heap(provider.settings.memory.freeze_heap is not False)
 
 
 def create_app(provider: Provider, *, load_on_start: bool | None = None) -> FastAPI:
