@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from hf_provider.errors import Overloaded
@@ -22,30 +23,27 @@ DECAY = 0.7  # a spike is remembered for a few intervals: shedding reacts at onc
 JITTER_S = 0.005  # timer overshoot of an idle loop (scheduling noise), not lag
 
 
-class LoopLag:
-    def __init__(self, provider: Provider, interval_s: float = INTERVAL_S) -> None:
-        self.provider = provider
-        self.interval_s = interval_s
-        self.lag_s = 0.0
-        self._task: asyncio.Task[None] | None = None
+class LateTimer:
+    """A periodic asyncio timer that reports how late each firing was: `on_fire(when, late_s)` on the loop's
+    clock (time.monotonic). The measuring half of LoopLag and LagProbe."""
 
-    def observe(self, lag_s: float) -> float:
-        """Fold one measurement in (pure arithmetic; tests drive it directly)."""
-        lag_s = lag_s if lag_s > JITTER_S else 0.0
-        self.lag_s = max(lag_s, self.lag_s * DECAY)
-        self.provider.loop_lag_s = self.lag_s
-        return self.lag_s
+    def __init__(self, interval_s: float, on_fire: Callable[[float, float], object], name: str) -> None:
+        self.interval_s = interval_s
+        self.on_fire = on_fire
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             t0 = loop.time()
             await asyncio.sleep(self.interval_s)
-            self.observe(loop.time() - t0 - self.interval_s)
+            now = loop.time()
+            self.on_fire(now, now - t0 - self.interval_s)
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="hfp-loop-lag")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -53,6 +51,27 @@ class LoopLag:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class LoopLag:
+    def __init__(self, provider: Provider, interval_s: float = INTERVAL_S) -> None:
+        self.provider = provider
+        self.interval_s = interval_s
+        self.lag_s = 0.0
+        self._timer = LateTimer(interval_s, lambda _when, late: self.observe(late), "hfp-loop-lag")
+
+    def start(self) -> None:
+        self._timer.start()
+
+    async def stop(self) -> None:
+        await self._timer.stop()
+
+    def observe(self, lag_s: float) -> float:
+        """Fold one measurement in (pure arithmetic; tests drive it directly)."""
+        lag_s = lag_s if lag_s > JITTER_S else 0.0
+        self.lag_s = max(lag_s, self.lag_s * DECAY)
+        self.provider.loop_lag_s = self.lag_s
+        return self.lag_s
 
 
 class LagProbe:
@@ -63,29 +82,18 @@ class LagProbe:
     def __init__(self, interval_s: float, keep: int = 1 << 16) -> None:
         self.interval_s = interval_s
         self.samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when it fired, how late in s)
-        self._task: asyncio.Task[None] | None = None
+        self._timer = LateTimer(
+            interval_s, lambda when, late: self.samples.append((when, max(0.0, late))), "hfp-lag-probe"
+        )
+
+    def start(self) -> None:
+        self._timer.start()
+
+    async def stop(self) -> None:
+        await self._timer.stop()
 
     def since(self, t: float) -> list[tuple[float, float]]:
         return [s for s in list(self.samples) if s[0] >= t]
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(self.interval_s)
-            now = loop.time()
-            self.samples.append((now, max(0.0, now - t0 - self.interval_s)))
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="hfp-lag-probe")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
 
 class ShedOnLoopLag:
