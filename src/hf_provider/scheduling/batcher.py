@@ -227,6 +227,9 @@ class ModelScheduler:
     def outcome_of(self, req: Request, was: str, error: BaseException | None) -> Outcome:
         m = self.model
         outcome = req.outcome or "error"
+        # What only an error report reads (device, shape, the inputs' digest) is gathered for failures alone:
+        # this runs for every request on a stage thread.
+        failed = error is not None and outcome != "cancelled"
         return Outcome(
             model=self.name,
             task=req.handler.task,
@@ -240,10 +243,10 @@ class ModelScheduler:
             served_by=self.name,
             fallback_reason=req.fallback_reason,
             request_id=req.request_id,
-            device=_text(getattr(m, "device", None)),
-            dtype=_text(getattr(m, "dtype", None)),
-            input_shape=(len(req.items), max((i.n_tokens for i in req.items), default=0)),
-            inputs=[i.data for i in req.items],
+            device=_text(getattr(m, "device", None)) if failed else None,
+            dtype=_text(getattr(m, "dtype", None)) if failed else None,
+            input_shape=(len(req.items), max((i.n_tokens for i in req.items), default=0)) if failed else None,
+            inputs=[i.data for i in req.items] if failed else None,
             request=req,
         )
 
