@@ -240,7 +240,7 @@ class ModelScheduler:
             revision=m.commit,
             error=error,
             phase="queue" if was == "queued" else "forward",  # unless a stage tagged the error itself
-            served_by=self.name,
+            served_by=None if was == "queued" else self.name,  # it never left the queue: nobody served it
             fallback_reason=req.fallback_reason,
             request_id=req.request_id,
             device=_text(getattr(m, "device", None)) if failed else None,
