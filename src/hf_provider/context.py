@@ -7,6 +7,7 @@ captured at its creation.
 
 from __future__ import annotations
 
+import time
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,10 +19,12 @@ class Call:
     records only what ended before that (a body that is not JSON, a bad header, load shedding at the door). This
     flag, one per HTTP request, is how the server knows which, so every request is counted exactly once."""
 
-    __slots__ = ("recorded",)
+    __slots__ = ("arrived", "recorded")
 
-    def __init__(self) -> None:
+    def __init__(self, arrived: float | None = None) -> None:
         self.recorded = False
+        # time.monotonic() at its arrival: its deadline counts from here (a deadline message states its length)
+        self.arrived = time.monotonic() if arrived is None else arrived
 
 
 #: The id of the HTTP request being served (set by server/middleware.py).

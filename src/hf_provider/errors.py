@@ -38,6 +38,7 @@ class ModelNotFound(ProviderError, LookupError):
 
     def __init__(self, model: str, available: Iterable[str] = (), detail: str | None = None) -> None:
         self.available = sorted(available)
+        self.detail = detail  # what is wrong with the name itself, for a message that has named it already
         listing = ", ".join(self.available) or "none"
         msg = f"Unknown model {model!r}. Available models: {listing}."
         if detail:

@@ -77,8 +77,8 @@ def test_a_failing_load_shows_the_servers_message(served: Served, page) -> None:
     note = page.wait_for_selector('#models tr.note.error[data-model="broken"]', timeout=60_000)
     text = note.inner_text()
     assert text.startswith("load failed: cannot load model 'broken'") and "HTTP 500" in text
-    assert page.get_attribute(row("broken"), "data-state") == "unloaded"
-    assert page.inner_text(f"{row('broken')} td.state") == "load failed"
+    assert page.get_attribute(row("broken"), "data-state") == "failed"
+    assert page.inner_text(f"{row('broken')} td.state") == "failed"
     # The errors panel names it with the same message (from the model list, on the next poll).
     cell = page.wait_for_selector('#errors tr[data-model="broken"] td.load-error', timeout=30_000)
     assert cell.inner_text().startswith("cannot load model 'broken'")

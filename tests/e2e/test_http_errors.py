@@ -223,6 +223,13 @@ def test_streaming_on_task_endpoint_is_400(http: httpx.Client) -> None:
     assert_error(r, 400)
 
 
+def test_streaming_an_encoder_decoder_says_which_models_stream(http: httpx.Client) -> None:
+    r = http.post("/v1/completions", json={"model": "t5", "prompt": "hi", "stream": True})
+    msg = assert_error(r, 400, param="stream")["message"]
+    assert "'text2text-generation' does not stream" in msg
+    assert "decoder-only" in msg and "stream: false" in msg
+
+
 # ---- health, admin, task endpoints -------------------------------------------------------------------------
 
 

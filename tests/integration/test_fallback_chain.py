@@ -160,7 +160,7 @@ def test_a_completion_to_a_model_whose_load_failed_is_served_by_its_fallback(
         # The primary stays down, and says why.
         view = c.get("/v1/admin/models").json()["models"]
         primary = next(m for m in view if m["name"] == "primary")
-        assert primary["state"] == "unloaded" and "cannot load" in primary["error"]
+        assert primary["state"] == "failed" and "cannot load" in primary["error"]
 
         # No fallback that generates: the primary's own load error is the answer, naming no server.
         r = c.post("/v1/chat/completions", json={"model": "alone", **chat})

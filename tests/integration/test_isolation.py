@@ -266,7 +266,8 @@ def test_a_fatal_device_error_in_process_marks_the_model_failed_and_readyz_degra
     ready = c.get("/readyz")
     assert ready.status_code == 503 and ready.json()["status"] == "degraded"
     assert ready.json()["down"]["model/doomed"] == "device_fatal"
-    assert _models(c)["doomed"]["state"] == "failed"
+    doomed = _models(c)["doomed"]
+    assert doomed["state"] == "failed" and "fatal device error" in doomed["error"]  # with its reason
     assert c.post("/v1/tasks/text-classification", json=CLS).status_code == 200  # others serve on
     assert provider.errors(model="doomed", error_class="device_fatal")
     # A reload gives it a new start.

@@ -66,7 +66,15 @@ def register(app: typer.Typer) -> None:
         from hf_provider.hub.lock import lock_models
         from hf_provider.hub.lockfile import write_lock
 
-        settings, lock_file = _setup(config)
+        settings = load(config)
+        if (
+            not settings.models
+        ):  # the built-in default is not a choice worth pinning (nor a place for the lock)
+            fail(
+                "nothing to lock: no models are configured; pass --config hfp.toml whose [models] name Hub "
+                "models (hfp.lock is written beside it). No file written."
+            )
+        _, lock_file = _setup(config)
         from hf_provider.cli.common import quiet_progress_bars
 
         quiet_progress_bars()
@@ -74,6 +82,12 @@ def register(app: typer.Typer) -> None:
             result = lock_models(settings.models)
         except ProviderError as e:
             fail(e.message)
+        if not result.entries:
+            fail(
+                "nothing to lock: every configured model is a local folder ("
+                + "; ".join(f"{n}: {why}" for n, why in result.skipped.items())
+                + "); a lock pins Hub models to commits. No file written."
+            )
         write_lock(lock_file, result.entries)
         rows = [[e.name, e.source, e.revision, e.commit, str(len(e.files))] for e in result.entries.values()]
         _table(["model", "source", "revision", "commit", "files"], rows, right=("files",))

@@ -254,6 +254,11 @@ def models(
     for i in range(len(rows)):
         table.add_row(*(cells[c][i] for c in shown))
     console.print(table)
+    for r in rows:  # the reason in full, not folded into a table cell
+        if r.get("state") == "failed":
+            console.print(
+                f"{r['name']} failed: {r.get('error') or 'no reason given'}", markup=False, style="red"
+            )
 
 
 _WRAPPING = {"tasks": 10, "source": 16}  # column -> the narrowest it may wrap to

@@ -116,7 +116,8 @@ def frame(client: httpx.Client) -> Group:
         ("budget", "right"),
     ):
         table.add_column(col, justify=justify, min_width=len(col))  # type: ignore[arg-type]
-    for model, row in _models(client, s).items():
+    models = _models(client, s)
+    for model, row in models.items():
         r = client.get("/v1/admin/stats", params={"model": model, "window": WINDOW_S})
         r.raise_for_status()
         st = r.json()
@@ -148,7 +149,13 @@ def frame(client: httpx.Client) -> Group:
     for idx, used in sorted((s.get("gpu") or {}).get("memory_used_bytes", {}).items()):
         util = _last(s["gpu"].get("utilization_percent", {}).get(idx))
         head.append(f"   GPU{idx} {_bytes(_last(used))} {'-' if util is None else f'{util:.0f}%'}")
-    return Group(head, table, *_alerts(client))
+    # A failed model has no numbers to show: its state and reason go under the table (the table keeps 80 columns)
+    failed = [
+        Text(f"{name} failed: {row.get('error') or 'no reason given'}", style="red")
+        for name, row in models.items()
+        if row.get("state") == "failed"
+    ]
+    return Group(head, table, *failed, *_alerts(client))
 
 
 def _alerts(client: httpx.Client) -> list[Text]:

@@ -84,7 +84,7 @@ def resolve(
             log.debug("revision %r ignored: %s is a local folder", revision, folder)
         return Resolved(folder.resolve(), None, "local", source, None)
     if folder.exists():
-        raise ModelNotFound(source, detail=f"{folder} is a file; point source at the model's folder.")
+        raise ModelNotFound(source, detail=f"{where(source)} is a file; point source at the model's folder.")
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
@@ -94,8 +94,7 @@ def resolve(
         raise ModelNotFound(
             source,
             detail=(
-                f"There is no folder {folder} and {source!r} is not a Hub repo id "
-                "('org/name'); check the path or the id."
+                f"{where(source)} is not a folder and not a Hub repo id ('org/name'); check the path or the id."
             ),
         ) from None
 
@@ -191,6 +190,16 @@ def _download(repo_id: str, rev: str, allow_patterns: Sequence[str] | None, env:
         # snapshot_download was given the commit, so it recorded no ref: record rev -> commit for offline use.
         _write_ref(env.cache_dir, repo_id, rev, commit)
     return Resolved(_snapshot_path(path, commit), commit, "hub", repo_id, rev)
+
+
+def where(source: str) -> str:
+    """`source` as a message names it: with the absolute path it stands for and what that was resolved from."""
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        full = os.path.normpath(path)
+        return f"source {source!r}" + ("" if full == source else f" ({full})")
+    cwd = Path.cwd()
+    return f"source {source!r} (resolved against {cwd}: {os.path.normpath(cwd / path)})"
 
 
 def _from_cache(

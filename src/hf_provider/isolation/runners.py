@@ -89,7 +89,7 @@ class ThreadRunner(StageRunner):
 
     def view(self) -> dict[str, Any]:
         return {"isolation": "thread", "pid": os.getpid(), "restarts": 0} | (
-            {"state": "failed"} if self.failed else {}
+            {"state": "failed", "error": self._failed_error().message} if self.failed else {}
         )
 
 
@@ -249,7 +249,7 @@ def start_isolated(
 
 
 def runner_view(runner: Any) -> dict[str, Any]:
-    """`isolation`, `pid`, `restarts` (and `state: failed`) for /v1/admin/models."""
+    """`isolation`, `pid`, `restarts` (and `state: failed` with its `error`) for /v1/admin/models."""
     view = getattr(runner, "view", None)
     return view() if view is not None else {}
 

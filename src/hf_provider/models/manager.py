@@ -297,9 +297,10 @@ class ModelManager:
         except ModelNotFound as exc:
             if e.adhoc:
                 raise  # the caller named a folder or Hub id: "unknown model" is the right answer
-            # A configured model whose files cannot be had is the server's problem, named by its configured name.
+            # A configured model whose files cannot be had is the server's problem, named by its configured name;
+            # the detail alone: "unknown model, available: none" would contradict the configuration.
             raise ModelLoadError(
-                f"configured model {spec.name!r} cannot be loaded from {spec.source!r}: {exc.message}",
+                f"configured model {spec.name!r} cannot be loaded: {exc.detail or exc.message}",
                 model=spec.name,
             ) from exc
         device = pick_device(spec.device)

@@ -65,7 +65,7 @@ def _state(name: str, e: Entry, clock: Callable[[], float]) -> ModelState:
     return ModelState(
         name=name,
         spec=e.spec,
-        state=e.state,
+        state=state_of(e.state, e.error),
         loaded=model.info() if model is not None else None,
         weight_bytes=model.weight_bytes if model is not None else None,
         scheduled=sched is not None,
@@ -82,6 +82,13 @@ def _state(name: str, e: Entry, clock: Callable[[], float]) -> ModelState:
         breaker=breaker,
         runner=runner_view(sched.runner) if sched is not None else {},
     )
+
+
+def state_of(state: str, error: str | None) -> str:
+    """The state every view shows: "failed" (with its error) for a model not serving because its last load
+    failed; the entry itself stays "unloaded", so the next load (an admin's, or after the backoff) may start and
+    clears the error when it succeeds. A fatal device error shows "failed" too (isolation/runners.py)."""
+    return "failed" if state == "unloaded" and error is not None else state
 
 
 def describe(snap: Snapshot) -> list[dict[str, Any]]:
@@ -126,7 +133,7 @@ def describe(snap: Snapshot) -> list[dict[str, Any]]:
                 "restarts": 0,
             }
         )
-        info.update(m.runner)  # the worker's pid and restarts; state "failed" (isolation/)
+        info.update(m.runner)  # the worker's pid and restarts; state "failed" with its error (isolation/)
         out.append(info)
     return out
 

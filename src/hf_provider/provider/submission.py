@@ -203,7 +203,8 @@ class Submitter:
         sched.check_admission(task, PRIORITIES[priority], deadline, self.loop_lag_s)
         if sink is not None and not handler.streaming:
             raise InvalidInput(
-                f"task {task!r} does not stream; streaming is available for text-generation",
+                f"task {task!r} does not stream: only text-generation on a decoder-only model (such as gpt2) "
+                "streams; ask for the whole answer instead (stream: false over HTTP, provider.run in Python)",
                 param="stream",
             )
         trace = TRACE.get()

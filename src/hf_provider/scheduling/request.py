@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
-from hf_provider.context import REQUEST_ID, TRACE
+from hf_provider.context import CALL, REQUEST_ID, TRACE
 from hf_provider.errors import Cancelled, DeadlineExceeded
 from hf_provider.reporting.reports import tag
 from hf_provider.types import DeltaSink, Item, TaskHandler
@@ -36,11 +36,13 @@ class Request:
         "_lock",
         "_on_settle",
         "_sink",
+        "arrived",
         "deadline",
         "fallback_reason",
         "future",
         "generated",
         "handler",
+        "http",
         "items",
         "key",
         "model",
@@ -86,6 +88,11 @@ class Request:
         self.model = model
         # the HTTP request's id, for its error report (None outside a server)
         self.request_id = REQUEST_ID.get()
+        # Who set its deadline, and from when: an HTTP request's counts from its arrival (X-Request-Timeout), a
+        # Python call's from just before its submission (timeout=); its message names the one the caller can set.
+        call = CALL.get()
+        self.http = call is not None
+        self.arrived = submitted if call is None else min(call.arrived, submitted)
         self.results: list[Any] = [None] * len(items)
         self.remaining = len(items)
         self.generated = 0  # tokens generated for it so far (RowControl.generated; one writer: its stage)
@@ -182,9 +189,11 @@ class Request:
 
     def deadline_error(self) -> DeadlineExceeded:
         task = getattr(self.handler, "task", None)
+        length = max(self.deadline - self.arrived, 0.0)
+        longer = "send a longer X-Request-Timeout header" if self.http else "pass a longer timeout="
         return DeadlineExceeded(
-            f"{self.model}/{task} did not finish within its deadline "
-            f"({self.deadline - self.submitted:.3g}s); send a longer X-Request-Timeout or fewer inputs",
+            f"{self.model}/{task} did not finish within its deadline of {length:.3g}s; {longer} (the server's "
+            "request_timeout_s caps it) or fewer inputs",
             model=self.model,
             task=task,
         )

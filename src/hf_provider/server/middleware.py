@@ -46,7 +46,7 @@ class RequestIdAndLimits:
         REQUEST_ID.set(rid)  # for error reports; this task's context (and threads it starts) only
         # Whether this request's outcome is recorded (context.Call): the Provider marks what it records, the
         # error handlers record the rest. In the scope's state too: the 500 handler runs outside this context.
-        state["call"] = call = Call()
+        state["call"] = call = Call(state["arrived"])
         CALL.set(call)
         rid_header = (b"x-request-id", rid.encode())
 

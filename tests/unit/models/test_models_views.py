@@ -49,7 +49,7 @@ def test_a_snapshot_of_unloaded_entries_shows_their_specs_and_an_empty_ledger() 
         "a",
         "org/a",
         ["embeddings"],
-        "unloaded",
+        "failed",  # not serving because its last load failed: the error is its reason
         "it broke",
     )
     assert (

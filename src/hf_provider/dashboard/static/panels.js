@@ -82,8 +82,11 @@ const modelsTable = {
     const state = m.state || "unknown";
     tr.dataset.state = state;
     tr.dataset.pinned = String(Boolean(m.pinned));
-    cells.state.textContent = m.error && state === "unloaded" ? "load failed" : state;
-    cells.state.className = `state ${m.error && state === "unloaded" ? "bad" : state}`;
+    // "failed": not serving because of an error (its last load, or a fatal device error); the reason on hover
+    cells.state.textContent = state;
+    cells.state.className = `state ${state === "failed" ? "bad" : state}`;
+    cells.state.title = state === "failed" ? m.error || "" : "";
+    const weightsIn = m.weight_bytes != null;
     const commit = m.commit ? String(m.commit).slice(0, 8) : "";
     const revision = m.revision || "";
     cells.revision.textContent = commit && commit !== revision ? `${revision || "?"} @ ${commit}` : revision || "–";
@@ -96,8 +99,9 @@ const modelsTable = {
     cells.in_flight.textContent = m.in_flight == null ? "–" : String(m.in_flight);
     cells.pinned.textContent = m.pinned ? "pinned" : "";
     const busy = this.pending.has(m.name);
-    buttons.load.disabled = busy || state !== "unloaded";
-    buttons.unload.disabled = busy || state !== "ready";
+    // a failed load is retried by Load; a model failed with its weights in is unloaded first
+    buttons.load.disabled = busy || !(state === "unloaded" || (state === "failed" && !weightsIn));
+    buttons.unload.disabled = busy || !(state === "ready" || (state === "failed" && weightsIn));
     buttons.pin.dataset.action = m.pinned ? "unpin" : "pin";
     buttons.pin.textContent = m.pinned ? "Unpin" : "Pin";
     buttons.pin.disabled = busy || m.pinned == null;

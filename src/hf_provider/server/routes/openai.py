@@ -236,6 +236,7 @@ async def list_models(request: Request) -> Response:
             "owned_by": "hf-provider",
             "tasks": d["tasks"],
             "state": d["state"],
+            **({"error": d["error"]} if d["state"] == "failed" else {}),  # why it is not serving
         }
         for d in provider.admin.describe()
     ]
