@@ -17,7 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hf_provider.units import format_duration, format_size
+
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777")
+# The dashboard's percentile colours (dashboard/static/dashboard.js: PALETTE[2], [5], [3] of charts.js), so a p99
+# is red on both pages
+PERCENTILE_COLOURS = {"p50": "#5cc87a", "p95": "#e6d35c", "p99": "#e5616b"}
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 210, 56, 12, 34, 28
 MAX_LINES = 7
 
@@ -50,7 +55,7 @@ def render(data: dict[str, Any]) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>hf-provider report · {e(str(data.get('server', '')))}</title><style>{CSS}</style></head><body>",
         "<h1>hf-provider report</h1>",
-        f"<p class=sub>{e(str(data.get('server', '')))} · last {e(_duration(since))} · generated {generated}</p>",
+        f"<p class=sub>{e(str(data.get('server', '')))} · last {e(format_duration(since))} · generated {generated}</p>",
         "<div class=cards>",
         _card("requests", f"{stats.get('requests', 0):,}"),
         _card("ok per second", _num(stats.get("throughput_per_s"), 2)),
@@ -138,9 +143,15 @@ def _charts(s: dict[str, Any]) -> str:
     }
     charts = [
         line_chart("Throughput (ok requests/s)", t, s.get("throughput") or {}, lambda v: _num(v, 2)),
-        line_chart("Latency (ms)", t, {k: lat.get(k) or [] for k in ("p50", "p95", "p99")}, _axis_ms),
+        line_chart(
+            "Latency (ms)",
+            t,
+            {k: lat.get(k) or [] for k in PERCENTILE_COLOURS},
+            _axis_ms,
+            colours=PERCENTILE_COLOURS,
+        ),
         line_chart("Errors (% of requests)", t, err, lambda v: f"{v:.1f}%"),
-        line_chart("Memory", t, memory, _bytes),
+        line_chart("Memory", t, memory, format_size),
     ]
     return "<div class=grid>" + "".join(f"<div class=chart>{c}</div>" for c in charts) + "</div>"
 
@@ -184,9 +195,14 @@ def _errors(groups: Sequence[dict[str, Any]]) -> str:
 
 
 def line_chart(
-    title: str, t: Sequence[float], series: dict[str, Sequence[float | None]], fmt: Callable[[float], str]
+    title: str,
+    t: Sequence[float],
+    series: dict[str, Sequence[float | None]],
+    fmt: Callable[[float], str],
+    colours: dict[str, str] | None = None,
 ) -> str:
-    """An SVG line chart: one polyline per series (broken at gaps), y from 0, four grid lines, a legend."""
+    """An SVG line chart: one polyline per series (broken at gaps), y from 0, four grid lines, a legend.
+    `colours`: series name -> colour, for the series whose colour means something (percentiles)."""
     e = html.escape
     shown = list(series.items())[:MAX_LINES]
     values = [v for _, vs in shown for v in vs if v is not None and math.isfinite(v)]
@@ -220,7 +236,7 @@ def line_chart(
     if not values:
         out.append(f"<text x='{W / 2}' y='{H / 2}' text-anchor='middle' fill='#9ca3af'>no data</text>")
     for k, (name, vs) in enumerate(shown):
-        colour = PALETTE[k % len(PALETTE)]
+        colour = (colours or {}).get(name) or PALETTE[k % len(PALETTE)]
         for run in _runs(t, vs):
             pts = " ".join(f"{x(ts):.1f},{y(v):.1f}" for ts, v in run)
             if len(run) == 1:
@@ -276,18 +292,3 @@ def _ms(v: float | None) -> str:
 
 def _axis_ms(v: float) -> str:
     return f"{v:.0f}" if v >= 10 or v == 0 else f"{v:.1f}"
-
-
-def _bytes(v: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(v) < 1024 or unit == "T":
-            return f"{v:.0f}{unit}" if unit == "B" or v >= 100 else f"{v:.1f}{unit}"
-        v /= 1024
-    return "-"
-
-
-def _duration(s: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0:
-            return f"{int(s // size)}{unit}"
-    return f"{s:.0f}s"
