@@ -127,12 +127,12 @@ def format_size(nbytes: float | None) -> str:
     """
     if nbytes is None:
         return "-"
-    v = float(nbytes)
+    v, unit = float(nbytes), "B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" or abs(v) >= 100 else f"{v:.1f} {unit}"
+            break
         v /= 1024
-    raise AssertionError("unreachable")
+    return f"{v:.0f} {unit}" if unit == "B" or abs(v) >= 100 else f"{v:.1f} {unit}"
 
 
 def format_duration(seconds: float) -> str:

@@ -23,7 +23,8 @@ PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#d
 # The dashboard's percentile colours (dashboard/static/dashboard.js: PALETTE[2], [5], [3] of charts.js), so a p99
 # is red on both pages
 PERCENTILE_COLOURS = {"p50": "#5cc87a", "p95": "#e6d35c", "p99": "#e5616b"}
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 210, 56, 12, 34, 28
+W, H, PAD_L, PAD_R, PAD_B = 560, 210, 56, 12, 28
+LEGEND_CHARS, CHAR_PX = 60, 6  # a legend name is cut past 60 characters; 10px text is about 6px a character
 MAX_LINES = 7
 
 CSS = """
@@ -209,13 +210,16 @@ def line_chart(
     top = _nice(max(values) if values else 1.0)
     t0, t1 = (t[0], t[-1]) if len(t) > 1 else (0.0, 1.0)
     span = (t1 - t0) or 1.0
-    iw, ih = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    names = [name if len(name) <= LEGEND_CHARS else name[: LEGEND_CHARS - 1] + "…" for name, _ in shown]
+    legend = _legend_at(names)
+    pad_t = 28 + 11 * len({ly for _, ly in legend})  # under the title and the legend rows
+    iw, ih = W - PAD_L - PAD_R, H - pad_t - PAD_B
 
     def x(ts: float) -> float:
         return PAD_L + (ts - t0) / span * iw
 
     def y(v: float) -> float:
-        return PAD_T + ih - (v / top) * ih
+        return pad_t + ih - (v / top) * ih
 
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {W} {H}' width='100%' role='img'>"]
     out.append(
@@ -244,13 +248,25 @@ def line_chart(
                 out.append(f"<circle cx='{x(ts):.1f}' cy='{y(v):.1f}' r='2' fill='{colour}'/>")
             else:
                 out.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='1.8'/>")
-        per_row = min(4, len(shown))
-        lx = W - PAD_R - (per_row - k % 4) * 100  # the legend: up to four per row, right-aligned
-        ly = 12 + (k // 4) * 11
+        lx, ly = legend[k]
         out.append(f"<rect x='{lx}' y='{ly - 6}' width='10' height='3' fill='{colour}'/>")
-        out.append(f"<text x='{lx + 14}' y='{ly - 4}' font-size='10'>{e(name[:18])}</text>")
+        out.append(f"<text x='{lx + 14}' y='{ly - 4}' font-size='10'>{e(names[k])}</text>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _legend_at(names: Sequence[str]) -> list[tuple[int, int]]:
+    """(x, y) of each legend entry: rows under the title, left to right, as wide as each name needs (a fixed
+    slot cut "all-MiniLM-L6-v2 weights" to "all-MiniLM-L6-v2 w")."""
+    at: list[tuple[int, int]] = []
+    x, y = PAD_L, 30
+    for name in names:
+        width = 14 + CHAR_PX * len(name) + 12
+        if x > PAD_L and x + width > W - PAD_R:
+            x, y = PAD_L, y + 11
+        at.append((x, y))
+        x += width
+    return at
 
 
 def _runs(t: Sequence[float], vs: Sequence[float | None]) -> list[list[tuple[float, float]]]:

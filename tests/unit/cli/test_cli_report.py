@@ -99,3 +99,11 @@ def test_memory_axis_in_binary_units() -> None:
     data["series"]["rss_bytes"] = [100 * 2**20] * 3
     chart = next(svg for svg in render(data).split("<svg")[1:] if "Memory" in svg)
     assert "MiB</text>" in chart and "M</text>" not in chart
+
+
+def test_memory_legend_names_each_model_whole() -> None:
+    data = _data()
+    data["series"]["rss_bytes"] = [100 * 2**20] * 3
+    data["series"]["weight_bytes"] = {"all-MiniLM-L6-v2": [90 * 2**20] * 3, "t5-small": [200 * 2**20] * 3}
+    chart = next(svg for svg in render(data).split("<svg")[1:] if "Memory" in svg)
+    assert ">all-MiniLM-L6-v2 weights</text>" in chart and ">t5-small weights</text>" in chart
