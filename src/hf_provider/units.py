@@ -117,3 +117,31 @@ def parse_duration(value: str | float | int) -> float:
             f"invalid duration {value!r}: use a number with a unit ms, s, m, h or d, such as '5m'"
         )
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def format_size(nbytes: float | None) -> str:
+    """Bytes as people read them, in the binary units the config takes: '86.6 MiB', '512 B', '123 MiB', '-'.
+
+    The one formatter for the CLI, the report page and admin messages; dashboard/static/charts.js `fmt.bytes`
+    writes the same (a decimal only below 100), so one model shows one figure everywhere.
+    """
+    if nbytes is None:
+        return "-"
+    v, unit = float(nbytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            break
+        v /= 1024
+    return f"{v:.0f} {unit}" if unit == "B" or abs(v) >= 100 else f"{v:.1f} {unit}"
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as the config writes durations, so parse_duration reads it back: 86400 -> '24h' (a day reads
+    more often as 24h than 1d), 900 -> '15m', 90 -> '90s', 0.25 -> '250ms'."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    for unit, size in (("d", 86400.0), ("h", 3600.0), ("m", 60.0)):
+        # whole days from 2d up; 24h, 36h stay in hours; 90s stays in seconds (1.5m would not parse)
+        if seconds % size == 0 and seconds >= size * (2 if unit == "d" else 1):
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:.0f}s" if seconds == int(seconds) else f"{seconds:g}s"

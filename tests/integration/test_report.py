@@ -148,8 +148,8 @@ def test_report_html_in_chromium(server: tuple[str, Any], tmp_path: Path) -> Non
             )
         finally:
             browser.close()
-    assert counts["blue"] > 300, counts  # first series of each chart
-    assert counts["red"] > 100, counts  # second series (latency p95, system memory) and the breached status
+    assert counts["blue"] > 300, counts  # first series of each chart but latency
+    assert counts["red"] > 100, counts  # second series (system memory) and the breached status
     assert counts["amber"] > 100, counts  # the finding's border, the third series
     assert counts["white"] < counts["total"] * 0.95, counts  # not a blank page
 

@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import ConfigOpt, JsonOpt, fail, human_bytes, load
+from hf_provider.cli.common import ConfigOpt, JsonOpt, fail, load
+from hf_provider.cli.tables import WideOpt, print_table
+from hf_provider.units import format_size
 
 cache_app = typer.Typer(help="The HF cache: list revisions, verify files, prune to the disk budget.")
 
@@ -43,17 +45,16 @@ def _ago(ts: float | None) -> str:
     return f"{s:.0f}s ago"
 
 
-def _table(columns: list[str], rows: list[list[str]], *, right: tuple[str, ...] = ()) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table()
-    for c in columns:
-        table.add_column(c, overflow="fold", justify="right" if c in right else "left")
-    for r in rows:
-        table.add_row(*map(Text, r))  # Text, not markup: names may hold brackets
-    Console().print(table)
+def _table(
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    right: tuple[str, ...] = (),
+    cut: tuple[str, ...] = (),
+    wide: bool = False,
+) -> None:
+    """One line a row at the terminal's width: the `cut` columns end in an ellipsis unless --wide."""
+    print_table(columns, rows, right=right, cut=cut, wide=wide)
 
 
 def register(app: typer.Typer) -> None:
@@ -96,7 +97,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {lock_file}")
 
     @app.command("outdated")
-    def outdated_command(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    def outdated_command(config: ConfigOpt = None, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
         """Models whose revision has moved on the Hub since hfp.lock was written."""
         from hf_provider.hub.lock import outdated
         from hf_provider.hub.lockfile import read_lock
@@ -118,12 +119,13 @@ def register(app: typer.Typer) -> None:
                 ]
                 for r in rows
             ]
-            _table(["model", "source", "revision", "locked", "upstream", "status", "detail"], cells)
+            columns = ["model", "source", "revision", "locked", "upstream", "status", "detail"]
+            _table(columns, cells, cut=("source", "detail"), wide=wide)
         if any(r.status == "outdated" for r in rows):
             raise typer.Exit(1)  # scripts can gate on it, as on `npm outdated`
 
     @cache_app.command("ls")
-    def cache_ls(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    def cache_ls(config: ConfigOpt = None, as_json: JsonOpt = False, wide: WideOpt = False) -> None:
         """Cached revisions, least recently used first (the order the disk budget removes them in)."""
         data = _ls(config)
         if as_json:
@@ -134,23 +136,25 @@ def register(app: typer.Typer) -> None:
                 r["repo_id"],
                 r["commit"][:12],
                 ",".join(r["refs"]) or "-",
-                human_bytes(r["size"]),
+                format_size(r["size"]),
                 _ago(r["last_used"]),
                 ",".join(r["protected"]) or "-",
             ]
             for r in data["revisions"]
         ]
-        _table(["repo", "commit", "refs", "size", "last used", "protected"], rows, right=("size",))
+        columns = ["repo", "commit", "refs", "size", "last used", "protected"]
+        _table(columns, rows, right=("size",), cut=("repo", "refs", "protected"), wide=wide)
         budget = data["budget"]
         typer.echo(
-            f"{data['cache_dir']}: {human_bytes(data['size'])}"
-            + (f" of a {human_bytes(budget)} budget" if budget is not None else " (no [cache] disk_budget)")
+            f"{data['cache_dir']}: {format_size(data['size'])}"
+            + (f" of a {format_size(budget)} budget" if budget is not None else " (no [cache] disk_budget)")
         )
 
     @cache_app.command("verify")
     def cache_verify(
         config: ConfigOpt = None,
         as_json: JsonOpt = False,
+        wide: WideOpt = False,
         online: Annotated[
             bool,
             typer.Option("--online", help="also compare with the Hub's checksums (verify_repo_checksums)"),
@@ -172,9 +176,8 @@ def register(app: typer.Typer) -> None:
                 ]
                 for r in data
             ]
-            _table(
-                ["repo", "commit", "files", "hashed", "status", "problems"], rows, right=("files", "hashed")
-            )
+            columns = ["repo", "commit", "files", "hashed", "status", "problems"]
+            _table(columns, rows, right=("files", "hashed"), cut=("repo", "problems"), wide=wide)
         if any(r["status"] != "ok" for r in data):
             raise typer.Exit(1)
 
@@ -217,10 +220,10 @@ def register(app: typer.Typer) -> None:
             return
         verb = "would remove" if dry_run else "removed"
         for r in plan.remove:
-            typer.echo(f"{verb} {r.repo_id}@{r.commit[:12]} ({human_bytes(r.size)})")
+            typer.echo(f"{verb} {r.repo_id}@{r.commit[:12]} ({format_size(r.size)})")
         typer.echo(
-            f"cache {human_bytes(plan.total)} -> {human_bytes(plan.after)} (frees {human_bytes(plan.freed)}; "
-            f"blobs a kept revision shares stay), budget {human_bytes(plan.budget)}"
+            f"cache {format_size(plan.total)} -> {format_size(plan.after)} (frees {format_size(plan.freed)}; "
+            f"blobs a kept revision shares stay), budget {format_size(plan.budget)}"
             + ("" if plan.within else ": still over; the rest is locked or in use")
         )
 

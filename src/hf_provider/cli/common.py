@@ -128,17 +128,6 @@ def is_loopback(host: str) -> bool:
         return False  # a host name other than localhost: it may resolve to an outside address
 
 
-def human_bytes(n: float | None) -> str:
-    """Decimal units (90.9 MB), as model cards and file browsers show weight sizes."""
-    if n is None:
-        return ""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def check_model_name(model: str, known: Iterable[str]) -> None:
     """Exit 2 with a suggestion when `model` looks like a misspelling of a known name.
 

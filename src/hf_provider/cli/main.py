@@ -20,7 +20,6 @@ from hf_provider.cli.common import (
     check_port_free,
     connect,
     fail,
-    human_bytes,
     is_loopback,
     load,
     quiet_progress_bars,
@@ -29,7 +28,9 @@ from hf_provider.cli.optimize import register as register_optimize_command
 from hf_provider.cli.ray_cmd import register as register_ray_commands
 from hf_provider.cli.ray_cmd import serve_on_ray
 from hf_provider.cli.report import register as register_report_command
+from hf_provider.cli.tables import MIN_CUT, WideOpt, print_table
 from hf_provider.cli.versions import register as register_version_commands
+from hf_provider.units import format_size
 
 app = typer.Typer(
     help="Serve HuggingFace models: one weight set, many tasks.",
@@ -74,7 +75,8 @@ def run(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values)")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run one task on a model and print the result."""
+    """Run one task on a model and print the result: text, a table of labels, entities or candidates, or a
+    vector's dimension and norm; --json for the full result."""
     from hf_provider.types import TASKS
 
     if task not in TASKS:  # before any model loads: a typo should not cost a model load to find out
@@ -106,9 +108,9 @@ def run(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        from rich import print as rprint
+        from hf_provider.cli.run_output import show
 
-        rprint(result)
+        show(task, values, result)
 
 
 def _plain(value: Any) -> Any:
@@ -206,6 +208,7 @@ def models(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Configured models, with their state on a running server when one answers at --url."""
     if ctx.invoked_subcommand is not None:
@@ -226,7 +229,6 @@ def models(
         sys.stdout.write(json.dumps(rows) + "\n")
         return
     from rich.console import Console
-    from rich.table import Table
 
     cells = {
         "name": [r["name"] for r in rows],
@@ -235,25 +237,19 @@ def models(
         "source": [r.get("source", "") for r in rows],
         "commit": [(r.get("commit") or "")[:12] for r in rows],
         "device": [r.get("device") or "" for r in rows],
-        "weights": [human_bytes(r.get("weight_bytes")) for r in rows],
+        "weights": [format_size(w) if (w := r.get("weight_bytes")) is not None else "" for r in rows],
     }
-    console = Console()
     # Columns blank in every row (commit, device, weights without a server) would only take width from the rest;
-    # on a narrow terminal the least useful go next, so that names (typed into other commands) are never cut.
+    # on a narrow terminal the least useful go next, then tasks and source end in an ellipsis, so that names
+    # (typed into other commands) are never cut. --wide: every column, whole.
     shown = [c for c, values in cells.items() if c == "name" or any(values)]
-    for drop in ("commit", "device", "source"):
-        if _min_table_width(cells, shown) <= console.width:
+    for drop in () if wide else ("commit", "device", "source"):
+        if _min_table_width(cells, shown) <= Console().width:
             break
         shown = [c for c in shown if c != drop]
-    table = Table()
-    for col in shown:
-        if col in _WRAPPING:  # the long ones wrap (a path folds) and give way first
-            table.add_column(col, overflow="fold", ratio=1, min_width=_WRAPPING[col])
-        else:
-            table.add_column(col, no_wrap=True, justify="right" if col == "weights" else "left")
-    for i in range(len(rows)):
-        table.add_row(*(cells[c][i] for c in shown))
-    console.print(table)
+    table = [[cells[c][i] for c in shown] for i in range(len(rows))]
+    print_table(shown, table, wide=wide, cut=_CUT, right=("weights",))
+    console = Console()
     for r in rows:  # the reason in full, not folded into a table cell
         if r.get("state") == "failed":
             console.print(
@@ -261,13 +257,13 @@ def models(
             )
 
 
-_WRAPPING = {"tasks": 10, "source": 16}  # column -> the narrowest it may wrap to
+_CUT = ("tasks", "source")  # the long columns, which end in an ellipsis first
 
 
 def _min_table_width(cells: dict[str, list[str]], shown: list[str]) -> int:
-    """The narrowest the table can be drawn without cutting a cell: no_wrap columns need their longest cell."""
-    widths = [_WRAPPING.get(c) or max([len(c), *map(len, cells[c])]) for c in shown]
-    return sum(widths) + 3 * len(shown) + 1  # "│ " before each cell, " " after, one closing "│"
+    """The narrowest the table can be drawn with only the _CUT columns cut (to tables.MIN_CUT characters)."""
+    widths = [MIN_CUT if c in _CUT else max([len(c), *map(len, cells[c])]) for c in shown]
+    return sum(widths) + 2 * (len(shown) - 1)  # two spaces between columns
 
 
 def _admin(
@@ -334,6 +330,7 @@ def errors(
     config: ConfigOpt = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
+    wide: WideOpt = False,
 ) -> None:
     """Grouped, redacted error reports of a running server, most recently seen first."""
     import httpx
@@ -351,27 +348,28 @@ def errors(
     if as_json:
         sys.stdout.write(json.dumps(groups) + "\n")
         return
+    if not groups:
+        typer.echo("no errors reported")
+        return
     import datetime
 
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    def when(ts: float) -> str:
-        return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-    table = Table()
-    for col in ("last seen", "count", "class", "model", "phase", "type", "message", "fingerprint"):
-        table.add_column(col, overflow="fold", justify="right" if col == "count" else "left")
-    for g in groups:
-        cells = (when(g["last_seen"]), str(g["count"]), g["error_class"], g["model"], g["phase"])
-        # Text, not markup: a message may hold brackets that rich would read as tags
-        table.add_row(*map(Text, (*cells, g["exc_type"], g["message"], g["fingerprint"])))
-    console = Console()
-    if not groups:
-        console.print("no errors reported")
-        return
-    console.print(table)
+    # one line per group at 80 columns: a short date and "Type: message", cut with an ellipsis; --wide adds
+    # the year, seconds and the fingerprint and cuts nothing
+    stamp = "%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M"
+    columns = ["last seen", "count", "class", "model", "phase", "error", *(["fingerprint"] if wide else [])]
+    rows = [
+        [
+            datetime.datetime.fromtimestamp(g["last_seen"]).strftime(stamp),
+            str(g["count"]),
+            g["error_class"],
+            g["model"] or "-",
+            g["phase"] or "-",
+            f"{g['exc_type']}: {g['message']}",
+            *([g["fingerprint"]] if wide else []),
+        ]
+        for g in groups
+    ]
+    print_table(columns, rows, wide=wide, cut=("model", "error"), right=("count",))
 
 
 def _register_optional() -> None:

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import ConfigOpt, check_model_name, fail, human_bytes, load, quiet_progress_bars
+from hf_provider.cli.common import ConfigOpt, check_model_name, fail, load, quiet_progress_bars
+from hf_provider.units import format_size
 
 
 def _spec(name: str, task: str | None, config: Path | None):
@@ -97,7 +98,7 @@ def _table(report: Any) -> None:
             _fmt(r.throughput_per_s, ".1f"),
             ratio,
             "-" if r.accuracy is None else f"{r.accuracy:.4f} {r.accuracy_metric or ''}".strip(),
-            "-" if r.memory_bytes is None else human_bytes(r.memory_bytes),
+            format_size(r.memory_bytes),
             _fmt(r.build_s, ".2f"),
             verdict,
         )

@@ -13,6 +13,7 @@ import httpx
 import typer
 
 from hf_provider.cli.common import ApiKeyOpt, ConfigOpt, UrlOpt
+from hf_provider.units import format_duration
 
 MAX_SINCE_S = 30 * 86400.0
 
@@ -63,7 +64,7 @@ def text(data: dict[str, Any]) -> str:
         return "-" if v is None else f"{100 * v:.2f}%"
 
     lines = [
-        f"hf-provider report · {data['server']} · last {data['since_s']:.0f}s",
+        f"hf-provider report · {data['server']} · last {format_duration(data['since_s'])}",
         f"requests {st.get('requests', 0):,} · ok/s {st.get('throughput_per_s', 0):.2f} · "
         f"errors {pct(st.get('error_rate') or 0)} · 4xx {pct(st.get('client_error_rate'))} · "
         f"p50 {ms(q.get('p50'))} · p95 {ms(q.get('p95'))} · "

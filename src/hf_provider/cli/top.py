@@ -15,30 +15,19 @@ from rich.table import Table
 from rich.text import Text
 
 from hf_provider.cli.common import ApiKeyOpt, ConfigOpt, UrlOpt
+from hf_provider.units import format_size
 
 WINDOW_S = 60  # the live view looks at the last minute
 SERIES_STEP_S = 5
 
 
-def _bytes(v: float | None) -> str:
+def _mib(v: float | None) -> str:
+    """Bytes in MiB without the unit, which the caption gives once: "86.6 MiB" in three columns would not fit
+    80 columns, and one unit for all rows lines the figures up (a decimal only below 100, as format_size)."""
     if v is None:
         return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(v) < 1024 or unit == "TiB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1024
-    return "-"
-
-
-def _short(v: float | None) -> str:
-    """Bytes in at most 6 characters: 86.6M, 1.2G, 512K."""
-    if v is None:
-        return "-"
-    for unit in ("", "K", "M", "G", "T"):
-        if abs(v) < 1024 or unit == "T":
-            return f"{v:.0f}{unit}" if unit in ("", "K") or abs(v) >= 100 else f"{v:.1f}{unit}"
-        v /= 1024
-    return "-"
+    mib = v / 2**20
+    return f"{mib:.1f}" if abs(mib) < 100 else f"{mib:.0f}"
 
 
 def _latency(v: float | None) -> str:
@@ -94,8 +83,9 @@ def frame(client: httpx.Client) -> Group:
     table = Table(
         title=f"hf-provider · last {WINDOW_S}s",
         caption="err: % failed by the server (errors, time-outs, refusals) · 4xx: % client errors "
-        "· p50/p95 in ms · queue, busy: queued and in flight now · weights, work: measured (work: the "
-        "largest forward pass) · budget: what the memory budget holds (weights + estimated working memory)",
+        "· p50/p95 in ms · queue, busy: queued and in flight now · weights, work, budget in MiB, weights and "
+        "work measured (work: the largest forward pass) · budget: what the memory budget holds (weights + "
+        "estimated working memory)",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         collapse_padding=True,
@@ -137,18 +127,18 @@ def frame(client: httpx.Client) -> Group:
             _percent(st.get("client_error_rate")),  # absent from servers older than the split
             _now(row, "queued", s, "queue_depth", model),
             _now(row, "in_flight", s, "in_flight", model),
-            _short(weight),
-            _short(working),
-            _short(accounted),
+            _mib(weight),
+            _mib(working),
+            _mib(accounted),
         )
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
     head = Text(
-        f"CPU {'-' if cpu is None else f'{cpu:.0f}%'}   RSS {_bytes(rss)}   "
-        f"system memory used {_bytes(_last(s.get('system_memory_used_bytes')))}"
+        f"CPU {'-' if cpu is None else f'{cpu:.0f}%'}   RSS {format_size(rss)}   "
+        f"system memory used {format_size(_last(s.get('system_memory_used_bytes')))}"
     )
     for idx, used in sorted((s.get("gpu") or {}).get("memory_used_bytes", {}).items()):
         util = _last(s["gpu"].get("utilization_percent", {}).get(idx))
-        head.append(f"   GPU{idx} {_bytes(_last(used))} {'-' if util is None else f'{util:.0f}%'}")
+        head.append(f"   GPU{idx} {format_size(_last(used))} {'-' if util is None else f'{util:.0f}%'}")
     # A failed model has no numbers to show: its state and reason go under the table (the table keeps 80 columns)
     failed = [
         Text(f"{name} failed: {row.get('error') or 'no reason given'}", style="red")

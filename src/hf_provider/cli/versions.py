@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from hf_provider.cli.common import ApiKeyOpt, ConfigOpt, JsonOpt, UrlOpt, connect, fail
+from hf_provider.cli.tables import WideOpt, print_table
 
 
 def _call(
@@ -47,10 +48,6 @@ def _short(commit: str | None) -> str:
     return (commit or "")[:12]
 
 
-def _when(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _status(d: dict[str, Any], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(d) + "\n")
@@ -80,6 +77,7 @@ def register(models_app: typer.Typer) -> None:
         config: ConfigOpt = None,
         api_key: ApiKeyOpt = None,
         as_json: JsonOpt = False,
+        wide: WideOpt = False,
     ) -> None:
         """Loads, swaps, rollbacks and canary steps of a model, newest first."""
         events = _call(
@@ -88,21 +86,27 @@ def register(models_app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(events) + "\n")
             return
-        from rich.console import Console
-        from rich.table import Table
-        from rich.text import Text
-
         if not events:
-            Console().print(f"no history for {name}")
+            typer.echo(f"no history for {name}")
             return
-        table = Table(title=f"{name}: version history")
-        for col in ("when", "action", "revision", "commit", "by", "outcome", "detail"):
-            table.add_column(col, overflow="fold", no_wrap=col in ("when", "commit"))
-        for ev in events:
-            cells = (_when(ev["ts"]), ev["action"], ev["revision"] or "", _short(ev["commit"]), ev["actor"])
-            # Text, not markup: a detail may hold brackets that rich would read as tags
-            table.add_row(*map(Text, (*cells, ev["outcome"], ev["detail"] or "")))
-        Console().print(table)
+        # one line an event at 80 columns (a short date; long details end in an ellipsis); --wide: all of it
+        when = "%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M"
+        rows = [
+            [
+                datetime.datetime.fromtimestamp(ev["ts"]).strftime(when),
+                ev["action"],
+                ev["revision"] or "",
+                _short(ev["commit"]),
+                ev["actor"],
+                ev["outcome"],
+                ev["detail"] or "",
+            ]
+            for ev in events
+        ]
+        columns = ["when", "action", "revision", "commit", "by", "outcome", "detail"]
+        print_table(
+            columns, rows, wide=wide, cut=("revision", "by", "detail"), title=f"{name}: version history"
+        )
 
     @models_app.command("swap")
     def swap(

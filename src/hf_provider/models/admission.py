@@ -21,6 +21,7 @@ from hf_provider.memory.eviction import Resident, plan_eviction
 from hf_provider.memory.working import BatchMemory, token_cap
 from hf_provider.settings import MemorySettings
 from hf_provider.spec import ModelSpec
+from hf_provider.units import format_size
 
 if TYPE_CHECKING:
     from hf_provider.models.entry import Entry
@@ -95,15 +96,15 @@ class MemoryAdmission:
             budget = self.accountant.budget.for_pool(pool)
             if budget is not None and need > budget:
                 raise MemoryBudgetExceeded(
-                    f"model {name!r} needs about {need} bytes but the {pool} budget is {budget} bytes; raise "
-                    "the budget, pick a smaller dtype or quantization",
+                    f"model {name!r} needs about {format_size(need)} but the {pool} budget is "
+                    f"{format_size(budget)}; raise the budget, pick a smaller dtype or quantization",
                     model=name,
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise MemoryBudgetExceeded(
-                    f"model {name!r} needs about {need} bytes in {pool}; only {free} are free and the resident "
-                    "models are pinned, busy or within their minimum residency",
+                    f"model {name!r} needs about {format_size(need)} in {pool}; only {format_size(free)} "
+                    "are free and the resident models are pinned, busy or within their minimum residency",
                     model=name,
                     retry_after=max(1.0, self.memory.min_residency_s),
                 )

@@ -17,8 +17,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hf_provider.units import format_duration, format_size
+
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777")
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 560, 210, 56, 12, 34, 28
+# The dashboard's percentile colours (dashboard/static/dashboard.js: PALETTE[2], [5], [3] of charts.js), so a p99
+# is red on both pages
+PERCENTILE_COLOURS = {"p50": "#5cc87a", "p95": "#e6d35c", "p99": "#e5616b"}
+W, H, PAD_L, PAD_R, PAD_B = 560, 210, 56, 12, 28
+LEGEND_CHARS, CHAR_PX = 60, 6  # a legend name is cut past 60 characters; 10px text is about 6px a character
 MAX_LINES = 7
 
 CSS = """
@@ -50,7 +56,7 @@ def render(data: dict[str, Any]) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         f"<title>hf-provider report · {e(str(data.get('server', '')))}</title><style>{CSS}</style></head><body>",
         "<h1>hf-provider report</h1>",
-        f"<p class=sub>{e(str(data.get('server', '')))} · last {e(_duration(since))} · generated {generated}</p>",
+        f"<p class=sub>{e(str(data.get('server', '')))} · last {e(format_duration(since))} · generated {generated}</p>",
         "<div class=cards>",
         _card("requests", f"{stats.get('requests', 0):,}"),
         _card("ok per second", _num(stats.get("throughput_per_s"), 2)),
@@ -138,9 +144,15 @@ def _charts(s: dict[str, Any]) -> str:
     }
     charts = [
         line_chart("Throughput (ok requests/s)", t, s.get("throughput") or {}, lambda v: _num(v, 2)),
-        line_chart("Latency (ms)", t, {k: lat.get(k) or [] for k in ("p50", "p95", "p99")}, _axis_ms),
+        line_chart(
+            "Latency (ms)",
+            t,
+            {k: lat.get(k) or [] for k in PERCENTILE_COLOURS},
+            _axis_ms,
+            colours=PERCENTILE_COLOURS,
+        ),
         line_chart("Errors (% of requests)", t, err, lambda v: f"{v:.1f}%"),
-        line_chart("Memory", t, memory, _bytes),
+        line_chart("Memory", t, memory, format_size),
     ]
     return "<div class=grid>" + "".join(f"<div class=chart>{c}</div>" for c in charts) + "</div>"
 
@@ -184,22 +196,30 @@ def _errors(groups: Sequence[dict[str, Any]]) -> str:
 
 
 def line_chart(
-    title: str, t: Sequence[float], series: dict[str, Sequence[float | None]], fmt: Callable[[float], str]
+    title: str,
+    t: Sequence[float],
+    series: dict[str, Sequence[float | None]],
+    fmt: Callable[[float], str],
+    colours: dict[str, str] | None = None,
 ) -> str:
-    """An SVG line chart: one polyline per series (broken at gaps), y from 0, four grid lines, a legend."""
+    """An SVG line chart: one polyline per series (broken at gaps), y from 0, four grid lines, a legend.
+    `colours`: series name -> colour, for the series whose colour means something (percentiles)."""
     e = html.escape
     shown = list(series.items())[:MAX_LINES]
     values = [v for _, vs in shown for v in vs if v is not None and math.isfinite(v)]
     top = _nice(max(values) if values else 1.0)
     t0, t1 = (t[0], t[-1]) if len(t) > 1 else (0.0, 1.0)
     span = (t1 - t0) or 1.0
-    iw, ih = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    names = [name if len(name) <= LEGEND_CHARS else name[: LEGEND_CHARS - 1] + "…" for name, _ in shown]
+    legend = _legend_at(names)
+    pad_t = 28 + 11 * len({ly for _, ly in legend})  # under the title and the legend rows
+    iw, ih = W - PAD_L - PAD_R, H - pad_t - PAD_B
 
     def x(ts: float) -> float:
         return PAD_L + (ts - t0) / span * iw
 
     def y(v: float) -> float:
-        return PAD_T + ih - (v / top) * ih
+        return pad_t + ih - (v / top) * ih
 
     out = [f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {W} {H}' width='100%' role='img'>"]
     out.append(
@@ -220,7 +240,7 @@ def line_chart(
     if not values:
         out.append(f"<text x='{W / 2}' y='{H / 2}' text-anchor='middle' fill='#9ca3af'>no data</text>")
     for k, (name, vs) in enumerate(shown):
-        colour = PALETTE[k % len(PALETTE)]
+        colour = (colours or {}).get(name) or PALETTE[k % len(PALETTE)]
         for run in _runs(t, vs):
             pts = " ".join(f"{x(ts):.1f},{y(v):.1f}" for ts, v in run)
             if len(run) == 1:
@@ -228,13 +248,25 @@ def line_chart(
                 out.append(f"<circle cx='{x(ts):.1f}' cy='{y(v):.1f}' r='2' fill='{colour}'/>")
             else:
                 out.append(f"<polyline points='{pts}' fill='none' stroke='{colour}' stroke-width='1.8'/>")
-        per_row = min(4, len(shown))
-        lx = W - PAD_R - (per_row - k % 4) * 100  # the legend: up to four per row, right-aligned
-        ly = 12 + (k // 4) * 11
+        lx, ly = legend[k]
         out.append(f"<rect x='{lx}' y='{ly - 6}' width='10' height='3' fill='{colour}'/>")
-        out.append(f"<text x='{lx + 14}' y='{ly - 4}' font-size='10'>{e(name[:18])}</text>")
+        out.append(f"<text x='{lx + 14}' y='{ly - 4}' font-size='10'>{e(names[k])}</text>")
     out.append("</svg>")
     return "".join(out)
+
+
+def _legend_at(names: Sequence[str]) -> list[tuple[int, int]]:
+    """(x, y) of each legend entry: rows under the title, left to right, as wide as each name needs (a fixed
+    slot cut "all-MiniLM-L6-v2 weights" to "all-MiniLM-L6-v2 w")."""
+    at: list[tuple[int, int]] = []
+    x, y = PAD_L, 30
+    for name in names:
+        width = 14 + CHAR_PX * len(name) + 12
+        if x > PAD_L and x + width > W - PAD_R:
+            x, y = PAD_L, y + 11
+        at.append((x, y))
+        x += width
+    return at
 
 
 def _runs(t: Sequence[float], vs: Sequence[float | None]) -> list[list[tuple[float, float]]]:
@@ -276,18 +308,3 @@ def _ms(v: float | None) -> str:
 
 def _axis_ms(v: float) -> str:
     return f"{v:.0f}" if v >= 10 or v == 0 else f"{v:.1f}"
-
-
-def _bytes(v: float) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(v) < 1024 or unit == "T":
-            return f"{v:.0f}{unit}" if unit == "B" or v >= 100 else f"{v:.1f}{unit}"
-        v /= 1024
-    return "-"
-
-
-def _duration(s: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size and s % size == 0:
-            return f"{int(s // size)}{unit}"
-    return f"{s:.0f}s"

@@ -4,8 +4,10 @@ beside it, so a window where every failure was a 4xx does not read as a failing 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import hf_provider
 from hf_provider.cli.report import text
 from hf_provider.observability.report_page import render
 
@@ -75,3 +77,33 @@ def test_page_has_server_errors_and_client_errors_side_by_side() -> None:
 def test_page_from_a_server_without_the_split_shows_a_dash() -> None:
     page = render(_data(client_error_rate=None))
     assert "<div class=card><b>-</b><span>client errors (4xx)</span></div>" in page
+
+
+def test_period_reads_as_the_config_writes_it() -> None:
+    data = _data() | {"since_s": 86400.0}
+    assert "· last 24h" in text(data).splitlines()[0]
+    assert "· last 24h ·" in render(data) and "86400s" not in render(data)
+
+
+def test_percentiles_have_the_dashboards_colours() -> None:
+    chart = next(svg for svg in render(_data()).split("<svg")[1:] if "Latency (ms)" in svg)
+    strokes = re.findall(r"stroke='(#[0-9a-f]{6})' stroke-width", chart)
+    assert strokes == ["#5cc87a", "#e6d35c", "#e5616b"]  # p50 green, p95 yellow, p99 red, as dashboard.js
+    charts_js = (Path(hf_provider.__file__).parent / "dashboard/static/charts.js").read_text()
+    palette = re.search(r"const PALETTE = \[([^\]]*)\]", charts_js)
+    assert palette and [palette.group(1).split(", ")[i].strip('"') for i in (2, 5, 3)] == strokes
+
+
+def test_memory_axis_in_binary_units() -> None:
+    data = _data()
+    data["series"]["rss_bytes"] = [100 * 2**20] * 3
+    chart = next(svg for svg in render(data).split("<svg")[1:] if "Memory" in svg)
+    assert "MiB</text>" in chart and "M</text>" not in chart
+
+
+def test_memory_legend_names_each_model_whole() -> None:
+    data = _data()
+    data["series"]["rss_bytes"] = [100 * 2**20] * 3
+    data["series"]["weight_bytes"] = {"all-MiniLM-L6-v2": [90 * 2**20] * 3, "t5-small": [200 * 2**20] * 3}
+    chart = next(svg for svg in render(data).split("<svg")[1:] if "Memory" in svg)
+    assert ">all-MiniLM-L6-v2 weights</text>" in chart and ">t5-small weights</text>" in chart

@@ -163,7 +163,7 @@ def test_url_wins_over_config(server: Server, tmp_path: Path) -> None:
 def test_models_table_at_80_columns_keeps_names_and_shows_human_sizes(server: Server) -> None:
     res = runner.invoke(app, ["models", "--url", server.url], env={"COLUMNS": "80"})
     assert res.exit_code == 0, res.output
-    assert LONG_NAME in res.output and "90.9 MB" in res.output and "90900000" not in res.output
+    assert LONG_NAME in res.output and "86.7 MiB" in res.output and "90900000" not in res.output
     assert max(len(line) for line in res.output.splitlines()) <= 80
 
 
