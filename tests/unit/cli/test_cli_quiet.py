@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hf_provider.observability.quiet import DemoteOnnxruntime
 
 LOADING = "Loading weights"
@@ -138,3 +140,26 @@ def test_the_test_model_builder_prints_only_its_json(tmp_path: Path) -> None:
     assert run.stdout.startswith("{"), run.stdout[:200]  # the tokenizer trainers' blank lines are gone
     assert "bert-cls" in json.loads(run.stdout)
     assert "Writing model shards" not in run.stderr, run.stderr[-2000:]
+
+
+SERVER = """
+import json, logging, sys
+from transformers.utils import logging as tf
+from hf_provider.provider import Provider
+from hf_provider.server.app import create_app
+from hf_provider.settings import load_settings
+settings = load_settings({"metrics_enabled": False, "load_on_start": False, "server": {"log_level": sys.argv[1]}})
+create_app(Provider([], settings=settings))
+print("STATE" + json.dumps([tf.is_progress_bar_enabled(), tf.get_verbosity() == logging.ERROR]))
+"""
+
+
+@pytest.mark.parametrize(("level", "quiet"), [("info", True), ("debug", False)])
+def test_the_server_entry_point_quiets_them_unless_debug(tmp_path: Path, level: str, quiet: bool) -> None:
+    run = subprocess.run(
+        [sys.executable, "-c", SERVER, level], env=_env(tmp_path), capture_output=True, text=True, timeout=240
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    line = next(x for x in run.stdout.splitlines() if x.startswith("STATE"))
+    bars, errors_only = json.loads(line.removeprefix("STATE"))
+    assert (not bars, errors_only) == (quiet, quiet)
