@@ -26,6 +26,12 @@ def _offline_hub(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HFP_HOME", str(tmp_path_factory.getbasetemp() / "hfp-home"))
+    # `hfp` commands run in-process set these for their child processes (observability/quiet.py): undone after
+    # each test. monkeypatch restores only what it touched, so an unset one is touched (set, then deleted).
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY", "HFP_VERBOSE"):
+        if name not in os.environ:
+            monkeypatch.setenv(name, "")
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")

@@ -76,9 +76,6 @@ def register(app: typer.Typer) -> None:
                 "models (hfp.lock is written beside it). No file written."
             )
         _, lock_file = _setup(config)
-        from hf_provider.cli.common import quiet_progress_bars
-
-        quiet_progress_bars()
         try:
             result = lock_models(settings.models)
         except ProviderError as e:

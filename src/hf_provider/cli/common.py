@@ -161,20 +161,10 @@ def check_port_free(host: str, port: int) -> None:
         fail(f"cannot listen on {host}:{port}: {e.strerror or e}; check --host and --port", 2)
 
 
-def quiet_progress_bars() -> None:
-    """Turn off transformers' and huggingface_hub's tqdm bars ("Loading weights", downloads) for this process.
+# this invocation's --verbose, set by the callback (main._process) before any command runs
+VERBOSE = {"on": False}
 
-    Done here, by the commands that load models, rather than in runtime.loader: the switches are process-wide,
-    and the library should not change them for programs that embed it; the CLI owns its terminal. An explicit
-    HF_HUB_DISABLE_PROGRESS_BARS=0 asks for the bars and is honoured (huggingface_hub would only warn).
-    """
-    from huggingface_hub import constants
 
-    if constants.HF_HUB_DISABLE_PROGRESS_BARS is False:  # set, and not to a true value: the user wants them
-        return
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()  # transformers' own bars; also calls the one below
-    from huggingface_hub.utils import disable_progress_bars
-
-    disable_progress_bars()  # huggingface_hub's (downloads, snapshot_download), in case transformers stops
+def is_verbose() -> bool:
+    """Whether this `hfp` invocation has --verbose (or HFP_VERBOSE)."""
+    return VERBOSE["on"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ import typer
 
 from hf_provider.cli.cache import register as register_cache_commands
 from hf_provider.cli.common import (
+    VERBOSE,
     ApiKeyOpt,
     ConfigOpt,
     JsonOpt,
@@ -21,8 +23,8 @@ from hf_provider.cli.common import (
     connect,
     fail,
     is_loopback,
+    is_verbose,
     load,
-    quiet_progress_bars,
 )
 from hf_provider.cli.optimize import register as register_optimize_command
 from hf_provider.cli.ray_cmd import register as register_ray_commands
@@ -43,6 +45,32 @@ models_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(models_app, name="models")
+
+
+@app.callback()
+def _process(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            envvar="HFP_VERBOSE",
+            help="debug logging, with the progress bars and warnings of transformers, huggingface_hub and "
+            "onnxruntime that are otherwise off (`hfp serve`: \\[server] log_level debug)",
+        ),
+    ] = False,
+) -> None:
+    # The CLI owns its process and terminal: the process-wide switches are set here, never by the library.
+    VERBOSE["on"] = verbose
+    if verbose:
+        import logging
+
+        os.environ["HFP_VERBOSE"] = "1"  # the supervised `hfp serve` child is verbose too
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        return
+    from hf_provider.observability.quiet import quiet_third_party
+
+    quiet_third_party()
 
 
 def _settings(config: Path | None, **overrides: Any):
@@ -98,7 +126,6 @@ def run(
     from hf_provider.errors import ProviderError
     from hf_provider.provider import Provider
 
-    quiet_progress_bars()
     try:
         with Provider(settings=settings) as provider:
             result = provider.run(model, task, payload, params)
@@ -155,6 +182,7 @@ def serve(
     """Serve the configured models (or the built-in default) over HTTP."""
     import uvicorn
 
+    from hf_provider.cli.banner import log_config, print_banner
     from hf_provider.errors import ConfigError
     from hf_provider.server.factory import build
 
@@ -166,6 +194,8 @@ def serve(
             settings.server.port = port
         if locked:
             settings.locked = True
+        if is_verbose():  # `hfp --verbose serve`, or its supervised child (HFP_VERBOSE)
+            settings.server.log_level = "debug"
         if on_ray or ray_address:  # Ray's proxy on host:port, replicas each with a Provider (scaling/)
             serve_on_ray(settings, ray_address)
             return
@@ -179,13 +209,13 @@ def serve(
             args += ["--port", str(port)] if port is not None else []
             args += ["--locked"] if locked else []
             raise typer.Exit(run_supervised(server_argv(args)))
+        print_banner(settings)
         if settings.server.api_key is None and not is_loopback(settings.server.host):
             typer.echo(
                 f"warning: serving on {settings.server.host} without an API key: anyone who can reach this "
                 "port can use the models; set HFP_SERVER__API_KEY",
                 err=True,
             )
-        quiet_progress_bars()
         application = build(settings)
     except ConfigError as e:
         fail(e.message, 2)
@@ -194,6 +224,7 @@ def serve(
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        log_config=log_config(settings.server.log_level),
         access_log=False,
         loop=settings.server.loop,
         http="auto",

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import ConfigOpt, check_model_name, fail, load, quiet_progress_bars
+from hf_provider.cli.common import ConfigOpt, check_model_name, fail, load
 from hf_provider.units import format_size
 
 
@@ -134,7 +134,6 @@ def register(app: typer.Typer) -> None:
         if unknown:
             fail(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", 2)
         spec = _spec(name, task, config)
-        quiet_progress_bars()
         from hf_provider.optimize.run import optimize as run_optimize
 
         try:

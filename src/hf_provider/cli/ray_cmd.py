@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hf_provider.cli.common import check_port_free, fail, is_loopback, load, quiet_progress_bars
+from hf_provider.cli.common import check_port_free, fail, is_loopback, load
 
 RAY_HINT = 'Ray Serve is not installed: pip install "hf-provider[ray]"'
 
@@ -32,7 +32,6 @@ def serve_on_ray(settings: Any, address: str | None) -> None:
             f"warning: serving on {settings.server.host} without an API key; set HFP_SERVER__API_KEY",
             err=True,
         )
-    quiet_progress_bars()
     from hf_provider.scaling.ray_run import serve_forever
 
     serve_forever(settings, address)

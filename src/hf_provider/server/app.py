@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 
 from hf_provider.errors import ProviderError
 from hf_provider.lifecycle.history import ACTOR
+from hf_provider.observability.quiet import quiet_third_party
 from hf_provider.provider import Provider
 from hf_provider.reporting.redact import install_log_redaction
 from hf_provider.server.auth import BearerAuth
@@ -28,8 +30,11 @@ def claim_process(provider: Provider) -> None:
     """The process-wide state a server sets and a Provider used as a library leaves to its host program: every
     log record masked before any handler sees it (secrets in messages and tracebacks), and the heap frozen
     after each load unless `[memory] freeze_heap = false` (its default None means on here). `hfp serve` and
-    a Ray replica both come through create_app."""
+    a Ray replica both come through create_app. Third-party progress bars and warnings are off unless
+    `[server] log_level = "debug"`."""
     install_log_redaction()
+    if provider.settings.server.log_level.lower() != "debug":
+        quiet_third_party()
     provider.admin.freeze_heap(provider.settings.memory.freeze_heap is not False)
 
 
@@ -113,10 +118,13 @@ async def _load_all(provider: Provider, app: FastAPI) -> None:
         if d["keep_alive"] is not None and d["keep_alive"] == 0:
             continue  # scale-to-zero models load on their first request
         component = f"model-loading/{d['name']}"
+        started = time.monotonic()
         try:
             await asyncio.to_thread(provider.admin.load, d["name"], force=False)
+            # the banner (cli/banner.py) listed it as loading: each model's line says how that ended
+            log.info("model %s ready (loaded in %.1fs)", d["name"], time.monotonic() - started)
         except ProviderError as e:
-            log.error("loading %s failed: %s", d["name"], e.message)
+            log.error("model %s failed to load: %s", d["name"], e.message)
             provider.report(e, model=d["name"], phase="load")
             sv.mark_down(component, e.message)  # until a later load of it succeeds (manager clears it)
         except Exception as e:  # a bug, not a bad model: counted, and the other models still load

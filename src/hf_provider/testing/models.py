@@ -299,4 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from hf_provider.observability.quiet import quiet_third_party
+
+    quiet_third_party()  # a program of its own: "Writing model shards" bars off (main() alone leaves them)
     raise SystemExit(main())

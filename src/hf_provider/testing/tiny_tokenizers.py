@@ -106,7 +106,11 @@ def t5_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=1000, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>", shrinking_factor=0.75
+        vocab_size=1000,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        unk_token="<unk>",
+        shrinking_factor=0.75,
+        show_progress=False,  # its bar is blank lines on stdout when not a terminal
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(
@@ -134,6 +138,7 @@ def bpe_tokenizer() -> Any:
         vocab_size=1000,
         special_tokens=["<|endoftext|>", "<pad>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
@@ -159,7 +164,8 @@ def wordpiece_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     tok.train_from_iterator(
-        corpus(), trainer=trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials)
+        corpus(),
+        trainer=trainers.WordPieceTrainer(vocab_size=1000, special_tokens=specials, show_progress=False),
     )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
