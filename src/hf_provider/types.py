@@ -79,10 +79,6 @@ class Outcome:
     inputs: Any = None  # the raw inputs, for the report's redacted digest (never stored as they are)
     request: Any = None  # the settled scheduling.request.Request (None for a refusal): its trace and ticket
 
-    @property
-    def failed(self) -> bool:
-        return self.outcome in SERVER_FAILURES or self.outcome == "client_error"
-
 
 OutcomeListener = Callable[[Outcome], None]
 

@@ -49,8 +49,8 @@ class Recorder:
 
 
 def observer_listener(observer: object) -> OutcomeListener | None:
-    """The listener of an observer: its `outcome` hook (observability/observer.py), or, for an observer written
-    to the `SchedulerObserver` protocol alone, its `request_done` with the record's fields."""
+    """The listener of an observer: its `outcome` hook if it has one, else its `request_done` (the Observer's,
+    observability/observer.py, and test doubles) with the record's fields; None when it has neither."""
     hook = getattr(observer, "outcome", None)
     if callable(hook):
         return hook

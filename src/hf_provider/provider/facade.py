@@ -42,7 +42,7 @@ from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.request import Request
 from hf_provider.settings import Settings, load_settings
 from hf_provider.spec import ModelSpec, check_fallbacks
-from hf_provider.types import DeltaSink, Outcome
+from hf_provider.types import DeltaSink
 
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
@@ -135,7 +135,7 @@ class Provider:
         # What entry points (routes, CLI, Ray replicas) read and change about the models, as plain data.
         self.admin = Admin(self.manager, fallbacks, self.supervisor)
         if reporter is not None:
-            reporter.names = self.manager.names
+            reporter.known_models = self.manager.names
             if reporter.count is None and hasattr(observer, "error_reported"):
                 reporter.count = observer.error_reported
             if reporter.count_overflow is None and hasattr(observer, "error_groups_folded"):
@@ -195,10 +195,6 @@ class Provider:
         """Record a request that ended before it reached the Provider's queues: the one call a server makes for
         what it refuses itself (a body that is not JSON, a bad header, load shedding at the door)."""
         self.submitter.refuse(model, task, exc, inputs)
-
-    def record(self, outcome: Outcome) -> None:
-        """Hand a finished outcome to the recorder (a server's refusal it has built itself)."""
-        self.outcomes.record(outcome)
 
     @property
     def loop_lag_s(self) -> float:

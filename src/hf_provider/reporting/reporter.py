@@ -59,7 +59,6 @@ class Reporter:
         count_overflow: Callable[[str, int], None] | None = None,
         forward: Callable[[Report], None] | None = None,
         clock: Callable[[], float] = time.time,
-        names: Callable[[], Collection[str]] | None = None,  # the former name of known_models
     ) -> None:
         if retention_s <= 0:
             raise ValueError(f"error report retention must be a positive duration, got {retention_s}")
@@ -70,7 +69,7 @@ class Reporter:
         self.include_inputs = include_inputs
         # The configured model names: the only model values a report (and a metric label) may hold. None keeps
         # names as passed (a caller that already bounds them).
-        self.known_models = known_models if known_models is not None else names
+        self.known_models = known_models
         self.max_groups = max_groups
         self.count = count
         self.count_overflow = count_overflow  # (error class, reports folded) after each write that folded
@@ -89,15 +88,6 @@ class Reporter:
         self._writer = Periodic("error-reports")
         self._writer.every(FLUSH_INTERVAL_S, "error-reports", self.flush, first_s=FLUSH_INTERVAL_S)
         self._writer.every(RETENTION_INTERVAL_S, "error-retention", self.expire)
-
-    @property
-    def names(self) -> Callable[[], Collection[str]] | None:
-        """The former name of `known_models` (provider.py assigns it)."""
-        return self.known_models
-
-    @names.setter
-    def names(self, value: Callable[[], Collection[str]] | None) -> None:
-        self.known_models = value
 
     @property
     def overflowed(self) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""What the scheduler and model manager report to. The real implementation is
-`observability.observer.Observer`; in-flight counts are not pushed but read from the scheduler at scrape time."""
+"""What the scheduler and model manager report to, batch by batch (a request's end goes to the outcome recorder,
+observability/outcomes.py, instead). The real implementation is `observability.observer.Observer`; in-flight
+counts are not pushed but read from the scheduler at scrape time."""
 
 from __future__ import annotations
 
@@ -7,18 +8,6 @@ from typing import Protocol
 
 
 class SchedulerObserver(Protocol):
-    def request_done(
-        self,
-        model: str,
-        task: str,
-        revision: str | None,
-        outcome: str,
-        latency_s: float,
-        items: int,
-        tokens: int,
-        error_type: str | None = None,
-    ) -> None: ...
-
     def batch_done(
         self,
         model: str,
@@ -47,9 +36,6 @@ class SchedulerObserver(Protocol):
 
 class NullObserver:
     """Used when metrics are off: every hook is a no-op."""
-
-    def request_done(self, *a: object, **k: object) -> None:
-        pass
 
     def batch_done(self, *a: object, **k: object) -> None:
         pass

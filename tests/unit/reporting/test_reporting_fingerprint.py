@@ -117,15 +117,13 @@ def test_a_known_models_revisions_are_groups_of_their_own_an_unknown_models_are_
     assert groups == {("lm", "aaa"): 1, ("lm", "bbb"): 2, ("-", None): 3}
 
 
-def test_without_known_models_names_are_kept_and_names_is_the_former_name() -> None:
+def test_without_known_models_names_are_kept_until_they_are_given() -> None:
     rep = Reporter(ErrorStore(None))
     rep.report(RuntimeError("x"), model="anything")
     assert [g["model"] for g in rep.groups()] == ["anything"]
-    rep.names = lambda: ["lm"]  # provider.py assigns the former attribute
-    assert rep.known_models is not None and list(rep.known_models()) == ["lm"]
+    rep.known_models = lambda: ["lm"]  # the Provider assigns the manager's names after building both
     rep.report(RuntimeError("x"), model="other")
     assert {g["model"] for g in rep.groups()} == {"anything", "-"}
-    assert Reporter(ErrorStore(None), names=lambda: ["t5"]).names() == ["t5"]  # type: ignore[misc]
 
 
 def test_a_failing_known_models_costs_the_report_never_the_request() -> None:

@@ -9,7 +9,7 @@ from hf_provider.resilience.supervisor import Supervisor
 
 def test_background_failures_are_reported_once_per_cause() -> None:
     sv = Supervisor()
-    rep = Reporter(ErrorStore(None), names=lambda: ["lm"])
+    rep = Reporter(ErrorStore(None), known_models=lambda: ["lm"])
 
     def broken(component: str, exc: BaseException) -> None:
         raise RuntimeError("listener bug")
