@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from hf_provider.errors import InvalidInput, ModelNotFound, Overloaded
+from hf_provider.errors import InvalidInput, ModelNotFound, Overloaded, ShuttingDown
 from hf_provider.observability.observer import Observer
 from hf_provider.provider import Provider
 from hf_provider.settings import load_settings
@@ -79,6 +79,17 @@ def test_an_admission_refusal_is_raised_by_the_scheduler_and_recorded_by_the_pro
         sched.admission.check = real  # type: ignore[method-assign]
     assert [(o.model, o.outcome, o.phase, type(o.error).__name__) for o in seen] == [
         ("lm", "rejected", "queue", "Overloaded")
+    ]
+
+
+def test_a_request_that_meets_its_model_unloading_is_refused_and_recorded_once(lm) -> None:
+    p, seen = lm
+    sched = p.manager.get("lm").scheduler
+    sched.pending.close()  # what an unload does first: the scheduler stops taking work
+    with pytest.raises(ShuttingDown):
+        p.run("lm", "text-generation", "x", {"max_new_tokens": 1})
+    assert [(o.model, o.outcome, o.phase, type(o.error).__name__) for o in seen] == [
+        ("lm", "rejected", "queue", "ShuttingDown")
     ]
 
 
