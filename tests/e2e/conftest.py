@@ -77,6 +77,8 @@ def serve(config: dict, base: Path, ready: str = "/readyz") -> Iterator[Served]:
         # The suite's autouse offline fixture is function-scoped; this server outlives single tests.
         mp.setenv("HF_HOME", str(base / "hf-home"))
         mp.setenv("HF_HUB_OFFLINE", "1")
+        if "home" in config:  # the suite's HFP_HOME would win over the config's home (env over file)
+            mp.setenv("HFP_HOME", str(config["home"]))
         settings = load_settings(config)
         app = build(settings)
         # Bound here and handed to uvicorn: picking a free port and binding it later races other processes.
