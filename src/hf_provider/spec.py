@@ -40,7 +40,23 @@ class BatchingSpec(BaseModel):
         "auto",
         description="text-generation on decoders: 'continuous' lets requests join and leave the running batch at "
         "every token (runtime/continuous; its KV cache of max_batch_size slots is accounted with the model), "
-        "'static' runs whole batches through generate; 'auto' is continuous on CUDA and static elsewhere",
+        "'static' runs whole batches through generate; 'auto' is continuous on CUDA and static elsewhere; "
+        "encoder-decoder models (T5, BART, Marian) too, and 'auto' runs them continuous on the CPU as well when "
+        "the model has more than one generative task (so one task's rows never wait for another's batch)",
+    )
+    cross_task: bool = Field(
+        True,
+        description="requests of different tasks that compute the same thing share a batch: translation, "
+        "summarization and text2text on one seq2seq model decode together; tasks that run one encoder trunk "
+        "(embeddings and fill-mask on one BERT) run it once for a mixed batch. false: one task per batch",
+    )
+    yield_to_interactive: Literal["auto", "always", "when-full"] = Field(
+        "auto",
+        description="continuous generation: when batch-priority rows step aside for interactive ones. "
+        "'when-full': an interactive request that finds every slot taken pauses a batch row (its state kept) "
+        "and takes its slot; 'always': batch rows are also paused while interactive rows decode, so interactive "
+        "steps are as short as alone (the CPU, where a step's cost grows with its rows); 'auto': 'always' on "
+        "the CPU, 'when-full' on a GPU. A batch row paused longer than the queue's aging (2 s) runs anyway",
     )
 
 
@@ -93,6 +109,16 @@ class ModelSpec(BaseModel):
         default_factory=dict, description="per-task parameter defaults"
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    task_priority: dict[str, Literal["interactive", "batch"]] = Field(
+        default_factory=dict,
+        description="default priority per task when a request names none (X-Priority / priority= override it): "
+        '{ summarization = "batch" }',
+    )
+    task_share: dict[str, int] = Field(
+        default_factory=dict,
+        description="weighted fair share between this model's tasks while more than one has work queued: "
+        "{ translation = 3, summarization = 1 }; a task not listed has share 1",
+    )
     max_length: int | None = Field(None, ge=1, description="token limit for inputs; default: the model's")
     # Memory management (issue 5); carried here so one spec describes a model completely.
     priority: int = 0
@@ -149,6 +175,21 @@ class ModelSpec(BaseModel):
             raise ValueError(f"defaults for unknown task(s) {unknown}; allowed values: {', '.join(TASKS)}")
         return v
 
+    @field_validator("task_priority", "task_share")
+    @classmethod
+    def _known_scheduled_tasks(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        unknown = [t for t in v if t not in TASKS]
+        if unknown:
+            raise ValueError(
+                f"{info.field_name} names unknown task(s) {unknown}; allowed values: {', '.join(TASKS)}"
+            )
+        bad = [
+            t for t, w in v.items() if info.field_name == "task_share" and not (isinstance(w, int) and w >= 1)
+        ]
+        if bad:
+            raise ValueError(f"task_share for {bad} must be a whole number of at least 1 (a relative weight)")
+        return v
+
     @field_validator("optimize")
     @classmethod
     def _optimize(cls, v: str, info: Any) -> str:
@@ -173,9 +214,10 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _defaults_within_tasks(self) -> ModelSpec:
         if self.tasks:
-            extra = [t for t in self.defaults if t not in self.tasks]
-            if extra:
-                raise ValueError(f"defaults given for task(s) {extra} that are not in tasks {self.tasks}")
+            for field in ("defaults", "task_priority", "task_share"):
+                extra = [t for t in getattr(self, field) if t not in self.tasks]
+                if extra:
+                    raise ValueError(f"{field} given for task(s) {extra} that are not in tasks {self.tasks}")
         return self
 
 
