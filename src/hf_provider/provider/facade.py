@@ -244,7 +244,7 @@ class Provider:
         inputs: Any,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
         sink: DeltaSink | None = None,
@@ -272,7 +272,7 @@ class Provider:
         inputs: Any,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
     ) -> Any:
         deadline = self._deadline_or_refuse(model, task, inputs, timeout)
@@ -293,7 +293,7 @@ class Provider:
         inputs: Any,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> Any:
@@ -309,7 +309,7 @@ class Provider:
         inputs: Any,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> Answer:
@@ -338,7 +338,7 @@ class Provider:
         task: str,
         inputs: Any,
         params: Params,
-        priority: str,
+        priority: str | None,
         deadline: float,
         sink: DeltaSink | None,
     ) -> Request:
@@ -376,7 +376,7 @@ class Provider:
         prompt: str,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
     ) -> Iterator[str]:
         """Text deltas as they are generated; an error of the request (DeadlineExceeded included) is raised at
@@ -405,7 +405,7 @@ class Provider:
         prompt: str,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[str]:
         stream = await self.open_stream(model, task, prompt, params, priority=priority, timeout=timeout)
@@ -422,7 +422,7 @@ class Provider:
         prompt: str,
         params: Params = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> TextStream:

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hf_provider.resilience.faults import FaultInjector
     from hf_provider.scheduling.batcher import ModelScheduler
 
-_Args = tuple[str, str, Any, Mapping[str, Any], str, float, DeltaSink | None]
+_Args = tuple[str, str, Any, Mapping[str, Any], str, float, DeltaSink | None]  # priority resolved
 
 
 def refusal_kind(exc: BaseException) -> tuple[str, str]:
@@ -76,7 +76,7 @@ class Submitter:
         task: str,
         inputs: Any,
         params: Mapping[str, Any],
-        priority: str,
+        priority: str | None,
         deadline: float,
         sink: DeltaSink | None,
     ) -> Request:
@@ -157,11 +157,14 @@ class Submitter:
         task: str,
         inputs: Any,
         params: Mapping[str, Any],
-        priority: str,
+        priority: str | None,
         deadline: float,
         sink: DeltaSink | None,
     ) -> Request:
-        # The one place priorities are validated (HTTP passes X-Priority here).
+        # The one place priorities are validated (HTTP passes X-Priority here). None: the model's default for
+        # the task (`task_priority` in its spec), else interactive.
+        if priority is None:
+            priority = self.manager.entry(model).spec.task_priority.get(task, "interactive")
         if not isinstance(priority, str) or priority not in PRIORITIES:
             raise InvalidInput(
                 f"priority must be one of {', '.join(PRIORITIES)} (header X-Priority, or priority= in Python), "

@@ -87,7 +87,11 @@ class ModelScheduler:
             self.outcomes.listen("settle-hook", lambda _o: on_done())
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self.pending = Pending(
-            BatchQueue(max_batch_size=b.max_batch_size, max_batch_tokens=b.max_batch_tokens)
+            BatchQueue(
+                max_batch_size=b.max_batch_size,
+                max_batch_tokens=b.max_batch_tokens,
+                shares=model.spec.task_share,
+            )
         )
         self.rate = ServiceRate()
         self.admission = Admission(self.name, self.pending, self.rate, max_queue=b.max_queue, clock=clock)
@@ -181,7 +185,7 @@ class ModelScheduler:
             handler,
             items,
             params,
-            key=(handler.task, handler.batch_key(params)),
+            key=(batch_group(handler, self.model.spec.batching.cross_task), handler.batch_key(params)),
             single=single,
             priority=priority,
             submitted=now,
@@ -249,6 +253,13 @@ class ModelScheduler:
             inputs=[i.data for i in req.items] if failed else None,
             request=req,
         )
+
+
+def batch_group(handler: TaskHandler, cross_task: bool) -> str:
+    """What the first part of a batch key is: the task, or the group of tasks that compute the same thing
+    (`batch_group` on the handler: the seq2seq tasks decode together) when the model allows cross-task batches."""
+    group = getattr(handler, "batch_group", None)
+    return group if cross_task and isinstance(group, str) else handler.task
 
 
 def _breaker_verdict(breaker: Breaker) -> Callable[[Outcome], None]:

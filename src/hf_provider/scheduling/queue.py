@@ -1,20 +1,21 @@
 """The per-model queue of request items and batch formation (pure data structure, no threads).
 
-Batches are formed around an *anchor*: the oldest item of the most urgent priority class, so every item makes
-progress in order. Compatible items (same task and parameters) within a window after the anchor are sorted by length
-and the batch is the run of similar lengths around the anchor, bounded by item count and padded tokens: sorting
-limits padding (TEI and infinity do the same), anchoring keeps FIFO fairness across tasks.
+Batches are formed around an *anchor*: the oldest item, in the most urgent priority class, of the task whose turn
+it is by weighted fair share (scheduling/share.py), so every item makes progress in order within its task.
+Compatible items (same batch key) within a window after the anchor are sorted by length and the batch is the run
+of similar lengths around the anchor, bounded by item count and padded tokens: sorting limits padding (TEI and
+infinity do the same), anchoring keeps FIFO order within a task.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hf_provider.scheduling.request import Request
+from hf_provider.scheduling.share import FairShare
 from hf_provider.types import PRIORITIES, Item, TaskHandler
 
 
@@ -53,60 +54,99 @@ class Batch:
 
 
 class BatchQueue:
-    """Not thread-safe on its own: the scheduler guards it with its condition variable."""
+    """Not thread-safe on its own: the scheduler guards it with its condition variable.
+
+    One deque per (priority class, task): the anchor class is picked by priority and aging, then the task within
+    it by weighted fair share (scheduling/share.py), then that task's oldest item is the anchor."""
 
     def __init__(
-        self, *, max_batch_size: int, max_batch_tokens: int, aging_s: float = 2.0, window_factor: int = 4
+        self,
+        *,
+        max_batch_size: int,
+        max_batch_tokens: int,
+        aging_s: float = 2.0,
+        window_factor: int = 4,
+        shares: Mapping[str, int] | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.aging_s = aging_s
         self.window = max_batch_size * window_factor
-        self._classes: list[deque[Slot]] = [deque() for _ in PRIORITIES]
+        self.share = FairShare(shares)
+        self._classes: list[dict[str, deque[Slot]]] = [{} for _ in PRIORITIES]
         self._len = 0
-        self._seq = itertools.count()
+        self._per_task: dict[str, int] = {}  # queued items per task, all classes
 
     def __len__(self) -> int:
         return self._len
 
     def class_len(self, priority: int) -> int:
-        return len(self._classes[priority])
+        return sum(len(q) for q in self._classes[priority].values())
+
+    def task_counts(self) -> dict[str, int]:
+        """Queued items per task (tasks with none are left out)."""
+        return {t: n for t, n in self._per_task.items() if n}
 
     def push(self, request: Request, now: float) -> None:
         slots = [Slot(request, i, now) for i in range(len(request.items))]
         request.slots = slots
-        self._classes[request.priority].extend(slots)
+        task = request.handler.task
+        if not self._per_task.get(task):
+            self.share.backlogged(task, self.task_counts())
+        self._classes[request.priority].setdefault(task, deque()).extend(slots)
         self._len += len(slots)
+        self._per_task[task] = self._per_task.get(task, 0) + len(slots)
+
+    def _taken(self, slot: Slot) -> None:
+        slot.queued = False
+        self._len -= 1
+        self._per_task[slot.request.handler.task] -= 1
 
     def remove(self, request: Request) -> int:
         """Take a request's still-queued items out (it was settled while queued). Returns how many."""
-        q = self._classes[request.priority]
+        q = self._classes[request.priority].get(request.handler.task)
         n = 0
         for s in request.slots:
-            if s.queued:
-                s.queued = False
+            if s.queued and q is not None:
                 q.remove(s)  # identity comparison (eq=False) in C: cheap even for a long queue
+                self._taken(s)
                 n += 1
-        self._len -= n
         return n
+
+    def _slots(self, priority: int) -> list[Slot]:
+        """A class's items, oldest first across its tasks."""
+        qs = [q for q in self._classes[priority].values() if q]
+        if len(qs) == 1:
+            return list(qs[0])
+        return sorted((s for q in qs for s in q), key=lambda s: s.enqueued)
 
     def requests(self) -> list[Request]:
         """Each queued request once, oldest first within each priority class."""
         seen: dict[int, Request] = {}
-        for q in self._classes:
-            for s in q:
+        for c in range(len(self._classes)):
+            for s in self._slots(c):
                 seen.setdefault(id(s.request), s.request)
         return list(seen.values())
 
     def generation_tokens(self) -> int:
         """The token budget of the queued items of generation requests: each item's n_tokens, which the
         generative handlers size as prompt + max_new_tokens (the Ray autoscaling signal, scaling/policy.py)."""
-        return sum(s.item.n_tokens for q in self._classes for s in q if s.request.handler.generative)
+        return sum(
+            s.item.n_tokens
+            for c in self._classes
+            for q in c.values()
+            for s in q
+            if s.request.handler.generative
+        )
+
+    def _head(self, c: int) -> Slot | None:
+        heads = [q[0] for q in self._classes[c].values() if q]
+        return min(heads, key=lambda s: s.enqueued) if heads else None
 
     def _anchor_class(self, now: float) -> int | None:
         # The batch class is served first only when its head has waited past aging_s, so bulk work cannot
         # starve interactive work, yet is not starved by it either.
-        heads = [(i, q[0]) for i, q in enumerate(self._classes) if q]
+        heads = [(i, h) for i in range(len(self._classes)) if (h := self._head(i)) is not None]
         if not heads:
             return None
         for i, head in heads[1:]:
@@ -114,18 +154,26 @@ class BatchQueue:
                 return i
         return heads[0][0]
 
+    def _next_in(self, c: int) -> Slot:
+        """The next item of class `c` by fair share between its tasks (the class holds some)."""
+        heads = {t: q[0].enqueued for t, q in self._classes[c].items() if q}
+        task = next(iter(heads)) if len(heads) == 1 else self.share.pick(heads)
+        return self._classes[c][task][0]
+
     def oldest(self, now: float) -> Slot | None:
+        """The anchor of the next batch (the name predates fair share: the oldest item of the task served next)."""
         c = self._anchor_class(now)
-        return self._classes[c][0] if c is not None else None
+        return self._next_in(c) if c is not None else None
 
     def compatible_count(self, key: Hashable, limit: int) -> int:
         n = 0
-        for q in self._classes:
-            for s in q:
-                if s.request.key == key:
-                    n += 1
-                    if n >= limit:
-                        return n
+        for c in self._classes:
+            for q in c.values():
+                for s in q:
+                    if s.request.key == key:
+                        n += 1
+                        if n >= limit:
+                            return n
         return n
 
     def take(self, now: float) -> list[Slot]:
@@ -133,11 +181,11 @@ class BatchQueue:
         c = self._anchor_class(now)
         if c is None:
             return []
-        anchor = self._classes[c][0]
+        anchor = self._next_in(c)
         key = anchor.request.key
         candidates: list[Slot] = []
         for ci in [c] + [i for i in range(len(self._classes)) if i != c]:
-            for s in self._classes[ci]:
+            for s in self._slots(ci):
                 if s.request.key == key:
                     candidates.append(s)
                     if len(candidates) >= self.window:
@@ -145,29 +193,32 @@ class BatchQueue:
             if len(candidates) >= self.window:
                 break
         chosen = self._around_anchor(anchor, candidates)
-        for s in chosen:
-            s.queued = False
         picked = {id(s) for s in chosen}
-        for ci, q in enumerate(self._classes):
-            if any(id(s) in picked for s in q):
-                self._classes[ci] = deque(s for s in q if id(s) not in picked)
-        self._len -= len(chosen)
+        for cls in self._classes:
+            for task, q in cls.items():
+                if any(id(s) in picked for s in q):
+                    cls[task] = deque(s for s in q if id(s) not in picked)
+        for s in chosen:
+            self._taken(s)
+            self.share.served(s.request.handler.task, 1)
         return chosen
 
-    def take_first(self, now: float, n: int) -> list[Slot]:
-        """Remove and return up to `n` items in service order (the anchor's class first, oldest first), whatever
-        their task and parameters: continuous batching runs rows of any parameters side by side."""
-        c = self._anchor_class(now)
-        if c is None or n <= 0:
-            return []
+    def take_first(self, now: float, n: int, *, urgent_only: bool = False) -> list[Slot]:
+        """Remove and return up to `n` items in service order (the anchor class first, tasks by fair share,
+        oldest first within a task), whatever their parameters: continuous batching runs rows of any parameters
+        side by side. `urgent_only`: interactive items and batch items that waited past aging_s only."""
         out: list[Slot] = []
-        for ci in [c] + [i for i in range(len(self._classes)) if i != c]:
-            q = self._classes[ci]
-            while q and len(out) < n:
-                s = q.popleft()
-                s.queued = False
-                out.append(s)
-        self._len -= len(out)
+        while len(out) < n:
+            c = self._anchor_class(now)
+            if c is None:
+                break
+            s = self._next_in(c)
+            if urgent_only and c > 0 and now - s.enqueued < self.aging_s:
+                break
+            self._classes[c][s.request.handler.task].popleft()
+            self._taken(s)
+            self.share.served(s.request.handler.task, 1)
+            out.append(s)
         return out
 
     def _around_anchor(self, anchor: Slot, candidates: list[Slot]) -> list[Slot]:

@@ -45,9 +45,9 @@ def provider_of(request: Request) -> Provider:
     return request.app.state.provider
 
 
-def priority_of(request: Request) -> str:
+def priority_of(request: Request) -> str | None:
     """The X-Priority header as sent; the Provider validates it (the one place priorities are checked)."""
-    return request.headers.get("x-priority") or "interactive"
+    return request.headers.get("x-priority") or None
 
 
 def deadline_of(request: Request) -> float:

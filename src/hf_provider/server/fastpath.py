@@ -74,7 +74,7 @@ class EmbeddingsFastPath:
                 timeout = v.decode("latin-1")
         try:
             deadline = deadline_from(self.provider, scope, timeout)
-            work = embeddings_payload(self.provider, body, priority or "interactive", deadline)
+            work = embeddings_payload(self.provider, body, priority, deadline)
             payload, headers = await until_disconnect(receive, work)
         except ProviderError as e:
             return self._refused(scope, e, body.model)  # recorded once: the Provider's own are marked

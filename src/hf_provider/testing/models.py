@@ -63,7 +63,7 @@ def _t5_params() -> dict[str, Any]:
     }
 
 
-def _build_t5(dest: Path, *, small: bool = False) -> None:
+def _build_t5(dest: Path, *, small: bool = False, varied: bool = False) -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 
     tok = t5_tokenizer()
@@ -95,6 +95,50 @@ def _build_t5(dest: Path, *, small: bool = False) -> None:
     if not small:
         # A random head would often pick <pad> first and produce empty text; tests want visible output.
         model.lm_head.weight.data[[tok.pad_token_id, tok.unk_token_id]] = 0.0
+    if varied:
+        _vary_decoder(model)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+
+
+def _vary_decoder(model: Any) -> None:
+    """Scale the decoder's and embeddings' matrices x10: a random seq2seq model at the default init repeats one
+    token whatever it generated before, so a test of incremental decoding (caches, positions, padding) could not
+    fail; scaled, each token depends on the ones before it."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.dim() == 2 and ("decoder" in name or "shared" in name):
+                param.mul_(10.0)
+
+
+def _build_bart(dest: Path) -> None:
+    """A tiny random BART (learned absolute positions, decoder start = eos) with the tiny BPE tokenizer."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    tok = bpe_tokenizer()
+    config = BartConfig(
+        vocab_size=len(tok),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        forced_eos_token_id=None,
+    )
+    _seed()
+    model = BartForConditionalGeneration(config)
+    _vary_decoder(model)
+    model.generation_config.forced_eos_token_id = None
+    model.generation_config.forced_bos_token_id = None
     model.save_pretrained(dest)
     tok.save_pretrained(dest)
 
@@ -215,6 +259,16 @@ def build_tiny_models(out_dir: Path) -> dict[str, Path]:
     """name -> folder of each tiny random model, built once per builder version under out_dir."""
     out_dir = Path(out_dir)
     return {name: _cached(out_dir, name, build) for name, build in TINY_BUILDERS.items()}
+
+
+def build_seq2seq_varied(out_dir: Path) -> dict[str, Path]:
+    """A tiny T5 and a tiny BART whose decoders depend on their history (`_vary_decoder`): the encoder-decoder
+    continuous-batching tests compare them token by token with `generate`."""
+    out_dir = Path(out_dir)
+    return {
+        "t5-varied": _cached(out_dir, "t5-varied", lambda d: _build_t5(d, varied=True)),
+        "bart": _cached(out_dir, "bart", _build_bart),
+    }
 
 
 def build_t5_small_random(out_dir: Path) -> Path:

@@ -1,15 +1,19 @@
-"""Continuous (iteration-level) batching for decoder-only generation.
+"""Continuous (iteration-level) batching for generation: decoders and encoder-decoders.
 
-    policy.py  which rows a step computes and where each row's KV lives (pure, unit-tested)
-    cache.py   the slot KV cache: a transformers `Cache` of slots x max_len positions, allocated once
-    engine.py  rows, sampling, streaming and the forward passes of each step
+    policy.py   which rows a step computes and where each row's KV lives (pure, unit-tested)
+    cache.py    the slot KV cache: a transformers `Cache` of slots x max_len positions, allocated once
+    engine.py   rows, sampling, streaming and the forward passes of each step (decoders)
+    seq2seq.py  the encoder-decoder engine (T5, BART, Marian): rows in groups, paused and resumed
+    encdec.py   its batched cache state (padding, merging, taking rows out)
+    sampling.py one row's token choice, stop strings and streaming (the encoder-decoder engine's)
 
 This module decides whether a loaded model gets an engine (`prepare`): the model's `batching.generation` mode
 ("auto": on CUDA only; the CPU keeps static `generate` by default, bench/gpu_generation.py SMOKE=1 compares the
 two), a decoder whose attention takes a 4D mask and whose cache is plain full attention, and no checkpoint logits
 processors `generate` would apply that the engine does not (repetition penalty, min length...). The KV cache's
-bytes are sized from the memory the caller can give it and accounted with the model's. Encoder-decoder models stay
-on static batching.
+bytes are sized from the memory the caller can give it and accounted with the model's. Encoder-decoder models get
+a `Seq2SeqEngine` under the same mode, and also under "auto" on the CPU when they serve more than one generative
+task: continuous rows let one task's request start at the next token instead of behind another task's batch.
 `Prepared.build` allocates the cache and checks the engine's logits against a plain forward pass once.
 """
 
@@ -27,6 +31,7 @@ import torch
 from hf_provider.runtime.continuous.cache import LayerShape, SlotCache
 from hf_provider.runtime.continuous.engine import Engine
 from hf_provider.runtime.continuous.graphs import DecodeGraphs
+from hf_provider.runtime.continuous.seq2seq import SEQ2SEQ_TASKS, Seq2SeqEngine, check_signature
 
 if TYPE_CHECKING:
     from hf_provider.runtime.model import LoadedModel
@@ -63,16 +68,24 @@ _PROCESSORS = {
 
 
 def wanted(model: LoadedModel) -> bool:
-    """The model's `batching.generation` mode, resolved: "auto" is continuous on CUDA only."""
+    """The model's `batching.generation` mode, resolved: "auto" is continuous on CUDA, and for an encoder-decoder
+    serving more than one generative task on the CPU too (bench/interference.py measures why)."""
     mode = model.spec.batching.generation
-    return mode == "continuous" or (mode == "auto" and model.device.type == "cuda")
+    if mode != "auto":
+        return mode == "continuous"
+    if model.device.type == "cuda":
+        return True
+    if model.config.is_encoder_decoder:
+        tasks = set(getattr(model, "handlers", {}) or model.spec.tasks)
+        return len(tasks & SEQ2SEQ_TASKS) > 1
+    return False
 
 
 def unsupported_reason(model: LoadedModel) -> str | None:
     """Why this model cannot use the engine (it then stays on static batching), or None."""
     cfg = model.config
     if cfg.is_encoder_decoder:
-        return "encoder-decoder models stay on static batching"
+        return check_signature(model) or _processors(model)
     impl = getattr(model.module.config, "_attn_implementation", None)
     if impl not in ("sdpa", "eager"):
         return f"attention implementation {impl!r} does not take a 4D mask"
@@ -83,6 +96,10 @@ def unsupported_reason(model: LoadedModel) -> str | None:
     params = inspect.signature(model.module.forward).parameters
     if "position_ids" not in params or not ({"cache", "past_key_values"} & set(params)):
         return "the model's forward takes no position_ids or cache"
+    return _processors(model)
+
+
+def _processors(model: LoadedModel) -> str | None:
     gen = getattr(model.module, "generation_config", None)
     for name, defaults in _PROCESSORS.items():
         if gen is not None and getattr(gen, name, None) not in defaults:
@@ -168,6 +185,8 @@ def prepare(model: LoadedModel, budget: int | None = None, used: int = 0) -> Pre
     room = None if budget is None else budget - used
     if not wanted(model):
         return None
+    if model.config.is_encoder_decoder:
+        return _prepare_seq2seq(model, room)
     reason = unsupported_reason(model)
     shapes = layer_shapes(model) if reason is None else reason
     if isinstance(shapes, str):
@@ -184,6 +203,53 @@ def prepare(model: LoadedModel, budget: int | None = None, used: int = 0) -> Pre
         )
         return None
     return Prepared(model, shapes, slots, max_len, per_slot * (slots + 1))
+
+
+@dataclass
+class PreparedSeq2Seq:
+    """An encoder-decoder engine: its caches grow as rows decode; `nbytes` is `slots` rows at full length."""
+
+    model: LoadedModel
+    slots: int
+    nbytes: int
+
+    def build(self, clock: Callable[[], float] = time.monotonic) -> Seq2SeqEngine | None:
+        m = self.model
+        try:
+            engine = Seq2SeqEngine(m, slots=self.slots, cross_task=m.spec.batching.cross_task)
+            problem = check_seq2seq(engine)
+        except Exception as e:
+            log.warning("continuous batching for %s is off: %s", m.name, type(e).__name__, exc_info=True)
+            return None
+        if problem is not None:
+            log.warning("continuous batching for %s is off: %s", m.name, problem)
+            return None
+        log.info("continuous batching for %s (encoder-decoder): %d rows", m.name, self.slots)
+        return engine
+
+
+def _prepare_seq2seq(model: LoadedModel, room: int | None) -> PreparedSeq2Seq | None:
+    reason = unsupported_reason(model)
+    if reason is not None:
+        log.info("%s stays on static batching: %s", model.name, reason)
+        return None
+    cfg = model.config
+    layers = int(getattr(cfg, "num_decoder_layers", None) or getattr(cfg, "decoder_layers", None) or 1)
+    d_model = int(getattr(cfg, "d_model", None) or getattr(cfg, "hidden_size", 0))
+    width = int(getattr(cfg, "d_kv", 0) * getattr(cfg, "num_heads", 0)) or d_model
+    length = min(model.max_length, MAX_SLOT_LEN)
+    itemsize = torch.empty((), dtype=model.dtype).element_size()
+    # Per row at full length: self and cross keys and values of every decoder layer, plus the encoder output.
+    per_row = (4 * layers * width + d_model) * length * itemsize
+    slots = model.spec.batching.max_batch_size
+    if room is not None:
+        slots = min(slots, max(0, room) // per_row)
+    if slots < 1:
+        log.warning(
+            "%s stays on static batching: no memory left for one row of %d bytes", model.name, per_row
+        )
+        return None
+    return PreparedSeq2Seq(model, slots, per_row * slots)
 
 
 class _ProbeRow:
@@ -231,4 +297,54 @@ def check(engine: Engine) -> str | None:
             err = float((got - ref[: len(got)]).abs().max() / (ref.abs().max() + 1e-6))
             if not err <= tol:
                 return f"its logits differ from a plain forward pass by {err:.3g} (relative)"
+    return None
+
+
+def check_seq2seq(engine: Seq2SeqEngine) -> str | None:
+    """Two rows of different lengths through the engine against a plain forward pass over the same tokens (the
+    decoder's positions, masks and caches the engine drives): None when their logits agree."""
+    from hf_provider.runtime.tasks.genparams import GenParams
+
+    m = engine.model
+    ids = m.tokenizer("The harbour was rebuilt after the storm of the century")["input_ids"]
+    prompts = [ids[:3] or [0, 0, 0], ids[:9] or [0] * 9]
+    seen: list[list[torch.Tensor]] = [[], []]
+
+    class _Handler:
+        task = "text2text-generation"
+
+        @staticmethod
+        def result(row: dict, out: str | None = None) -> dict:
+            return row
+
+    real = engine._tokens
+
+    def traced(key: str, logits: torch.Tensor, only: list[int] | None = None) -> int:
+        rids = only if only is not None else list(engine.groups[key].rids)
+        for rid, row in zip(rids, logits, strict=True):
+            seen[rid - first].append(row.detach().cpu())
+        return real(key, logits, only)
+
+    first = engine._next_id
+    engine._tokens = traced  # type: ignore[method-assign]
+    try:
+        with torch.inference_mode():
+            for i, p in enumerate(prompts):
+                engine.add(p, GenParams(max_new_tokens=3), _ProbeRow(), handler=_Handler, out_key="t")
+                if i == 0:
+                    engine.step()  # the second row joins a running one: a merge with padding on both sides
+            while engine.busy:
+                engine.step()
+            tol = 1e-3 if m.dtype == torch.float32 else 0.1
+            for i, p in enumerate(prompts):
+                got = torch.stack(seen[i])
+                toks = [int(t.argmax()) for t in seen[i]]
+                dec = torch.tensor([[engine.start_token, *toks[:-1]]], device=m.device)
+                ref = m.module(input_ids=torch.tensor([p], device=m.device), decoder_input_ids=dec).logits[0]
+                ref = ref.float().cpu()
+                err = float((got - ref[: len(got)]).abs().max() / (ref.abs().max() + 1e-6))
+                if not err <= tol:
+                    return f"its logits differ from a plain forward pass by {err:.3g} (relative)"
+    finally:
+        del engine._tokens
     return None

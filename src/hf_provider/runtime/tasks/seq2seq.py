@@ -1,4 +1,8 @@
-"""text2text-generation, translation and summarization: `generate` on the shared encoder-decoder module."""
+"""text2text-generation, translation and summarization: `generate` on the shared encoder-decoder module.
+
+The three differ only in the prompt's prefix (applied when a request is parsed) and the name of their output, so
+their rows decode together: `batch_group` puts them in one batch key (with `batching.cross_task`, the default),
+and each row carries its own output name through the batch (`_out`) and the continuous engine."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class Text2TextGeneration(BaseHandler):
     task = "text2text-generation"
     generative = True
     output_key: ClassVar[str] = "generated_text"
+    batch_group: ClassVar[str] = "seq2seq"  # scheduling/batcher.batch_group: these tasks share batches
     allowed_params = genparams.GEN_PARAMS | {"truncate"}
 
     @classmethod
@@ -38,6 +43,8 @@ class Text2TextGeneration(BaseHandler):
         texts, single = self.as_text_list(inputs, self.max_items)
         prefix = self.prefix(merged)
         rows = self.tokenize([prefix + t for t in texts], merged.get("truncate", False))
+        for r in rows:
+            r["_out"] = self.output_key  # a batch of several tasks answers each row under its own name
         items = [
             Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens)
             for r in rows
@@ -48,13 +55,19 @@ class Text2TextGeneration(BaseHandler):
         return params["_gen"]
 
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
-        return self.pad([it.data for it in items])
+        rows = [it.data for it in items]
+        return {"inputs": self.pad(rows), "out": [r.get("_out", self.output_key) for r in rows]}
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
-        return run_generate(self.model, batch, params["_gen"], control)
+        return run_generate(self.model, batch["inputs"], params["_gen"], control)
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
-        return [{self.output_key: r["text"]} for r in finish_rows(self.model, batch, outputs)]
+        rows = finish_rows(self.model, batch["inputs"], outputs)
+        return [self.result(r, out) for r, out in zip(rows, batch["out"], strict=True)]
+
+    def result(self, row: Mapping[str, Any], out: str | None = None) -> dict[str, Any]:
+        """A row's answer under its task's name (`out`: the row's own task in a mixed batch)."""
+        return {out or self.output_key: row["text"]}
 
 
 class Summarization(Text2TextGeneration):

@@ -42,7 +42,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
 
 
 async def embeddings_payload(
-    provider: Provider, body: EmbeddingsRequest, priority: str, deadline: float
+    provider: Provider, body: EmbeddingsRequest, priority: str | None, deadline: float
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The response body and its headers (which model served it, see `served_headers`)."""
     texts = [body.input] if isinstance(body.input, str) else body.input
