@@ -73,6 +73,20 @@ def _now(row: dict[str, Any], key: str, series: dict[str, Any], series_key: str,
     return _ms(value).removesuffix(".0")
 
 
+def _task_rows(row: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Under a model whose tasks have work: one row per task, " task xN" with its share when several tasks
+    share the weights (scheduling/share.py), with its queued items and requests in flight."""
+    load = row.get("tasks_load")
+    if not isinstance(load, dict) or not load:
+        return []
+    shares = row.get("task_share") or {}
+    out = []
+    for task, v in load.items():
+        share = shares.get(task)
+        out.append((f" {task}" + (f" x{share}" if share else ""), v if isinstance(v, dict) else {}))
+    return out
+
+
 def frame(client: httpx.Client) -> Group:
     """One screen: a process line and a table with one row per model."""
     series = client.get("/v1/admin/series", params={"window": WINDOW_S, "step": SERIES_STEP_S})
@@ -131,6 +145,8 @@ def frame(client: httpx.Client) -> Group:
             _mib(working),
             _mib(accounted),
         )
+        for task, load in _task_rows(row):
+            table.add_row(task, "", "", "", "", "", str(load.get("queued", 0)), str(load.get("in_flight", 0)))
     cpu, rss = _last(s.get("cpu_percent")), _last(s.get("rss_bytes"))
     head = Text(
         f"CPU {'-' if cpu is None else f'{cpu:.0f}%'}   RSS {format_size(rss)}   "

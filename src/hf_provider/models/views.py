@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hf_provider.isolation.runners import runner_view
@@ -42,6 +42,8 @@ class ModelState:
     quantization_cosine: float | None
     breaker: Mapping[str, Any] | None
     runner: Mapping[str, Any]  # isolation/runners.runner_view: pid, restarts, state "failed"
+    # Per task with work: queued, in_flight, share, priority (scheduling/batcher.task_load).
+    task_load: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ def _state(name: str, e: Entry, clock: Callable[[], float]) -> ModelState:
         scheduled=sched is not None,
         queued=sched.queue_depth if sched is not None else 0,
         in_flight=e.in_flight,
+        task_load=sched.task_load() if sched is not None else {},
         estimated_bytes=e.estimated_bytes,
         accounted_bytes=e.accounted_bytes,
         working_bytes=e.working_bytes,
@@ -112,6 +115,11 @@ def describe(snap: Snapshot) -> list[dict[str, Any]]:
                 "state": m.state,
                 "queued": m.queued,
                 "in_flight": m.in_flight,
+                # Per task (several tasks share this model's weights): queued items, requests in flight, the
+                # share and default priority it is scheduled with (task_share / task_priority in the spec).
+                "tasks_load": {t: dict(v) for t, v in m.task_load.items()},
+                "task_share": dict(spec.task_share),
+                "task_priority": dict(spec.task_priority),
                 # The admission estimate (weights + working memory of a full batch), what the budget holds
                 # (measured weights + that working estimate), and the working memory measured at the peak of a
                 # forward pass since load: estimates and measurements are kept apart.

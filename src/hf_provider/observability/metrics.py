@@ -138,6 +138,22 @@ class Metrics:
         self.queue_depth = Gauge(
             f"{p}_queue_depth", "Requests waiting in the model's batch queue.", ["model"], registry=r
         )
+        # Tasks sharing one model's weights (scheduling/share.py): read at scrape time (observability/scrape.py)
+        self.task_queued = Gauge(
+            f"{p}_task_queued_items", "Items waiting per task of a model.", ["model", "task"], registry=r
+        )
+        self.task_in_flight = Gauge(
+            f"{p}_task_in_flight_requests",
+            "Requests in flight per task of a model.",
+            ["model", "task"],
+            registry=r,
+        )
+        self.task_share = Gauge(
+            f"{p}_task_share",
+            "A task's weight in its model's fair share (task_share).",
+            ["model", "task"],
+            registry=r,
+        )
         # Model lifecycle and memory
         self.model_load_seconds = Histogram(
             f"{p}_model_load_seconds",
@@ -322,7 +338,8 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 g.remove(model)
             self._children.pop((id(g), model), None)
-        for key in [k for k in self._children if k[0] == id(self.model_info) and k[1] == model]:
-            self._children.pop(key, None)
-            with contextlib.suppress(KeyError):
-                self.model_info.remove(*key[1:])
+        for metric in (self.model_info, self.task_queued, self.task_in_flight, self.task_share):
+            for key in [k for k in self._children if k[0] == id(metric) and k[1] == model]:
+                self._children.pop(key, None)
+                with contextlib.suppress(KeyError):
+                    metric.remove(*key[1:])

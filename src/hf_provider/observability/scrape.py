@@ -26,6 +26,7 @@ class ServerGauges:
         for d in admin.describe():
             if d.get("restarts") is not None and d.get("isolation") == "process":
                 m.child(m.worker_restarts, d["name"]).set(d["restarts"])
+            self._tasks(d)
         for pool, v in admin.memory().get("pools", {}).items():
             if v.get("budget_bytes") is not None:
                 m.child(m.memory_budget_bytes, pool).set(v["budget_bytes"])
@@ -38,6 +39,16 @@ class ServerGauges:
         if budget is not None and now - self._cache_at >= CACHE_EVERY_S:
             self._cache_at = now
             self._cache(budget)
+
+    def _tasks(self, d: dict[str, Any]) -> None:
+        """Per-task gauges of a model: every task it serves (0 when idle, so a drained queue shows as 0)."""
+        m, name = self.metrics, d["name"]
+        load = d.get("tasks_load") or {}
+        for task in dict.fromkeys([*(d.get("tasks") or []), *load]):
+            v = load.get(task, {})
+            m.child(m.task_queued, name, task).set(v.get("queued", 0))
+            m.child(m.task_in_flight, name, task).set(v.get("in_flight", 0))
+            m.child(m.task_share, name, task).set((d.get("task_share") or {}).get(task, 1))
 
     def _cache(self, budget: Any) -> None:
         from huggingface_hub import scan_cache_dir

@@ -86,11 +86,12 @@ class ModelScheduler:
         if on_done is not None:  # keep-alive idles from a request's end
             self.outcomes.listen("settle-hook", lambda _o: on_done())
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
+        self._cross_task = getattr(b, "cross_task", True)
         self.pending = Pending(
             BatchQueue(
                 max_batch_size=b.max_batch_size,
                 max_batch_tokens=b.max_batch_tokens,
-                shares=model.spec.task_share,
+                shares=getattr(model.spec, "task_share", None),
             )
         )
         self.rate = ServiceRate()
@@ -99,7 +100,18 @@ class ModelScheduler:
         self.completion = Completion(self.name, self.pending, self.rate, runner, **common)
         stages: StaticStages | ContinuousLoop
         if engine is not None:
-            stages = ContinuousLoop(self.name, engine, self.pending, self.completion, runner, **common)
+            mode = getattr(b, "yield_to_interactive", "auto")
+            always = mode == "always" or (mode == "auto" and getattr(model.device, "type", "cpu") != "cuda")
+            stages = ContinuousLoop(
+                self.name,
+                engine,
+                self.pending,
+                self.completion,
+                runner,
+                yield_always=always,
+                preempt_for_share=bool(getattr(model.spec, "task_share", None)),
+                **common,
+            )
         else:
             stages = StaticStages(
                 self.name,
@@ -138,6 +150,24 @@ class ModelScheduler:
     @property
     def peak_working_bytes(self) -> int | None:
         return self.completion.peak_working_bytes
+
+    def task_load(self) -> dict[str, dict[str, Any]]:
+        """Per task with work: items queued, requests in flight, and its share and default priority (the
+        model's `task_share` / `task_priority`); tasks with neither queued nor in-flight work are left out."""
+        shares = getattr(self.model.spec, "task_share", None) or {}
+        priorities = getattr(self.model.spec, "task_priority", None) or {}
+        with self.pending.cv:
+            queued = self.pending.queue.task_counts()
+            flying = {t: n for t, n in self.pending.in_flight_tasks.items() if n}
+        return {
+            t: {
+                "queued": queued.get(t, 0),
+                "in_flight": flying.get(t, 0),
+                "share": shares.get(t, 1),
+                "priority": priorities.get(t, "interactive"),
+            }
+            for t in sorted({*queued, *flying})
+        }
 
     def max_wait_s(self, handler: TaskHandler) -> float:
         if self._max_wait_s is not None:
@@ -185,7 +215,7 @@ class ModelScheduler:
             handler,
             items,
             params,
-            key=(batch_group(handler, self.model.spec.batching.cross_task), handler.batch_key(params)),
+            key=(batch_group(handler, self._cross_task), handler.batch_key(params)),
             single=single,
             priority=priority,
             submitted=now,

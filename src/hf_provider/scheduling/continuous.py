@@ -23,6 +23,7 @@ from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.scheduling.completion import Completion
 from hf_provider.scheduling.observer import SchedulerObserver
 from hf_provider.scheduling.pending import Pending
+from hf_provider.scheduling.preempt import RowView, decide
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.types import GenerationEngine
 
@@ -35,13 +36,19 @@ log = logging.getLogger(__name__)
 class _RequestRow:
     """A `types.GenRow`: one item of a request, running in the engine."""
 
-    __slots__ = ("_loop", "ended", "slot", "started")
+    __slots__ = ("_loop", "ended", "rid", "slot", "started")
 
     def __init__(self, loop: ContinuousLoop, slot: Slot, started: float) -> None:
         self._loop = loop
         self.slot = slot
         self.started = started
         self.ended = False  # counted out of the running items (once, however the row ends)
+        self.rid: int | None = None  # the engine's id for it (a pausable engine's rows are tracked by it)
+
+    def view(self) -> RowView:
+        req = self.slot.request
+        assert self.rid is not None
+        return RowView(self.rid, req.handler.task, req.priority, req.submitted)
 
     @property
     def streaming(self) -> bool:
@@ -80,7 +87,10 @@ class ContinuousLoop:
         observer: SchedulerObserver,
         supervisor: Supervisor,
         clock: Callable[[], float],
+        yield_always: bool = False,
+        preempt_for_share: bool = False,
     ) -> None:
+        """`yield_always`: batch rows pause while interactive ones run (the model's `yield_to_interactive`)."""
         self.name = name
         self.engine = engine
         self.pending = pending
@@ -89,6 +99,9 @@ class ContinuousLoop:
         self.observer = observer
         self.supervisor = supervisor
         self.clock = clock
+        self.yield_always = yield_always
+        self.preempt_for_share = preempt_for_share  # the model sets task shares: rows pause to honour them
+        self.rows: dict[int, _RequestRow] = {}  # a pausable engine's rows by id (scheduling/preempt.py)
 
     def start(self) -> list[threading.Thread]:
         n = self.name
@@ -96,7 +109,8 @@ class ContinuousLoop:
 
     def run_once(self) -> bool:
         engine = self.engine
-        slots = self._take_rows(engine.free_slots, idle=not engine.busy)
+        take, urgent_only = self._preempt(engine) if self.rows else (engine.free_slots, False)
+        slots = self._take_rows(take, idle=not engine.busy, urgent_only=urgent_only)
         if slots is None:
             return False
         now = self.clock()
@@ -108,18 +122,49 @@ class ContinuousLoop:
             elif not engine.accepts(req.handler):
                 inline.append(s)
             else:
+                row = _RequestRow(self, s, now)
                 try:
-                    engine.add_item(req.handler, s.item, req.params, _RequestRow(self, s, now))
+                    rid = engine.add_item(req.handler, s.item, req.params, row)
                 except Exception as e:  # a row that cannot fit a slot: its request fails, the others go on
                     self.pending.running_done(1)
                     req.fail(e, now)
+                    continue
+                if getattr(engine, "pausable", False) and not row.ended:
+                    row.rid = rid
+                    self.rows[rid] = row
         if inline:
             self._run_inline(inline)
         if engine.busy:
             self._step(engine)
         return True
 
-    def _take_rows(self, free: int, *, idle: bool) -> list[Slot] | None:
+    def _preempt(self, engine: Any) -> tuple[int, bool]:
+        """Pause and resume rows (scheduling/preempt.py); returns how many queued items to take, and whether
+        only urgent ones."""
+        with self.pending.cv:
+            queued = self.pending.queue.waiting()
+            share = self.pending.queue.share
+            aging = self.pending.queue.aging_s
+        paused = set(engine.paused)
+        views = [r.view() for r in self.rows.values()]
+        d = decide(
+            [v for v in views if v.rid not in paused],
+            [v for v in views if v.rid in paused],
+            queued,
+            slots=engine.slots,
+            always=self.yield_always,
+            share=share,
+            now=self.clock(),
+            aging_s=aging,
+            by_share=self.preempt_for_share,
+        )
+        for rid in d.pause:
+            engine.pause(rid)
+        for rid in d.resume:
+            engine.resume(rid)
+        return min(d.take, engine.free_slots), d.urgent_only
+
+    def _take_rows(self, free: int, *, idle: bool, urgent_only: bool = False) -> list[Slot] | None:
         """Up to `free` queued items; waits for work only while the engine is idle. None: closed and drained."""
         p = self.pending
         with p.cv:
@@ -127,11 +172,14 @@ class ContinuousLoop:
                 if len(p.queue) and free > 0:
                     now = self.clock()
                     p.expire_due(now)
-                    slots = p.queue.take_first(now, free)
+                    slots = p.queue.take_first(now, free, urgent_only=urgent_only)
                     if slots:
                         p.running_items += len(slots)
                         depth = len(p.queue)
                         break
+                    if not idle:
+                        return []  # only bulk work waits and interactive rows run: it waits for them
+                    urgent_only = False  # nothing runs: whatever waits is served
                     continue
                 if not idle:
                     return []
@@ -171,6 +219,8 @@ class ContinuousLoop:
         if row.ended:
             return
         row.ended = True
+        if row.rid is not None:
+            self.rows.pop(row.rid, None)
         self.pending.running_done(1)
         if ok:
             self.completion.rate.observe(1, row.started, self.clock())

@@ -23,6 +23,7 @@ class Pending:
         self.device_busy = False  # set by the forward stage around each batch
         self.last_arrival = 0.0
         self.running_items = 0  # items of batches taken and not yet resolved or failed
+        self.in_flight_tasks: dict[str, int] = {}  # accepted, unsettled requests per task (views and metrics)
 
     def __len__(self) -> int:
         return len(self.queue)
@@ -32,6 +33,8 @@ class Pending:
         self.queue.push(req, now)
         self.last_arrival = now
         self.in_flight += 1
+        task = req.handler.task
+        self.in_flight_tasks[task] = self.in_flight_tasks.get(task, 0) + 1
         self.next_deadline = min(self.next_deadline, req.deadline)
         self.cv.notify()
 
@@ -41,6 +44,7 @@ class Pending:
             if req.slots:
                 self.queue.remove(req)
             self.in_flight -= 1
+            self.in_flight_tasks[req.handler.task] -= 1
             self.cv.notify()
 
     def expire_due(self, now: float) -> None:

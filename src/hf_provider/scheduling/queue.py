@@ -87,6 +87,10 @@ class BatchQueue:
         """Queued items per task (tasks with none are left out)."""
         return {t: n for t, n in self._per_task.items() if n}
 
+    def waiting(self) -> dict[tuple[int, str], int]:
+        """Queued items per (priority class, task)."""
+        return {(c, t): len(q) for c, cls in enumerate(self._classes) for t, q in cls.items() if q}
+
     def push(self, request: Request, now: float) -> None:
         slots = [Slot(request, i, now) for i in range(len(request.items))]
         request.slots = slots

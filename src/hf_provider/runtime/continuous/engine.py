@@ -126,8 +126,8 @@ class Engine:
     def accepts(self, handler: TaskHandler) -> bool:
         return handler.task == "text-generation" and getattr(handler, "model", None) is self.model
 
-    def add_item(self, handler: TaskHandler, item: Item, params: Mapping[str, Any], row: GenRow) -> None:
-        self.add(item.data["input_ids"], params["_gen"], row)
+    def add_item(self, handler: TaskHandler, item: Item, params: Mapping[str, Any], row: GenRow) -> Hashable:
+        return self.add(item.data["input_ids"], params["_gen"], row)
 
     def add(self, prompt: list[int], gp: GenParams, row: GenRow) -> Hashable:
         """Schedule a row: it gets a slot at the next step with one free. ValueError if it cannot fit a slot."""

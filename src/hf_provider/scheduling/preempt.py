@@ -1,0 +1,117 @@
+"""Which continuous-batching rows step aside, and for whom (pure: the loop applies the decision).
+
+Between two steps the loop (scheduling/continuous.py) describes its rows and queue and applies what `decide`
+returns: rows to pause (the engine keeps their state), paused rows to resume, and how many queued items to take.
+
+- Priority. A batch-priority row is *effective* batch until it has waited `aging_s` since it was submitted;
+  after that it counts as interactive (so bulk work is delayed, never starved). With `always` (the CPU default,
+  where a step's cost grows with its rows), while any interactive row runs or waits, batch rows are paused and
+  only urgent items are taken: interactive rows step as fast as alone. With `when-full` (a GPU, where a step costs
+  about the same for 1 row or 32), batch rows are paused only to give a waiting interactive item a slot.
+- Fair share (when the model sets `task_share`; otherwise tasks only take free slots in fair order, queue.py).
+  Within one priority class, when every slot is taken and a task with items waiting holds fewer rows
+  than its share of the slots (scheduling/share.py) while another holds more, one row of the most over-share task
+  is paused per step, newest first (the one that has done the least work).
+- Resuming. Paused rows come back before queued items take free slots (they are older), interactive first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from hf_provider.scheduling.share import FairShare
+
+
+@dataclass(frozen=True, slots=True)
+class RowView:
+    rid: int
+    task: str
+    priority: int  # 0 interactive, 1 batch: as submitted
+    submitted: float
+
+    def effective(self, now: float, aging_s: float) -> int:
+        return 0 if self.priority == 0 or now - self.submitted >= aging_s else 1
+
+
+@dataclass
+class Decision:
+    pause: list[int] = field(default_factory=list)
+    resume: list[int] = field(default_factory=list)
+    take: int = 0  # queued items to take into free slots
+    urgent_only: bool = False  # take interactive (or aged) items only
+
+
+def decide(
+    running: list[RowView],
+    paused: list[RowView],
+    queued: Mapping[tuple[int, str], int],
+    *,
+    slots: int,
+    always: bool,
+    share: FairShare,
+    now: float,
+    aging_s: float,
+    max_paused: int | None = None,
+    by_share: bool = True,
+) -> Decision:
+    """`queued`: items waiting per (priority class, task); `slots`: rows the engine can run at once."""
+    max_paused = slots if max_paused is None else max_paused
+    d = Decision()
+    eff = {r.rid: r.effective(now, aging_s) for r in (*running, *paused)}
+    waiting_urgent = sum(n for (c, _), n in queued.items() if c == 0)
+    interactive_running = sum(1 for r in running if eff[r.rid] == 0)
+    room_to_pause = max(0, max_paused - len(paused))
+    batch_rows = sorted((r for r in running if eff[r.rid] == 1), key=lambda r: -r.submitted)  # newest first
+    free = slots - len(running)
+
+    if always and (interactive_running or waiting_urgent):
+        d.pause = [r.rid for r in batch_rows[:room_to_pause]]
+        d.urgent_only = True
+    elif waiting_urgent > free:
+        d.pause = [r.rid for r in batch_rows[: min(waiting_urgent - free, room_to_pause)]]
+    free += len(d.pause)
+    left = [r for r in running if r.rid not in d.pause]
+
+    if by_share and not d.pause and free <= 0 and room_to_pause:
+        victim = _over_share(left, queued, slots, share, eff)
+        if victim is not None:
+            d.pause.append(victim)
+            free += 1
+
+    # Resume: interactive (or aged) paused rows first, oldest first; batch ones only while nothing urgent runs.
+    candidates = sorted(paused, key=lambda r: (eff[r.rid], r.submitted))
+    for r in candidates:
+        if free <= 0:
+            break
+        if d.urgent_only and eff[r.rid] == 1:
+            continue
+        d.resume.append(r.rid)
+        free -= 1
+    d.take = max(0, free)
+    return d
+
+
+def _over_share(
+    running: list[RowView],
+    queued: Mapping[tuple[int, str], int],
+    slots: int,
+    share: FairShare,
+    eff: Mapping[int, int],
+) -> int | None:
+    """A row to pause so that an under-share task with items waiting gets a slot, or None."""
+    for cls in (0, 1):
+        rows = [r for r in running if eff[r.rid] == cls]
+        waiting = {t for (c, t), n in queued.items() if c == cls and n}
+        if not rows or not waiting:
+            continue
+        held: dict[str, list[RowView]] = {}
+        for r in rows:
+            held.setdefault(r.task, []).append(r)
+        fair = share.fair_slots(len(rows), [*held, *waiting])
+        starved = [t for t in waiting if len(held.get(t, [])) + 1 <= fair[t]]
+        over = [t for t in held if len(held[t]) > fair[t]]
+        if starved and over:
+            worst = max(over, key=lambda t: len(held[t]) - fair[t])
+            return max(held[worst], key=lambda r: r.submitted).rid
+    return None
