@@ -1,0 +1,276 @@
+"""Iteration-level generation for encoder-decoder models (runtime/continuous/seq2seq.py) through the Provider,
+on a tiny T5 and a tiny BART whose decoders depend on their history (testing.build_seq2seq_varied): greedy
+outputs token-identical to `generate` one request at a time while rows of several tasks join, leave, pause and
+resume; seeded sampling reproducible; batch-priority rows pause for interactive ones; per-task defaults."""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tests.conftest import TINY_CACHE
+
+from hf_provider.provider import Provider
+from hf_provider.runtime.continuous import Seq2SeqEngine, check_seq2seq
+from hf_provider.runtime.tasks.genparams import GenParams
+from hf_provider.settings import load_settings
+from hf_provider.spec import ModelSpec
+from hf_provider.testing.models import build_seq2seq_varied
+
+WORDS = [
+    "the",
+    "harbour",
+    "was",
+    "rebuilt",
+    "after",
+    "storm",
+    "Alice",
+    "lives",
+    "in",
+    "Rome",
+    "weather",
+    "great",
+    "today",
+    "one",
+    "two",
+    "three",
+    "blue",
+    "green",
+]
+TASKS = ("translation", "summarization", "text2text-generation")
+T5_PREFIX = {"translation": "translate English to German: ", "summarization": "summarize: "}
+OUT = {
+    "translation": "translation_text",
+    "summarization": "summary_text",
+    "text2text-generation": "generated_text",
+}
+
+
+@pytest.fixture(scope="module")
+def varied() -> dict[str, Path]:
+    return build_seq2seq_varied(TINY_CACHE)
+
+
+def _spec(path: Path, name: str = "s2s", **kw: Any) -> ModelSpec:
+    batching = {"generation": "continuous", "max_batch_size": 6, **kw.pop("batching", {})}
+    return ModelSpec(name=name, source=str(path), device="cpu", batching=batching, **kw)
+
+
+def _provider(*specs: ModelSpec) -> Provider:
+    return Provider(list(specs), settings=load_settings({"metrics_enabled": False}))
+
+
+def reference(model: Any, text: str, max_new: int) -> str:
+    """`generate` on the prompt alone (no padding), read the way the static path reads it."""
+    tok = model.tokenizer
+    ids = tok(text)["input_ids"]
+    with torch.inference_mode():
+        out = model.module.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new,
+            do_sample=False,
+            num_beams=1,
+        )
+    seq = out[0, 1:].tolist()
+    cut = next((i for i, t in enumerate(seq) if t in {tok.eos_token_id}), None)
+    return tok.decode(seq if cut is None else seq[:cut], skip_special_tokens=True)
+
+
+def _requests(n: int, seed: int) -> list[tuple[str, str, int]]:
+    rng = random.Random(seed)
+    return [
+        (TASKS[i % 3], " ".join(rng.choice(WORDS) for _ in range(rng.randrange(1, 20))), rng.randrange(1, 20))
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize(("kind", "cross_task"), [("t5-varied", True), ("t5-varied", False), ("bart", True)])
+def test_mixed_tasks_with_staggered_arrivals_match_generate_token_for_token(
+    varied: dict[str, Path], kind: str, cross_task: bool
+) -> None:
+    reqs = _requests(40 if kind == "t5-varied" and cross_task else 18, seed=1)
+    spec = _spec(varied[kind], batching={"cross_task": cross_task})
+    with _provider(spec) as p:
+        p.load("s2s")
+        sched = p.manager.entry("s2s").scheduler
+        assert isinstance(sched.engine, Seq2SeqEngine)
+        delays = random.Random(2)
+
+        def run(r: tuple[str, str, int]) -> Any:
+            time.sleep(delays.random() * 0.03)  # staggered arrivals: rows join a running batch
+            return p.run("s2s", r[0], r[1], {"max_new_tokens": r[2]})
+
+        with ThreadPoolExecutor(8) as ex:
+            outs = list(ex.map(run, reqs))
+        model = p.manager.entry("s2s").model
+        prefix = T5_PREFIX if kind.startswith("t5") else {}
+        for (task, text, n), out in zip(reqs, outs, strict=True):
+            assert out == {OUT[task]: reference(model, prefix.get(task, "") + text, n)}
+        assert sched.engine.stats["decode_rows"] > sched.engine.stats["decode_steps"]  # rows shared steps
+        assert not sched.engine.rows and sched.in_flight == 0
+
+
+class _Row:
+    """A GenRow recording its answer."""
+
+    streaming = False
+
+    def __init__(self) -> None:
+        self.result: Any = None
+        self.stop: str | None = None
+
+    def emit(self, delta: str) -> None:
+        return None
+
+    def stop_reason(self) -> str | None:
+        return self.stop
+
+    def generated(self) -> None:
+        return None
+
+    def finish(self, result: Any) -> None:
+        self.result = result
+
+    def fail(self, error: BaseException) -> None:
+        raise error
+
+
+class _Handler:
+    task = "text2text-generation"
+
+    @staticmethod
+    def result(row: dict[str, Any], out: str | None = None) -> dict[str, Any]:
+        return row
+
+
+def _engine(p: Provider) -> Seq2SeqEngine:
+    e = p.manager.entry("s2s")
+    return Seq2SeqEngine(e.model, slots=4)
+
+
+def test_a_paused_row_resumes_where_it_stopped_and_a_cancelled_paused_row_leaves(
+    varied: dict[str, Path],
+) -> None:
+    with _provider(_spec(varied["t5-varied"], batching={"generation": "static"})) as p:
+        p.load("s2s")
+        eng = _engine(p)
+        model = eng.model
+        texts = [
+            "the harbour was rebuilt after storm",
+            "Alice lives in Rome",
+            "one two three blue green river",
+        ]
+        rows = [_Row() for _ in texts]
+        rids = [
+            eng.add(
+                model.tokenizer(t)["input_ids"],
+                GenParams(max_new_tokens=12),
+                r,
+                handler=_Handler,
+                out_key="x",
+            )
+            for t, r in zip(texts, rows, strict=True)
+        ]
+        with torch.inference_mode():
+            for _ in range(3):
+                eng.step()
+            assert eng.pause(rids[0]) and not eng.pause(rids[0])  # twice: already paused
+            assert eng.free_slots == 4 - 2 and eng.paused == [rids[0]]
+            for _ in range(4):
+                eng.step()  # the others go on without it
+            assert eng.pause(rids[2]) and eng.resume(rids[0])
+            rows[2].stop = "cancelled"  # a paused row whose request ends leaves at the next step
+            while eng.busy:
+                eng.step()
+        assert rows[0].result["text"] == reference(model, texts[0], 12)
+        assert rows[1].result["text"] == reference(model, texts[1], 12)
+        assert rows[2].result is None and not eng.rows and not eng.groups
+
+
+def test_absolute_positions_per_row_are_what_makes_bart_exact(varied: dict[str, Path]) -> None:
+    with _provider(_spec(varied["bart"], batching={"generation": "static"})) as p:
+        p.load("s2s")
+        eng = _engine(p)
+        assert check_seq2seq(eng) is None
+        broken = _engine(p)
+        broken._hook.remove()  # BART's decoder would compute one position for the whole batch
+        assert "differ" in (check_seq2seq(broken) or "")
+
+
+def test_seeded_sampling_gives_the_same_text_alone_and_in_a_crowd(varied: dict[str, Path]) -> None:
+    params = {"max_new_tokens": 10, "do_sample": True, "temperature": 1.5, "seed": 7}
+    with _provider(_spec(varied["t5-varied"])) as p:
+        p.load("s2s")
+        alone = p.run("s2s", "translation", "the harbour was rebuilt", params)
+        with ThreadPoolExecutor(6) as ex:
+            crowd = [ex.submit(p.run, "s2s", "summarization", w, {"max_new_tokens": 15}) for w in WORDS[:5]]
+            again = p.run("s2s", "translation", "the harbour was rebuilt", params)
+            [f.result() for f in crowd]
+        assert alone == again
+
+
+def test_batch_priority_rows_pause_for_interactive_ones_and_still_answer_exactly(
+    varied: dict[str, Path],
+) -> None:
+    spec = _spec(
+        varied["t5-varied"], task_priority={"summarization": "batch"}, batching={"max_batch_size": 4}
+    )
+    with _provider(spec) as p:
+        p.load("s2s")
+        sched = p.manager.entry("s2s").scheduler
+        model = p.manager.entry("s2s").model
+        bulk = [
+            p.submit("s2s", "summarization", w + " harbour storm", {"max_new_tokens": 40}) for w in WORDS[:4]
+        ]
+        assert all(r.priority == 1 for r in bulk)  # the task's default priority
+        deadline = time.monotonic() + 30
+        while sched.engine.running < 4 and time.monotonic() < deadline:
+            time.sleep(0.002)  # wait until the bulk rows hold every slot
+        fast = p.run("s2s", "translation", "Alice lives in Rome", {"max_new_tokens": 6})
+        overridden = p.submit(
+            "s2s", "summarization", "one two", {"max_new_tokens": 3}, priority="interactive"
+        )
+        assert overridden.priority == 0  # X-Priority / priority= overrides the task's default
+        results = [r.future.result(30) for r in bulk]
+        overridden.future.result(30)
+        assert sched.engine.stats["pauses"] >= 1
+        assert fast == {
+            "translation_text": reference(model, T5_PREFIX["translation"] + "Alice lives in Rome", 6)
+        }
+        for w, res in zip(WORDS[:4], results, strict=True):
+            assert res == {
+                "summary_text": reference(model, T5_PREFIX["summarization"] + w + " harbour storm", 40)
+            }
+        desc = {m["name"]: m for m in p.admin.describe()}["s2s"]
+        assert desc["task_priority"] == {"summarization": "batch"} and desc["tasks_load"] == {}
+
+
+def test_static_batches_mix_seq2seq_tasks_only_with_cross_task_on(varied: dict[str, Path]) -> None:
+    for cross in (True, False):
+        spec = _spec(varied["t5-varied"], batching={"generation": "static", "cross_task": cross})
+        with _provider(spec) as p:
+            p.load("s2s")
+            sched = p.manager.entry("s2s").scheduler
+            h = p.manager.entry("s2s").model.handlers
+            a = sched.submit(
+                h["translation"], *_parsed(h["translation"], "Alice lives"), single=False, priority=0
+            )
+            b = sched.submit(
+                h["summarization"], *_parsed(h["summarization"], "Alice lives"), single=False, priority=0
+            )
+            assert (a.key == b.key) is cross
+            ra, rb = a.future.result(30), b.future.result(30)
+            model = p.manager.entry("s2s").model
+            assert ra == [{"translation_text": reference(model, T5_PREFIX["translation"] + "Alice lives", 8)}]
+            assert rb == [{"summary_text": reference(model, T5_PREFIX["summarization"] + "Alice lives", 8)}]
+
+
+def _parsed(handler: Any, text: str) -> tuple[list[Any], dict[str, Any]]:
+    items, params, _ = handler.parse([text], {"max_new_tokens": 8})
+    return items, params
