@@ -96,6 +96,20 @@ class SlotCache(Cache):
         per = torch.empty((), dtype=dtype).element_size()
         return sum(2 * slots * max_len * s.kv_heads * s.head_dim * per for s in shapes)
 
+    def save(self, slot: int, upto: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A copy of a slot's first `upto` positions in every layer (a paused row's state)."""
+        out = []
+        for layer in self.layers:
+            assert layer.keys is not None and layer.values is not None
+            out.append((layer.keys[slot, :, :upto].clone(), layer.values[slot, :, :upto].clone()))
+        return out
+
+    def restore(self, slot: int, saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for layer, (k, v) in zip(self.layers, saved, strict=True):
+            assert layer.keys is not None and layer.values is not None
+            layer.keys[slot, :, : k.shape[1]] = k
+            layer.values[slot, :, : v.shape[1]] = v
+
     def move(self, src: int, dst: int, upto: int, swap: bool) -> None:
         """Copy slot `src` to `dst` (its first `upto` positions), or exchange the two."""
         if upto <= 0:

@@ -70,10 +70,16 @@ class _Live:
     n: int = 0  # tokens generated, an end-of-sequence token included
     next_token: int = -1  # the last token generated: fed at the next decode step
     trace: list[torch.Tensor] | None = None  # the logits of each token (the load-time numerics check)
+    saved: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # its keys and values while paused
+    length: int = 0  # positions written when it was paused
 
 
 class Engine:
-    """Rows, the slot cache and the model for one loaded decoder. One thread (the scheduler's) drives it."""
+    """Rows, the slot cache and the model for one loaded decoder. One thread (the scheduler's) drives it.
+    A decoding row can be paused (its keys and values copied out, its slot freed) and resumed into a free slot
+    with nothing recomputed (scheduling/preempt.py decides who)."""
+
+    pausable = True
 
     def __init__(
         self,
@@ -121,7 +127,7 @@ class Engine:
 
     @property
     def busy(self) -> bool:
-        return bool(self.rows)
+        return len(self.policy) > 0  # paused rows hold no slot and compute nothing
 
     def accepts(self, handler: TaskHandler) -> bool:
         return handler.task == "text-generation" and getattr(handler, "model", None) is self.model
@@ -158,6 +164,41 @@ class Engine:
             live.generator.manual_seed(gp.seed if gp.seed is not None else self._random.getrandbits(63))
         self.rows[rid] = live
         return rid
+
+    @property
+    def running(self) -> int:
+        return len(self.policy)
+
+    @property
+    def paused(self) -> list[Hashable]:
+        return [rid for rid, live in self.rows.items() if live.saved is not None]
+
+    def pause(self, rid: Hashable) -> bool:
+        """Copy a decoding row's keys and values out and free its slot; False when it is not decoding."""
+        live = self.rows.get(rid)
+        if live is None or live.saved is not None or self.graphs is not None:
+            return False  # CUDA graphs replay fixed slot layouts: rows are not paused under them
+        if rid not in self.policy.rows or self.policy.phase(rid) != "decode":
+            return False
+        for src, dst, upto, swap in self.policy.take_moves():  # pending moves first: the slot is then current
+            self.cache.move(src, dst, upto, swap)
+        live.length = self.policy.rows[rid].length
+        live.saved = self.cache.save(self.policy.slot(rid), live.length)
+        self.policy.remove(rid)
+        return True
+
+    def resume(self, rid: Hashable) -> bool:
+        live = self.rows.get(rid)
+        if live is None or live.saved is None or self.policy.free_slots <= 0:
+            return False
+        for src, dst, upto, swap in self.policy.take_moves():
+            self.cache.move(src, dst, upto, swap)
+        slot, moves = self.policy.restore(rid, live.length, len(live.prompt) + live.gp.max_new_tokens)
+        for src, dst, upto, swap in moves:
+            self.cache.move(src, dst, upto, swap)
+        self.cache.restore(slot, live.saved)
+        live.saved = None
+        return True
 
     def abort(self, error: BaseException) -> None:
         """A step failed: every row fails with the error and every slot is free again."""

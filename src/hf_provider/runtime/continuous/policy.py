@@ -147,6 +147,31 @@ class SlotPolicy:
             mst.slot = st.slot
         self.n_decode -= 1
 
+    def take_moves(self) -> list[tuple[int, int, int, bool]]:
+        """The moves not yet handed to a step (the engine applies them at once before pausing a row)."""
+        moves, self._moves = self._moves, []
+        return moves
+
+    def restore(self, row: Hashable, length: int, total_len: int) -> tuple[int, list[tuple[int, int, int, bool]]]:
+        """A paused row comes back decoding with `length` positions written: its slot (the next decode slot),
+        and the moves to apply before its saved keys are written there. ValueError when no slot is free."""
+        if row in self.rows or None not in self._owner:
+            raise ValueError("no free slot to resume the row in")
+        target = self.n_decode
+        moves: list[tuple[int, int, int, bool]] = []
+        other = self._owner[target]
+        if other is not None:  # a prefilling row sits where the decode region grows: it moves to a free slot
+            free = self._owner.index(None)
+            ost = self.rows[other]
+            moves.append((target, free, ost.length, False))
+            self._owner[free], ost.slot = other, free
+        st = RowState(length, total_len, self.clock(), phase=DECODE, slot=target, length=length)
+        st.admitted_at = st.added_at
+        self.rows[row] = st
+        self._owner[target] = row
+        self.n_decode += 1
+        return target, moves
+
     def phase(self, row: Hashable) -> str:
         return self.rows[row].phase
 
