@@ -56,7 +56,9 @@ def provider(
             source=str(tiny_models["t5"]),
             tasks=["summarization", "translation"],
             device="cpu",
-            batching={"max_batch_size": 16, "max_wait_ms": 5},
+            # Static batches of one task each are what this file tests (tests/integration/
+            # test_seq2seq_continuous.py covers the continuous engine and cross-task batches).
+            batching={"max_batch_size": 16, "max_wait_ms": 5, "generation": "static", "cross_task": False},
         ),
     ]
     settings = load_settings(

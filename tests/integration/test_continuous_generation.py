@@ -242,22 +242,31 @@ def _shapes(cache: SlotCache) -> list[Any]:
     return [LayerShape(int(layer.keys.shape[1]), int(layer.keys.shape[3])) for layer in cache.layers]
 
 
-def test_auto_is_static_on_cpu_and_encoder_decoders_stay_static(tiny_models: dict[str, Path]) -> None:
-    t5 = ModelSpec(
-        name="t5",
-        source=str(tiny_models["t5"]),
-        device="cpu",
-        tasks=["text2text-generation"],
-        batching={"generation": "continuous"},
-    )
+def test_auto_on_cpu_is_static_except_for_an_encoder_decoder_serving_several_tasks(
+    tiny_models: dict[str, Path],
+) -> None:
+    def t5(name: str, tasks: list[str], mode: str) -> ModelSpec:
+        return ModelSpec(
+            name=name, source=str(tiny_models["t5"]), device="cpu", tasks=tasks, batching={"generation": mode}
+        )
+
     with Provider(
-        [spec(tiny_models["decoder"], "auto"), t5], settings=load_settings({"metrics_enabled": False})
+        [
+            spec(tiny_models["decoder"], "auto"),
+            t5("one", ["text2text-generation"], "auto"),
+            t5("many", ["translation", "summarization"], "auto"),
+            t5("off", ["translation", "summarization"], "static"),
+        ],
+        settings=load_settings({"metrics_enabled": False}),
     ) as p:
-        p.load("lm")
-        p.load("t5")
+        for name in ("lm", "one", "many", "off"):
+            p.load(name)
         assert p.manager.get("lm").scheduler.engine is None
-        assert p.manager.get("t5").scheduler.engine is None
-        assert "generated_text" in p.run("t5", "text2text-generation", "hello", {"max_new_tokens": 3})
+        assert p.manager.get("one").scheduler.engine is None  # one task: static batches are as good
+        assert type(p.manager.get("many").scheduler.engine).__name__ == "Seq2SeqEngine"
+        assert p.manager.get("off").scheduler.engine is None
+        assert "generated_text" in p.run("one", "text2text-generation", "hello", {"max_new_tokens": 3})
+        assert "summary_text" in p.run("many", "summarization", "hello", {"max_new_tokens": 3})
 
 
 def test_bucketed_decode_steps_change_no_token(served) -> None:
