@@ -1,8 +1,9 @@
 """Continuous vs static batching for generation on the CPU, interleaved in one process (the `auto` mode's choice).
 
-    python bench/cpu_generation.py [ROUNDS]
+    python bench/cpu_generation.py [ROUNDS] [--model decoder|t5|t5-small]
 
-Two Providers' worth of models in one Provider: the same tiny GPT-2 loaded as `static` and as `continuous`
+Two Providers' worth of models in one Provider: the same model (a tiny GPT-2; or a tiny T5 / a T5 with t5-small
+dimensions serving translation, for the encoder-decoder engine) loaded as `static` and as `continuous`
 (batching.generation forced), measured in alternating rounds so that a busy machine slows both alike:
 - staggered: 24 requests 20 ms apart, a quarter asking 32 new tokens and the rest 8 (tokens/s, short p50);
 - burst: 8 requests of 16 new tokens arriving together (tokens/s).
@@ -22,8 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hf_provider.provider import Provider
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
-from hf_provider.testing.models import build_tiny_models
+from hf_provider.testing.models import build_t5_small_random, build_tiny_models
 from sentences import sentences
+
+KIND = "decoder"
+TASK = {"decoder": "text-generation", "t5": "translation", "t5-small": "translation"}
 
 N = 24
 PROMPTS = sentences(N, seed=3)
@@ -37,8 +41,8 @@ def staggered(p: Provider, model: str) -> tuple[float, float]:
     def client(i: int) -> None:
         time.sleep(max(0.0, start + i * 0.02 - time.perf_counter()))
         t0 = time.perf_counter()
-        r = p.run(model, "text-generation", PROMPTS[i], {"max_new_tokens": KINDS[i]})
-        lat[i], tok[i] = time.perf_counter() - t0, r["completion_tokens"]
+        r = p.run(model, TASK[KIND], PROMPTS[i], {"max_new_tokens": KINDS[i]})
+        lat[i], tok[i] = time.perf_counter() - t0, _tokens(p, model, r)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(N)]
     for t in threads:
@@ -55,7 +59,7 @@ def burst(p: Provider, model: str, n: int = 8) -> float:
 
     def client(i: int) -> None:
         barrier.wait()
-        res[i] = p.run(model, "text-generation", PROMPTS[i], {"max_new_tokens": 16})["completion_tokens"]
+        res[i] = _tokens(p, model, p.run(model, TASK[KIND], PROMPTS[i], {"max_new_tokens": 16}))
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
     for t in threads:
@@ -67,15 +71,31 @@ def burst(p: Provider, model: str, n: int = 8) -> float:
     return sum(res) / (time.perf_counter() - t0)
 
 
+def _tokens(p: Provider, model: str, r: dict) -> int:
+    """Tokens generated: a decoder's answer counts them; a seq2seq answer's text is tokenized again (its end of
+    sequence is not in the text: at most one token short)."""
+    if "completion_tokens" in r:
+        return int(r["completion_tokens"])
+    text = next(iter(r.values()))
+    return len(p.manager.entry(model).model.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    path = build_tiny_models(Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models")["decoder"]
+    global KIND
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if "--model" in sys.argv:
+        KIND = sys.argv[sys.argv.index("--model") + 1]
+        args = [a for a in args if a != KIND]
+    rounds = int(args[0]) if args else 5
+    models = Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models"
+    path = build_t5_small_random(models) if KIND == "t5-small" else build_tiny_models(models)[KIND]
+    print(f"model: {KIND} ({TASK[KIND]})")
     specs = [
         ModelSpec(
             name=mode,
             source=str(path),
             device="cpu",
-            tasks=["text-generation"],
+            tasks=[TASK[KIND]],
             batching={"generation": mode, "max_batch_size": 16},
         )
         for mode in ("static", "continuous")

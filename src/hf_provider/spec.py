@@ -41,8 +41,8 @@ class BatchingSpec(BaseModel):
         description="text-generation on decoders: 'continuous' lets requests join and leave the running batch at "
         "every token (runtime/continuous; its KV cache of max_batch_size slots is accounted with the model), "
         "'static' runs whole batches through generate; 'auto' is continuous on CUDA and static elsewhere; "
-        "encoder-decoder models (T5, BART, Marian) too, and 'auto' runs them continuous on the CPU as well when "
-        "the model has more than one generative task (so one task's rows never wait for another's batch)",
+        "encoder-decoder models (T5, BART, Marian) too, and 'auto' runs them continuous on the CPU as well (faster "
+        "than generate there, and one task's rows never wait for another task's batch)",
     )
     cross_task: bool = Field(
         True,

@@ -242,7 +242,7 @@ def _shapes(cache: SlotCache) -> list[Any]:
     return [LayerShape(int(layer.keys.shape[1]), int(layer.keys.shape[3])) for layer in cache.layers]
 
 
-def test_auto_on_cpu_is_static_except_for_an_encoder_decoder_serving_several_tasks(
+def test_auto_on_cpu_is_static_for_decoders_and_continuous_for_encoder_decoders(
     tiny_models: dict[str, Path],
 ) -> None:
     def t5(name: str, tasks: list[str], mode: str) -> ModelSpec:
@@ -262,7 +262,7 @@ def test_auto_on_cpu_is_static_except_for_an_encoder_decoder_serving_several_tas
         for name in ("lm", "one", "many", "off"):
             p.load(name)
         assert p.manager.get("lm").scheduler.engine is None
-        assert p.manager.get("one").scheduler.engine is None  # one task: static batches are as good
+        assert type(p.manager.get("one").scheduler.engine).__name__ == "Seq2SeqEngine"
         assert type(p.manager.get("many").scheduler.engine).__name__ == "Seq2SeqEngine"
         assert p.manager.get("off").scheduler.engine is None
         assert "generated_text" in p.run("one", "text2text-generation", "hello", {"max_new_tokens": 3})

@@ -152,7 +152,9 @@ class SlotPolicy:
         moves, self._moves = self._moves, []
         return moves
 
-    def restore(self, row: Hashable, length: int, total_len: int) -> tuple[int, list[tuple[int, int, int, bool]]]:
+    def restore(
+        self, row: Hashable, length: int, total_len: int
+    ) -> tuple[int, list[tuple[int, int, int, bool]]]:
         """A paused row comes back decoding with `length` positions written: its slot (the next decode slot),
         and the moves to apply before its saved keys are written there. ValueError when no slot is free."""
         if row in self.rows or None not in self._owner:
