@@ -70,7 +70,6 @@ class Seq2SeqEngine:
         self.rows: dict[int, _Row] = {}
         self.groups: dict[str, Group] = {}
         self.new: list[int] = []  # rows waiting for their prefill
-        self.resumed: list[int] = []  # paused rows coming back at the next step
         self._next_id = 0
         self._count: Callable[[int], None] | None = None
         self._positions: torch.Tensor | None = None
@@ -114,20 +113,12 @@ class Seq2SeqEngine:
         return rid
 
     def pause(self, rid: int) -> bool:
-        """Take a decoding row out of its group, its caches kept; False when it cannot be (not decoding yet)."""
+        """Stop stepping a decoding row, its caches kept; False when it cannot be (not decoding yet). The row
+        leaves its group at the start of the next step, with every other row paused or ended meanwhile (one
+        split of the group, not one per row)."""
         r = self.rows.get(rid)
         if r is None or r.paused or rid in self.new:
             return False
-        if rid in self.resumed:
-            self.resumed.remove(rid)
-        else:
-            key = self._key(r)
-            alone, rest = self.groups[key].take(rid)
-            r.state = alone
-            if rest is None:
-                del self.groups[key]
-            else:
-                self.groups[key] = rest
         r.paused = True
         self.stats["pauses"] += 1
         return True
@@ -137,12 +128,11 @@ class Seq2SeqEngine:
         if r is None or not r.paused:
             return False
         r.paused = False
-        self.resumed.append(rid)
         return True
 
     def abort(self, error: BaseException) -> None:
         rows, self.rows = self.rows, {}
-        self.groups, self.new, self.resumed = {}, [], []
+        self.groups, self.new = {}, []
         for r in rows.values():
             r.sampler.row.fail(error)
 
@@ -159,16 +149,11 @@ class Seq2SeqEngine:
         for rid, r in list(self.rows.items()):
             if r.sampler.row.stop_reason() is not None:
                 self._drop(rid)
-        for rid in self.resumed:
-            r = self.rows[rid]
-            assert r.state is not None
-            key = self._key(r)
-            self.groups[key] = merge([g for g in (self.groups.get(key), r.state) if g is not None])
-            r.state = None
-        self.resumed = []
+        self._regroup()
         made = 0
         for key in list(self.groups):
-            made += self._decode(key)
+            if key in self.groups:  # a group whose rows all ended in this step's earlier forward is gone
+                made += self._decode(key)
         if self.new:
             made += self._prefill()
         if made:
@@ -176,22 +161,35 @@ class Seq2SeqEngine:
         return made
 
     def _drop(self, rid: int) -> None:
-        r = self.rows.pop(rid)
+        """The row ended: it leaves now (its group drops it at the next `_regroup`)."""
+        self.rows.pop(rid, None)
         if rid in self.new:
             self.new.remove(rid)
-            return
-        if rid in self.resumed:
-            self.resumed.remove(rid)
-            return
-        if r.paused:
-            return
-        key = self._key(r)
-        g = self.groups[key]
-        rest = [i for i, x in enumerate(g.rids) if x != rid]
-        if rest:
-            self.groups[key] = g.keep(rest)
-        else:
-            del self.groups[key]
+
+    def _regroup(self) -> None:
+        """Groups hold exactly the rows that decode this step: ended and paused rows leave (a paused row keeps
+        its own caches), resumed ones merge back."""
+        for key, g in list(self.groups.items()):
+            stay = []
+            for i, rid in enumerate(g.rids):
+                r = self.rows.get(rid)
+                if r is None:
+                    continue
+                if r.paused:
+                    r.state = g.keep([i])
+                else:
+                    stay.append(i)
+            if len(stay) == len(g.rids):
+                continue
+            if stay:
+                self.groups[key] = g.keep(stay)
+            else:
+                del self.groups[key]
+        for r in self.rows.values():
+            if not r.paused and r.state is not None:
+                key = self._key(r)
+                self.groups[key] = merge([g for g in (self.groups.get(key), r.state) if g is not None])
+                r.state = None
 
     def _forward(self, g: Group, ids: torch.Tensor, fresh: bool) -> tuple[torch.Tensor, EncoderDecoderCache]:
         if fresh:
@@ -289,6 +287,8 @@ class Seq2SeqEngine:
                 r.sampler.row.finish(r.handler.result({**result, "prompt_tokens": len(r.prompt)}, r.out_key))
         for rid in ended:
             self._drop(rid)
+        if ended:
+            self._regroup()  # their caches go now, not at the next step (an idle engine would hold them)
         return len(tokens)
 
 
