@@ -5,7 +5,6 @@ leave its slot and come back into another one, nothing recomputed, and its text 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from tests.integration.test_continuous_generation import reference
@@ -15,28 +14,7 @@ from hf_provider.runtime import continuous
 from hf_provider.runtime.tasks.genparams import GenParams
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
-
-
-class _Row:
-    streaming = False
-
-    def __init__(self) -> None:
-        self.result: Any = None
-
-    def emit(self, delta: str) -> None:
-        return None
-
-    def stop_reason(self) -> str | None:
-        return None
-
-    def generated(self) -> None:
-        return None
-
-    def finish(self, result: Any) -> None:
-        self.result = result
-
-    def fail(self, error: BaseException) -> None:
-        raise error
+from hf_provider.testing.rows import RecordingRow
 
 
 def test_paused_rows_resume_exactly_while_others_decode_and_prefill(tiny_models: dict[str, Path]) -> None:
@@ -62,7 +40,7 @@ def test_paused_rows_resume_exactly_while_others_decode_and_prefill(tiny_models:
             "one two three",
             "blue river",
         ]
-        rows = [_Row() for _ in texts]
+        rows = [RecordingRow() for _ in texts]
         gp = GenParams(max_new_tokens=14)
         with torch.inference_mode():
             a = eng.add(tok(texts[0])["input_ids"], gp, rows[0])

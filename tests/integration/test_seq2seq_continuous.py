@@ -21,6 +21,7 @@ from hf_provider.runtime.tasks.genparams import GenParams
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
 from hf_provider.testing.models import build_seq2seq_varied
+from hf_provider.testing.rows import RecordingRow
 
 WORDS = [
     "the",
@@ -116,31 +117,6 @@ def test_mixed_tasks_with_staggered_arrivals_match_generate_token_for_token(
         assert not sched.engine.rows and sched.in_flight == 0
 
 
-class _Row:
-    """A GenRow recording its answer."""
-
-    streaming = False
-
-    def __init__(self) -> None:
-        self.result: Any = None
-        self.stop: str | None = None
-
-    def emit(self, delta: str) -> None:
-        return None
-
-    def stop_reason(self) -> str | None:
-        return self.stop
-
-    def generated(self) -> None:
-        return None
-
-    def finish(self, result: Any) -> None:
-        self.result = result
-
-    def fail(self, error: BaseException) -> None:
-        raise error
-
-
 class _Handler:
     task = "text2text-generation"
 
@@ -166,7 +142,7 @@ def test_a_paused_row_resumes_where_it_stopped_and_a_cancelled_paused_row_leaves
             "Alice lives in Rome",
             "one two three blue green river",
         ]
-        rows = [_Row() for _ in texts]
+        rows = [RecordingRow() for _ in texts]
         rids = [
             eng.add(
                 model.tokenizer(t)["input_ids"],

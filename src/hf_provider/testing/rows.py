@@ -27,3 +27,30 @@ class SinkRows:
         """End every row's stream, as a request's settlement would."""
         for sink in self.sinks:
             sink(None)
+
+
+class RecordingRow:
+    """A `types.GenRow` that keeps its answer: for driving a continuous engine directly (tests, the load-time
+    checks). `stop` set to a reason ends the row at the next step, as a cancelled request would."""
+
+    streaming = False
+
+    def __init__(self) -> None:
+        self.result: object = None
+        self.stop: str | None = None
+        self.tokens = 0
+
+    def emit(self, delta: str) -> None:
+        return None
+
+    def stop_reason(self) -> str | None:
+        return self.stop
+
+    def generated(self) -> None:
+        self.tokens += 1
+
+    def finish(self, result: object) -> None:
+        self.result = result
+
+    def fail(self, error: BaseException) -> None:
+        raise error
