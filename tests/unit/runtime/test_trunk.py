@@ -148,6 +148,22 @@ def test_mixed_batch_runs_the_trunk_once_and_answers_as_single_task_batches(load
         _same(g, w)
 
 
+def test_sentence_transformers_embeddings_of_different_parameters_share_one_pass(loaded) -> None:
+    """MiniLM (a sentence-transformers checkpoint padded from our ids): its own modules after the trunk give what
+    its own forward gives, for requests whose `dimensions` and `normalize` differ."""
+    model = _model(loaded, "minilm", ["embeddings"])
+    emb = model.handlers["embeddings"]
+    assert emb.st_features_from_ids
+    reqs = [(["the cat sat", "hello there"], {}), ("a dog", {"dimensions": 64, "normalize": False})]
+    want = [run_stages(emb, x, p) for x, p in reqs]
+    with _count_base_calls(model) as calls, _scheduler(model) as (sched, obs):
+        sched.pending.queue.max_batch_size = 3
+        got = [f.result(WAIT) for f in [_submit(sched, model, "embeddings", x, p) for x, p in reqs]]
+    assert obs.done == [("embeddings", 3)] and calls[0] == 1
+    for g, w in zip(got, want, strict=True):
+        _same(g, w)
+
+
 def test_fill_mask_rows_keep_their_tokens_in_a_mixed_batch(loaded) -> None:
     """The head's tokens and scores are the single-task batch's: the mask row is found in the mixed batch's wider
     padding and its top tokens are ranked the same."""
