@@ -47,6 +47,14 @@ class Item:
     new_tokens: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class RowFailed:
+    """A batch's result for a row that failed alone (a task's head in a mixed batch, runtime/tasks/trunk.py): its
+    request fails with `error` while the batch's other rows are answered."""
+
+    error: BaseException
+
+
 #: Outcomes that are failures of the server's making (the headline error rate); `client_error` is shown beside
 #: them, `cancelled` is the caller leaving.
 SERVER_FAILURES: frozenset[str] = frozenset({"error", "rejected", "timed_out"})

@@ -46,6 +46,8 @@ class LoadedModel:
     # handlers, and the variant serving ("eager" unless `optimize` chose another)
     backend: Any = None
     variant: str = "eager"
+    # the encoder trunk its handlers share in a mixed batch (runtime/tasks/trunk.py), built on first use
+    trunk: Any = None
 
     @property
     def name(self) -> str:

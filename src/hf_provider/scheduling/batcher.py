@@ -23,6 +23,7 @@ from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.scheduling.admit import Admission
 from hf_provider.scheduling.completion import Completion
 from hf_provider.scheduling.continuous import ContinuousLoop
+from hf_provider.scheduling.mixed import trunk_batch_key
 from hf_provider.scheduling.observer import NullObserver, SchedulerObserver
 from hf_provider.scheduling.pending import Pending
 from hf_provider.scheduling.queue import BatchQueue
@@ -87,6 +88,9 @@ class ModelScheduler:
             self.outcomes.listen("settle-hook", lambda _o: on_done())
         self._max_wait_s = None if b.max_wait_ms is None else b.max_wait_ms / 1000.0
         self._cross_task = getattr(b, "cross_task", True)
+        # Tasks on one encoder trunk share a batch (scheduling/mixed.py); not in a worker process, which is sent
+        # one task's call per batch (isolation/child.py).
+        self._trunk = self._cross_task and getattr(model.spec, "isolation", "thread") != "process"
         self.pending = Pending(
             BatchQueue(
                 max_batch_size=b.max_batch_size,
@@ -215,7 +219,8 @@ class ModelScheduler:
             handler,
             items,
             params,
-            key=(batch_group(handler, self._cross_task), handler.batch_key(params)),
+            key=trunk_batch_key(handler, params, self._trunk)
+            or (batch_group(handler, self._cross_task), handler.batch_key(params)),
             single=single,
             priority=priority,
             submitted=now,

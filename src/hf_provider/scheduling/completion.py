@@ -16,7 +16,7 @@ from hf_provider.scheduling.pending import Pending
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.scheduling.rows import BatchRows
 from hf_provider.scheduling.shedding import ServiceRate
-from hf_provider.types import RowControl
+from hf_provider.types import RowControl, RowFailed
 
 if TYPE_CHECKING:
     from hf_provider.scheduling.worker import StageRunner
@@ -111,7 +111,10 @@ class Completion:
             req = slot.request
             if req.trace is not None:
                 req.trace.batch(batch, now)
-            req.item_done(slot.index, result, now)
+            if type(result) is RowFailed:  # its group failed alone in a mixed batch; the others answer
+                req.fail(result.error, now)
+            else:
+                req.item_done(slot.index, result, now)
 
     def fail(self, batch: Batch, error: BaseException) -> None:
         self.batch_done(batch)

@@ -20,6 +20,7 @@ from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.scheduling.admit import Admission
 from hf_provider.scheduling.completion import Completion
+from hf_provider.scheduling.mixed import batch_of
 from hf_provider.scheduling.observer import SchedulerObserver
 from hf_provider.scheduling.pending import Pending
 from hf_provider.scheduling.queue import Batch, Slot
@@ -76,8 +77,7 @@ class StaticStages:
         if slots is None:
             self._to_forward.put(_STOP)
             return False
-        first = slots[0].request
-        batch = Batch(slots=slots, handler=first.handler, params=first.params, formed_at=self.clock())
+        batch = batch_of(slots, self.clock())
         batch.started, batch.counted = batch.formed_at, len(slots)
         try:
             self.runner.preprocess(batch)
@@ -185,7 +185,7 @@ class StaticStages:
         if not live:
             self.completion.batch_done(batch)
             return None
-        smaller = Batch(slots=live, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
+        smaller = batch_of(live, batch.formed_at)  # its groups again: a group may have left
         smaller.started, smaller.counted, batch.counted = batch.started, batch.counted, 0
         smaller.decided = now
         self.runner.preprocess(smaller)

@@ -14,6 +14,7 @@ from hf_provider.memory.measure import DevicePeak, HostPeak
 from hf_provider.memory.oom import is_oom, run_with_recovery
 from hf_provider.memory.working import BatchMemory
 from hf_provider.reporting.reports import tag
+from hf_provider.scheduling.mixed import batch_of
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.types import RowControl
 
@@ -86,7 +87,9 @@ class StageRunner:
         if self.fault is not None:
             self.fault.check_batch(batch.size)
         working = self.working
-        hold = working.hold(batch.size, _length(batch), batch.handler.task) if working else nullcontext()
+        # a mixed batch (runtime/tasks/trunk.py) is estimated as its costliest task
+        task = getattr(batch.handler, "memory_task", batch.handler.task)
+        hold = working.hold(batch.size, _length(batch), task) if working else nullcontext()
         with hold, torch.inference_mode():
             batch.outputs = batch.handler.forward(batch.data, batch.params, control)
             if cuda:
@@ -131,7 +134,7 @@ class StageRunner:
         batch.data = batch.outputs = None
 
         def run(slots: list[Slot]) -> list[Any]:
-            sub = Batch(slots=slots, handler=batch.handler, params=batch.params, formed_at=batch.formed_at)
+            sub = batch_of(slots, batch.formed_at)
             self.preprocess(sub)
             self.forward(sub, control_for(slots) if control_for is not None else None)
             out = self.postprocess(sub)

@@ -43,6 +43,29 @@ class BaseHandler(ABC):
         preprocess, forward or postprocess read for the whole batch. Default: all resolved parameters."""
         return freeze(params)
 
+    # a shared trunk (runtime/tasks/trunk.py) -------------------------------------------------------------
+    def trunk_key(self, params: Mapping[str, Any]) -> Hashable | None:
+        """What this handler's forward begins with when it can run as trunk + head (`head`, `trunk_data`):
+        requests whose trunk keys are equal may share a batch whatever their task and parameters (with the
+        model's `batching.cross_task`). None: its forward is not split; `batch_key` alone says what shares."""
+        return None
+
+    def trunk_data(self, inputs: dict[str, Any], rows: list[Any]) -> Any:
+        """What `preprocess` would give for these rows, from the mixed batch's padded `inputs` (its rows only)
+        and the rows' own item data."""
+        raise NotImplementedError(f"{self.task} does not run on a shared trunk")
+
+    def head(self, data: Any, trunk_out: Any) -> Any:
+        """What `forward` would give for `data`, from the trunk's output on its rows. Reads no parameter:
+        parameters act in postprocess, so one head serves rows of any parameters."""
+        raise NotImplementedError(f"{self.task} does not run on a shared trunk")
+
+    def share_trunk(self, groups: list[tuple[Any, dict[str, Any], list[int]]]) -> Any:
+        """The handler of a mixed batch: (handler, parameters, its rows) per group, all of one trunk key."""
+        from hf_provider.runtime.tasks.trunk import SharedTrunk
+
+        return SharedTrunk(groups)
+
     @abstractmethod
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
         """Build device-ready tensors for a batch (padding, collation). CPU only."""

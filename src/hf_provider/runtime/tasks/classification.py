@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks.base import BaseHandler, int_param
+from hf_provider.runtime.tasks.trunk import ENCODER_KEYS, TRUNK_KEY, head_of
 from hf_provider.types import Item, RowControl
-
-ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _needs_suffix(model: LoadedModel, suffix: str) -> str | None:
@@ -37,6 +36,21 @@ class _EncoderHandler(BaseHandler):
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         return (self.model.backend or self.model.module)(**batch["inputs"]).logits
+
+    # a shared trunk (runtime/tasks/trunk.py): the base model, then the checkpoint's head (checked once)
+    def trunk_key(self, params: Mapping[str, Any]) -> Hashable | None:
+        m = self.model
+        if m.backend is not None or m.config.is_encoder_decoder:
+            return None  # an exported graph is not the base model's computation
+        return TRUNK_KEY if head_of(m) is not None else None
+
+    def trunk_data(self, inputs: dict[str, Any], rows: list[Any]) -> Any:
+        return {"inputs": inputs, "rows": rows}
+
+    def head(self, data: Any, trunk_out: Any) -> Any:
+        head = head_of(self.model)
+        assert head is not None  # a trunk key was given only with a head
+        return head(trunk_out)
 
 
 class TextClassification(_EncoderHandler):

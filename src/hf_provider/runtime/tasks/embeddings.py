@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from hf_provider.runtime.graphs import GraphRunner
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks.base import BaseHandler, bool_param, int_param
+from hf_provider.runtime.tasks.trunk import TRUNK_KEY
 from hf_provider.types import Item, RowControl
 
 
@@ -121,11 +122,33 @@ class Embeddings(BaseHandler):
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "token_type_ids" in batch and not self.model.config.is_encoder_decoder:
             kwargs["token_type_ids"] = batch["token_type_ids"]
-        hidden = encoder(**kwargs).last_hidden_state
-        if st is not None:  # the checkpoint's own pooling and normalization on the backend's token embeddings
+        return self._pool(batch, encoder(**kwargs).last_hidden_state)
+
+    def _pool(self, batch: Any, hidden: Any) -> Any:
+        if self.model.sentence_model is not None:  # the checkpoint's own pooling and normalization
             return st_tail(self.model, batch, hidden)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    # a shared trunk (runtime/tasks/trunk.py): the base model, then this handler's pooling
+    def trunk_key(self, params: Mapping[str, Any]) -> Hashable | None:
+        # an exported graph is not the base model's computation (and serves this one task): batches of its own
+        return None if self.model.backend is not None else self._trunk
+
+    @functools.cached_property
+    def _trunk(self) -> str | None:
+        m = self.model
+        if m.config.is_encoder_decoder or self.graphs is not None:
+            return None  # a T5 encoder has no other encoder head; CUDA graphs replay this forward whole
+        if m.sentence_model is not None and not self.st_features_from_ids:
+            return None  # the checkpoint tokenizes its own way: its rows are not the padded ids others share
+        return TRUNK_KEY
+
+    def trunk_data(self, inputs: dict[str, Any], rows: list[Any]) -> Any:
+        return {**inputs, "modality": "text"} if self.model.sentence_model is not None else inputs
+
+    def head(self, data: Any, trunk_out: Any) -> Any:
+        return self._pool(data, trunk_out.last_hidden_state)
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         import torch
