@@ -1,6 +1,6 @@
 """Task interference on one weight set (issue 24): a probe's latency alone and under a flood, in one run.
 
-    python bench/interference.py [--quick] [--t5-small] [--rounds N] [--probes N]
+    python bench/interference.py [--quick] [--t5-small] [--rounds N] [--probes N] [--requests N]
         [--generation auto|continuous|static] [--yield-to-interactive auto|always|when-full]
         [--max-batch-size N] [--device cpu] [--only KEY,...] [--json PATH]
 
@@ -22,10 +22,12 @@ is measured.
   starved-batch batch-priority translation | 16 clients, interactive summarization
   starved-share summarization on t5-share (the lowest share) | 16 clients, interactive translation
   throughput    16 clients, closed loop: 50/50 translation + summarization vs translation only, and 50/50
-                on t5 (cross_task on) vs on t5-xt-off (cross_task off): items/s
+                on t5 (cross_task on) vs on t5-xt-off (cross_task off): items/s, each workload's --requests
+                in two halves run in the order A B C C B A within a round
 Rounds interleave every phase (alone, loaded, alone, loaded ... for each scenario in turn, then the next round),
 so a drift in this shared machine's speed moves both sides of a ratio alike. Reported: the median over rounds
-of each round's p50 and p99, the worst latency of all rounds, ratios loaded / alone, the flood's items/s while
+of each round's p50 and p99 (nearest rank: with fewer than 100 probes a round's p99 is its slowest probe),
+the worst latency of all rounds, ratios loaded / alone, the flood's items/s while
 probed (a scheduler that starves the flood would pass the latency targets for nothing), and PASS/FAIL against
 the issue's targets. Exits 0 either way: it is a benchmark, not a test.
 
@@ -56,7 +58,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import ROOT, Conn, start_server, stop_server
-from _interference_table import LatencyRow, Target, ThroughputRow, render
+from _interference_table import LatencyRow, Target, ThroughputRow, pct, render
 from sentences import sentences
 
 TEXTS = sentences(256, seed=24)
@@ -329,17 +331,31 @@ async def run(args: argparse.Namespace, url: str) -> tuple[list[LatencyRow], lis
                 if loaded:
                     row.flood_rate.append(rate)
                 row.errors += err
+            progress(
+                f"round {r + 1} {sc.key}: p50 alone {pct(row.alone[-1], 0.5) * 1000:.0f} ms, "
+                f"loaded {pct(row.loaded[-1], 0.5) * 1000:.0f} ms"
+            )
         if do_tp:
-            order = list(workloads)
-            for name in order[r % 3 :] + order[: r % 3]:  # rotated: none always runs first after the probes
-                rate, err = await bench.closed_loop(workloads[name][1], args.requests, 16)
-                rates[name].append(rate)
+            # Each workload in two halves, in the order A B C C B A (A rotating across rounds): a drift in the
+            # machine's speed within the round then weighs on every workload alike.
+            order = list(workloads)[r % 3 :] + list(workloads)[: r % 3]
+            spent = dict.fromkeys(order, 0.0)
+            for name in order + order[::-1]:
+                rate, err = await bench.closed_loop(workloads[name][1], args.requests // 2, 16)
+                spent[name] += (args.requests // 2) / rate
                 for t in t_rows:
                     t.errors += err
-        print(
-            f"round {r + 1}/{args.rounds}: {time.perf_counter() - t_round:.0f} s", file=sys.stderr, flush=True
-        )
+            for name, seconds in spent.items():
+                rates[name].append(2 * (args.requests // 2) / seconds)
+            progress(
+                f"round {r + 1} throughput: " + ", ".join(f"{k} {v[-1]:.1f}/s" for k, v in rates.items())
+            )
+        progress(f"round {r + 1}/{args.rounds}: {time.perf_counter() - t_round:.0f} s")
     return rows, (t_rows if do_tp else []), bench
+
+
+def progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def version() -> str:
@@ -368,12 +384,18 @@ def main() -> int:
     ap.add_argument(
         "--rounds", type=int, help="interleaved rounds; medians are reported (default 5, quick 2)"
     )
-    ap.add_argument("--probes", type=int, help="probe requests per phase (default 50, quick 15)")
+    ap.add_argument("--probes", type=int, help="probe requests per phase (default 40, quick 15)")
     ap.add_argument("--requests", type=int, help="requests per throughput phase (default 320, quick 96)")
     ap.add_argument("--generation", choices=["auto", "continuous", "static"], default="auto")
     ap.add_argument("--yield-to-interactive", choices=["auto", "always", "when-full"], default="auto")
     ap.add_argument("--max-batch-size", type=int, help="batching.max_batch_size (default: the spec's)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        help="the server's OMP_NUM_THREADS (default: torch's, one a core); on a CPU other processes share, "
+        "1 thread avoids the OpenMP barrier stalls that 2 threads meet whenever one is descheduled",
+    )
     ap.add_argument(
         "--only",
         help=f"comma-separated scenario keys: {', '.join(s.key for s in SCENARIOS)}, {THROUGHPUT_KEY}",
@@ -381,7 +403,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write every round's figures here")
     args = ap.parse_args()
     args.rounds = args.rounds or (2 if args.quick else 5)
-    args.probes = args.probes or (15 if args.quick else 50)
+    args.probes = args.probes or (15 if args.quick else 40)
     args.requests = args.requests or (96 if args.quick else 320)
     known = {s.key for s in SCENARIOS} | {THROUGHPUT_KEY}
     if args.only and not set(args.only.split(",")) <= known:
@@ -401,7 +423,10 @@ def main() -> int:
     except ImportError:
         pass
     t_start, load_before = time.perf_counter(), os.getloadavg()[0]
-    proc, url = start_server(env={"HFP_HOME": str(work / "hfp-home")}, config=config)
+    env = {"HFP_HOME": str(work / "hfp-home")}
+    if args.torch_threads:
+        env.update(OMP_NUM_THREADS=str(args.torch_threads), MKL_NUM_THREADS=str(args.torch_threads))
+    proc, url = start_server(env=env, config=config)
     try:
         rows, t_rows, bench = asyncio.run(run(args, url))
     finally:
@@ -409,7 +434,8 @@ def main() -> int:
     took = time.perf_counter() - t_start
     print(
         f"\nbench/interference.py at {version()}: {'t5-small-random (~60M)' if args.t5_small else 'tiny T5'}, "
-        f"device {args.device}, {args.rounds} interleaved rounds, {args.probes} probes a phase, "
+        f"device {args.device}, torch threads {args.torch_threads or 'default'}, {args.rounds} interleaved rounds, "
+        f"{args.probes} probes a phase, "
         f"{args.requests} requests a throughput phase; medians over rounds; {took:.0f} s in all"
     )
     print("models (one T5 weight set under three names, and all-MiniLM-L6-v2 as minilm):")
