@@ -37,8 +37,9 @@ few percent of one core (printed as "client CPU" after the table), so the server
 client bench/loadgen.c is built for 1000 connections and one workload, while here the probe and the flood
 need different requests, headers and phases under one clock.
 
-Duration on the shared 2-core CPU: --quick about 1 minute; the full run about 5-6 minutes with the tiny T5;
-with --t5-small several times longer (see the README's bench list for a measured figure).
+Duration on the shared 2-core CPU: --quick about 1 minute; the full run 4-6 minutes with the tiny T5 (221 s
+on a quiet machine, 364 s on a busy one); with --t5-small --torch-threads 1 (fewer requests by default),
+--quick about 4 minutes and the full run about 13 (estimated from the quick run's rounds).
 """
 
 from __future__ import annotations
@@ -58,12 +59,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _http import ROOT, Conn, start_server, stop_server
+from _interference_config import legend, model_configs, write_config
 from _interference_table import LatencyRow, Target, ThroughputRow, pct, render
 from sentences import sentences
 
 TEXTS = sentences(256, seed=24)
-SHARE = {"translation": 3, "summarization": 1}
 GAP_S = 0.01  # mean pause between probe requests
+FLOOD_WINDOW_S = 2.0  # shortest window the flood's items/s is measured over
 
 
 @dataclass(frozen=True)
@@ -143,65 +145,6 @@ SCENARIOS = [
 THROUGHPUT_KEY = "throughput"
 
 
-def model_configs(args: argparse.Namespace) -> dict[str, dict]:
-    """name -> ModelSpec overrides of the T5 models (same weights, scheduling config apart)."""
-    batching: dict = {
-        "generation": args.generation,
-        "yield_to_interactive": args.yield_to_interactive,
-        "cross_task": True,
-    }
-    if args.max_batch_size:
-        batching["max_batch_size"] = args.max_batch_size
-    return {
-        "t5": {"batching": batching},
-        "t5-share": {"batching": batching, "task_share": SHARE},
-        "t5-xt-off": {"batching": {**batching, "cross_task": False}},
-    }
-
-
-def _toml(v: object) -> str:
-    """A TOML value: JSON's strings, numbers and booleans are TOML's (paths here are plain), dicts inline."""
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml(x) for x in v) + "]"
-    return json.dumps(v)
-
-
-def write_config(work: Path, t5: Path, minilm: Path, configs: dict[str, dict], device: str) -> Path:
-    text = f"home = {_toml(str(work / 'hfp-home'))}\n"
-    models = {
-        name: {
-            "source": str(t5),
-            "tasks": ["translation", "summarization"],
-            "device": device,
-            **cfg,
-        }
-        for name, cfg in configs.items()
-    }
-    models["minilm"] = {"source": str(minilm), "tasks": ["embeddings"], "device": device}
-    for name, spec in models.items():
-        text += f"\n[[models]]\nname = {_toml(name)}\n" + "".join(
-            f"{k} = {_toml(v)}\n" for k, v in spec.items()
-        )
-    path = work / "hfp.toml"
-    path.write_text(text)
-    return path
-
-
-def legend(configs: dict[str, dict]) -> str:
-    def flat(d: dict, prefix: str = "") -> list[str]:
-        out = []
-        for k, v in d.items():
-            if isinstance(v, dict) and k == "batching":
-                out += flat(v, f"{k}.")
-            else:
-                out.append(f"{prefix}{k}={json.dumps(v) if isinstance(v, dict) else v}")
-        return out
-
-    return "\n".join(f"  {name}: {', '.join(flat(cfg))}" for name, cfg in configs.items())
-
-
 class Bench:
     """The phases, against one server; all clients on this process's event loop."""
 
@@ -252,9 +195,20 @@ class Bench:
                     errors += status != 200
             finally:
                 conn.close()
-            t1 = time.perf_counter()
             self.client_cpu += time.process_time() - cpu0
-            self.client_wall += t1 - t0
+            self.client_wall += time.perf_counter() - t0
+            # The flood's rate needs a longer window than a fast probe's (MiniLM's 40 probes last about 1 s,
+            # while a t5-small flood answers a batch every 1-2 s): the flood goes on, unprobed, until the
+            # window holds FLOOD_WINDOW_S and two answers per client.
+            cap = time.perf_counter() + 60
+            while workers and time.perf_counter() < cap:
+                if (
+                    time.perf_counter() >= t0 + FLOOD_WINDOW_S
+                    and sum(t >= t0 for t in done) >= 2 * sc.clients
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            t1 = time.perf_counter()
         finally:
             stop.set()
             await asyncio.gather(*workers, return_exceptions=True)

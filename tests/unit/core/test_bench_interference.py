@@ -13,6 +13,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import _interference_config  # noqa: E402
 import interference  # noqa: E402
 from _interference_table import LatencyRow, Target, ThroughputRow, pct, render  # noqa: E402
 from hf_provider.settings import load_settings  # noqa: E402
@@ -86,8 +87,8 @@ def test_render_escapes_pipes_and_prints_every_row() -> None:
 
 def test_generated_config_is_what_the_server_loads(tmp_path: Path) -> None:
     args = argparse.Namespace(generation="static", yield_to_interactive="when-full", max_batch_size=8)
-    configs = interference.model_configs(args)
-    path = interference.write_config(tmp_path, tmp_path / "t5", tmp_path / "minilm", configs, "cpu")
+    configs = _interference_config.model_configs(args)
+    path = _interference_config.write_config(tmp_path, tmp_path / "t5", tmp_path / "minilm", configs, "cpu")
     settings = load_settings(path)
     specs = {m.name: m for m in settings.models}
     assert set(specs) == {"t5", "t5-share", "t5-xt-off", "minilm"}
@@ -99,7 +100,7 @@ def test_generated_config_is_what_the_server_loads(tmp_path: Path) -> None:
     assert specs["t5-share"].task_share == {"translation": 3, "summarization": 1}
     assert specs["t5"].task_share == {}
     assert specs["minilm"].tasks == ["embeddings"]
-    assert "task_share=" in interference.legend(configs).splitlines()[1]
+    assert "task_share=" in _interference_config.legend(configs).splitlines()[1]
 
 
 def test_requests_name_their_priority_and_route() -> None:
