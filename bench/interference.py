@@ -2,7 +2,7 @@
 
     python bench/interference.py [--quick] [--t5-small] [--rounds N] [--probes N] [--requests N]
         [--generation auto|continuous|static] [--yield-to-interactive auto|always|when-full]
-        [--max-batch-size N] [--device cpu] [--only KEY,...] [--json PATH]
+        [--max-batch-size N] [--device cpu] [--torch-threads N] [--only KEY,...] [--json PATH]
 
 One `hfp serve` subprocess (the real HTTP server, generated hfp.toml) serves a T5 built by hf_provider.testing
 (the tiny one, or with --t5-small one of t5-small's dimensions, about 60M parameters) with translation and
