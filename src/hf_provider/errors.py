@@ -230,3 +230,27 @@ class Cancelled(ProviderError):
 
 class ShuttingDown(Unavailable):
     code = "shutting_down"
+
+
+class InvalidMedia(InvalidInput):
+    """An image (or other media input) that cannot be decoded: corrupt, truncated, not a supported format."""
+
+    code = "invalid_media"
+
+
+class MediaTypeMismatch(InvalidMedia):
+    """The bytes are of another type than the input claims (a data:image/png URI holding JPEG bytes or text)."""
+
+    code = "media_type_mismatch"
+
+
+class MediaTooLarge(RequestTooLarge):
+    """One media input is over its limit in bytes or, for an image, in pixels (a decompression bomb)."""
+
+    code = "media_too_large"
+
+
+class UrlNotAllowed(InvalidInput):
+    """A media URL whose host the settings do not allow (`[media] url_hosts`): the server fetches nothing."""
+
+    code = "url_not_allowed"

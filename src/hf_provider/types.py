@@ -19,7 +19,12 @@ TASKS: tuple[str, ...] = (
     "translation",
     "summarization",
     "question-answering",
+    "image-classification",
+    "zero-shot-image-classification",
 )
+
+#: Tasks whose inputs are images (the CLI reads a file argument's bytes for them).
+IMAGE_TASKS: frozenset[str] = frozenset({"image-classification", "zero-shot-image-classification"})
 
 #: Request priority classes, most urgent first; the value is the queue class index.
 PRIORITIES: dict[str, int] = {"interactive": 0, "batch": 1}

@@ -35,8 +35,15 @@ def check_params(params: Params) -> Mapping[str, Any]:
 
 
 def input_size(inputs: Any) -> int:
+    """What parsing `inputs` costs, in characters. A URL or an image part counts as large: an image task may
+    fetch or decode it, which must never run on the event loop."""
     if isinstance(inputs, str):
-        return len(inputs)
+        return _URL_SIZE if inputs.startswith(("http://", "https://")) else len(inputs)
     if isinstance(inputs, list):
-        return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
+        return sum(input_size(x) if isinstance(x, str | dict) else 256 for x in inputs)
+    if isinstance(inputs, dict) and inputs.get("type") == "image_url":
+        return _URL_SIZE
     return 256
+
+
+_URL_SIZE = 1 << 20

@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoTokenizer
 from hf_provider.errors import ModelLoadError, ProviderError
 from hf_provider.hub.resolve import Resolved, resolve
 from hf_provider.memory.estimate import module_bytes
-from hf_provider.runtime import shared_tokenizers
+from hf_provider.runtime import processors, shared_tokenizers
 from hf_provider.runtime.device import pick_device, pick_dtype
 from hf_provider.runtime.foreground import yield_point
 from hf_provider.runtime.model import LoadedModel
@@ -36,6 +36,7 @@ _LOAD_LOCK = threading.Lock()
 _AUTO_BY_SUFFIX: tuple[tuple[str, str], ...] = (
     ("ForSequenceClassification", "AutoModelForSequenceClassification"),
     ("ForTokenClassification", "AutoModelForTokenClassification"),
+    ("ForImageClassification", "AutoModelForImageClassification"),
     ("ForQuestionAnswering", "AutoModelForQuestionAnswering"),
     ("ForMaskedLM", "AutoModelForMaskedLM"),
     ("ForCausalLM", "AutoModelForCausalLM"),
@@ -82,7 +83,7 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
         raise ModelLoadError(
             f"could not load model {spec.name!r} from {spec.source!r}: {e}", model=spec.name
         ) from e
-    module, tokenizer, config, st = loaded
+    module, tokenizer, config, st, image_processor = loaded
     yield_point()  # a swap's load steps aside for forward passes between its steps (runtime/foreground.py)
     module.eval()
     from hf_provider.runtime.tasks.encoding import fast_encoder
@@ -103,7 +104,8 @@ def load_model(spec: ModelSpec, *, resolved: Resolved | None = None) -> LoadedMo
         # models built from the same tokenizer files share the tokenizer, its lock and its encoder (see
         # runtime/shared_tokenizers.py: a swap's candidate then builds none)
         tokenizer_lock=shared_tokenizers.lock_for(tokenizer),
-        fast_encoder=shared_tokenizers.encoder_for(tokenizer, fast_encoder),
+        fast_encoder=None if tokenizer is None else shared_tokenizers.encoder_for(tokenizer, fast_encoder),
+        image_processor=image_processor,
     )
 
 
@@ -119,11 +121,13 @@ def _load_transformers(spec: ModelSpec, path: Path, device: torch.device, dtype:
         use_safetensors=True if _has_safetensors(path) else None,
     ).to(device)
     yield_point()
-    key = shared_tokenizers.files_key(path, f"auto-tokenizer/remote-code={spec.trust_remote_code}")
-    tokenizer = shared_tokenizers.shared(
-        key, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
-    )
-    return module, tokenizer, config, None
+    tokenizer = None  # a vision model (ViT) has none
+    if processors.has_tokenizer(path):
+        key = shared_tokenizers.files_key(path, f"auto-tokenizer/remote-code={spec.trust_remote_code}")
+        tokenizer = shared_tokenizers.shared(
+            key, lambda: AutoTokenizer.from_pretrained(path, trust_remote_code=spec.trust_remote_code)
+        )
+    return module, tokenizer, config, None, processors.load_image_processor(path, spec.trust_remote_code)
 
 
 def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device, dtype: torch.dtype):
@@ -141,4 +145,4 @@ def _load_sentence_transformer(spec: ModelSpec, path: Path, device: torch.device
         )
     first = st[0]
     module = first.auto_model
-    return module, first.tokenizer, module.config, st
+    return module, first.tokenizer, module.config, st, None

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_provider.settings.media import MediaSettings
+
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -29,7 +31,7 @@ class LoadedModel:
     commit: str | None  # exact Hub commit; None for a plain local folder
     module: torch.nn.Module
     config: PretrainedConfig
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase  # None for a model without one (a ViT reads only images)
     device: torch.device
     dtype: torch.dtype
     weight_bytes: int
@@ -46,6 +48,10 @@ class LoadedModel:
     # handlers, and the variant serving ("eager" unless `optimize` chose another)
     backend: Any = None
     variant: str = "eager"
+    # images (runtime/media, runtime/tasks/vision.py): the checkpoint's image processor (None: it reads no
+    # images) and the `[media]` limits every image input is checked against, set by the model manager
+    image_processor: Any = None
+    media: MediaSettings = field(default_factory=MediaSettings)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hf_provider.errors import ConfigError
+from hf_provider.settings.media import MediaSettings
 from hf_provider.settings.ray import RaySettings
 from hf_provider.settings.tracing import TracingSettings
 from hf_provider.spec import ModelSpec, check_fallbacks
@@ -246,6 +247,9 @@ class Settings(BaseSettings):
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    media: MediaSettings = Field(
+        default_factory=MediaSettings, description="limits on image inputs, URL fetching (runtime/media/)"
+    )
     tracing: TracingSettings = Field(
         default_factory=TracingSettings,
         description="OpenTelemetry spans (observability/tracing.py); off by default",

@@ -18,7 +18,7 @@ class Embeddings(BaseHandler):
 
     @classmethod
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
-        return None
+        return None if model.tokenizer is not None else f"{model.architecture} has no tokenizer in its files"
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
