@@ -105,7 +105,7 @@ def run(
 ) -> None:
     """Run one task on a model and print the result: text, a table of labels, entities or candidates, or a
     vector's dimension and norm; --json for the full result."""
-    from hf_provider.types import TASKS
+    from hf_provider.types import IMAGE_TASKS, TASKS
 
     if task not in TASKS:  # before any model loads: a typo should not cost a model load to find out
         close = difflib.get_close_matches(task, TASKS, n=1)
@@ -113,6 +113,8 @@ def run(
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
     params = dict(_parse_param(p) for p in param or [])
     values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
+    if task in IMAGE_TASKS:  # an image file's bytes (a data URI or an allowed URL passes as it is)
+        values = [Path(v).read_bytes() if Path(v).is_file() else v for v in values]
     payload: Any = values[0] if len(values) == 1 else values
     settings = load(config, load_on_start=False)
     from hf_provider.defaults import DEFAULT_MODEL_NAME
@@ -137,7 +139,7 @@ def run(
     else:
         from hf_provider.cli.run_output import show
 
-        show(task, values, result)
+        show(task, inputs if task in IMAGE_TASKS else values, result)  # images by their file names
 
 
 def _plain(value: Any) -> Any:

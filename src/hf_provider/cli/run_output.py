@@ -12,6 +12,7 @@ import typer
 from hf_provider.cli.tables import print_table
 
 FIRST_VALUES = 5  # of an embedding: enough to tell two vectors apart at a glance
+_LABELS = ("text-classification", "image-classification", "zero-shot-image-classification")
 
 
 def show(task: str, inputs: Sequence[Any], result: Any) -> None:
@@ -32,7 +33,7 @@ def _one(task: str, r: Any) -> None:
         typer.echo(f"{r['answer']}  (score {_score(r.get('score'))})")
     elif isinstance(r, dict) and (text := _text(r)) is not None:  # generation, summarization, translation
         typer.echo(text)
-    elif task == "text-classification" and _rows(r, "label"):
+    elif task in _LABELS and _rows(r, "label"):
         rows = sorted(_rows(r, "label"), key=lambda d: -(d.get("score") or 0))
         print_table(
             ["label", "score"], [[d["label"], _score(d.get("score"))] for d in rows], right=("score",)

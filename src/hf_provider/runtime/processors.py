@@ -26,7 +26,10 @@ def has_tokenizer(path: Path) -> bool:
 def has_image_processor(path: Path) -> bool:
     """True when the snapshot configures an image processor: `preprocessor_config.json` naming one (not an
     audio feature extractor), or a processor (`processor_config.json`, transformers 5) that holds one."""
-    for name, key in (("preprocessor_config.json", "image_processor_type"), ("processor_config.json", "image_processor")):
+    for name, key in (
+        ("preprocessor_config.json", "image_processor_type"),
+        ("processor_config.json", "image_processor"),
+    ):
         try:
             data = json.loads((path / name).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -44,4 +47,6 @@ def load_image_processor(path: Path, trust_remote_code: bool) -> Any | None:
         return None
     from transformers import AutoImageProcessor
 
-    return AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    return AutoImageProcessor.from_pretrained(
+        path, trust_remote_code=trust_remote_code, local_files_only=True
+    )

@@ -16,9 +16,15 @@ class _Body(BaseModel):
 
 class EmbeddingsRequest(_Body):
     model: str
-    input: str | list[str] = Field(description="a string or a list of strings")
+    input: str | list[str | dict[str, Any]] = Field(
+        description="a string or a list of strings; for an image-text model (CLIP) also images: data:image/... "
+        "URIs, or OpenAI content parts {'type': 'image_url', 'image_url': {'url': ...}} / {'type': 'text', ...}"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
+    modality: Literal["auto", "text", "image"] | None = Field(
+        None, description="image-text models: 'text' or 'image' says what every string input is (default: auto)"
+    )
 
 
 class StreamOptions(BaseModel):

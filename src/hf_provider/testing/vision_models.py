@@ -13,7 +13,9 @@ from hf_provider.testing.tiny_tokenizers import corpus
 IMAGE_SIZE = 32  # pixels: 4x4 patches of 8, so a forward pass is a few milliseconds on a CPU
 VIT_LABELS = ["cat", "dog", "bird", "car", "house"]
 # CLIP's pre-tokenization (transformers' CLIPTokenizer builds the same pipeline from vocab and merges)
-_CLIP_SPLIT = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_CLIP_SPLIT = (
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+)
 
 
 def _image_processor_kwargs() -> dict[str, Any]:
@@ -26,7 +28,9 @@ def clip_tokenizer() -> Any:
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
-    tok = Tokenizer(models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
+    tok = Tokenizer(
+        models.BPE(continuing_subword_prefix="", end_of_word_suffix="</w>", unk_token="<|endoftext|>")
+    )
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
     )
@@ -45,7 +49,9 @@ def clip_tokenizer() -> Any:
     )
     tok.train_from_iterator([*corpus(), *(f"a photo of a {x}." for x in VIT_LABELS)], trainer=trainer)
     model = json.loads(tok.to_str())["model"]
-    return CLIPTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], model_max_length=77)
+    return CLIPTokenizer(
+        vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], model_max_length=77
+    )
 
 
 def build_vit(dest: Path) -> None:
@@ -90,4 +96,6 @@ def build_clip(dest: Path, *, hidden: int = 32, layers: int = 2) -> None:
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(dest)
     # CLIPImageProcessor is the torchvision backend where torchvision is installed, else its PIL twin
-    CLIPProcessor(image_processor=CLIPImageProcessor(**_image_processor_kwargs()), tokenizer=tok).save_pretrained(dest)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(**_image_processor_kwargs()), tokenizer=tok
+    ).save_pretrained(dest)

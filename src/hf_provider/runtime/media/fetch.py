@@ -69,5 +69,7 @@ def fetch(url: str, limits: MediaSettings, param: str) -> tuple[bytes, str | Non
                             )
                     return bytes(body), media_type
     except httpx.HTTPError as e:
-        raise InvalidMedia(f"'{param}': the image URL could not be fetched ({type(e).__name__})", param=param) from None
+        raise InvalidMedia(
+            f"'{param}': the image URL could not be fetched ({type(e).__name__})", param=param
+        ) from None
     raise InvalidMedia(f"'{param}': the image URL redirected more than {_MAX_REDIRECTS} times", param=param)

@@ -76,9 +76,7 @@ def parse_data_uri(uri: str, limits: MediaSettings, param: str) -> tuple[str, by
     parts = head.removeprefix("data:").split(";")
     media_type = parts[0].strip().lower()
     if not sep or "base64" not in (p.strip().lower() for p in parts[1:]):
-        raise InvalidMedia(
-            f"'{param}' must be a base64 data URI: data:image/png;base64,<data>", param=param
-        )
+        raise InvalidMedia(f"'{param}' must be a base64 data URI: data:image/png;base64,<data>", param=param)
     if media_type not in FORMATS:
         raise InvalidMedia(
             f"'{param}' has media type {media_type or '(none)'!r}; supported: {', '.join(FORMATS)}",

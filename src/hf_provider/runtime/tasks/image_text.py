@@ -49,14 +49,17 @@ class ImageTextEmbeddings(Embeddings):
         merged["dimensions"] = int_param(merged, "dimensions", None, 1, self.hidden_size)
         modality = merged.pop("modality", "auto")
         if modality not in MODALITIES:
-            raise InvalidInput(f"'modality' must be one of {', '.join(MODALITIES)}; got {modality!r}", param="modality")
+            raise InvalidInput(
+                f"'modality' must be one of {', '.join(MODALITIES)}; got {modality!r}", param="modality"
+            )
         single = not isinstance(inputs, list)
         values = [inputs] if single else inputs
         if not values:
             raise InvalidInput("'inputs' must be a non-empty string, image, or list of them", param="inputs")
         if len(values) > self.max_items:
             raise TooManyItems(
-                f"'inputs' has {len(values)} items; at most {self.max_items} are accepted per request", param="inputs"
+                f"'inputs' has {len(values)} items; at most {self.max_items} are accepted per request",
+                param="inputs",
             )
         items: list[Item | None] = [None] * len(values)
         texts: list[tuple[int, str]] = []
@@ -91,7 +94,9 @@ class ImageTextEmbeddings(Embeddings):
         elif not isinstance(value, str):
             if is_image_reference(value):
                 return "image", value
-            raise InvalidInput(f"'{param}' must be a text or an image, got {type(value).__name__}", param=param)
+            raise InvalidInput(
+                f"'{param}' must be a text or an image, got {type(value).__name__}", param=param
+            )
         elif modality == "image" or (modality == "auto" and is_image_reference(value)):
             return "image", value
         if not value.strip():
@@ -111,7 +116,9 @@ class ImageTextEmbeddings(Embeddings):
 
     def _pixels(self, images: list[Any]) -> Any:
         m = self.model
-        return m.image_processor(images=images, return_tensors="pt")["pixel_values"].to(device=m.device, dtype=m.dtype)
+        return m.image_processor(images=images, return_tensors="pt")["pixel_values"].to(
+            device=m.device, dtype=m.dtype
+        )
 
     @functools.cached_property
     def graphs(self) -> None:
@@ -125,8 +132,12 @@ class ImageTextEmbeddings(Embeddings):
         if batch["text"] is not None:
             parts.append((batch["text_at"], features(m.get_text_features(**batch["text"]))))
         if batch["pixel_values"] is not None:
-            parts.append((batch["image_at"], features(m.get_image_features(pixel_values=batch["pixel_values"]))))
-        out = torch.empty((batch["n"], parts[0][1].shape[-1]), dtype=parts[0][1].dtype, device=parts[0][1].device)
+            parts.append(
+                (batch["image_at"], features(m.get_image_features(pixel_values=batch["pixel_values"])))
+            )
+        out = torch.empty(
+            (batch["n"], parts[0][1].shape[-1]), dtype=parts[0][1].dtype, device=parts[0][1].device
+        )
         for at, vecs in parts:  # back in the order of the items
             out[torch.tensor(at, device=out.device)] = vecs
         return out

@@ -101,7 +101,8 @@ class ImageClassification(ImageHandler):
         fn = merged.get("function_to_apply", self._default_function())
         if fn not in ("softmax", "sigmoid", "none"):
             raise InvalidInput(
-                f"'function_to_apply' must be one of softmax, sigmoid, none; got {fn!r}", param="function_to_apply"
+                f"'function_to_apply' must be one of softmax, sigmoid, none; got {fn!r}",
+                param="function_to_apply",
             )
         merged["function_to_apply"] = fn
         images, single = self.images(inputs)
@@ -130,7 +131,13 @@ class ImageClassification(ImageHandler):
 
         logits = outputs.float()
         fn = params["function_to_apply"]
-        scores = torch.softmax(logits, -1) if fn == "softmax" else torch.sigmoid(logits) if fn == "sigmoid" else logits
+        scores = (
+            torch.softmax(logits, -1)
+            if fn == "softmax"
+            else torch.sigmoid(logits)
+            if fn == "sigmoid"
+            else logits
+        )
         labels = self.model.config.id2label
         k = params["top_k"]
         out = []
@@ -159,7 +166,9 @@ class ZeroShotImageClassification(ImageHandler):
         labels = self._labels(merged.get("candidate_labels"))
         template = merged.get("hypothesis_template", DEFAULT_TEMPLATE)
         if not isinstance(template, str):
-            raise InvalidInput("'hypothesis_template' must be a string such as 'a photo of {}'", param="hypothesis_template")
+            raise InvalidInput(
+                "'hypothesis_template' must be a string such as 'a photo of {}'", param="hypothesis_template"
+            )
         try:
             hypotheses = [template.format(label) for label in labels]
         except (IndexError, KeyError, ValueError):
@@ -196,7 +205,9 @@ class ZeroShotImageClassification(ImageHandler):
             )
         for i, label in enumerate(value):
             if not isinstance(label, str) or not label.strip():
-                raise InvalidInput(f"'candidate_labels[{i}]' must be a non-empty string", param="candidate_labels")
+                raise InvalidInput(
+                    f"'candidate_labels[{i}]' must be a non-empty string", param="candidate_labels"
+                )
         return value
 
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:

@@ -49,6 +49,8 @@ async def embeddings_payload(
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
+    if body.modality is not None:
+        params["modality"] = body.modality
     answer = await provider.arun_usage(
         body.model, "embeddings", texts, params, priority=priority, deadline=deadline
     )
