@@ -77,6 +77,15 @@ def test_bytes_of_another_type_than_claimed_are_a_mismatch_naming_both() -> None
         load_image(uri("image/png", b"just some text, not an image at all"), LIMITS)
 
 
+def test_a_known_signature_over_garbage_is_corrupt_not_a_mismatch() -> None:
+    garbage = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    with pytest.raises(InvalidMedia, match="corrupt PNG") as e:
+        load_image(uri("image/png", garbage), LIMITS)
+    assert type(e.value) is InvalidMedia
+    with pytest.raises(MediaTypeMismatch, match="'image/jpeg', but holds PNG data"):
+        load_image(uri("image/jpeg", garbage), LIMITS)
+
+
 def test_bytes_that_are_no_image_are_invalid_media() -> None:
     with pytest.raises(InvalidMedia, match="not an image") as e:
         load_image(b"%PDF-1.7 not an image", LIMITS)

@@ -34,6 +34,15 @@ FORMATS: dict[str, str] = {
 }
 PIL_FORMATS: tuple[str, ...] = tuple(dict.fromkeys(FORMATS.values()))
 DATA_IMAGE = "data:image/"
+_MAGIC: tuple[tuple[str, bytes], ...] = (
+    ("PNG", b"\x89PNG\r\n\x1a\n"),
+    ("JPEG", b"\xff\xd8\xff"),
+    ("GIF", b"GIF8"),
+    ("WEBP", b"RIFF"),
+    ("BMP", b"BM"),
+    ("TIFF", b"II*\x00"),
+    ("TIFF", b"MM\x00*"),
+)
 _URL = ("http://", "https://")
 
 
@@ -104,12 +113,7 @@ def decode(raw: bytes, claimed: str | None, limits: MediaSettings, param: str) -
             _check_pixels(probe.size, limits, param)
             probe.verify()
     except UnidentifiedImageError:
-        what = f"media type {claimed!r}, but its bytes are" if claimed else "bytes that are"
-        cls = MediaTypeMismatch if claimed else InvalidMedia
-        raise cls(
-            f"'{param}' has {what} not an image of a supported format ({', '.join(PIL_FORMATS)})",
-            param=param,
-        ) from None
+        raise _unidentified(raw, claimed, param) from None
     except Image.DecompressionBombError:
         raise MediaTooLarge(f"'{param}' has more pixels than Pillow decodes", param=param) from None
     except (MediaTooLarge, InvalidMedia):
@@ -131,6 +135,31 @@ def decode(raw: bytes, claimed: str | None, limits: MediaSettings, param: str) -
         raise _corrupt(param, e) from None
     _check_pixels(image.size, limits, param)  # a format whose decoded size differs from its header
     return _rgb(image, param)
+
+
+def sniff(raw: bytes) -> str | None:
+    """The format whose signature `raw` starts with (its first bytes only: no decoder runs)."""
+    for fmt, magic in _MAGIC:
+        if raw.startswith(magic) and (fmt != "WEBP" or raw[8:12] == b"WEBP"):
+            return fmt
+    return None
+
+
+def _unidentified(raw: bytes, claimed: str | None, param: str) -> InvalidMedia:
+    """Pillow found no decoder: corrupt bytes of a known format, or bytes of another kind than claimed."""
+    fmt = sniff(raw)
+    if fmt is not None and (claimed is None or FORMATS[claimed] == fmt):
+        return InvalidMedia(f"'{param}' is a corrupt {fmt} image: its decoder cannot read it", param=param)
+    if claimed is not None:
+        holds = f"{fmt} data" if fmt else "bytes that are not an image of a supported format"
+        return MediaTypeMismatch(
+            f"'{param}' has media type {claimed!r}, but holds {holds} ({', '.join(PIL_FORMATS)} are supported)",
+            param=param,
+        )
+    return InvalidMedia(
+        f"'{param}' holds bytes that are not an image of a supported format ({', '.join(PIL_FORMATS)})",
+        param=param,
+    )
 
 
 def _rgb(image: Image, param: str) -> Image:
