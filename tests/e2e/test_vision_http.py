@@ -159,20 +159,24 @@ def _bomb() -> bytes:
 
 PNG = encoded(IMAGES[0])
 BIG = encoded(picture(7, 200, 200))  # ~120 KB of noise: over the per-image limit, under the body limit
+IC, ZS, ASK = "image-classification", "zero-shot-image-classification", {"candidate_labels": LABELS}
+CORRUPT = data_uri(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+CUT_JPEG = data_uri(encoded(IMAGES[1], "JPEG")[:400], "image/jpeg")
+MANY = {"candidate_labels": [f"l{i}" for i in range(MAX_LABELS + 1)]}
 BAD_INPUTS = {
-    "corrupt": ("vit", "image-classification", data_uri(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4), {}, 400, "invalid_media"),
-    "truncated": ("vit", "image-classification", data_uri(PNG[: len(PNG) // 2]), {}, 400, "invalid_media"),
-    "truncated-jpeg": ("clip", "zero-shot-image-classification", data_uri(encoded(IMAGES[1], "JPEG")[:400], "image/jpeg"), {"candidate_labels": LABELS}, 400, "invalid_media"),
-    "bomb": ("vit", "image-classification", data_uri(_bomb()), {}, 413, "media_too_large"),
-    "png-holding-jpeg": ("vit", "image-classification", data_uri(encoded(IMAGES[0], "JPEG")), {}, 400, "media_type_mismatch"),
-    "png-holding-text": ("clip", "zero-shot-image-classification", data_uri(b"hello, I am text"), {"candidate_labels": LABELS}, 400, "media_type_mismatch"),
-    "image-over-limit": ("vit", "image-classification", data_uri(BIG), {}, 413, "media_too_large"),
-    "too-many-labels": ("clip", "zero-shot-image-classification", URIS[0], {"candidate_labels": [f"l{i}" for i in range(MAX_LABELS + 1)]}, 413, "too_many_items"),
-    "task-it-cannot-do": ("vit", "zero-shot-image-classification", URIS[0], {"candidate_labels": LABELS}, 400, "task_not_supported"),
-    "classification-on-clip": ("clip", "image-classification", URIS[0], {}, 400, "task_not_supported"),
-    "url": ("vit", "image-classification", "http://169.254.169.254/latest/meta-data/x.png", {}, 400, "url_not_allowed"),
-    "not-an-image": ("vit", "image-classification", 42, {}, 400, "invalid_input"),
-}  # fmt: skip
+    "corrupt": ("vit", IC, CORRUPT, {}, 400, "invalid_media"),
+    "truncated": ("vit", IC, data_uri(PNG[: len(PNG) // 2]), {}, 400, "invalid_media"),
+    "truncated-jpeg": ("clip", ZS, CUT_JPEG, ASK, 400, "invalid_media"),
+    "bomb": ("vit", IC, data_uri(_bomb()), {}, 413, "media_too_large"),
+    "png-holding-jpeg": ("vit", IC, data_uri(encoded(IMAGES[0], "JPEG")), {}, 400, "media_type_mismatch"),
+    "png-holding-text": ("clip", ZS, data_uri(b"hello, I am text"), ASK, 400, "media_type_mismatch"),
+    "image-over-limit": ("vit", IC, data_uri(BIG), {}, 413, "media_too_large"),
+    "too-many-labels": ("clip", ZS, URIS[0], MANY, 413, "too_many_items"),
+    "task-it-cannot-do": ("vit", ZS, URIS[0], ASK, 400, "task_not_supported"),
+    "classification-on-clip": ("clip", IC, URIS[0], {}, 400, "task_not_supported"),
+    "url": ("vit", IC, "http://169.254.169.254/latest/meta-data/x.png", {}, 400, "url_not_allowed"),
+    "not-an-image": ("vit", IC, 42, {}, 400, "invalid_input"),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
