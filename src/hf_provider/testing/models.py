@@ -207,6 +207,9 @@ def _cached(out_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
     return dest
 
 
+cached = _cached  # for builders in other modules (testing/vision_models.py)
+
+
 def _marker_ok(dest: Path, marker: dict[str, str]) -> bool:
     try:
         return json.loads((dest / MARKER).read_text()) == marker

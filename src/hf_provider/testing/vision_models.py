@@ -18,10 +18,6 @@ _CLIP_SPLIT = (
 )
 
 
-def _image_processor_kwargs() -> dict[str, Any]:
-    return {"size": {"shortest_edge": IMAGE_SIZE}, "crop_size": {"height": IMAGE_SIZE, "width": IMAGE_SIZE}}
-
-
 @functools.cache  # one vocabulary for every build (training can break ties differently run to run)
 def clip_tokenizer() -> Any:
     """A real CLIPTokenizer: byte-level BPE with CLIP's lower-casing, pre-tokenization and </w> suffix."""
@@ -73,7 +69,9 @@ def build_vit(dest: Path) -> None:
     ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(dest)
 
 
-def build_clip(dest: Path, *, hidden: int = 32, layers: int = 2) -> None:
+def build_clip(
+    dest: Path, *, hidden: int = 32, layers: int = 2, image_size: int = IMAGE_SIZE, patch: int = 8
+) -> None:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
@@ -90,12 +88,24 @@ def build_clip(dest: Path, *, hidden: int = 32, layers: int = 2) -> None:
             "eos_token_id": tok.eos_token_id,
             "pad_token_id": tok.pad_token_id,
         },
-        vision_config={**tower, "num_attention_heads": heads, "image_size": IMAGE_SIZE, "patch_size": 8},
-        projection_dim=16,
+        vision_config={**tower, "num_attention_heads": heads, "image_size": image_size, "patch_size": patch},
+        projection_dim=16 if hidden <= 64 else hidden,
     )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(dest)
     # CLIPImageProcessor is the torchvision backend where torchvision is installed, else its PIL twin
-    CLIPProcessor(
-        image_processor=CLIPImageProcessor(**_image_processor_kwargs()), tokenizer=tok
-    ).save_pretrained(dest)
+    sizes = {"size": {"shortest_edge": image_size}, "crop_size": {"height": image_size, "width": image_size}}
+    CLIPProcessor(image_processor=CLIPImageProcessor(**sizes), tokenizer=tok).save_pretrained(dest)
+
+
+def build_sized_clip(out_dir: Path, hidden: int, layers: int, image_size: int = 224) -> Path:
+    """A random CLIP of chosen width and depth (both towers) with patch-32 images of `image_size` pixels: hidden
+    512 x 6 layers is about 40M parameters (160 MB in float32), for memory measurements."""
+    from hf_provider.testing.models import cached
+
+    name = f"clip-h{hidden}-l{layers}-i{image_size}"
+    return cached(
+        Path(out_dir),
+        name,
+        lambda d: build_clip(d, hidden=hidden, layers=layers, image_size=image_size, patch=32),
+    )
