@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hf_provider.errors import MediaTypeMismatch
 from hf_provider.provider import Provider
 from hf_provider.settings import load_settings
 from hf_provider.spec import ModelSpec
@@ -56,7 +57,9 @@ def provider(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     settings = load_settings(
         {"metrics_enabled": False, "history_enabled": False, "home": str(tmp_path_factory.mktemp("vision"))}
     )
-    with Provider([spec("vit", tiny_models["vit"]), spec("clip", tiny_models["clip"])], settings=settings) as p:
+    with Provider(
+        [spec("vit", tiny_models["vit"]), spec("clip", tiny_models["clip"])], settings=settings
+    ) as p:
         p.load("vit")
         p.load("clip")
         yield p
@@ -64,7 +67,9 @@ def provider(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 def test_concurrent_zero_shot_requests_with_other_labels_share_batches(provider: Provider) -> None:
     alone = [
-        provider.run("clip", "zero-shot-image-classification", data_uri(i), {"candidate_labels": labels_of(i)})
+        provider.run(
+            "clip", "zero-shot-image-classification", data_uri(i), {"candidate_labels": labels_of(i)}
+        )
         for i in range(N)
     ]
     sched = provider.manager.get("clip").scheduler
@@ -107,7 +112,9 @@ def test_concurrent_text_and_image_embeddings_share_batches_in_order(provider: P
         np.testing.assert_allclose(np.array(g), np.array(a), atol=1e-5)
 
 
-def test_one_clip_weight_set_serves_three_tasks_accounted_once(tiny_models: dict[str, Path], tmp_path) -> None:
+def test_one_clip_weight_set_serves_three_tasks_accounted_once(
+    tiny_models: dict[str, Path], tmp_path
+) -> None:
     """The model's byte accounting (what the memory budget admits against) for text embeddings alone, then with
     image embeddings (the same handler) and zero-shot classification: the second and third cost no weights."""
     settings = load_settings({"metrics_enabled": False, "history_enabled": False, "home": str(tmp_path)})
@@ -124,3 +131,22 @@ def test_one_clip_weight_set_serves_three_tasks_accounted_once(tiny_models: dict
             accounted.append((e.accounted_bytes, e.model.weight_bytes))
     (first, weights), (third, weights3) = accounted
     assert weights3 == weights and third <= 1.10 * first, accounted
+
+
+def test_a_clip_in_a_worker_process_answers_as_in_process(provider: Provider, tiny_models, tmp_path) -> None:
+    """isolation = "process": the parent decodes and checks images, the worker runs processor and towers."""
+    settings = load_settings({"metrics_enabled": False, "history_enabled": False, "home": str(tmp_path)})
+    ask = {"candidate_labels": POOL[:4]}
+    with Provider([spec("clip", tiny_models["clip"], isolation="process")], settings=settings) as p:
+        zs = p.run("clip", "zero-shot-image-classification", data_uri(3), ask)
+        emb = p.run("clip", "embeddings", ["a photo of a cat", data_uri(4)])
+        with pytest.raises(MediaTypeMismatch):
+            p.run("clip", "embeddings", ["data:image/png;base64,AAAA"])
+    assert [x["label"] for x in zs] == [
+        x["label"] for x in provider.run("clip", "zero-shot-image-classification", data_uri(3), ask)
+    ]
+    np.testing.assert_allclose(
+        np.array(emb),
+        np.array(provider.run("clip", "embeddings", ["a photo of a cat", data_uri(4)])),
+        atol=1e-5,
+    )

@@ -31,11 +31,17 @@ def image_tokens(model: LoadedModel) -> int:
 
 def clip_like(model: LoadedModel) -> str | None:
     """None when the model embeds texts and images into one space and scores them as CLIP does."""
+    import torch
+
     m = model.module
-    if not all(hasattr(m, a) for a in ("get_image_features", "get_text_features", "logit_scale")):
+    if isinstance(m, torch.nn.Module):
+        if not all(hasattr(m, a) for a in ("get_image_features", "get_text_features", "logit_scale")):
+            return f"{model.architecture} is not a CLIP-like image-text model"
+        if hasattr(m, "logit_bias"):  # SigLIP: sigmoid scores, fixed-length padding; not built here yet
+            return f"{model.architecture} scores with a sigmoid (SigLIP-like), which is not served yet"
+    elif not (hasattr(model.config, "text_config") and hasattr(model.config, "vision_config")):
+        # the parent of a worker process holds a stand-in module: the worker checked the real one
         return f"{model.architecture} is not a CLIP-like image-text model"
-    if hasattr(m, "logit_bias"):  # SigLIP: sigmoid scores, fixed-length padding; not built here yet
-        return f"{model.architecture} scores with a sigmoid (SigLIP-like), which is not served yet"
     if model.image_processor is None:
         return f"{model.architecture} has no image processor in its files"
     if model.tokenizer is None:
