@@ -129,7 +129,7 @@ class ImageClassification(ImageHandler):
         return self.pixel_values([it.data["image"] for it in items])
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
-        return (self.model.backend or self.model.module)(pixel_values=batch).logits
+        return self.model.module(pixel_values=batch).logits  # optimize backends are exported for text inputs
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         import numpy as np
