@@ -22,11 +22,9 @@ def test_run_classifies_an_image_file(tiny_models: dict, tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     assert "label" in res.output and "score" in res.output
     assert sum(label in res.output for label in VIT_LABELS) == 5  # top_k 5 of 5 labels
-    two = runner.invoke(
-        cli.app,
-        ["run", str(tiny_models["clip"]), "zero-shot-image-classification", str(cat), str(cat)]
-        + ["-p", 'candidate_labels=["cat", "dog"]'],
-    )
+    labels = ["-p", 'candidate_labels=["cat", "dog"]']
+    args = ["run", str(tiny_models["clip"]), "zero-shot-image-classification", str(cat), str(cat), *labels]
+    two = runner.invoke(cli.app, args)
     assert two.exit_code == 0, two.output
     assert "[1] " in two.output and "[2] " in two.output and "dog" in two.output  # one block per file
 
