@@ -108,6 +108,12 @@ def test_malformed_data_uris_say_what_to_send(value: str, match: str) -> None:
         load_image(value, LIMITS)
 
 
+def test_base64_wrapped_in_lines_is_accepted() -> None:
+    b64 = base64.b64encode(encoded("PNG")).decode()
+    wrapped = "\n".join(b64[i : i + 76] for i in range(0, len(b64), 76))
+    assert load_image(f"data:image/png;base64,{wrapped}", LIMITS).size == (40, 30)
+
+
 def test_a_non_image_value_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="got int"):
         load_image(42, LIMITS)

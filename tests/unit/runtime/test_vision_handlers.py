@@ -74,6 +74,11 @@ def test_bad_parameters_and_inputs_name_the_field(vit, clip) -> None:
     assert e.value.param == "candidate_labels"
     with pytest.raises(InvalidInput, match="candidate_labels\\[1\\]"):
         zs.parse(data_uri(IMAGES[0]), {"candidate_labels": ["cat", " "]})
+    with pytest.raises(
+        InvalidInput,
+        match=r"'candidate_labels\[1\]' makes a hypothesis of 8\d tokens; this model reads at most 77",
+    ):
+        zs.parse(data_uri(IMAGES[0]), {"candidate_labels": ["cat", " ".join(["dog"] * 80)]})
     with pytest.raises(InvalidInput, match="hypothesis_template"):
         zs.parse(data_uri(IMAGES[0]), {"candidate_labels": ["cat"], "hypothesis_template": "a {name}"})
     emb = build_handler("embeddings", clip)

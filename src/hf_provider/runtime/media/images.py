@@ -96,7 +96,10 @@ def parse_data_uri(uri: str, limits: MediaSettings, param: str) -> tuple[str, by
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidMedia(f"'{param}' is not valid base64 after 'base64,'", param=param) from None
+        try:  # base64 wrapped in lines (MIME style), as transformers' load_image accepts it
+            raw = base64.b64decode("".join(data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidMedia(f"'{param}' is not valid base64 after 'base64,'", param=param) from None
     return media_type, raw
 
 

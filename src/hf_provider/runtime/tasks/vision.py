@@ -183,7 +183,15 @@ class ZeroShotImageClassification(ImageHandler):
                 param="hypothesis_template",
             ) from None
         merged["candidate_labels"], merged["hypothesis_template"] = labels, template
-        rows = self.tokenize(hypotheses, truncate=False, limit=self.text_limit)
+        rows = self.tokenize(hypotheses, truncate=False, limit=1 << 30)  # lengths checked here, per label
+        limit = self.text_limit
+        for i, row in enumerate(rows):
+            if len(row["input_ids"]) > limit:
+                raise InvalidInput(
+                    f"'candidate_labels[{i}]' makes a hypothesis of {len(row['input_ids'])} tokens; this model "
+                    f"reads at most {limit}: shorten the label or the hypothesis_template",
+                    param="candidate_labels",
+                )
         images, single = self.images(inputs)
         cost = image_tokens(self.model) + sum(len(r["input_ids"]) for r in rows)
         data = {"labels": labels, "hypotheses": hypotheses, "rows": rows}
