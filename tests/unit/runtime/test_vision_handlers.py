@@ -86,6 +86,12 @@ def test_bad_parameters_and_inputs_name_the_field(vit, clip) -> None:
         emb.parse("a cat", {"modality": "audio"})
     with pytest.raises(InvalidInput, match="inputs\\[1\\]"):
         emb.parse(["a cat", {"type": "input_audio"}], {})
+    long = " ".join(["dog"] * 80)
+    with pytest.raises(
+        InvalidInput, match=r"'inputs\[2\]' is 8\d tokens long; .* at most 77 \(pass .*truncate=true"
+    ):
+        emb.parse([data_uri(IMAGES[0]), "a cat", long], {})
+    assert len(emb.parse([data_uri(IMAGES[0]), long], {"truncate": True})[0][1].data["input_ids"]) == 77
     with pytest.raises(InvalidMedia):  # modality=image: every string is an image
         emb.parse(["a cat"], {"modality": "image"})
 

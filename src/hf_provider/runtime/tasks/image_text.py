@@ -72,8 +72,17 @@ class ImageTextEmbeddings(Embeddings):
             else:
                 items[i] = Item(data={"image": load_image(v, self.model.media, param)}, n_tokens=cost)
         if texts:
-            rows = self.tokenize([t for _, t in texts], merged.get("truncate", False), limit=self.text_limit)
+            truncate, limit = merged.get("truncate", False), self.text_limit
+            # without truncation, lengths are checked here, so an error names the input by its own index
+            rows = self.tokenize([t for _, t in texts], truncate, limit=limit if truncate else 1 << 30)
             for (i, _), row in zip(texts, rows, strict=True):
+                if len(row["input_ids"]) > limit:
+                    raise InvalidInput(
+                        f"'inputs[{i}]' is {len(row['input_ids'])} tokens long; this model's text tower reads at "
+                        f"most {limit} (pass parameter truncate=true to cut it)",
+                        param="inputs",
+                        task=self.task,
+                    )
                 items[i] = Item(data=row, n_tokens=len(row["input_ids"]))
         return [it for it in items if it is not None], merged, single
 
