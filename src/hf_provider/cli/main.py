@@ -113,8 +113,8 @@ def run(
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
     params = dict(_parse_param(p) for p in param or [])
     values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
-    if task in IMAGE_TASKS:  # an image file's bytes (a data URI or an allowed URL passes as it is)
-        values = [Path(v).read_bytes() if Path(v).is_file() else v for v in values]
+    if task in IMAGE_TASKS or task == "embeddings":  # image files as their bytes (a CLIP embeds them too)
+        values = [_image_file(v, task in IMAGE_TASKS) for v in values]
     payload: Any = values[0] if len(values) == 1 else values
     settings = load(config, load_on_start=False)
     from hf_provider.defaults import DEFAULT_MODEL_NAME
@@ -139,7 +139,18 @@ def run(
     else:
         from hf_provider.cli.run_output import show
 
-        show(task, inputs if task in IMAGE_TASKS else values, result)  # images by their file names
+        show(task, inputs if task in IMAGE_TASKS or task == "embeddings" else values, result)  # files by name
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+def _image_file(value: Any, any_file: bool) -> Any:
+    """The bytes of an image file named on the command line (any file for an image task), else the value."""
+    if not isinstance(value, str) or not (any_file or value.lower().endswith(_IMAGE_SUFFIXES)):
+        return value
+    path = Path(value)
+    return path.read_bytes() if path.is_file() else value
 
 
 def _plain(value: Any) -> Any:
