@@ -18,7 +18,7 @@ from hf_provider.runtime.media.images import is_image_reference, load_image
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks.base import bool_param, int_param
 from hf_provider.runtime.tasks.embeddings import Embeddings
-from hf_provider.runtime.tasks.vision import clip_like, features, image_tokens, image_value
+from hf_provider.runtime.tasks.vision import clip_like, features, image_tokens, image_value, pixel_values
 from hf_provider.types import Item, RowControl
 
 MODALITIES = ("auto", "text", "image")
@@ -119,15 +119,11 @@ class ImageTextEmbeddings(Embeddings):
             "n": len(items),
             "image_at": image_at,
             "text_at": text_at,
-            "pixel_values": self._pixels([items[i].data["image"] for i in image_at]) if image_at else None,
+            "pixel_values": pixel_values(self.model, [items[i].data["image"] for i in image_at])
+            if image_at
+            else None,
             "text": self.pad([items[i].data for i in text_at]) if text_at else None,
         }
-
-    def _pixels(self, images: list[Any]) -> Any:
-        m = self.model
-        return m.image_processor(images=images, return_tensors="pt")["pixel_values"].to(
-            device=m.device, dtype=m.dtype
-        )
 
     @functools.cached_property
     def graphs(self) -> None:

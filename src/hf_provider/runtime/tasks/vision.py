@@ -63,6 +63,13 @@ def image_value(value: Any) -> Any:
     return value
 
 
+def pixel_values(model: LoadedModel, images: list[Any]) -> Any:
+    """The checkpoint's image processor on a batch of RGB images, on the model's device and dtype (as the
+    pipelines' `preprocess`, one image at a time there: the processor treats each image alone)."""
+    pixels = model.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    return pixels.to(device=model.device, dtype=model.dtype)
+
+
 class ImageHandler(BaseHandler):
     """Images in, one forward pass over their pixel values."""
 
@@ -83,9 +90,7 @@ class ImageHandler(BaseHandler):
         ], single
 
     def pixel_values(self, images: list[Any]) -> Any:
-        m = self.model
-        pixels = m.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        return pixels.to(device=m.device, dtype=m.dtype)
+        return pixel_values(self.model, images)
 
 
 class ImageClassification(ImageHandler):
