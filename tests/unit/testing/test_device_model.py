@@ -19,7 +19,13 @@ def device_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _provider(tmp_path: Path, source: Path, **spec: object) -> Provider:
-    model = {"name": "dev", "source": str(source), "tasks": ["embeddings"], "device": "cpu", "dtype": "float32"}
+    model = {
+        "name": "dev",
+        "source": str(source),
+        "tasks": ["embeddings"],
+        "device": "cpu",
+        "dtype": "float32",
+    }
     settings = load_settings({"home": str(tmp_path / "home"), "models": [{**model, **spec}]})
     return Provider(settings=settings, allow_adhoc=False)
 
