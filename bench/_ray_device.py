@@ -14,6 +14,7 @@ on this machine (ray.cluster_utils.Cluster: a head and a worker with their own `
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -327,10 +328,8 @@ def _kill_node(cluster: Any, node: Any) -> None:
 
     raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
     for proc in [*raylet.children(recursive=True), raylet]:
-        try:
+        with contextlib.suppress(psutil.Error):  # gone already
             proc.kill()
-        except psutil.Error:
-            pass
     cluster.remove_node(node, allow_graceful=False)
 
 
