@@ -295,6 +295,13 @@ def run(args: Any, role_of: Callable[[Any], str]) -> None:
         print("placement (GET /v1/admin/replicas):")
         for line in _placement(url, nodes):
             print(line)
+        print(f"hfp ray status --address {cluster.address} --app {APP} (another process):", flush=True)
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "hf_provider.cli.main", "ray", "status", "--address", cluster.address]
+        status = subprocess.run([*cmd, "--app", APP], capture_output=True, text=True, timeout=120)
+        print("\n".join("  " + line for line in (status.stdout or status.stderr).splitlines()), flush=True)
         if not args.no_node_loss:
             loss = _node_loss(cluster, worker, url, nodes, args)
     finally:
