@@ -95,8 +95,8 @@ def render(data: dict[str, Any]) -> list[str]:
         by_node.setdefault(r.get("node_id"), []).append(r)
     known = {n["node_id"] for n in data.get("nodes", [])}
     nodes = sorted(data.get("nodes", []), key=lambda n: (not n["alive"], not n["head"], n["node_id"]))
-    nodes += [
-        {"node_id": k, "address": "?", "alive": True, "head": False, "resources": {}}
+    nodes += [  # a replica's node Ray no longer lists (its entry expires within seconds)
+        {"node_id": k, "address": "?", "alive": None, "head": False, "resources": {}}
         for k in by_node
         if k not in known
     ]
@@ -106,7 +106,7 @@ def render(data: dict[str, Any]) -> list[str]:
             part
             for part in (
                 "head" if n["head"] else "worker",
-                "alive" if n["alive"] else "dead",
+                {True: "alive", False: "dead", None: "not listed by Ray"}[n["alive"]],
                 f"{res['CPU']:g} CPU" if "CPU" in res else "",
                 f"{res['GPU']:g} GPU" if res.get("GPU") else "",
                 f"memory {_size(res['memory'])}" if "memory" in res else "",

@@ -31,7 +31,13 @@ def _data(**over: object) -> dict:
             },
         },
         "nodes": [
-            {"node_id": WORKER, "address": "10.0.0.2", "alive": True, "head": False, "resources": {"CPU": 2.0}},
+            {
+                "node_id": WORKER,
+                "address": "10.0.0.2",
+                "alive": True,
+                "head": False,
+                "resources": {"CPU": 2.0},
+            },
             {
                 "node_id": HEAD,
                 "address": "10.0.0.1",
@@ -42,7 +48,11 @@ def _data(**over: object) -> dict:
         ],
         "replicas": [
             {"replica": "hfp#hf-provider#r1", "node_id": WORKER, "models": [_model("device")]},
-            {"replica": "hfp#hf-provider#r2", "node_id": HEAD, "models": [_model("a"), _model("b", "loading")]},
+            {
+                "replica": "hfp#hf-provider#r2",
+                "node_id": HEAD,
+                "models": [_model("a"), _model("b", "loading")],
+            },
             {"replica": "hfp#hf-provider#r3", "node_id": HEAD, "models": []},
         ],
     }
@@ -55,7 +65,9 @@ def test_replicas_and_their_models_per_node_head_first() -> None:
     assert lines[0] == "application 'hfp': RUNNING"
     assert lines[1] == "deployment 'hf-provider': HEALTHY, replicas: 3 running, 1 starting"
     nodes = [line for line in lines if line.startswith("node ")]
-    assert nodes[0].startswith(f"node {HEAD[:12]} 10.0.0.1 (head, alive, 2 CPU, memory 1.0 GiB): 2 replica(s)")
+    assert nodes[0].startswith(
+        f"node {HEAD[:12]} 10.0.0.1 (head, alive, 2 CPU, memory 1.0 GiB): 2 replica(s)"
+    )
     assert nodes[1].startswith(f"node {WORKER[:12]} 10.0.0.2 (worker, alive, 2 CPU): 1 replica(s)")
     head = lines[lines.index(nodes[0]) + 1 : lines.index(nodes[1])]
     assert head == [
@@ -75,7 +87,7 @@ def test_a_dead_node_and_an_unknown_one_are_shown_as_such() -> None:
     lines = render(data)
     nodes = [line for line in lines if line.startswith("node ")]
     assert "(worker, dead, 2 CPU)" in nodes[1]  # alive nodes first, then the dead one
-    assert nodes[-1].startswith(f"node {'c' * 12} ? (worker, alive): 1 replica(s)")
+    assert nodes[-1].startswith(f"node {'c' * 12} ? (worker, not listed by Ray): 1 replica(s)")
     assert lines[-1].endswith("error: boom")
 
 
