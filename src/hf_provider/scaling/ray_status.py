@@ -7,6 +7,7 @@ controller and our replica directory, so it needs neither Ray's dashboard nor it
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,11 +27,24 @@ def connected(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    _check_reachable(address)
     ray.init(address=address or "auto", log_to_driver=False, logging_level="WARNING")
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str | None) -> None:
+    """ConnectionError at once when a host:port address does not accept connections (ray.init would retry
+    it for minutes); other forms (auto, ray://...) are left to Ray."""
+    host, sep, port = (address or "").rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConnectionError(f"nothing accepts connections at {address} ({e.strerror or e})") from e
 
 
 def _state(value: Any) -> str:

@@ -95,3 +95,18 @@ def test_an_application_not_deployed_is_said_so() -> None:
     lines = render(_data(application=None, replicas=[]))
     assert lines[0] == "application 'hfp': not deployed on this cluster"
     assert all("replica r" not in line for line in lines)
+
+
+def test_status_at_an_address_nothing_listens_on_fails_at_once_and_says_where() -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from hf_provider.cli.main import app
+
+    with socket.socket() as s:  # bound, not listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+        out = CliRunner().invoke(app, ["ray", "status", "--address", address])
+    assert out.exit_code == 1
+    assert f"no Ray cluster reached at {address}" in out.output and "--address" in out.output
