@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -311,6 +312,7 @@ def run(args: Any, role_of: Callable[[Any], str]) -> None:
         finally:
             ray.shutdown()
             cluster.shutdown()
+            shutil.rmtree(base, ignore_errors=True)
 
     r1 = results[1]["rps"]
     print()
