@@ -365,6 +365,9 @@ def _node_loss(cluster: Any, worker: Any, url: str, nodes: dict[str, str], args:
         if r[2] == 200:
             per_s[min(len(per_s) - 1, int(r[1] - t_kill))] += 1
     survivors = len(_views(url))
+    old = {r[4] for r in load.since(t_base, t_kill) if r[2] == 200}
+    new_ends = [r[1] - t_kill for r in after if r[2] == 200 and r[4] not in old]
+    replaced = f"{min(new_ends):.1f} s" if new_ends else "not within the run"
     share = before * (total - len(lost)) / max(1, total)
 
     def back(level: float) -> str:
@@ -386,8 +389,9 @@ def _node_loss(cluster: Any, worker: Any, url: str, nodes: dict[str, str], args:
         f"  failed requests that started after the kill: {len([r for r in failed if r[0] >= t_kill])}",
         f"  requests/s per second after the kill: {per_s[:-1]}",
         f"  back to the surviving replicas' share ({share:.0f}/s x 0.9): {back(0.9 * share)}; "
-        f"to the whole deployment's rate (x 0.9): {back(0.9 * before)}; replicas answering in the directory "
-        f"now: {survivors}",
+        f"to the whole deployment's rate (x 0.9): {back(0.9 * before)}",
+        f"  Ray's replacement replica served its first request {replaced} after the kill; replicas in the "
+        f"directory now: {survivors}",
     ]
     for r in failed[:5]:
         lines.append(f"    {r[2]} retry-after={r[3]} {r[5]}")
