@@ -107,9 +107,8 @@ def register(app: typer.Typer) -> None:
             with connected(address):
                 data = collect(app_name)
         except ConnectionError as e:
-            fail(
-                f"no Ray cluster reached at {address or 'this machine'}: {e}; start one or pass --address", 1
-            )
+            where = f"at {address}" if address else "on this machine"
+            fail(f"no Ray cluster reached {where}: {e}; start one or pass --address HEAD:PORT", 1)
         if as_json:
             sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
             return
