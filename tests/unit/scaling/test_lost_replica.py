@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from ray.exceptions import ActorDiedError, ActorUnavailableError  # noqa: E402
-from ray.serve._private import proxy  # noqa: E402
-from ray.serve._private.http_util import send_http_response_on_exception  # noqa: E402
+from ray.exceptions import ActorDiedError, ActorUnavailableError
+from ray.serve._private import proxy
+from ray.serve._private.http_util import send_http_response_on_exception
 
-from hf_provider.scaling import lost_replica  # noqa: E402
+from hf_provider.scaling import lost_replica
 
 
 @pytest.fixture

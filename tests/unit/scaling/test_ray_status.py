@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from hf_provider.scaling.ray_status import render  # noqa: E402
+from hf_provider.scaling.ray_status import render
 
 HEAD, WORKER = "a" * 56, "b" * 56
 
