@@ -19,6 +19,9 @@ TASKS: tuple[str, ...] = (
     "translation",
     "summarization",
     "question-answering",
+    "rerank",
+    "score",
+    "zero-shot-classification",
 )
 
 #: Request priority classes, most urgent first; the value is the queue class index.
