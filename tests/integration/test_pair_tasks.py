@@ -107,3 +107,22 @@ def test_bad_requests_are_refused_and_the_next_is_served(provider: Provider) -> 
         assert provider.run("rr", "rerank", ok)["method"] == "cross-encoder"
         out = provider.run("nli", "zero-shot-classification", "text", {"candidate_labels": ["a", "b"]})
         assert sorted(out["labels"]) == ["a", "b"]
+
+
+def test_a_process_isolated_model_answers_as_the_in_process_one(
+    provider: Provider, tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The child runs the stages, the parent assembles the answer from the items' results."""
+    spec = ModelSpec(name="rr", source=str(tiny_models["bert-rerank"]), device="cpu", isolation="process")
+    settings = load_settings({"metrics_enabled": False, "history_enabled": False, "home": str(tmp_path)})
+    request = {"query": "harbour plan", "documents": [doc(i) for i in range(6)]}
+    params = {"top_n": 4, "return_documents": True}
+    with Provider([spec], settings=settings) as isolated:
+        got = isolated.run("rr", "rerank", request, params)
+        assert isolated.admin.describe()[0]["pid"] is not None
+    ref = provider.run("rr", "rerank", request, params)
+    assert [r["index"] for r in got["results"]] == [r["index"] for r in ref["results"]]
+    assert [r["document"] for r in got["results"]] == [r["document"] for r in ref["results"]]
+    assert [r["relevance_score"] for r in got["results"]] == pytest.approx(
+        [r["relevance_score"] for r in ref["results"]], abs=1e-5
+    )
