@@ -5,9 +5,9 @@ hf_provider.testing. Each round sends `--requests` requests of 1 query x `--docs
 clients (a separate client process, keep-alive connections) to `hfp serve`, and runs the raw baseline in this
 process on exactly the same pairs: the model's fast tokenizer on `batch` pairs, then the forward pass, at the
 server's batch size (`max_batch_size`), the pairs in request order. Rounds interleave raw and served (the server
-idles while the raw loop runs). Prints pairs/s of each and the ratio of medians (issue 26's target: >= 0.85), and
-how many of the server's batches held the pairs of more than one request (GET /v1/admin/models
-`shared_batches`): the dynamic batching at work.
+idles while the raw loop runs). Prints pairs/s of each, the ratio of medians and the median of back-to-back
+round ratios (issue 26's target: >= 0.85), and how many of the server's batches held the pairs of more than one
+request (GET /v1/admin/models `shared_batches`): the dynamic batching at work.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def admin_batches(url: str) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=16, help="requests per round (8 clients share them)")
+    parser.add_argument("--requests", type=int, default=8, help="requests per round (8 clients share them)")
     parser.add_argument("--docs", type=int, default=100, help="documents per request")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32, help="max_batch_size of the server and the raw loop")
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--layers", type=int, default=6)
@@ -107,6 +107,8 @@ def main() -> int:
     finally:
         stop_server(proc)
     ratio = statistics.median(served_rates) / statistics.median(raw_rates)
+    # each served round against the raw round just before it: on a shared machine the load changes between rounds
+    paired = statistics.median(s / r for s, r in zip(served_rates, raw_rates, strict=True))
     print(
         f"model: random cross-encoder hidden {args.hidden} x {args.layers} layers, batch {args.batch}, fp32, CPU"
     )
@@ -119,7 +121,10 @@ def main() -> int:
         f"shared batches: {shared - start_shared} of {batches - start_batches} batches held the pairs of more "
         "than one request"
     )
-    print(f"ratio served/raw (medians): {ratio:.3f}  (target >= 0.85)")
+    print(
+        f"ratio served/raw: {ratio:.3f} by the ratio of medians, {paired:.3f} by the median of back-to-back rounds"
+    )
+    print("(target >= 0.85)")
     return 0 if errors == 0 else 1
 
 
