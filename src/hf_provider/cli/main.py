@@ -99,7 +99,8 @@ def run(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            help="one or more inputs; a JSON object for question-answering; rerank: QUERY DOC...; score: TEXT_1 TEXT_2..."
+            help="one or more inputs; a JSON object for question-answering; rerank: QUERY DOC...; "
+            "score: TEXT_1 TEXT_2..."
         ),
     ],
     config: ConfigOpt = None,
