@@ -75,7 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=8, help="requests per round (8 clients share them)")
     parser.add_argument("--docs", type=int, default=100, help="documents per request")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32, help="max_batch_size of the server and the raw loop")
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--layers", type=int, default=6)
@@ -112,6 +112,11 @@ def main() -> int:
             res = run_client(url, "/v1/rerank", payloads, 8)
             served_rates.append(len(pairs) / res["seconds"])
             errors += res["errors"]
+            print(
+                f"round {len(served_rates)}: raw {raw_rates[-1]:.0f}, raw sorted {sorted_rates[-1]:.0f}, "
+                f"served {served_rates[-1]:.0f} pairs/s",
+                flush=True,
+            )
         batches, shared = admin_batches(url)
     finally:
         stop_server(proc)
