@@ -49,10 +49,16 @@ def server(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
     config = {
         "home": str(base / "hfp-home"),
         "server": {"max_body_bytes": MAX_BODY},
-        "media": {"max_image_bytes": MAX_IMAGE_BYTES, "max_candidate_labels": MAX_LABELS},
+        "media": {"max_image_bytes": MAX_IMAGE_BYTES},
         "models": [
             {"name": "vit", "source": str(tiny_models["vit"]), "device": "cpu", "dtype": "float32"},
-            {"name": "clip", "source": str(tiny_models["clip"]), "device": "cpu", "dtype": "float32"},
+            {
+                "name": "clip",
+                "source": str(tiny_models["clip"]),
+                "device": "cpu",
+                "dtype": "float32",
+                "batching": {"max_candidate_labels": MAX_LABELS},
+            },
         ],
     }
     with serve(config, base) as served:

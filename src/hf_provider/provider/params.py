@@ -41,8 +41,10 @@ def input_size(inputs: Any) -> int:
         return _URL_SIZE if inputs.startswith(("http://", "https://")) else len(inputs)
     if isinstance(inputs, list):
         return sum(input_size(x) if isinstance(x, str | dict) else 256 for x in inputs)
-    if isinstance(inputs, dict) and inputs.get("type") == "image_url":
-        return _URL_SIZE
+    if isinstance(inputs, dict):
+        if inputs.get("type") == "image_url":
+            return _URL_SIZE
+        return sum(input_size(v) for v in inputs.values())  # rerank's query and documents, score's two sides
     return 256
 
 

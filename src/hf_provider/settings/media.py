@@ -24,9 +24,6 @@ class MediaSettings(BaseModel):
         "decoded, so a decompression bomb (a small file that expands to gigabytes) gets 413 `media_too_large` "
         "without being expanded. Pillow's own process-wide bomb check (about 179M pixels) still applies above it",
     )
-    max_candidate_labels: int = Field(
-        64, ge=1, description="most candidate_labels in one zero-shot-image-classification request (413)"
-    )
     url_hosts: list[str] = Field(
         default_factory=list,
         description="hosts whose http(s) image URLs the server fetches (exact names, or '*.example.com' for "

@@ -18,5 +18,5 @@ def test_urls_and_image_parts_are_parsed_off_the_event_loop() -> None:
 def test_short_texts_still_count_their_characters() -> None:
     assert input_size("a cat on a mat") == 14
     assert input_size(["a cat", "a dog"]) == 10
-    assert input_size(["a cat", {"type": "text", "text": "a dog"}]) == 5 + 256
-    assert input_size({"question": "q", "context": "c"}) == 256
+    assert input_size(["a cat", {"type": "text", "text": "a dog"}]) == 5 + len("text") + len("a dog")
+    assert input_size({"question": "q", "context": "c"}) == 2

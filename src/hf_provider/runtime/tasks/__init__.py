@@ -13,8 +13,10 @@ from hf_provider.runtime.tasks.embeddings import Embeddings
 from hf_provider.runtime.tasks.generation import TextGeneration
 from hf_provider.runtime.tasks.image_text import ImageTextEmbeddings
 from hf_provider.runtime.tasks.qa import QuestionAnswering
+from hf_provider.runtime.tasks.rerank import Rerank, Score
 from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
 from hf_provider.runtime.tasks.vision import ImageClassification, ZeroShotImageClassification
+from hf_provider.runtime.tasks.zeroshot import ZeroShotClassification
 
 HANDLERS: dict[str, type[BaseHandler]] = {
     h.task: h
@@ -28,6 +30,9 @@ HANDLERS: dict[str, type[BaseHandler]] = {
         Translation,
         Summarization,
         QuestionAnswering,
+        Rerank,
+        Score,
+        ZeroShotClassification,
         ImageClassification,
         ZeroShotImageClassification,
     )

@@ -215,11 +215,11 @@ class ZeroShotImageClassification(ImageHandler):
             raise InvalidInput(
                 "'candidate_labels' is required: a non-empty list of label strings", param="candidate_labels"
             )
-        limit = self.model.media.max_candidate_labels
+        limit = self.model.spec.batching.max_candidate_labels  # the same bound as zero-shot-classification's
         if len(value) > limit:
             raise TooManyItems(
-                f"'candidate_labels' has {len(value)} labels; at most {limit} are accepted "
-                "([media] max_candidate_labels, HFP_MEDIA__MAX_CANDIDATE_LABELS)",
+                f"'candidate_labels' has {len(value)} labels; at most {limit} are accepted per request "
+                "(models.<name>.batching.max_candidate_labels)",
                 param="candidate_labels",
             )
         for i, label in enumerate(value):
