@@ -19,6 +19,7 @@ TASKS: tuple[str, ...] = (
     "translation",
     "summarization",
     "question-answering",
+    "automatic-speech-recognition",
 )
 
 #: Request priority classes, most urgent first; the value is the queue class index.

@@ -35,8 +35,8 @@ def check_params(params: Params) -> Mapping[str, Any]:
 
 
 def input_size(inputs: Any) -> int:
-    if isinstance(inputs, str):
+    if isinstance(inputs, str | bytes | bytearray):  # bytes: an audio file, decoded in parse
         return len(inputs)
     if isinstance(inputs, list):
-        return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
+        return sum(len(x) if isinstance(x, str | bytes | bytearray) else 256 for x in inputs)
     return 256

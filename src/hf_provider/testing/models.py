@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hf_provider.testing.tiny_tokenizers import bpe_tokenizer, t5_tokenizer, wordpiece_tokenizer
+from hf_provider.testing.tiny_whisper import build_whisper
 
 # Bump when the builders change: cached folders with another version are rebuilt.
 BUILDER_VERSION = "2"
@@ -174,6 +175,7 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-ner": _bert_builder("ner"),
     "bert-mlm": _bert_builder("mlm"),
     "bert-qa": _bert_builder("qa"),
+    "whisper": build_whisper,  # WhisperForConditionalGeneration + WhisperProcessor (testing/tiny_whisper.py)
 }
 
 
