@@ -113,6 +113,8 @@ def run(
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
     params = dict(_parse_param(p) for p in param or [])
     values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
+    if task == "automatic-speech-recognition":  # inputs are audio files: their bytes go to the model
+        values = [_audio_file(i) for i in inputs]
     payload: Any = values[0] if len(values) == 1 else values
     settings = load(config, load_on_start=False)
     from hf_provider.defaults import DEFAULT_MODEL_NAME
@@ -138,6 +140,14 @@ def run(
         from hf_provider.cli.run_output import show
 
         show(task, values, result)
+
+
+def _audio_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        fail(f"cannot read audio file {path!r}: {e.strerror or e}", 2)
+        raise  # fail exits; for the type checker
 
 
 def _plain(value: Any) -> Any:
