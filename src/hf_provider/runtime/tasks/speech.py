@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from hf_provider.errors import InvalidInput
 from hf_provider.media import audio
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks.base import BaseHandler
+from hf_provider.runtime.tasks.generation import BatchStreamer, _RowStop, eos_ids
 from hf_provider.runtime.tasks.speech_params import SpeechParams, resolve
 from hf_provider.types import Item, RowControl
 
@@ -52,7 +53,7 @@ def windows(n: int, chunk: int, left: int, right: int) -> list[tuple[int, int, i
 
 class SpeechRecognition(BaseHandler):
     task = "automatic-speech-recognition"
-    streaming = True  # one delta, at the end (see forward)
+    streaming = True
     generative = True
     audio = True
     allowed_params = frozenset(
@@ -175,6 +176,7 @@ class SpeechRecognition(BaseHandler):
             "attention_mask": feats["attention_mask"].to(self.model.device),
             "owner": owner,
             "strides": strides,
+            "single_window": [len(it.data.windows) == 1 for it in items],
             "seconds": [it.data.samples.shape[0] / self.rate for it in items],
         }
 
@@ -184,11 +186,17 @@ class SpeechRecognition(BaseHandler):
         sp: SpeechParams = params["_speech"]
         n = batch["input_features"].shape[0]
         kwargs = sp.generate_kwargs(self.model)
-        # No streamer and no stopping criteria are handed to Whisper's generate: its segment loop (it runs
-        # several passes over a window, seeking past what each decoded) ends differently with them, so results
-        # would no longer be the pipeline's. A streamed request gets its text when the batch ends (routes/audio.py
-        # sends it as one delta), and a cancelled one is dropped between batches.
-        del control
+        # The request's rows, seen through their windows: stopped (cancelled, timed out) and counted per token,
+        # and streamed when asked
+        if control is not None:
+            from transformers import StoppingCriteriaList
+
+            rows = _WindowRows(control, batch["owner"], batch["single_window"])
+            streamer = None
+            if rows.streaming:
+                streamer = _Streamer(self.model.tokenizer, n, eos_ids(self.model), (), rows)
+                kwargs["streamer"] = streamer
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStop(streamer, rows, n)])
         if sp.seed is not None:
             torch.manual_seed(sp.seed)
         out = self.model.module.generate(
@@ -246,3 +254,38 @@ class SpeechRecognition(BaseHandler):
                 result["language"] = lang if lang is not None else sp.language_name
             results.append(result)
         return results
+
+
+class _Streamer(BatchStreamer):
+    """Whisper's generate puts its decoder prompt (start, language, task tokens: [rows, k]) before each pass,
+    and may put it more than once (language detection first): 2-D puts are prompts, 1-D ones new tokens."""
+
+    def put(self, value: Any) -> None:
+        if value.dim() == 1:
+            self.push(value.tolist())
+
+
+class _WindowRows:
+    """The request rows (items) seen from the batch's window rows: a request is stopped, counted and streamed
+    through its windows. Only an audio of one window streams token by token: the windows of a longer one are
+    merged across their overlaps after generation, so their text is known only then."""
+
+    def __init__(self, control: RowControl, owner: Sequence[int], single: Sequence[bool]) -> None:
+        self.control = control
+        self.owner = owner
+        self.single = single
+
+    @property
+    def streaming(self) -> bool:
+        return self.control.streaming
+
+    def emit(self, row: int, delta: str) -> None:
+        item = self.owner[row]
+        if self.single[item]:
+            self.control.emit(item, delta)
+
+    def stop_reason(self, row: int) -> str | None:
+        return self.control.stop_reason(self.owner[row])
+
+    def generated(self, rows: Sequence[int]) -> None:
+        self.control.generated(sorted({self.owner[r] for r in rows}))

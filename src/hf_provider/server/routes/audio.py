@@ -168,9 +168,9 @@ def _event(obj: dict[str, Any]) -> bytes:
 
 
 async def _stream(request: Request, model: str, data: bytes, params: dict[str, Any]) -> Response:
-    """OpenAI's transcript events: `transcript.text.delta`, then `transcript.text.done` with the whole text. The
-    text comes as one delta when its batch ends: Whisper's generate takes no streamer without changing its
-    results (runtime/tasks/speech.py), so the stream carries the same text as the JSON answer."""
+    """OpenAI's transcript events: `transcript.text.delta` as text is decoded, then `transcript.text.done` with
+    the whole text. An audio of one 30 s window streams token by token; a longer one is merged across its
+    windows' overlaps after generation, so its text comes as one delta at the end."""
     provider = provider_of(request)
     s = await provider.open_stream(
         model, TASK, data, params, priority=priority_of(request), deadline=deadline_of(request)
