@@ -35,9 +35,10 @@ def url(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
                 "source": str(tiny_models["whisper"]),
                 "device": "cpu",
                 "dtype": "float32",
-                # short generations: a random model's near-tied logits can flip between processes' thread counts
+                # short generations keep the test quick (the pipeline is asked for the same)
                 "defaults": {ASR: {"max_new_tokens": MAX_NEW}},
-            }
+            },
+            {"name": "t5", "source": str(tiny_models["t5"]), "device": "cpu", "tasks": ["summarization"]},
         ],
     }
     with serve(config, base) as served:
@@ -161,6 +162,7 @@ def test_bad_uploads_answer_4xx_and_the_next_request_succeeds(url: str) -> None:
             "invalid_input",
         ),
         ({"model": "nope"}, ("a.wav", wav), 404, "model_not_found"),
+        ({"model": "t5"}, ("a.wav", wav), 400, "task_not_supported"),  # a text model asked to transcribe
     ]
     with httpx.Client(base_url=url, timeout=120.0) as c:
         for extra, file, status, code in cases:
