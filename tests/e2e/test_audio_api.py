@@ -88,6 +88,15 @@ def test_openai_client_transcription_and_translation_equal_the_pipeline(url: str
             )["text"]
         )
         assert verbose.duration == pytest.approx(3.0) and verbose.language and verbose.segments
+        both = client.audio.transcriptions.create(
+            model="whisper",
+            file=("clip.wav", wav),
+            response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
+        assert both.text == verbose.text and both.words and both.segments
+        assert all(w.start <= w.end for w in both.words)
+        assert "".join(w.word for w in both.words).split() == "".join(both.text.split()).split()
         text = client.audio.transcriptions.create(
             model="whisper", file=("clip.wav", wav), response_format="text"
         )
@@ -155,8 +164,9 @@ def test_bad_uploads_answer_4xx_and_the_next_request_succeeds(url: str) -> None:
         ({"language": "klingon"}, ("a.wav", wav), 400, "invalid_input"),
         ({"temperature": "hot"}, ("a.wav", wav), 400, "invalid_input"),
         ({"chunking_strategy": "auto"}, ("a.wav", wav), 400, "unsupported_field"),
+        ({"timestamp_granularities[]": "word"}, ("a.wav", wav), 400, "invalid_input"),  # needs verbose_json
         (
-            {"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+            {"response_format": "verbose_json", "timestamp_granularities[]": "char"},
             ("a.wav", wav),
             400,
             "invalid_input",

@@ -42,8 +42,23 @@ def vtt(segs: list[dict[str, Any]]) -> str:
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
-def body(fmt: str, task: str, result: dict[str, Any], temperature: float) -> tuple[Any, str]:
-    """(content, media type) of the answer in `fmt`."""
+def words(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """OpenAI's words from the pipeline's word chunks (cross-attention alignment)."""
+    out = []
+    for c in result.get("words") or []:
+        start, end = c.get("timestamp", (None, None))
+        start = 0.0 if start is None else float(start)
+        end = start if end is None else float(end)
+        out.append({"word": c["text"].strip(), "start": round(start, 2), "end": round(max(start, end), 2)})
+    return out
+
+
+def body(
+    fmt: str, task: str, result: dict[str, Any], temperature: float, grains: list[str] | None = None
+) -> tuple[Any, str]:
+    """(content, media type) of the answer in `fmt`; verbose_json carries the `grains` asked for (segment,
+    word)."""
+    grains = grains or ["segment"]
     text = result["text"]
     if fmt == "text":
         return text, "text/plain"
@@ -54,12 +69,15 @@ def body(fmt: str, task: str, result: dict[str, Any], temperature: float) -> tup
     usage = {"type": "duration", "seconds": round(float(result.get("duration", 0.0)), 3)}
     if fmt == "json":
         return {"text": text, "usage": usage}, "application/json"
-    segs = [{**s, "temperature": temperature} for s in segments(result)]
-    return {
+    out: dict[str, Any] = {
         "task": "translate" if task == "translate" else "transcribe",
         "language": result.get("language") or "unknown",
         "duration": round(float(result.get("duration", 0.0)), 3),
         "text": text,
-        "segments": segs,
-        "usage": usage,
-    }, "application/json"
+    }
+    if "segment" in grains:
+        out["segments"] = [{**s, "temperature": temperature} for s in segments(result)]
+    if "word" in grains:
+        out["words"] = words(result)
+    out["usage"] = usage
+    return out, "application/json"

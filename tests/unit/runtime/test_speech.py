@@ -115,6 +115,23 @@ def test_timestamps_equal_the_pipeline(handler, run, pipe) -> None:
     ]
 
 
+def test_word_timestamps_equal_the_pipeline(handler, run, pipe) -> None:
+    audios = [tone(3.0, 220.0), tone(40.0, 500.0)]
+    got = run(
+        handler("whisper", ASR),
+        [{"raw": a, "sampling_rate": 16000} for a in audios],
+        {"max_new_tokens": 12, "return_timestamps": "word"},
+    )
+    for a, g in zip(audios, got, strict=True):
+        gen = {"max_new_tokens": 12, "num_beams": 1}
+        want = pipe(a.copy(), chunk_length_s=30, return_timestamps="word", generate_kwargs=gen)
+        assert g["text"] == want["text"]
+        assert [(w["text"], tuple(w["timestamp"])) for w in g["words"]] == [
+            (c["text"], c["timestamp"]) for c in want["chunks"]
+        ]
+        assert g["chunks"] and all("timestamp" in c for c in g["chunks"])  # the segments, from the same pass
+
+
 def test_files_and_resampling(handler, run, pipe) -> None:
     h = handler("whisper", ASR)
     x = tone(3.0, 220.0)

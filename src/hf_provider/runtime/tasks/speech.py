@@ -211,7 +211,11 @@ class SpeechRecognition(BaseHandler):
                     result = segs[0]["result"]
                     full = result["sequences"] if isinstance(result, Mapping) else result
                     langs[r] = next((t for t in full.tolist() if t in lang_ids), None)
-        return {"sequences": sequences.cpu(), "langs": langs}
+        stamps: list[Any] = [None] * n
+        if sp.return_timestamps == "word" and isinstance(out, Mapping) and "segments" in out:
+            # per row, the time of each generated token (padding excluded), as the pipeline gathers them
+            stamps = [torch.cat([seg["token_timestamps"] for seg in segs]).cpu() for segs in out["segments"]]
+        return {"sequences": sequences.cpu(), "langs": langs, "stamps": stamps}
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         import torch
@@ -227,7 +231,13 @@ class SpeechRecognition(BaseHandler):
             lang = outputs["langs"][r]
             if sp.return_language and lang is not None:
                 seq = torch.cat([torch.tensor([lang], dtype=seq.dtype), seq])
-            per_item[owner].append({"tokens": seq[None, :], "stride": batch["strides"][r]})
+            out = {"tokens": seq[None, :], "stride": batch["strides"][r]}
+            if outputs["stamps"][r] is not None:
+                stamps = outputs["stamps"][r]
+                if sp.return_language and lang is not None:  # the language token was put in front
+                    stamps = torch.cat([stamps[:1], stamps])
+                out["token_timestamps"] = [stamps]
+            per_item[owner].append(out)
         results = []
         for i, outs in enumerate(per_item):
             text, optional = tok._decode_asr(  # the pipeline's merge (see the module docstring)
@@ -243,10 +253,14 @@ class SpeechRecognition(BaseHandler):
                 "completion_tokens": n_tokens,
             }
             if "chunks" in optional:
-                result["chunks"] = [
-                    {**c, "timestamp": list(c["timestamp"])} if "timestamp" in c else c
-                    for c in optional["chunks"]
-                ]
+                result["chunks"] = _chunks(optional["chunks"])
+            if sp.return_timestamps == "word":  # the segments too, from the same tokens
+                result["words"] = result.pop("chunks", [])
+                plain = [{k: v for k, v in o.items() if k != "token_timestamps"} for o in outs]
+                _, segments = tok._decode_asr(
+                    plain, return_timestamps=True, return_language=False, time_precision=precision
+                )
+                result["chunks"] = _chunks(segments.get("chunks", []))
             if sp.return_language:
                 lang = next(
                     (c.get("language") for c in optional.get("chunks", []) if c.get("language")), None
@@ -254,6 +268,11 @@ class SpeechRecognition(BaseHandler):
                 result["language"] = lang if lang is not None else sp.language_name
             results.append(result)
         return results
+
+
+def _chunks(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON-ready chunks: timestamps as lists."""
+    return [{**c, "timestamp": list(c["timestamp"])} if "timestamp" in c else c for c in chunks]
 
 
 class _Streamer(BatchStreamer):

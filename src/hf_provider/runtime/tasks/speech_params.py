@@ -25,7 +25,7 @@ class SpeechParams:
     prompt: str | None = None
     temperature: float = 0.0
     max_new_tokens: int = 128
-    return_timestamps: bool = False
+    return_timestamps: bool | str = False  # True: segments; "word": words (and segments) from one generate
     return_language: bool = False
     chunk_length_s: float = 30.0
     stride_length_s: tuple[float, float] = (5.0, 5.0)
@@ -53,6 +53,9 @@ class SpeechParams:
             kw["language"] = self.language
         if self.return_timestamps:
             kw["return_timestamps"] = True
+        if self.return_timestamps == "word":  # cross-attention alignment (the config's alignment_heads)
+            kw["return_token_timestamps"] = True
+            kw["return_segments"] = True
         if self.return_language:
             # the language token is in the full sequences of the segments; generate strips it from `sequences`
             kw["return_segments"] = True
@@ -107,6 +110,21 @@ def _seconds(params: Mapping[str, Any], name: str, default: float, lo: float, hi
     return float(v)
 
 
+def _timestamps(value: Any, model: LoadedModel) -> bool | str:
+    if value == "word":
+        if not getattr(getattr(model.module, "generation_config", None), "alignment_heads", None):
+            raise InvalidInput(
+                f"model {model.name!r} has no alignment_heads in its generation config: no word timestamps",
+                param="return_timestamps",
+            )
+        return "word"
+    if not isinstance(value, bool):
+        raise InvalidInput(
+            f"'return_timestamps' must be true, false or \"word\", got {value!r}", param="return_timestamps"
+        )
+    return value
+
+
 def resolve(params: Mapping[str, Any], model: LoadedModel) -> SpeechParams:
     # not "task": that name is the provider's (types.RESERVED_PARAMS)
     task = params.get("speech_task")
@@ -141,7 +159,7 @@ def resolve(params: Mapping[str, Any], model: LoadedModel) -> SpeechParams:
         prompt=prompt.strip() or None if prompt else None,
         temperature=float(temperature),
         max_new_tokens=max_new,
-        return_timestamps=bool_param(params, "return_timestamps", False),
+        return_timestamps=_timestamps(params.get("return_timestamps", False), model),
         return_language=bool_param(params, "return_language", False),
         chunk_length_s=chunk,
         stride_length_s=(stride, stride),

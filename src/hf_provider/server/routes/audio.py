@@ -120,16 +120,12 @@ async def _read(request: Request, task: str) -> tuple[str, bytes, dict[str, Any]
                 "timestamp_granularities needs response_format=verbose_json",
                 param="timestamp_granularities[]",
             )
-        if "word" in grains:
-            raise InvalidInput(
-                "word timestamps are not served yet; ask for timestamp_granularities[]=segment",
-                param="timestamp_granularities[]",
-            )
         stream = _flag(form, "stream") if "stream" in form else False
     if stream and fmt not in ("json", "text"):
         raise InvalidInput("stream=true answers json or text events; not " + fmt, param="stream")
     if fmt in transcripts.TIMED:
-        params["return_timestamps"] = True
+        params["return_timestamps"] = "word" if "word" in grains else True
+        params["_granularities"] = grains or ["segment"]
     if fmt == "verbose_json":
         params["return_language"] = True
     return model, data, params, fmt, stream
@@ -149,6 +145,7 @@ async def _serve(request: Request, task: str) -> Response:
 
 async def _answer(request: Request, task: str) -> Response:
     model, data, params, fmt, stream = await _read(request, task)
+    grains = params.pop("_granularities", ["segment"])
     provider = provider_of(request)
     if stream:
         return await _stream(request, model, data, params)
@@ -157,7 +154,7 @@ async def _answer(request: Request, task: str) -> Response:
     )
     answer = await until_disconnect(request.receive, work)
     headers = served_headers(answer.served_by, answer.fallback_reason, answer.revision)
-    content, media = transcripts.body(fmt, task, answer.result, float(params.get("temperature", 0.0)))
+    content, media = transcripts.body(fmt, task, answer.result, float(params.get("temperature", 0.0)), grains)
     if media == "application/json":
         return JSONResponse(content, headers=headers)
     return PlainTextResponse(content, media_type=media, headers=headers)
