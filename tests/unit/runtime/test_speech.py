@@ -159,3 +159,17 @@ def test_transcription_and_translation_share_the_weights(handler) -> None:
     )
     assert h.batch_key(a[1]) != h.batch_key(b[1])  # different generate calls, one module
     assert h.model.module is handler("whisper", ASR).model.module
+
+
+def test_sampling_with_a_seed_repeats_and_prompts_equal_the_pipeline(handler, run, pipe) -> None:
+    h = handler("whisper", ASR)
+    clip = {"raw": tone(2.0, 330.0), "sampling_rate": 16000}
+    p = {"temperature": 0.8, "seed": 7, "max_new_tokens": 8}
+    assert run(h, clip, p)["text"] == run(h, clip, p)["text"]
+    prompt = "Alice lives in Paris."
+    got = run(h, clip, {"prompt": prompt, "max_new_tokens": 8})["text"]
+    ids = torch.as_tensor(h.model.tokenizer.get_prompt_ids(prompt, return_tensors="np"))
+    gen = {"max_new_tokens": 8, "num_beams": 1, "prompt_ids": ids}
+    assert got == pipe(clip["raw"].copy(), chunk_length_s=30, generate_kwargs=gen)["text"]
+    with pytest.raises(InvalidInput):
+        h.parse(clip, {"prompt": "<|en|>"})  # control tokens in a prompt

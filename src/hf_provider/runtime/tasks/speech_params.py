@@ -23,6 +23,7 @@ class SpeechParams:
     task: str | None = None  # transcribe | translate; None: the checkpoint's default (transcription)
     language: str | None = None  # a code ("fr"); None: detected per audio
     prompt: str | None = None
+    prompt_ids: tuple[int, ...] = ()  # <|startofprev|> and the prompt's tokens, checked in parse
     temperature: float = 0.0
     max_new_tokens: int = 128
     return_timestamps: bool | str = False  # True: segments; "word": words (and segments) from one generate
@@ -59,11 +60,10 @@ class SpeechParams:
         if self.return_language:
             # the language token is in the full sequences of the segments; generate strips it from `sequences`
             kw["return_segments"] = True
-        if self.prompt:
+        if self.prompt_ids:
             import torch
 
-            ids = model.tokenizer.get_prompt_ids(self.prompt, return_tensors="np")
-            kw["prompt_ids"] = torch.as_tensor(ids, device=model.device)
+            kw["prompt_ids"] = torch.tensor(self.prompt_ids, device=model.device)
         return kw
 
 
@@ -110,6 +110,17 @@ def _seconds(params: Mapping[str, Any], name: str, default: float, lo: float, hi
     return float(v)
 
 
+def _prompt_ids(prompt: str | None, model: LoadedModel) -> tuple[int, ...]:
+    if not prompt:
+        return ()
+    try:
+        with model.tokenizer_lock:  # runtime/model.py: every encoding call holds it
+            ids = model.tokenizer.get_prompt_ids(prompt, return_tensors="np")
+    except ValueError as e:  # a control token (<|en|>, <|0.00|>...) in the text
+        raise InvalidInput(f"'prompt' must be plain text: {e}", param="prompt") from None
+    return tuple(int(i) for i in ids)
+
+
 def _timestamps(value: Any, model: LoadedModel) -> bool | str:
     if value == "word":
         if not getattr(getattr(model.module, "generation_config", None), "alignment_heads", None):
@@ -153,10 +164,12 @@ def resolve(params: Mapping[str, Any], model: LoadedModel) -> SpeechParams:
         raise InvalidInput(
             "'stride_length_s' must be less than half of 'chunk_length_s'", param="stride_length_s"
         )
+    prompt = (prompt.strip() or None) if prompt else None
     return SpeechParams(
         task=task,
         language=_language(params.get("language"), model),
-        prompt=prompt.strip() or None if prompt else None,
+        prompt=prompt,
+        prompt_ids=_prompt_ids(prompt, model),
         temperature=float(temperature),
         max_new_tokens=max_new,
         return_timestamps=_timestamps(params.get("return_timestamps", False), model),
