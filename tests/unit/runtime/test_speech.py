@@ -173,3 +173,24 @@ def test_sampling_with_a_seed_repeats_and_prompts_equal_the_pipeline(handler, ru
     assert got == pipe(clip["raw"].copy(), chunk_length_s=30, generate_kwargs=gen)["text"]
     with pytest.raises(InvalidInput):
         h.parse(clip, {"prompt": "<|en|>"})  # control tokens in a prompt
+
+
+def test_windows_run_in_calls_of_at_most_max_batch_size(handler, run) -> None:
+    """A long audio is many windows: generate takes them max_batch_size at a time, with the same results."""
+    audios = [{"raw": tone(s, f), "sampling_rate": 16000} for f, s in TONES]  # 5 windows
+    p = {"max_new_tokens": 6, "return_language": True}
+    whole = run(handler("whisper", ASR), audios, p)
+    small = handler("whisper", ASR, batching={"max_batch_size": 2})
+    calls = []
+    generate = small.model.module.generate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["input_features"].shape[0])
+        return generate(*args, **kwargs)
+
+    small.model.module.generate = counted
+    try:
+        assert run(small, audios, p) == whole
+    finally:
+        del small.model.module.generate
+    assert calls == [2, 2, 1]

@@ -181,26 +181,42 @@ class SpeechRecognition(BaseHandler):
         }
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
+        """`generate` over the batch's windows, at most max_batch_size windows a call: a long audio is many
+        windows, and one call over all of them would hold every window's encoder activations at once."""
         import torch
 
         sp: SpeechParams = params["_speech"]
+        if sp.seed is not None:
+            torch.manual_seed(sp.seed)
         n = batch["input_features"].shape[0]
+        step = max(1, self.model.spec.batching.max_batch_size)
+        out: dict[str, list[Any]] = {"sequences": [], "langs": [], "stamps": []}
+        for a in range(0, n, step):
+            for key, values in self._generate(batch, slice(a, min(n, a + step)), sp, control).items():
+                out[key].extend(values)
+        return out
+
+    def _generate(
+        self, batch: Any, rows_of: slice, sp: SpeechParams, control: RowControl | None
+    ) -> dict[str, list[Any]]:
+        import torch
+
+        feats = batch["input_features"][rows_of]
+        n = feats.shape[0]
         kwargs = sp.generate_kwargs(self.model)
         # The request's rows, seen through their windows: stopped (cancelled, timed out) and counted per token,
         # and streamed when asked
         if control is not None:
             from transformers import StoppingCriteriaList
 
-            rows = _WindowRows(control, batch["owner"], batch["single_window"])
+            rows = _WindowRows(control, batch["owner"][rows_of], batch["single_window"])
             streamer = None
             if rows.streaming:
                 streamer = _Streamer(self.model.tokenizer, n, eos_ids(self.model), (), rows)
                 kwargs["streamer"] = streamer
             kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStop(streamer, rows, n)])
-        if sp.seed is not None:
-            torch.manual_seed(sp.seed)
         out = self.model.module.generate(
-            input_features=batch["input_features"], attention_mask=batch["attention_mask"], **kwargs
+            input_features=feats, attention_mask=batch["attention_mask"][rows_of], **kwargs
         )
         sequences = out["sequences"] if isinstance(out, Mapping) else out
         langs: list[int | None] = [None] * n
@@ -215,7 +231,7 @@ class SpeechRecognition(BaseHandler):
         if sp.return_timestamps == "word" and isinstance(out, Mapping) and "segments" in out:
             # per row, the time of each generated token (padding excluded), as the pipeline gathers them
             stamps = [torch.cat([seg["token_timestamps"] for seg in segs]).cpu() for segs in out["segments"]]
-        return {"sequences": sequences.cpu(), "langs": langs, "stamps": stamps}
+        return {"sequences": list(sequences.cpu()), "langs": langs, "stamps": stamps}
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
         import torch
