@@ -92,6 +92,18 @@ class RequestTooLarge(InvalidInput):
     code = "request_too_large"
 
 
+class InvalidAudio(InvalidInput):
+    """An uploaded audio file that cannot be decoded: corrupt, truncated, not audio (media/audio.py)."""
+
+    code = "invalid_audio"
+
+
+class AudioTooShort(InvalidAudio):
+    """Empty audio, or shorter than the minimum (OpenAI's code and limit: 0.1 s)."""
+
+    code = "audio_too_short"
+
+
 class Unauthorized(ProviderError, PermissionError):
     """Missing or wrong API key (server/auth.py)."""
 

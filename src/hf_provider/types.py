@@ -24,6 +24,7 @@ TASKS: tuple[str, ...] = (
     "zero-shot-classification",
     "image-classification",
     "zero-shot-image-classification",
+    "automatic-speech-recognition",
 )
 
 #: Tasks whose inputs are images (the CLI reads a file argument's bytes for them).

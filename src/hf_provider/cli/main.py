@@ -117,7 +117,9 @@ def run(
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
     params = dict(_parse_param(p) for p in param or [])
     values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
-    if task in IMAGE_TASKS or task == "embeddings":  # image files as their bytes (a CLIP embeds them too)
+    if task == "automatic-speech-recognition":  # inputs are audio files: their bytes go to the model
+        values = [_audio_file(i) for i in inputs]
+    elif task in IMAGE_TASKS or task == "embeddings":  # image files as their bytes (a CLIP embeds them too)
         values = [_image_file(v, task in IMAGE_TASKS) for v in values]
     from hf_provider.cli.run_pairs import payload as pair_payload
 
@@ -160,6 +162,14 @@ def _image_file(value: Any, any_file: bool) -> Any:
         return value
     path = Path(value)
     return path.read_bytes() if path.is_file() else value
+
+
+def _audio_file(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        fail(f"cannot read audio file {path!r}: {e.strerror or e}", 2)
+        raise  # fail exits; for the type checker
 
 
 def _plain(value: Any) -> Any:

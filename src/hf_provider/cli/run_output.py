@@ -27,7 +27,8 @@ def show(task: str, inputs: Sequence[Any], result: Any, request: Any = None) -> 
         _one(task, result)
         return
     for i, (item, answer) in enumerate(zip(inputs, result, strict=False), start=1):
-        typer.echo(("" if i == 1 else "\n") + typer.style(f"[{i}] {_short(item)}", bold=True))
+        name = f"{len(item)} bytes of audio" if isinstance(item, bytes) else _short(item)
+        typer.echo(("" if i == 1 else "\n") + typer.style(f"[{i}] {name}", bold=True))
         _one(task, answer)
 
 
@@ -36,6 +37,8 @@ def _one(task: str, r: Any) -> None:
         typer.echo(vector_summary(r))
     elif isinstance(r, dict) and "answer" in r:  # question-answering
         typer.echo(f"{r['answer']}  (score {_score(r.get('score'))})")
+    elif task == "automatic-speech-recognition" and isinstance(r, dict):
+        typer.echo(r.get("text", ""))
     elif isinstance(r, dict) and (text := _text(r)) is not None:  # generation, summarization, translation
         typer.echo(text)
     elif task in _LABELS and _rows(r, "label"):

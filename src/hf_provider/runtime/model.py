@@ -37,6 +37,7 @@ class LoadedModel:
     weight_bytes: int
     architecture: str  # e.g. "T5ForConditionalGeneration", "BertModel"
     sentence_model: Any = None  # SentenceTransformer | None
+    feature_extractor: Any = None  # speech models: audio -> input features (runtime/tasks/speech.py)
     handlers: dict[str, TaskHandler] = field(default_factory=dict)
     load_seconds: float = 0.0
     # A fast tokenizer keeps truncation/padding settings as state on its Rust backend and every call with other

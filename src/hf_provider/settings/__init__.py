@@ -34,6 +34,12 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="larger uploads to /v1/audio/* get 413 (OpenAI's limit is 25 MB); other routes keep "
+        "max_body_bytes",
+    )
     request_timeout_s: float = Field(
         120.0,
         gt=0,

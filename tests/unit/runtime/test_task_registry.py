@@ -16,6 +16,7 @@ EXPECTED = {
     "bert-rerank": ["embeddings", "text-classification", "rerank", "score"],
     "bert-nli": ["embeddings", "text-classification", "zero-shot-classification"],
     "minilm": ["embeddings", "rerank", "score"],  # rerank and score by cosine, when asked
+    "whisper": ["automatic-speech-recognition"],  # a speech model: no text task claims it
 }
 
 

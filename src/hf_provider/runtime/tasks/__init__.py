@@ -17,6 +17,7 @@ from hf_provider.runtime.tasks.rerank import Rerank, Score
 from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
 from hf_provider.runtime.tasks.vision import ImageClassification, ZeroShotImageClassification
 from hf_provider.runtime.tasks.zeroshot import ZeroShotClassification
+from hf_provider.runtime.tasks.speech import SpeechRecognition
 
 HANDLERS: dict[str, type[BaseHandler]] = {
     h.task: h
@@ -35,6 +36,7 @@ HANDLERS: dict[str, type[BaseHandler]] = {
         ZeroShotClassification,
         ImageClassification,
         ZeroShotImageClassification,
+        SpeechRecognition,
     )
 }
 
@@ -50,14 +52,22 @@ def handler_class(task: str, model: LoadedModel) -> type[BaseHandler] | None:
     return HANDLERS.get(task)
 
 
+def _reason(handler: type[BaseHandler], model: LoadedModel) -> str | None:
+    # a speech model's encoder reads audio features: text handlers that accept any encoder(-decoder) must not
+    # claim it (Whisper is an encoder-decoder)
+    if model.feature_extractor is not None and not handler.audio:
+        return f"{model.architecture} is a speech model: it serves automatic-speech-recognition"
+    return handler.unsupported_reason(model)
+
+
 def supported_tasks(model: LoadedModel) -> list[str]:
     """Every task the model's architecture can serve, in the order of `HANDLERS`."""
-    return [t for t in HANDLERS if (h := handler_class(t, model)) and h.unsupported_reason(model) is None]
+    return [t for t in HANDLERS if (h := handler_class(t, model)) and _reason(h, model) is None]
 
 
 def build_handler(task: str, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> BaseHandler:
     handler = handler_class(task, model)
-    reason = "unknown task" if handler is None else handler.unsupported_reason(model)
+    reason = "unknown task" if handler is None else _reason(handler, model)
     if handler is None or reason is not None:
         raise TaskNotSupported(model.name, task, supported_tasks(model), reason)
     return handler(model, defaults)

@@ -23,6 +23,7 @@ class BaseHandler(ABC):
     task: ClassVar[str]
     streaming: ClassVar[bool] = False
     generative: bool = False
+    audio: ClassVar[bool] = False  # takes audio (runtime/tasks/speech.py); the only tasks of a speech model
 
     def __init__(self, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> None:
         self.model = model
