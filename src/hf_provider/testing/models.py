@@ -19,8 +19,8 @@ from typing import Any
 
 from hf_provider.testing.pair_models import tiny_cross_encoder, tiny_nli
 from hf_provider.testing.tiny_tokenizers import bpe_tokenizer, t5_tokenizer, wordpiece_tokenizer
-from hf_provider.testing.vision_models import build_clip, build_vit
 from hf_provider.testing.tiny_whisper import build_whisper
+from hf_provider.testing.vision_models import build_clip, build_vit
 
 # Bump when the builders change: cached folders with another version are rebuilt.
 BUILDER_VERSION = "2"

@@ -15,9 +15,9 @@ from hf_provider.runtime.tasks.image_text import ImageTextEmbeddings
 from hf_provider.runtime.tasks.qa import QuestionAnswering
 from hf_provider.runtime.tasks.rerank import Rerank, Score
 from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
+from hf_provider.runtime.tasks.speech import SpeechRecognition
 from hf_provider.runtime.tasks.vision import ImageClassification, ZeroShotImageClassification
 from hf_provider.runtime.tasks.zeroshot import ZeroShotClassification
-from hf_provider.runtime.tasks.speech import SpeechRecognition
 
 HANDLERS: dict[str, type[BaseHandler]] = {
     h.task: h
