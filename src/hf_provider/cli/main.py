@@ -30,6 +30,7 @@ from hf_provider.cli.optimize import register as register_optimize_command
 from hf_provider.cli.ray_cmd import register as register_ray_commands
 from hf_provider.cli.ray_cmd import serve_on_ray
 from hf_provider.cli.report import register as register_report_command
+from hf_provider.cli.run_inputs import parse_param, run_payload
 from hf_provider.cli.tables import MIN_CUT, WideOpt, print_table
 from hf_provider.cli.versions import register as register_version_commands
 from hf_provider.units import format_size
@@ -82,16 +83,6 @@ def _settings(config: Path | None, **overrides: Any):
     return settings
 
 
-def _parse_param(raw: str) -> tuple[str, Any]:
-    if "=" not in raw:
-        fail(f"--param takes key=value, got {raw!r}", 2)
-    key, value = raw.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 @app.command()
 def run(
     model: Annotated[str, typer.Argument(help="configured name, local folder or Hub id")],
@@ -115,17 +106,8 @@ def run(
         close = difflib.get_close_matches(task, TASKS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
-    params = dict(_parse_param(p) for p in param or [])
-    values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
-    if task == "automatic-speech-recognition":  # inputs are audio files: their bytes go to the model
-        values = [_audio_file(i) for i in inputs]
-    elif task in IMAGE_TASKS or task == "embeddings":  # image files as their bytes (a CLIP embeds them too)
-        values = [_image_file(v, task in IMAGE_TASKS) for v in values]
-    from hf_provider.cli.run_pairs import payload as pair_payload
-
-    payload: Any = pair_payload(task, values)  # rerank QUERY DOC..., score TEXT_1 TEXT_2...
-    if payload is None:
-        payload = values[0] if len(values) == 1 else values
+    params = dict(parse_param(p) for p in param or [])
+    values, payload = run_payload(task, inputs)
     settings = load(config, load_on_start=False)
     from hf_provider.defaults import DEFAULT_MODEL_NAME
 
@@ -151,25 +133,6 @@ def run(
 
         shown = inputs if task in IMAGE_TASKS or task == "embeddings" else values  # files by their names
         show(task, shown, result, payload)
-
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
-
-def _image_file(value: Any, any_file: bool) -> Any:
-    """The bytes of an image file named on the command line (any file for an image task), else the value."""
-    if not isinstance(value, str) or not (any_file or value.lower().endswith(_IMAGE_SUFFIXES)):
-        return value
-    path = Path(value)
-    return path.read_bytes() if path.is_file() else value
-
-
-def _audio_file(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as e:
-        fail(f"cannot read audio file {path!r}: {e.strerror or e}", 2)
-        raise  # fail exits; for the type checker
 
 
 def _plain(value: Any) -> Any:
