@@ -9,13 +9,14 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from hf_provider.errors import InvalidInput
+from hf_provider.errors import InvalidInput, TooManyItems
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import BaseHandler
+from hf_provider.runtime.tasks.base import BaseHandler, vocab_size
+from hf_provider.runtime.tasks.rowlogits import RowLogits, RowsProcessor, record_scores
 from hf_provider.types import Item, RowControl
 
 
@@ -190,13 +191,24 @@ def run_generate(
         kwargs["streamer"] = streamer
     if streamer is not None or control is not None:
         kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStop(streamer, control, n)])
+    hooks: list[RowLogits | None] | None = None
+    start = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
+    if RowLogits.wanted(gp):
+        hooks = [RowLogits(gp) for _ in range(n)]
+        if gp.processes:
+            kwargs["logits_processor"] = LogitsProcessorList([RowsProcessor(hooks, start)])
+        if gp.logprobs is not None:  # the scores sampled from: after processors and warpers
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
     if gp.seed is not None:
         torch.manual_seed(gp.seed)
     pad = model.tokenizer.pad_token_id
     if pad is None:
         pad = next(iter(eos_ids(model)), 0)
-    sequences = model.module.generate(**batch, pad_token_id=pad, **kwargs)
-    return {"sequences": sequences, "streamer": streamer}
+    out = model.module.generate(**batch, pad_token_id=pad, **kwargs)
+    sequences = out.sequences if kwargs.get("return_dict_in_generate") else out
+    if hooks is not None and kwargs.get("return_dict_in_generate"):
+        record_scores(hooks, out.scores, sequences[:, start:])
+    return {"sequences": sequences, "streamer": streamer, "hooks": hooks}
 
 
 def finish_rows(
@@ -216,9 +228,17 @@ def finish_rows(
             toks = seq if cut is None else seq[:cut]
             text = model.tokenizer.decode(toks, skip_special_tokens=True)
             rows.append((text, "length" if cut is None else "stop", len(seq) if cut is None else cut + 1))
+    hooks = outputs.get("hooks") or [None] * len(rows)
+    eos = eos_ids(model)
     return [
-        {"text": t, "finish_reason": f, "prompt_tokens": int(p), "completion_tokens": c}
-        for (t, f, c), p in zip(rows, prompt_tokens, strict=True)
+        {
+            "text": t,
+            "finish_reason": f,
+            "prompt_tokens": int(p),
+            "completion_tokens": c,
+            **(h.result(model.tokenizer, c, eos) if h is not None else {}),
+        }
+        for (t, f, c), p, h in zip(rows, prompt_tokens, hooks, strict=True)
     ]
 
 
@@ -246,8 +266,7 @@ class TextGeneration(BaseHandler):
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
-        gp = genparams.resolve(merged, self.model.max_length)
-        texts, single = self.as_text_list(inputs, self.max_items)
+        gp = genparams.resolve(merged, self.model.max_length, vocab_size(self.model))
         limit = self.model.max_length - gp.max_new_tokens
         if limit < 1:
             raise InvalidInput(
@@ -255,9 +274,19 @@ class TextGeneration(BaseHandler):
                 f"model's {self.model.max_length} tokens",
                 param="max_new_tokens",
             )
+        truncate = merged.get("truncate", False)
         try:
-            rows = self.tokenize(texts, merged.get("truncate", False), limit=limit, left=True)
+            given = self.token_rows(inputs)
+            if given is not None:
+                rows, single = self.check_rows(given[0], truncate, limit, left=True), given[1]
+            else:
+                texts, single = self.as_text_list(inputs, self.max_items)
+                rows = self.tokenize(texts, truncate, limit=limit, left=True)
+        except TooManyItems:
+            raise
         except InvalidInput as e:
+            if e.param != "inputs" or "tokens long" not in e.message:
+                raise
             raise InvalidInput(
                 f"{e.message}; the prompt plus max_new_tokens={gp.max_new_tokens} must fit in "
                 f"{self.model.max_length}",
@@ -265,8 +294,15 @@ class TextGeneration(BaseHandler):
                 task=self.task,
             ) from None
         items = [
-            Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens)
-            for r in rows
+            Item(
+                data={
+                    **r,
+                    "row": i,
+                },  # the row's index in its request: its seed offset (continuous/rowhook.py)
+                n_tokens=len(r["input_ids"]) + gp.max_new_tokens,
+                new_tokens=gp.max_new_tokens,
+            )
+            for i, r in enumerate(rows)
         ]
         return items, {**merged, "_gen": gp}, single
 

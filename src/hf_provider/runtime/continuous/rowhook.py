@@ -1,0 +1,50 @@
+"""The engine's per-row logits hook: a row's `RowLogits` (runtime/tasks/rowlogits.py: logit bias, penalties, an
+output constraint, logprob capture) applied in the engine's sampling step, in the order `generate` applies them:
+processors, then temperature / top-k / top-p, then the draw (or the argmax for a greedy row)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hf_provider.runtime.tasks.rowlogits import RowLogits
+
+if TYPE_CHECKING:
+    from transformers import LogitsProcessorList
+
+    from hf_provider.runtime.tasks.genparams import GenParams
+    from hf_provider.types import Item
+
+
+def make(gp: GenParams, item: Item, params: Mapping[str, Any]) -> RowLogits | None:
+    """The row's hook, or None for a row that needs none (it then takes the engine's plain path)."""
+    constraint = params["_constraints"][item.data["row"]] if params.get("_constraints") else None
+    if constraint is None and not RowLogits.wanted(gp):
+        return None
+    return RowLogits(gp, constraint=constraint)
+
+
+def seed_offset(item: Item) -> int:
+    """A request's rows draw from seeds seed, seed + 1, ... (n choices of one prompt must differ)."""
+    return int(item.data.get("row", 0))
+
+
+def sample(
+    hook: RowLogits,
+    logits: torch.Tensor,
+    warpers: LogitsProcessorList | None,
+    generator: torch.Generator | None,
+) -> int:
+    """The row's next token from its logits ([1, vocab]); its logprob noted, its penalties and constraint
+    advanced."""
+    scores = hook.process(logits) if hook.processes else logits
+    if warpers is not None:
+        scores = warpers(None, scores)  # type: ignore[arg-type]
+        token = int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)[0, 0])
+    else:
+        token = int(scores.argmax(dim=-1)[0])
+    hook.record(scores[0], token)
+    hook.accept(token, logits.shape[-1])
+    return token
