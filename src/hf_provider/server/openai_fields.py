@@ -56,7 +56,7 @@ CHAT: dict[str, Field] = {
         "from the scores sampled from (after bias, penalties, temperature, top-p); not with stream"
     ),
     "top_logprobs": _h("0-20, with logprobs=true"),
-    "response_format": _r("structured outputs are not implemented yet", {"type": "text"}),
+    "response_format": _h("json_object / json_schema, enforced token by token (llguidance); text"),
     "tools": _r("tool calling is not implemented yet", []),
     "tool_choice": _r("tool calling is not implemented yet", "none", "auto"),
     "parallel_tool_calls": _r("meaningless without tools", True, False),
@@ -86,6 +86,7 @@ COMPLETIONS: dict[str, Field] = {
     "best_of": _h("best_of rows, the n with the highest logprob per token returned; not with stream"),
     "suffix": _r("insertion is not implemented", ""),
     "logprobs": _h("0-5: each token's logprob and the top ones; not with stream, nor with echo"),
+    "response_format": _h("hf-provider extension (as on chat): json_object / json_schema, enforced"),
     "truncate": _h("hf-provider extension: cut the prompt from the left to fit"),
 }
 
@@ -99,7 +100,7 @@ EMBEDDINGS: dict[str, Field] = {
 }
 
 #: Fields hf-provider adds to OpenAI's (sent by the openai client through `extra_body`).
-EXTENSIONS = frozenset({"truncate"})
+EXTENSIONS = frozenset({"truncate", "response_format"})
 
 
 def drop_off(fields: Mapping[str, Field], data: Any) -> Any:

@@ -97,6 +97,10 @@ class GenerationBody(_OpenAIBody):
         None, description="hf-provider extension: cut the prompt from the left to fit"
     )
     n: int | None = Field(1, ge=1, le=16)
+    response_format: dict[str, Any] | None = Field(
+        None,
+        description='{"type": "text" | "json_object" | "json_schema", "json_schema": {"name", "schema"}}',
+    )
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None

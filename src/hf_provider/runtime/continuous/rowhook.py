@@ -4,11 +4,11 @@ processors, then temperature / top-k / top-p, then the draw (or the argmax for a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hf_provider.runtime.constrained import CACHE
 from hf_provider.runtime.tasks.rowlogits import RowLogits
 
 if TYPE_CHECKING:
@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from hf_provider.types import Item
 
 
-def make(gp: GenParams, item: Item, params: Mapping[str, Any]) -> RowLogits | None:
+def make(gp: GenParams, item: Item, tokenizer: Any) -> RowLogits | None:
     """The row's hook, or None for a row that needs none (it then takes the engine's plain path)."""
-    constraint = params["_constraints"][item.data["row"]] if params.get("_constraints") else None
-    if constraint is None and not RowLogits.wanted(gp):
+    spec = item.data.get("grammar")
+    if spec is None and not RowLogits.wanted(gp):
         return None
-    return RowLogits(gp, constraint=constraint)
+    return RowLogits(gp, constraint=CACHE.matcher(tokenizer, spec) if spec is not None else None)
 
 
 def seed_offset(item: Item) -> int:

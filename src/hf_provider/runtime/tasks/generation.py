@@ -13,6 +13,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from transformers.generation.streamers import BaseStreamer
 
 from hf_provider.errors import InvalidInput, TooManyItems
+from hf_provider.runtime.constrained import CACHE, spec_from_param
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
 from hf_provider.runtime.tasks.base import BaseHandler, vocab_size
@@ -191,11 +192,18 @@ def run_generate(
         kwargs["streamer"] = streamer
     if streamer is not None or control is not None:
         kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStop(streamer, control, n)])
+    batch = dict(batch)
+    grammars = batch.pop("_grammars", None) or [None] * n  # one output constraint per row, or None
     hooks: list[RowLogits | None] | None = None
     start = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
-    if RowLogits.wanted(gp):
-        hooks = [RowLogits(gp) for _ in range(n)]
-        if gp.processes:
+    if RowLogits.wanted(gp) or any(grammars):
+        hooks = [
+            RowLogits(gp, constraint=CACHE.matcher(model.tokenizer, g) if g is not None else None)
+            if g is not None or RowLogits.wanted(gp)
+            else None
+            for g in grammars
+        ]
+        if any(h is not None and h.processes for h in hooks):
             kwargs["logits_processor"] = LogitsProcessorList([RowsProcessor(hooks, start)])
         if gp.logprobs is not None:  # the scores sampled from: after processors and warpers
             kwargs.update(output_scores=True, return_dict_in_generate=True)
@@ -256,7 +264,7 @@ class TextGeneration(BaseHandler):
     task = "text-generation"
     streaming = True
     generative = True
-    allowed_params = genparams.GEN_PARAMS | {"truncate"}
+    allowed_params = genparams.GEN_PARAMS | {"truncate", "grammar"}
 
     @classmethod
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
@@ -267,6 +275,9 @@ class TextGeneration(BaseHandler):
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
         gp = genparams.resolve(merged, self.model.max_length, vocab_size(self.model))
+        grammar = spec_from_param(merged.get("grammar"))
+        if grammar is not None:
+            CACHE.template(self.model.tokenizer, grammar)  # compiled (and cached) now: a bad one is a 400
         limit = self.model.max_length - gp.max_new_tokens
         if limit < 1:
             raise InvalidInput(
@@ -295,10 +306,8 @@ class TextGeneration(BaseHandler):
             ) from None
         items = [
             Item(
-                data={
-                    **r,
-                    "row": i,
-                },  # the row's index in its request: its seed offset (continuous/rowhook.py)
+                # the row's index in its request (its seed offset on the engine), its output constraint
+                data={**r, "row": i, **({"grammar": grammar} if grammar is not None else {})},
                 n_tokens=len(r["input_ids"]) + gp.max_new_tokens,
                 new_tokens=gp.max_new_tokens,
             )
@@ -310,7 +319,11 @@ class TextGeneration(BaseHandler):
         return params["_gen"]
 
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
-        return self.pad([it.data for it in items], side="left")
+        batch = self.pad([it.data for it in items], side="left")
+        grammars = [it.data.get("grammar") for it in items]
+        if any(grammars):  # rows of one batch may be constrained or free: run_generate takes them apart
+            batch["_grammars"] = grammars
+        return batch
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         return run_generate(self.model, batch, params["_gen"], control)

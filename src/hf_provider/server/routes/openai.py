@@ -101,8 +101,8 @@ _EMBEDDING_NAMES = {"inputs": "input"}
 def _client_names(body: GenerationBody) -> dict[str, str]:
     if isinstance(body, ChatRequest):
         max_name = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-        return {"inputs": "messages", "max_new_tokens": max_name}
-    return {"inputs": "prompt", "max_new_tokens": "max_tokens"}
+        return {"inputs": "messages", "max_new_tokens": max_name, "grammar": "response_format"}
+    return {"inputs": "prompt", "max_new_tokens": "max_tokens", "grammar": "response_format"}
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -133,7 +133,35 @@ def _gen_params(body: GenerationBody, max_tokens: int | None) -> dict[str, Any]:
         p["frequency_penalty"] = body.frequency_penalty
     if body.logit_bias:
         p["logit_bias"] = body.logit_bias
+    grammar = _grammar(body.response_format)
+    if grammar is not None:
+        p["grammar"] = grammar
     return p
+
+
+def _grammar(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's response_format as the text-generation parameter `grammar` (runtime/constrained.py)."""
+    if fmt is None or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name", ""), str):
+            raise InvalidInput(
+                "response_format.json_schema must be an object with a name and a schema",
+                param="response_format.json_schema",
+            )
+        schema = spec.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise InvalidInput(
+                "response_format.json_schema.schema must be a JSON schema (an object)",
+                param="response_format.json_schema.schema",
+            )
+        return {"type": "json_schema", "schema": schema} if schema is not None else {"type": "json_object"}
+    raise InvalidInput(
+        "response_format.type must be one of text, json_object, json_schema", param="response_format.type"
+    )
 
 
 def _check_choices(body: GenerationBody, rows: int, logprobs: bool) -> None:
