@@ -78,7 +78,7 @@ def spec_from_param(value: Any, param: str = "grammar") -> GrammarSpec | None:
         schema = value.get("schema")
         if not isinstance(schema, Mapping):
             raise InvalidInput(f"'{param}.schema' must be a JSON schema (an object)", param=f"{param}.schema")
-        return GrammarSpec(kind, json.dumps(schema, sort_keys=True), param)
+        return GrammarSpec(kind, json.dumps(schema), param)  # key order kept: properties come in that order
     if kind == "json_object":
         return GrammarSpec(kind, "", param)
     if kind == "regex":
