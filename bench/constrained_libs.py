@@ -1,6 +1,6 @@
 """Constrained-decoding libraries compared on CPU: grammar compile time and per-token cost (mask + apply +
 advance) for JSON schemas, with Hugging Face fast tokenizers: the tiny byte-level BPE of hf_provider.testing
-(1000 tokens) and MiniLM's WordPiece (30522 tokens, a realistic vocabulary size for the per-token mask).
+(1000 tokens) and a synthetic byte-level BPE of 32000 tokens (a realistic vocabulary size for the per-token mask).
 
 The raw baseline is the same loop without a grammar (argmax over the logits only), measured in the same run.
 
@@ -55,15 +55,36 @@ INSTANCES = [
 
 
 def tokenizers() -> dict[str, Any]:
-    from transformers import AutoTokenizer
-
-    from hf_provider.testing.models import minilm_path
     from hf_provider.testing.tiny_tokenizers import bpe_tokenizer
 
-    return {
-        "tiny-bpe-1000": bpe_tokenizer(),
-        "minilm-wordpiece-30522": AutoTokenizer.from_pretrained(minilm_path()),
-    }
+    return {"tiny-bpe-1000": bpe_tokenizer(), "synthetic-bpe-32000": big_bpe(32000)}
+
+
+def big_bpe(size: int) -> Any:
+    """A byte-level BPE of `size` tokens (GPT-2's alphabet plus random merges of existing tokens): a realistic
+    vocabulary size for the per-token mask, without a Hub download."""
+    import random
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = random.Random(0)
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|endoftext|>": 0}
+    for ch in alphabet:
+        vocab[ch] = len(vocab)
+    tokens, merges = list(alphabet), []
+    while len(vocab) < size:
+        a, b = rng.choice(tokens), rng.choice(tokens)
+        if len(a) + len(b) > 8 or a + b in vocab:
+            continue
+        merges.append((a, b))
+        vocab[a + b] = len(vocab)
+        tokens.append(a + b)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
 
 class XGrammar:
@@ -78,7 +99,7 @@ class XGrammar:
 
     def compile(self, schema: dict[str, Any]) -> Any:
         compiler = self.xgr.GrammarCompiler(self.info, cache_enabled=False)  # a cold compile each time
-        return compiler.compile_json_schema(json.dumps(schema), any_whitespace=False)
+        return compiler.compile_json_schema(json.dumps(schema), any_whitespace=False, separators=(",", ":"))
 
     def walk(self, compiled: Any, ids: list[int]) -> None:
         m = self.xgr.GrammarMatcher(compiled)

@@ -33,7 +33,7 @@ CACHE_SIZE = 256
 #: JSON is generated without free whitespace: OpenAI's own structured outputs are compact, and a model (a small
 #: one especially) allowed unbounded whitespace can spend its whole budget on it.
 _JSON_OPTIONS = {"whitespace_flexible": False}
-KINDS = ("json_schema", "json_object", "regex", "choice")
+KINDS = ("json_schema", "json_object", "regex", "choice", "lark")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,8 @@ class GrammarSpec:
             return str(m.grammar_from_json_schema('{"type": "object"}', defaults=_JSON_OPTIONS))
         if self.kind == "regex":
             return str(m.grammar_from_regex(self.source))
+        if self.kind == "lark":
+            return str(m.grammar_from_lark(self.source))
         choices = json.loads(self.source)
         return str(m.grammar_from_regex("|".join(_escape(c) for c in choices)))
 
@@ -66,7 +68,8 @@ def _escape(text: str) -> str:
 
 def spec_from_param(value: Any, param: str = "grammar") -> GrammarSpec | None:
     """The task parameter `grammar`: {"type": "json_schema", "schema": {...}} | {"type": "json_object"} |
-    {"type": "regex", "pattern": "..."} | {"type": "choice", "choices": ["a", "b"]}."""
+    {"type": "regex", "pattern": "..."} | {"type": "choice", "choices": ["a", "b"]} | {"type": "lark", "grammar":
+    "..."} (llguidance's Lark dialect)."""
     if value is None:
         return None
     if not isinstance(value, Mapping) or value.get("type") not in KINDS:
@@ -81,6 +84,11 @@ def spec_from_param(value: Any, param: str = "grammar") -> GrammarSpec | None:
         return GrammarSpec(kind, json.dumps(schema), param)  # key order kept: properties come in that order
     if kind == "json_object":
         return GrammarSpec(kind, "", param)
+    if kind == "lark":  # llguidance's Lark dialect (`%json {...}` embeds a schema): tool calls are built so
+        text = value.get("grammar")
+        if not isinstance(text, str) or not text:
+            raise InvalidInput(f"'{param}.grammar' must be a non-empty Lark grammar", param=param)
+        return GrammarSpec(kind, text, param)
     if kind == "regex":
         pattern = value.get("pattern")
         if not isinstance(pattern, str) or not pattern:

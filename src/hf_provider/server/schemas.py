@@ -145,6 +145,9 @@ class ChatRequest(GenerationBody):
     safety_identifier: str | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 class TaskRequest(BaseModel):

@@ -7,24 +7,22 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from hf_provider.context import CLIENT_NAMES
 from hf_provider.errors import (
-    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
-    ProviderError,
 )
 from hf_provider.provider import Answer, Provider, TextStream
 from hf_provider.provider.admin import Generation
 from hf_provider.server import openai_choices as choices_
+from hf_provider.server import openai_tools
 from hf_provider.server.deps import (
     JSONResponse,
     deadline_of,
@@ -33,8 +31,8 @@ from hf_provider.server.deps import (
     served_headers,
     until_disconnect,
 )
-from hf_provider.server.errors import error_body
 from hf_provider.server.openai_messages import template_messages
+from hf_provider.server.openai_stream import check_stream_options, guarded, sse, usage_chunk
 from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest, GenerationBody
 
 router = APIRouter()
@@ -84,13 +82,16 @@ async def embeddings_payload(
 
 
 async def _generation(
-    provider: Provider, model: str, messages: list[dict[str, str]] | None = None
+    provider: Provider,
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> Generation:
     """The task (and chat prompt) of the model that will serve: `model`, or the fallback that serves when its load
     failed. A load runs off the event loop."""
     if provider.admin.is_ready(model):
-        return provider.admin.generation(model, messages)
-    return await asyncio.to_thread(provider.admin.generation, model, messages)
+        return provider.admin.generation(model, messages, tools)
+    return await asyncio.to_thread(provider.admin.generation, model, messages, tools)
 
 
 #: The handlers' parameter names as each route's clients write them (context.CLIENT_NAMES): errors say `input`
@@ -175,13 +176,9 @@ def _check_choices(body: GenerationBody, rows: int, logprobs: bool) -> None:
         raise InvalidInput("logprobs are not streamed: send stream=false for them", param="logprobs")
 
 
-def _sse(obj: Any) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    _check_stream_options(body)
+    check_stream_options(body)
     provider = provider_of(request)
     CLIENT_NAMES.set(_client_names(body))
     task = (await _generation(provider, body.model)).task
@@ -210,14 +207,14 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
 
         def chunk(text: str, finish: str | None) -> bytes:
-            return _sse(
+            return sse(
                 {**base, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
             )
 
         async def events() -> AsyncIterator[bytes]:
             if body.echo:
                 yield chunk(prompts[0], None)
-            async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
+            async for piece in guarded(stream, chunk, usage_chunk(body, base)):
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_stream_headers(stream))
@@ -254,14 +251,23 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request) -> Response:
-    _check_stream_options(body)
+    check_stream_options(body)
     CLIENT_NAMES.set(_client_names(body))
     provider = provider_of(request)
     # the task and template of the model that serves: the fallback's when the model's load failed
-    gen = await _generation(provider, body.model, template_messages(body))
+    gen = await _generation(provider, body.model, template_messages(body), body.tools or None)
     task, prompt = gen.task, gen.prompt
     assert prompt is not None  # given messages, a Generation carries its prompt
+    tools = openai_tools.plan(body.tools, body.tool_choice, body.parallel_tool_calls, gen.template)
     params = _gen_params(body, body.max_completion_tokens or body.max_tokens)
+    forced = openai_tools.grammar(tools) if tools is not None else None
+    if forced is not None:
+        if "grammar" in params:
+            raise InvalidInput(
+                "response_format cannot be combined with a required or named tool_choice",
+                param="response_format",
+            )
+        params["grammar"] = forced
     n = body.n or 1
     if body.top_logprobs and not body.logprobs:
         raise InvalidInput("top_logprobs needs logprobs=true", param="top_logprobs")
@@ -273,12 +279,28 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     if body.stream:
         stream = await _open(provider, request, body.model, task, prompt, params)
 
-        def chunk(text: str, finish: str | None) -> bytes:
+        def plain(text: str, finish: str | None) -> bytes:
             delta = {"content": text} if finish is None else {}
-            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        chunk = plain
+        if tools is not None and tools.parses:
+            split = openai_tools.StreamSplit(tools)
+
+            def chunk(text: str, finish: str | None) -> bytes:
+                if finish is None:
+                    shown = split.feed(text)
+                    return plain(shown, None) if shown else b""
+                tail, calls = split.end()
+                out = plain(tail, None) if tail else b""
+                if calls:
+                    delta = {"tool_calls": openai_tools.stream_deltas(calls)}
+                    out += sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                    finish = "tool_calls"
+                return out + plain("", finish)
 
         async def events() -> AsyncIterator[bytes]:
-            yield _sse(
+            yield sse(
                 {
                     **base,
                     "choices": [
@@ -286,7 +308,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                     ],
                 }
             )
-            async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
+            async for piece in guarded(stream, chunk, usage_chunk(body, base)):
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_stream_headers(stream))
@@ -298,19 +320,27 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
             "object": "chat.completion",
             "created": created,
             "model": body.model,
-            "choices": [
-                {
-                    "index": j,
-                    "message": {"role": "assistant", "content": out.get("generated_text", "")},
-                    "finish_reason": out.get("finish_reason", "stop"),
-                    "logprobs": choices_.chat_logprobs(out),
-                }
-                for j, out in enumerate(outs)
-            ],
+            "choices": [_chat_choice(j, out, tools) for j, out in enumerate(outs)],
             "usage": choices_.usage(outs, n),
         },
         headers=served_headers(answer.served_by, answer.fallback_reason, answer.revision),
     )
+
+
+def _chat_choice(index: int, out: dict[str, Any], tools: openai_tools.ToolPlan | None) -> dict[str, Any]:
+    text, finish = out.get("generated_text", ""), out.get("finish_reason", "stop")
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tools is not None and tools.parses:
+        content, calls = openai_tools.parse(tools, text)
+        if calls:
+            message = {"role": "assistant", "content": content, "tool_calls": calls}
+            finish = "tool_calls" if finish == "stop" else finish
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish,
+        "logprobs": choices_.chat_logprobs(out),
+    }
 
 
 def _model_object(d: dict[str, Any]) -> dict[str, Any]:
@@ -376,48 +406,3 @@ async def _open(
         stream.close()
         stream.request.future.result()  # raises the request's error (DeadlineExceeded -> 504)
     return stream
-
-
-def _check_stream_options(body: GenerationBody) -> None:
-    if body.stream_options is not None and not body.stream:
-        raise InvalidInput("stream_options is only allowed with stream=true", param="stream_options")
-
-
-def _usage_chunk(body: GenerationBody, base: dict[str, Any]) -> Callable[[dict[str, Any]], bytes] | None:
-    """OpenAI's stream_options.include_usage: one more chunk, with no choices and the request's token usage."""
-    if body.stream_options is None or not body.stream_options.include_usage:
-        return None
-
-    def chunk(result: dict[str, Any]) -> bytes:
-        pt, ct = result.get("prompt_tokens", 0), result.get("completion_tokens", 0)
-        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-        return _sse({**base, "choices": [], "usage": usage})
-
-    return chunk
-
-
-async def _guarded(
-    stream: TextStream,
-    chunk: Callable[[str, str | None], bytes],
-    usage: Callable[[dict[str, Any]], bytes] | None = None,
-) -> AsyncIterator[bytes]:
-    """The deltas as SSE chunks, then the final chunk with the real finish_reason and [DONE]. An error after the
-    response has started cannot change its status: a deadline ends the stream with finish_reason "timeout",
-    other errors are sent as an OpenAI-style error event instead of cutting the connection. A client that
-    disconnects cancels the generation (Starlette cancels this generator; `close` cancels the request)."""
-    try:
-        async for delta in stream:
-            yield chunk(delta, None)
-        yield chunk("", (stream.result or {}).get("finish_reason", "stop"))
-        if usage is not None:
-            yield usage(stream.result or {})
-    except DeadlineExceeded:
-        yield chunk("", "timeout")
-    except ProviderError as e:
-        yield _sse(error_body(e.message, "server_error", e.code, e.param))
-    except Exception as e:
-        log.error("stream failed with %s", type(e).__name__, exc_info=e)
-        yield _sse(error_body("Internal server error while streaming.", "server_error", "internal_error"))
-    finally:
-        stream.close()
-    yield b"data: [DONE]\n\n"
