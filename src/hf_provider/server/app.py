@@ -21,7 +21,7 @@ from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LagProbe, LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, health, openai, reports, tasks, versions
+from hf_provider.server.routes import admin, health, openai, reports, responses, tasks, versions
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,15 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.state.started = False
     admin.record_start(app)
     install_error_handlers(app)
-    for r in (health.router, openai.router, tasks.router, admin.router, versions.router, reports.router):
+    for r in (
+        health.router,
+        openai.router,
+        responses.router,
+        tasks.router,
+        admin.router,
+        versions.router,
+        reports.router,
+    ):
         app.include_router(r)
     if probe is not None:
         from hf_provider.server.routes import looplag

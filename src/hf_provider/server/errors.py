@@ -172,7 +172,7 @@ def task_of_path(path: str) -> str:
         task = path.removeprefix("/v1/tasks/")
         return task if task in E_TASKS else "-"
     return {"/v1/embeddings": "embeddings", "/v1/completions": "text-generation"}.get(
-        path, "text-generation" if path == "/v1/chat/completions" else "-"
+        path, "text-generation" if path in ("/v1/chat/completions", "/v1/responses") else "-"
     )
 
 

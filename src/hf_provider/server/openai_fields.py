@@ -99,6 +99,43 @@ EMBEDDINGS: dict[str, Field] = {
     "truncate": _h("hf-provider extension: cut inputs to the model's length; default per model"),
 }
 
+RESPONSES: dict[str, Field] = {
+    "model": _h("a configured model name"),
+    "input": _h("a string, or message items with text parts; other items and image / file parts refused"),
+    "instructions": _h("a system message before the input"),
+    "max_output_tokens": _h("as max_tokens; status incomplete when it ends the reply"),
+    "temperature": _h("0 = greedy"),
+    "top_p": _h(),
+    "stream": _h("OpenAI's response.* events"),
+    "text": _h("format text / json_object / json_schema (enforced as response_format is)"),
+    "truncation": _h('"auto" cuts the input from the left to fit; "disabled" (default) refuses it'),
+    "user": _h("accepted as an end-user tag (not stored)"),
+    "safety_identifier": _h("accepted as an end-user tag (not stored)"),
+    "store": _r("responses are not stored", False),
+    "previous_response_id": _r("responses are not stored: send the conversation as input"),
+    "conversation": _r("responses are not stored: send the conversation as input"),
+    "include": _r("nothing extra to include", []),
+    "tools": _r("tools are served by /v1/chat/completions", []),
+    "tool_choice": _r("tools are served by /v1/chat/completions", "none", "auto"),
+    "parallel_tool_calls": _r("meaningless without tools", True, False),
+    "max_tool_calls": _r("tools are served by /v1/chat/completions"),
+    "reasoning": _r("not a reasoning model's server"),
+    "background": _r("requests run in the foreground", False),
+    "background_options": _r("requests run in the foreground"),
+    "metadata": _r("meaningful with store only", {}),
+    "prompt": _r("no stored prompts"),
+    "service_tier": _r("one tier; use the X-Priority header", "auto", "default"),
+    "prompt_cache_key": _r("no prompt cache", ""),
+    "prompt_cache_retention": _r("no prompt cache"),
+    "prompt_cache_options": _r("no prompt cache"),
+    "top_logprobs": _r("logprobs are served by /v1/chat/completions", 0),
+    "stream_options": _r("no stream options here", {}),
+    "moderation": _r("no moderation"),
+    "image": _r("text-only models"),
+    "context_management": _r("no server-side context"),
+    "access_programs": _r("not applicable"),
+}
+
 #: Fields hf-provider adds to OpenAI's (sent by the openai client through `extra_body`).
 EXTENSIONS = frozenset({"truncate", "response_format"})
 

@@ -11,13 +11,19 @@ import pytest
 from hf_provider.server import openai_fields as F
 
 README = Path(__file__).resolve().parents[3] / "README.md"
-ROUTES = {"chat/completions": F.CHAT, "completions": F.COMPLETIONS, "embeddings": F.EMBEDDINGS}
+ROUTES = {
+    "chat/completions": F.CHAT,
+    "completions": F.COMPLETIONS,
+    "embeddings": F.EMBEDDINGS,
+    "responses": F.RESPONSES,
+}
 
 
 def _openai_fields() -> dict[str, set[str]]:
     from openai.types import completion_create_params as completions
     from openai.types import embedding_create_params as embeddings
     from openai.types.chat import completion_create_params as chat
+    from openai.types.responses import response_create_params as responses
 
     def names(*types: type) -> set[str]:
         out: set[str] = set()
@@ -34,6 +40,9 @@ def _openai_fields() -> dict[str, set[str]]:
             completions.CompletionCreateParamsStreaming, completions.CompletionCreateParamsNonStreaming
         ),
         "embeddings": names(embeddings.EmbeddingCreateParams),
+        "responses": names(
+            responses.ResponseCreateParamsStreaming, responses.ResponseCreateParamsNonStreaming
+        ),
     }
 
 
@@ -59,5 +68,5 @@ def test_the_readme_table_lists_every_field_with_its_status() -> None:
 
 def test_off_values_are_typed_so_true_is_not_one() -> None:
     assert F._same(0, 0) and not F._same(False, 0) and not F._same(True, 1) and F._same([], [])
-    assert F.drop_off(F.CHAT, {"tools": [], "store": False, "model": "m"}) == {"model": "m"}
+    assert F.drop_off(F.CHAT, {"modalities": ["text"], "store": False, "model": "m"}) == {"model": "m"}
     assert F.drop_off(F.CHAT, {"store": True}) == {"store": True}

@@ -21,6 +21,8 @@ class Text2TextGeneration(BaseHandler):
     task = "text2text-generation"
     generative = True
     output_key: ClassVar[str] = "generated_text"
+    #: whether a result carries finish_reason and token counts beside the text (as text-generation's do)
+    details: ClassVar[bool] = True
     allowed_params = genparams.GEN_PARAMS | {"truncate"}
 
     @classmethod
@@ -58,13 +60,17 @@ class Text2TextGeneration(BaseHandler):
         return run_generate(self.model, batch, params["_gen"], control)
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
+        rows = finish_rows(self.model, batch, outputs)
+        if not self.details:
+            return [{self.output_key: r["text"]} for r in rows]
         # the finish reason and token counts too: /v1/completions answers usage and "length" from them
-        return [{self.output_key: r.pop("text"), **r} for r in finish_rows(self.model, batch, outputs)]
+        return [{self.output_key: r.pop("text"), **r} for r in rows]
 
 
 class Summarization(Text2TextGeneration):
     task = "summarization"
     output_key = "summary_text"
+    details = False
 
     def prefix(self, params: Mapping[str, Any]) -> str:
         return str(task_params(self.model).get("summarization", {}).get("prefix", ""))
@@ -73,6 +79,7 @@ class Summarization(Text2TextGeneration):
 class Translation(Text2TextGeneration):
     task = "translation"
     output_key = "translation_text"
+    details = False
     allowed_params = Text2TextGeneration.allowed_params | {"source_lang", "target_lang"}
 
     def prefix(self, params: Mapping[str, Any]) -> str:
