@@ -1,8 +1,9 @@
 """Constrained and free requests in one batch (CPU): generated tokens per second of a 50/50 mix of json_schema
-requests and free ones, against free requests alone, in alternating rounds of the same run; the free rows'
-tokens are checked identical in both. Also prints the cold compile time of a typical schema.
+requests and free ones, against free requests alone, in alternating rounds of the same run (closed-loop clients,
+so the batch stays full); the free rows' tokens are checked identical with and without constrained rows beside
+them. Also prints the cold compile time of a typical schema.
 
-    flock /tmp/hfp-bench.lock python bench/structured_mix.py [--rounds 3] [--requests 16]
+    flock /tmp/hfp-bench.lock python bench/structured_mix.py [--rounds 3] [--clients 16] [--seconds 6]
 
 Model: a random GPT-2 (hidden 256, 4 layers, 512 positions) with the tiny 1000-token BPE of hf_provider.testing,
 served by the Provider with static batching (the CPU default) and with the continuous engine.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -50,22 +52,49 @@ def round_(p: Any, n: int, mixed: bool, tokens: int) -> tuple[float, list[str]]:
             "text-generation",
             f"request {i} says",
             params,
-            priority="batch",
             deadline=time.monotonic() + 3600,
         )
         reqs.append((params is free, req))
     outs = [(is_free, r.future.result(300)) for is_free, r in reqs]
     dt = time.perf_counter() - t0
     made = sum(o["completion_tokens"] for _, o in outs)
-    for is_free, o in outs:
-        LENGTHS["free" if is_free else "constrained"].append(o["completion_tokens"])
     return made / dt, [o["generated_text"] for is_free, o in outs if is_free]
+
+
+def steady(p: Any, clients: int, mixed: bool, tokens: int, seconds: float) -> float:
+    """Generated tokens per second with `clients` closed-loop clients for `seconds` (half of them constrained
+    when mixed): the batch stays full, so rows that end sooner (a closed JSON) are replaced at once."""
+    free = {"max_new_tokens": tokens, "temperature": 0}
+    con = {**free, "grammar": {"type": "json_schema", "schema": SCHEMA}}
+    made = [0] * clients
+    end = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        params = con if mixed and k % 2 else free
+        i = 0
+        while time.monotonic() < end:
+            req = p.submit(
+                "lm", "text-generation", f"client {k} request {i}", params, deadline=time.monotonic() + 3600
+            )
+            out = req.future.result(300)
+            made[k] += out["completion_tokens"]
+            LENGTHS["constrained" if params is con else "free"].append(out["completion_tokens"])
+            i += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(made) / (time.perf_counter() - t0)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=16)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
 
@@ -97,25 +126,28 @@ def main() -> None:
 
     for mode in ("static", "continuous"):
         ms = ModelSpec(
-            name="lm", source=str(path), device="cpu", batching={"generation": mode, "max_batch_size": 32}
+            name="lm",
+            source=str(path),
+            device="cpu",
+            batching={"generation": mode, "max_batch_size": args.clients},
         )
-        with Provider(
-            [ms], settings=load_settings({"metrics_enabled": False, "server": {"request_timeout_s": 3600}})
-        ) as p:
+        settings = load_settings({"metrics_enabled": False, "server": {"request_timeout_s": 3600}})
+        with Provider([ms], settings=settings) as p:
             round_(p, 4, True, 8)  # warm-up: weights, first compile
+            _, texts_free = round_(p, args.clients, False, args.tokens)
+            _, texts_mix = round_(p, args.clients, True, args.tokens)
+            same = texts_free[0::2] == texts_mix  # the free rows of the mix are requests 0, 2, 4...
             free_rates, mix_rates = [], []
             for _ in range(args.rounds):
-                rate_free, texts_free = round_(p, args.requests, False, args.tokens)
-                rate_mix, texts_mix = round_(p, args.requests, True, args.tokens)
-                free_rates.append(rate_free)
-                mix_rates.append(rate_mix)
-                same = texts_free[0::2] == texts_mix  # the free rows of the mix are requests 0, 2, 4...
+                free_rates.append(steady(p, args.clients, False, args.tokens, args.seconds))
+                mix_rates.append(steady(p, args.clients, True, args.tokens, args.seconds))
             ratio = statistics.median(m / f for m, f in zip(mix_rates, free_rates, strict=True))
             print(
                 f"{mode:10s} free alone {statistics.median(free_rates):7.1f} tok/s, 50/50 mix "
                 f"{statistics.median(mix_rates):7.1f} tok/s: mix/free {ratio:.2f} (median of {args.rounds} "
-                f"back-to-back rounds); free rows token-identical in the mix: {same}; tokens per row: free "
-                f"{statistics.mean(LENGTHS['free']):.0f}, constrained {statistics.mean(LENGTHS['constrained']):.0f}"
+                f"back-to-back rounds of {args.seconds:.0f} s, {args.clients} clients); free rows token-identical "
+                f"in the mix: {same}; tokens per row: free {statistics.mean(LENGTHS['free']):.0f}, constrained "
+                f"{statistics.mean(LENGTHS['constrained']):.0f}"
             )
             LENGTHS["free"].clear()
             LENGTHS["constrained"].clear()

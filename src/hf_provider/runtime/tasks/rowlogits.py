@@ -67,7 +67,7 @@ class RowLogits:
                 self._bias[list(ids)] = torch.tensor(bias, dtype=scores.dtype, device=scores.device)
             scores = scores + self._bias
         if self._counts is not None:
-            c = self._counts.to(scores.dtype)
+            c = self._counts.to(device=scores.device, dtype=scores.dtype)  # counted on the host
             scores = scores - gp.frequency_penalty * c - gp.presence_penalty * (c > 0).to(scores.dtype)
         if self.constraint is not None:
             scores = self.constraint.mask(scores)
