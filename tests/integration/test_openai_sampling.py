@@ -121,6 +121,32 @@ def test_greedy_chat_logprobs_equal_log_softmax_of_generates_scores(
     assert without.choices[0].message.content == out.choices[0].message.content
 
 
+@pytest.mark.parametrize("model", MODES)
+def test_echo_with_logprobs_scores_the_prompt_as_evaluation_harnesses_ask(
+    client: OpenAI, reference, model: str
+) -> None:
+    """lm-eval's loglikelihood request: echo=True, logprobs, max_tokens=1, temperature 0."""
+    tok, _ = reference
+    prompt = "the harbour was full of"
+    out = client.completions.create(
+        model=model, prompt=prompt, echo=True, logprobs=2, max_tokens=1, temperature=0
+    )
+    lp = out.choices[0].logprobs
+    ids = tok(prompt)["input_ids"]
+    from transformers import AutoModelForCausalLM
+
+    with torch.inference_mode():
+        m = AutoModelForCausalLM.from_pretrained(tok.name_or_path, dtype=torch.float32).eval()
+        ref = torch.log_softmax(m(torch.tensor([ids])).logits[0].float(), -1)
+    assert lp.tokens[: len(ids)] == [tok.decode([t]) for t in ids]
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    for pos in range(1, len(ids)):
+        assert lp.token_logprobs[pos] == pytest.approx(ref[pos - 1, ids[pos]].item(), abs=1e-4)
+        assert len(lp.top_logprobs[pos]) <= 2
+    assert out.choices[0].text.startswith(prompt) and "".join(lp.tokens) == out.choices[0].text
+    assert lp.text_offset[len(ids)] == len("".join(lp.tokens[: len(ids)]))
+
+
 # -- n, seed, best_of ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", MODES)
 def test_n_3_with_a_seed_returns_3_choices_reproducibly(client: OpenAI, model: str) -> None:
@@ -225,5 +251,4 @@ def test_stop_max_completion_tokens_and_stream_limits(client: OpenAI) -> None:
     )
     _bad(lambda: client.chat.completions.create(model="lm", messages=msgs, top_logprobs=2), "top_logprobs")
     _bad(lambda: client.completions.create(model="lm", prompt="x", best_of=2, stream=True), "best_of")
-    _bad(lambda: client.completions.create(model="lm", prompt="x", echo=True, logprobs=1), "echo")
     _bad(lambda: client.chat.completions.create(model="lm", messages=msgs, n=17), "n")

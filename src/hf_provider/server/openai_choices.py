@@ -47,19 +47,21 @@ def chat_logprobs(out: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def completion_logprobs(out: dict[str, Any], offset: int = 0) -> dict[str, Any] | None:
-    """The legacy shape: parallel lists; `text_offset` is each token's start in the choice's text (after an
-    echoed prompt of `offset` characters)."""
-    entries = out.get("logprobs")
-    if entries is None:
+def completion_logprobs(out: dict[str, Any]) -> dict[str, Any] | None:
+    """The legacy shape: parallel lists over the echoed prompt's tokens (when echoed: the first has no logprob)
+    and the generated ones; `text_offset` is each token's start in the choice's text."""
+    entries = [*(out.get("prompt_logprobs") or []), *(out.get("logprobs") or [])]
+    if out.get("logprobs") is None:
         return None
-    starts, at = [], offset
+    starts, at = [], 0
     for e in entries:
         starts.append(at)
         at += len(e["token"])
     return {
         "tokens": [e["token"] for e in entries],
         "token_logprobs": [e["logprob"] for e in entries],
-        "top_logprobs": [{t["token"]: t["logprob"] for t in e["top"]} for e in entries],
+        "top_logprobs": [
+            None if e["logprob"] is None else {t["token"]: t["logprob"] for t in e["top"]} for e in entries
+        ],
         "text_offset": starts,
     }

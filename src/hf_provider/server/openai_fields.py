@@ -85,7 +85,7 @@ COMPLETIONS: dict[str, Field] = {
     "echo": _h("the prompt before the completion"),
     "best_of": _h("best_of rows, the n with the highest logprob per token returned; not with stream"),
     "suffix": _r("insertion is not implemented", ""),
-    "logprobs": _h("0-5: each token's logprob and the top ones; not with stream, nor with echo"),
+    "logprobs": _h("0-5: each token's logprob and the top ones (the echoed prompt's too); not with stream"),
     "response_format": _h("hf-provider extension (as on chat): json_object / json_schema, enforced"),
     "truncate": _h("hf-provider extension: cut the prompt from the left to fit"),
 }

@@ -130,7 +130,7 @@ class Engine:
         return handler.task == "text-generation" and getattr(handler, "model", None) is self.model
 
     def add_item(self, handler: TaskHandler, item: Item, params: Mapping[str, Any], row: GenRow) -> None:
-        hook = rowhook.make(params["_gen"], item, self.model.tokenizer)
+        hook = rowhook.make(params["_gen"], item, self.model)
         self.add(
             item.data["input_ids"], params["_gen"], row, hook=hook, seed_offset=rowhook.seed_offset(item)
         )

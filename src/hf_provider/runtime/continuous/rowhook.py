@@ -4,26 +4,36 @@ processors, then temperature / top-k / top-p, then the draw (or the argmax for a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from hf_provider.runtime.constrained import CACHE
-from hf_provider.runtime.tasks.rowlogits import RowLogits
+from hf_provider.runtime.tasks.rowlogits import RowLogits, prompt_logits
 
 if TYPE_CHECKING:
     from transformers import LogitsProcessorList
 
+    from hf_provider.runtime.model import LoadedModel
     from hf_provider.runtime.tasks.genparams import GenParams
     from hf_provider.types import Item
 
 
-def make(gp: GenParams, item: Item, tokenizer: Any) -> RowLogits | None:
-    """The row's hook, or None for a row that needs none (it then takes the engine's plain path)."""
+def make(gp: GenParams, item: Item, model: LoadedModel) -> RowLogits | None:
+    """The row's hook, or None for a row that needs none (it then takes the engine's plain path). A row that
+    asks for its prompt's logprobs gets them from one plain forward pass over the prompt here, beside the slot
+    cache (the engine's prefill keeps only the last position's logits)."""
     spec = item.data.get("grammar")
     if spec is None and not RowLogits.wanted(gp):
         return None
-    return RowLogits(gp, constraint=CACHE.matcher(tokenizer, spec) if spec is not None else None)
+    hook = RowLogits(gp, constraint=CACHE.matcher(model.tokenizer, spec) if spec is not None else None)
+    if gp.prompt_logprobs:
+        ids = item.data["input_ids"]
+        with torch.inference_mode():
+            t = torch.tensor([ids], device=model.device)
+            logits = prompt_logits(model.module, t, torch.ones_like(t))
+        hook.score_prompt(list(ids), logits[0])
+    return hook
 
 
 def seed_offset(item: Item) -> int:

@@ -17,7 +17,7 @@ from hf_provider.runtime.constrained import CACHE, spec_from_param
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
 from hf_provider.runtime.tasks.base import BaseHandler, vocab_size
-from hf_provider.runtime.tasks.rowlogits import RowLogits, RowsProcessor, record_scores
+from hf_provider.runtime.tasks.rowlogits import RowLogits, RowsProcessor, prompt_logits, record_scores
 from hf_provider.types import Item, RowControl
 
 
@@ -207,6 +207,8 @@ def run_generate(
             kwargs["logits_processor"] = LogitsProcessorList([RowsProcessor(hooks, start)])
         if gp.logprobs is not None:  # the scores sampled from: after processors and warpers
             kwargs.update(output_scores=True, return_dict_in_generate=True)
+        if gp.prompt_logprobs and not model.config.is_encoder_decoder:
+            _score_prompts(model, batch, hooks)
     if gp.seed is not None:
         torch.manual_seed(gp.seed)
     pad = model.tokenizer.pad_token_id
@@ -217,6 +219,17 @@ def run_generate(
     if hooks is not None and kwargs.get("return_dict_in_generate"):
         record_scores(hooks, out.scores, sequences[:, start:])
     return {"sequences": sequences, "streamer": streamer, "hooks": hooks}
+
+
+def _score_prompts(model: LoadedModel, batch: Mapping[str, Any], hooks: list[RowLogits | None]) -> None:
+    """The prompt tokens' logprobs (completions' echo with logprobs): one more forward pass over the prompts."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = prompt_logits(model.module, ids, mask)
+    for i, hook in enumerate(hooks):
+        if hook is not None:
+            real = int(mask[i].sum())
+            start = ids.shape[1] - real  # left-padded
+            hook.score_prompt(ids[i, start:].tolist(), logits[i, start:])
 
 
 def finish_rows(

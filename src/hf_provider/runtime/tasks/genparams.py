@@ -27,6 +27,7 @@ GEN_PARAMS = frozenset(
         "presence_penalty",
         "frequency_penalty",
         "logit_bias",
+        "prompt_logprobs",
     }
 )
 MAX_NEW_TOKENS = 4096
@@ -48,6 +49,7 @@ class GenParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), sorted
+    prompt_logprobs: bool = False  # the prompt tokens' logprobs too (completions' echo with logprobs)
 
     @property
     def processes(self) -> bool:
@@ -130,6 +132,7 @@ def resolve(params: Mapping[str, Any], max_length: int, vocab: int | None = None
     return GenParams(
         max_new_tokens=max_new,
         logprobs=int_param(params, "logprobs", None, 0, MAX_LOGPROBS),
+        prompt_logprobs=bool_param(params, "prompt_logprobs", False),
         logit_bias=_logit_bias(params.get("logit_bias"), vocab),
         **penalties,
         do_sample=do_sample,

@@ -42,7 +42,7 @@ class RowLogits:
     @staticmethod
     def wanted(gp: GenParams) -> bool:
         """Whether a row with these parameters needs one (without a constraint)."""
-        return gp.processes or gp.logprobs is not None
+        return gp.processes or gp.logprobs is not None or gp.prompt_logprobs
 
     def __init__(self, gp: GenParams, *, score: bool = False, constraint: Constraint | None = None) -> None:
         self.gp = gp
@@ -52,6 +52,8 @@ class RowLogits:
         self._bias: torch.Tensor | None = None
         self._counts: torch.Tensor | None = None
         self.entries: list[tuple[int, float, list[tuple[int, float]]]] = []
+        #: the prompt's tokens and logprobs (None for the first: nothing predicts it), with `prompt_logprobs`
+        self.prompt: list[tuple[int, float | None, list[tuple[int, float]]]] | None = None
 
     @property
     def processes(self) -> bool:
@@ -97,10 +99,21 @@ class RowLogits:
     def result(self, tokenizer: Any, n: int, eos: set[int]) -> dict[str, Any]:
         """What a row's result carries, over its `n` generated tokens: its logprobs (`logprobs` asked; an
         end-of-sequence token is not part of the text, so not listed) and their sum (best_of ranks by it)."""
+        out: dict[str, Any] = {}
+        if self.prompt is not None:
+            out["prompt_logprobs"] = [
+                {
+                    "token": _piece(tokenizer, t),
+                    "id": t,
+                    "logprob": lp,
+                    "top": [{"token": _piece(tokenizer, i), "id": i, "logprob": v} for i, v in top],
+                }
+                for t, lp, top in self.prompt
+            ]
         if self.top is None:
-            return {}
+            return out
         entries = self.entries[:n]
-        out: dict[str, Any] = {"logprob_sum": sum(e[1] for e in entries), "scored_tokens": len(entries)}
+        out.update(logprob_sum=sum(e[1] for e in entries), scored_tokens=len(entries))
         if entries and entries[-1][0] in eos:
             entries = entries[:-1]
         if self.gp.logprobs is not None:
@@ -114,6 +127,21 @@ class RowLogits:
                 for t, lp, top in entries
             ]
         return out
+
+    def score_prompt(self, ids: list[int], logits: torch.Tensor) -> None:
+        """The prompt's logprobs from a forward pass over it (`logits`: [len(ids), vocab], position i predicting
+        token i + 1)."""
+        lp = torch.log_softmax(logits.float(), dim=-1)
+        k = self.gp.logprobs or 0
+        out: list[tuple[int, float | None, list[tuple[int, float]]]] = [(ids[0], None, [])]
+        for pos, t in enumerate(ids[1:]):
+            row = lp[pos]
+            top: list[tuple[int, float]] = []
+            if k:
+                values, idx = row.topk(k)
+                top = [(i, _finite(v)) for i, v in zip(idx.tolist(), values.tolist(), strict=True)]
+            out.append((t, _finite(row[t].item()), top))
+        self.prompt = out
 
 
 def _finite(v: float) -> float:
@@ -161,3 +189,13 @@ def record_scores(
             continue
         for step, s in enumerate(scores):
             row.record(s[i], int(tokens[i, step]))
+
+
+def prompt_logits(module: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Every position's logits of a left-padded prompt batch ([rows, width, vocab]): one plain forward pass,
+    positions counted from each row's first real token as `generate` counts them."""
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = module(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+    )
+    return out.logits

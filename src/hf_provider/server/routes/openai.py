@@ -192,9 +192,11 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     rows = choices_.rows_per_prompt(n, body.best_of)
     _check_choices(body, rows, body.logprobs is not None)
     if body.echo and body.logprobs is not None:
-        raise InvalidInput(
-            "logprobs of echoed prompt tokens are not computed: send echo=false with logprobs", param="echo"
-        )
+        if task != "text-generation":
+            raise InvalidInput(
+                "logprobs of echoed prompt tokens are computed for decoder-only models", param="echo"
+            )
+        params["prompt_logprobs"] = True  # the echoed prompt's tokens get theirs (evaluation harnesses)
     if body.logprobs is not None:
         params["logprobs"] = body.logprobs
     elif rows > n:
@@ -230,9 +232,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
                 {
                     "index": i * n + j,
                     "text": echo + text,
-                    "logprobs": (
-                        choices_.completion_logprobs(out, len(echo)) if body.logprobs is not None else None
-                    ),
+                    "logprobs": (choices_.completion_logprobs(out) if body.logprobs is not None else None),
                     "finish_reason": out.get("finish_reason", "stop"),
                 }
             )
