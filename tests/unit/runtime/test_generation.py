@@ -100,7 +100,7 @@ def test_streamer_multibyte_and_eos(loaded) -> None:
         (
             {"beams": 2},
             "allowed: do_sample, frequency_penalty, grammar, logit_bias, logprobs, max_new_tokens, "
-            "presence_penalty, seed, stop, temperature, top_k, top_p, truncate",
+            "presence_penalty, prompt_logprobs, seed, stop, temperature, top_k, top_p, truncate",
         ),
     ],
 )
