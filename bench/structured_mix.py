@@ -140,9 +140,17 @@ def main() -> None:
             _, texts_mix = round_(p, args.slots, True, args.tokens)
             same = texts_free[0::2] == texts_mix  # the free rows of the mix are requests 0, 2, 4...
             free_rates, mix_rates = [], []
+            step: dict[bool, list[float]] = {False: [], True: []}
+            engine = getattr(p.manager.entry("lm").scheduler, "engine", None)
             for _ in range(args.rounds):
-                free_rates.append(steady(p, args.clients, False, args.tokens, args.seconds))
-                mix_rates.append(steady(p, args.clients, True, args.tokens, args.seconds))
+                for mixed, rates in ((False, free_rates), (True, mix_rates)):
+                    before = dict(engine.stats) if engine is not None else {}
+                    rates.append(steady(p, args.clients, mixed, args.tokens, args.seconds))
+                    if (
+                        engine is not None
+                    ):  # the engine's decode time per row and step: the grammar's own cost
+                        d = {k: engine.stats[k] - before[k] for k in before}
+                        step[mixed].append(d["decode_s"] / max(1, d["decode_rows"]))
             ratio = statistics.median(m / f for m, f in zip(mix_rates, free_rates, strict=True))
             print(
                 f"{mode:10s} free alone {statistics.median(free_rates):7.1f} tok/s, 50/50 mix "
@@ -152,6 +160,11 @@ def main() -> None:
                 f"in the mix: {same}; tokens per row: free {statistics.mean(LENGTHS['free']):.0f}, constrained "
                 f"{statistics.mean(LENGTHS['constrained']):.0f}"
             )
+            if step[False]:
+                f, m = statistics.median(step[False]), statistics.median(step[True])
+                print(
+                    f"{'':10s} decode time per row and step: free alone {f * 1e6:.0f} us, mix {m * 1e6:.0f} us ({f / m:.2f})"
+                )
             LENGTHS["free"].clear()
             LENGTHS["constrained"].clear()
 
