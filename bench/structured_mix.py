@@ -155,15 +155,16 @@ def main() -> None:
             print(
                 f"{mode:10s} free alone {statistics.median(free_rates):7.1f} tok/s, 50/50 mix "
                 f"{statistics.median(mix_rates):7.1f} tok/s: mix/free {ratio:.2f} (median of {args.rounds} "
-                f"back-to-back rounds of {args.seconds:.0f} s, {args.clients} clients, {args.slots} rows a batch); free "
-                f"rows token-identical "
+                f"back-to-back rounds of {args.seconds:.0f} s, {args.clients} clients, {args.slots} rows a "
+                f"batch); free rows token-identical "
                 f"in the mix: {same}; tokens per row: free {statistics.mean(LENGTHS['free']):.0f}, constrained "
                 f"{statistics.mean(LENGTHS['constrained']):.0f}"
             )
             if step[False]:
                 f, m = statistics.median(step[False]), statistics.median(step[True])
                 print(
-                    f"{'':10s} decode time per row and step: free alone {f * 1e6:.0f} us, mix {m * 1e6:.0f} us ({f / m:.2f})"
+                    f"{'':10s} decode time per row and step: free alone {f * 1e6:.0f} us, mix {m * 1e6:.0f} us "
+                    f"(free/mix {f / m:.2f})"
                 )
             LENGTHS["free"].clear()
             LENGTHS["constrained"].clear()
