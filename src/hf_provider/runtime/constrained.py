@@ -20,7 +20,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ class GrammarSpec:
 
     kind: str
     source: str
-    param: str = "grammar"
+    param: str = field(default="grammar", compare=False)  # not part of the cache key
 
     def grammar(self) -> str:
         import llguidance
