@@ -19,6 +19,9 @@ TASKS: tuple[str, ...] = (
     "translation",
     "summarization",
     "question-answering",
+    "rerank",
+    "score",
+    "zero-shot-classification",
 )
 
 #: Request priority classes, most urgent first; the value is the queue class index.
@@ -140,7 +143,11 @@ class GenerationEngine(Protocol):
 
 @runtime_checkable
 class TaskHandler(Protocol):
-    """parse (per request) / preprocess (CPU) / forward (device) / postprocess (CPU) for one task of one model."""
+    """parse (per request) / preprocess (CPU) / forward (device) / postprocess (CPU) for one task of one model.
+
+    A handler whose answer is assembled from all of a request's item results (a ranking, labels grouped per
+    input) also defines `assemble(results, params, single) -> answer`, which the Request calls once at settlement
+    (runtime/tasks/rerank.py, zeroshot.py); without it the answer is the results (the first when single)."""
 
     task: ClassVar[str]
     streaming: ClassVar[bool]

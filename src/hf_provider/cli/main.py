@@ -97,7 +97,11 @@ def run(
     model: Annotated[str, typer.Argument(help="configured name, local folder or Hub id")],
     task: Annotated[str, typer.Argument(help="embeddings, text-classification, summarization, ...")],
     inputs: Annotated[
-        list[str], typer.Argument(help="one or more inputs; a JSON object for question-answering")
+        list[str],
+        typer.Argument(
+            help="one or more inputs; a JSON object for question-answering; rerank: QUERY DOC...; "
+            "score: TEXT_1 TEXT_2..."
+        ),
     ],
     config: ConfigOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values)")] = None,
@@ -113,7 +117,11 @@ def run(
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
     params = dict(_parse_param(p) for p in param or [])
     values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
-    payload: Any = values[0] if len(values) == 1 else values
+    from hf_provider.cli.run_pairs import payload as pair_payload
+
+    payload: Any = pair_payload(task, values)  # rerank QUERY DOC..., score TEXT_1 TEXT_2...
+    if payload is None:
+        payload = values[0] if len(values) == 1 else values
     settings = load(config, load_on_start=False)
     from hf_provider.defaults import DEFAULT_MODEL_NAME
 
@@ -137,7 +145,7 @@ def run(
     else:
         from hf_provider.cli.run_output import show
 
-        show(task, values, result)
+        show(task, values, result, payload)
 
 
 def _plain(value: Any) -> Any:

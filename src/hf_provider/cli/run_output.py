@@ -9,14 +9,19 @@ from typing import Any
 
 import typer
 
+from hf_provider.cli.run_pairs import PAIR_TASKS
+from hf_provider.cli.run_pairs import show as show_pairs
 from hf_provider.cli.tables import print_table
 
 FIRST_VALUES = 5  # of an embedding: enough to tell two vectors apart at a glance
 
 
-def show(task: str, inputs: Sequence[Any], result: Any) -> None:
+def show(task: str, inputs: Sequence[Any], result: Any, request: Any = None) -> None:
     """Print `result` (lists, not numpy: see main._plain) of `task` on `inputs`; with several inputs, one
-    block per input under a header naming it."""
+    block per input under a header naming it. `request`: what was sent (rerank and score print from it)."""
+    if task in PAIR_TASKS and isinstance(result, dict):  # one answer for the whole request
+        show_pairs(task, request, result)
+        return
     if len(inputs) == 1:
         _one(task, result)
         return
@@ -36,6 +41,12 @@ def _one(task: str, r: Any) -> None:
         rows = sorted(_rows(r, "label"), key=lambda d: -(d.get("score") or 0))
         print_table(
             ["label", "score"], [[d["label"], _score(d.get("score"))] for d in rows], right=("score",)
+        )
+    elif task == "zero-shot-classification" and isinstance(r, dict) and "labels" in r:
+        print_table(
+            ["label", "score"],
+            [[label, _score(s)] for label, s in zip(r["labels"], r.get("scores", []), strict=False)],
+            right=("score",),
         )
     elif task == "token-classification" and isinstance(r, list):
         if not r:

@@ -42,6 +42,7 @@ class ModelState:
     quantization_cosine: float | None
     breaker: Mapping[str, Any] | None
     runner: Mapping[str, Any]  # isolation/runners.runner_view: pid, restarts, state "failed"
+    batches: tuple[int, int] = (0, 0)  # batches run since load, and those holding several requests' items
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def _state(name: str, e: Entry, clock: Callable[[], float]) -> ModelState:
         quantization_cosine=e.quantization_cosine,
         breaker=breaker,
         runner=runner_view(sched.runner) if sched is not None else {},
+        batches=(sched.batches, sched.shared_batches) if sched is not None else (0, 0),
     )
 
 
@@ -112,6 +114,8 @@ def describe(snap: Snapshot) -> list[dict[str, Any]]:
                 "state": m.state,
                 "queued": m.queued,
                 "in_flight": m.in_flight,
+                "batches": m.batches[0],
+                "shared_batches": m.batches[1],
                 # The admission estimate (weights + working memory of a full batch), what the budget holds
                 # (measured weights + that working estimate), and the working memory measured at the peak of a
                 # forward pass since load: estimates and measurements are kept apart.

@@ -39,4 +39,6 @@ def input_size(inputs: Any) -> int:
         return len(inputs)
     if isinstance(inputs, list):
         return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
+    if isinstance(inputs, dict):  # rerank's query and documents, score's two sides: their texts count
+        return sum(input_size(v) for v in inputs.values())
     return 256

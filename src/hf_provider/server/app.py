@@ -21,7 +21,7 @@ from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LagProbe, LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, health, openai, reports, responses, tasks, versions
+from hf_provider.server.routes import admin, health, openai, reports, rerank, responses, tasks, versions
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         reports.router,
     ):
         app.include_router(r)
+    app.include_router(rerank.router)  # /v1/rerank, /v2/rerank, /v1/score
     if probe is not None:
         from hf_provider.server.routes import looplag
 

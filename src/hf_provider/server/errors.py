@@ -171,14 +171,18 @@ def task_of_path(path: str) -> str:
     if path.startswith("/v1/tasks/"):
         task = path.removeprefix("/v1/tasks/")
         return task if task in E_TASKS else "-"
-    return {"/v1/embeddings": "embeddings", "/v1/completions": "text-generation"}.get(
-        path, "text-generation" if path in ("/v1/chat/completions", "/v1/responses") else "-"
-    )
+    return {
+        "/v1/embeddings": "embeddings",
+        "/v1/completions": "text-generation",
+        "/v1/rerank": "rerank",
+        "/v2/rerank": "rerank",
+        "/v1/score": "score",
+    }.get(path, "text-generation" if path in ("/v1/chat/completions", "/v1/responses") else "-")
 
 
 def is_inference(path: str) -> bool:
     """A route that serves a model's request (what outcomes count), not an admin or health route."""
-    return path.startswith("/v1/") and not path.startswith(("/v1/admin", "/v1/models"))
+    return path.startswith(("/v1/", "/v2/")) and not path.startswith(("/v1/admin", "/v1/models"))
 
 
 def model_named(body: Any) -> str:

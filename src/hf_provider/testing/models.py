@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hf_provider.testing.pair_models import tiny_cross_encoder, tiny_nli
 from hf_provider.testing.tiny_tokenizers import bpe_tokenizer, t5_tokenizer, wordpiece_tokenizer
 
 # Bump when the builders change: cached folders with another version are rebuilt.
@@ -174,6 +175,8 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-ner": _bert_builder("ner"),
     "bert-mlm": _bert_builder("mlm"),
     "bert-qa": _bert_builder("qa"),
+    "bert-rerank": tiny_cross_encoder(),
+    "bert-nli": tiny_nli(),
 }
 
 

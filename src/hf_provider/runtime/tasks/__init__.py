@@ -12,7 +12,9 @@ from hf_provider.runtime.tasks.classification import FillMask, TextClassificatio
 from hf_provider.runtime.tasks.embeddings import Embeddings
 from hf_provider.runtime.tasks.generation import TextGeneration
 from hf_provider.runtime.tasks.qa import QuestionAnswering
+from hf_provider.runtime.tasks.rerank import Rerank, Score
 from hf_provider.runtime.tasks.seq2seq import Summarization, Text2TextGeneration, Translation
+from hf_provider.runtime.tasks.zeroshot import ZeroShotClassification
 
 HANDLERS: dict[str, type[BaseHandler]] = {
     h.task: h
@@ -26,6 +28,9 @@ HANDLERS: dict[str, type[BaseHandler]] = {
         Translation,
         Summarization,
         QuestionAnswering,
+        Rerank,
+        Score,
+        ZeroShotClassification,
     )
 }
 
