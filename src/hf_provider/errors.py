@@ -7,7 +7,9 @@ Errors carry domain fields (model, task, param), never HTTP codes: the server ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import re
+from collections.abc import Iterable, Mapping
 
 
 class ProviderError(Exception):
@@ -65,6 +67,20 @@ class InvalidInput(ProviderError, ValueError):
 
     code = "invalid_input"
 
+    def renamed(self, names: Mapping[str, str]) -> InvalidInput:
+        """The same error in the words of a client that names parameters otherwise (OpenAI's `max_tokens` for
+        the handlers' `max_new_tokens`, `input` for `inputs`): its param and the names quoted in its message."""
+        if not names:
+            return self
+        pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, names)) + r")(?![\w])")
+        out = copy.copy(self)
+        out.message = pattern.sub(lambda m: names[m.group(1)], self.message)
+        out.args = (out.message,)
+        if self.param is not None:
+            head, sep, rest = self.param.partition("[")
+            out.param = names.get(head, head) + sep + rest
+        return out
+
 
 class TooManyItems(InvalidInput):
     code = "too_many_items"
@@ -77,9 +93,16 @@ class InvalidJson(InvalidInput):
 
 
 class UnsupportedField(InvalidInput):
-    """The request body carries a field of the schema this server does not implement (OpenAI's `tools`...)."""
+    """The request body carries a field this server does not implement (OpenAI's `audio`...), at a value other
+    than its default: refused, never ignored."""
 
-    code = "unsupported_field"
+    code = "unsupported_parameter"
+
+
+class UnsupportedContent(InvalidInput):
+    """A message carries content the model cannot take (an image or audio part for a text-only model)."""
+
+    code = "unsupported_content"
 
 
 class InvalidRequest(InvalidInput):

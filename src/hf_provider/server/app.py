@@ -21,7 +21,17 @@ from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LagProbe, LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, audio, health, openai, reports, rerank, tasks, versions
+from hf_provider.server.routes import (
+    admin,
+    audio,
+    health,
+    openai,
+    reports,
+    rerank,
+    responses,
+    tasks,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +93,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         health.router,
         openai.router,
         audio.router,
+        responses.router,
         tasks.router,
         admin.router,
         versions.router,

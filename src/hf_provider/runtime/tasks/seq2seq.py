@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import BaseHandler
+from hf_provider.runtime.tasks.base import BaseHandler, vocab_size
 from hf_provider.runtime.tasks.generation import finish_rows, run_generate
 from hf_provider.types import Item, RowControl
 
@@ -21,6 +21,8 @@ class Text2TextGeneration(BaseHandler):
     task = "text2text-generation"
     generative = True
     output_key: ClassVar[str] = "generated_text"
+    #: whether a result carries finish_reason and token counts beside the text (as text-generation's do)
+    details: ClassVar[bool] = True
     allowed_params = genparams.GEN_PARAMS | {"truncate"}
 
     @classmethod
@@ -34,10 +36,14 @@ class Text2TextGeneration(BaseHandler):
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
-        gp = genparams.resolve(merged, self.model.max_length)
-        texts, single = self.as_text_list(inputs, self.max_items)
+        gp = genparams.resolve(merged, self.model.max_length, vocab_size(self.model))
         prefix = self.prefix(merged)
-        rows = self.tokenize([prefix + t for t in texts], merged.get("truncate", False))
+        given = self.token_rows(inputs)
+        if given is not None:  # token ids are the encoder's input as they are: no task prefix is added
+            rows, single = self.check_rows(given[0], merged.get("truncate", False)), given[1]
+        else:
+            texts, single = self.as_text_list(inputs, self.max_items)
+            rows = self.tokenize([prefix + t for t in texts], merged.get("truncate", False))
         items = [
             Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens)
             for r in rows
@@ -54,12 +60,17 @@ class Text2TextGeneration(BaseHandler):
         return run_generate(self.model, batch, params["_gen"], control)
 
     def postprocess(self, batch: Any, outputs: Any, params: Mapping[str, Any]) -> list[Any]:
-        return [{self.output_key: r["text"]} for r in finish_rows(self.model, batch, outputs)]
+        rows = finish_rows(self.model, batch, outputs)
+        if not self.details:
+            return [{self.output_key: r["text"]} for r in rows]
+        # the finish reason and token counts too: /v1/completions answers usage and "length" from them
+        return [{self.output_key: r.pop("text"), **r} for r in rows]
 
 
 class Summarization(Text2TextGeneration):
     task = "summarization"
     output_key = "summary_text"
+    details = False
 
     def prefix(self, params: Mapping[str, Any]) -> str:
         return str(task_params(self.model).get("summarization", {}).get("prefix", ""))
@@ -68,6 +79,7 @@ class Summarization(Text2TextGeneration):
 class Translation(Text2TextGeneration):
     task = "translation"
     output_key = "translation_text"
+    details = False
     allowed_params = Text2TextGeneration.allowed_params | {"source_lang", "target_lang"}
 
     def prefix(self, params: Mapping[str, Any]) -> str:
