@@ -77,9 +77,9 @@ class EmbeddingsRequest(_OpenAIBody):
     @field_validator("input")
     @classmethod
     def _input(cls, v: Any) -> Any:
-        if isinstance(v, list) and v and any(isinstance(x, dict) for x in v):
-            if all(isinstance(x, str | dict) for x in v):
-                return v  # content parts: the image-text handler reads them (runtime/tasks/image_text.py)
+        parts = isinstance(v, list) and any(isinstance(x, dict) for x in v)
+        if parts and all(isinstance(x, str | dict) for x in v):
+            return v  # content parts: the image-text handler reads them (runtime/tasks/image_text.py)
         return text_or_ids(v, "input")
 
 
