@@ -42,9 +42,7 @@ def input_size(inputs: Any) -> int:
     if isinstance(inputs, str):
         return _URL_SIZE if inputs.startswith(("http://", "https://")) else len(inputs)
     if isinstance(inputs, list):
-        return sum(
-            input_size(x) if isinstance(x, str | dict | bytes | bytearray) else 256 for x in inputs
-        )
+        return sum(input_size(x) if isinstance(x, str | dict | bytes | bytearray) else 256 for x in inputs)
     if isinstance(inputs, dict):
         if inputs.get("type") == "image_url":
             return _URL_SIZE

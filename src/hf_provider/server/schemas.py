@@ -71,7 +71,8 @@ class EmbeddingsRequest(_OpenAIBody):
     user: str | None = None
     truncate: bool | None = Field(None, description="hf-provider extension: cut inputs to the model's length")
     modality: Literal["auto", "text", "image"] | None = Field(
-        None, description="image-text models: 'text' or 'image' says what every string input is (default: auto)"
+        None,
+        description="image-text models: 'text' or 'image' says what every string input is (default: auto)",
     )
 
     @field_validator("input")

@@ -40,6 +40,8 @@ def test_run_says_a_file_is_no_image(tiny_models: dict, tmp_path: Path) -> None:
 def test_run_embeds_an_image_file_and_a_text_with_a_clip(tiny_models: dict, tmp_path: Path) -> None:
     cat = tmp_path / "cat.png"
     Image.fromarray((np.random.RandomState(1).rand(40, 40, 3) * 255).astype("uint8")).save(cat)
-    res = runner.invoke(cli.app, ["run", str(tiny_models["clip"]), "embeddings", str(cat), "a photo of a cat"])
+    res = runner.invoke(
+        cli.app, ["run", str(tiny_models["clip"]), "embeddings", str(cat), "a photo of a cat"]
+    )
     assert res.exit_code == 0, res.output
     assert res.output.count("16 dimensions") == 2 and "a photo of a cat" in res.output
