@@ -6,6 +6,12 @@ and every failed request.
 
     .venv/bin/python bench/ray_scale.py [--seconds 20] [--clients 4] [--batch 32] [--encoding base64|float]
                                         [--throughput-only]
+    .venv/bin/python bench/ray_scale.py --device-bound [--seconds 10] [--clients 16] [--rows 8]
+                                        [--no-node-loss] [--loss-clients 8] [--loss-seconds 35]
+
+--device-bound (bench/_ray_device.py): 1, 2 and 4 replicas of the device-bound test model (20 ms per batch of
+8, no CPU) on a two-node Ray cluster on this machine, the replicas' placement per node, and the worker node lost
+under load.
 
 Each phase also prints the requests each replica served and the CPU each process used (% of one core: the
 replicas, Ray's proxy, controller and core processes, this client), which shows where a ratio below 2 goes.
@@ -260,7 +266,7 @@ def _autoscale(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=20.0, help="measured load per phase")
-    ap.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    ap.add_argument("--clients", type=int, default=None, help="concurrent clients (4; --device-bound: 16)")
     ap.add_argument("--batch", type=int, default=32, help="sentences per request")
     ap.add_argument(
         "--encoding",
@@ -271,7 +277,23 @@ def main() -> None:
     ap.add_argument(
         "--throughput-only", action="store_true", help="skip the autoscaling phase (scale-up and scale-down)"
     )
+    dev = ap.add_argument_group(
+        "--device-bound: the device-bound model on a two-node cluster (bench/_ray_device.py)"
+    )
+    dev.add_argument("--device-bound", action="store_true", help="1, 2, 4 replicas of the device-bound model")
+    dev.add_argument("--rows", type=int, default=32, help="inputs per request (4 batches of the model's 8)")
+    dev.add_argument("--no-node-loss", action="store_true", help="skip losing the worker node under load")
+    dev.add_argument("--loss-clients", type=int, default=8, help="clients while the worker node is lost")
+    dev.add_argument("--loss-seconds", type=float, default=35.0, help="how long to watch after the loss")
     args = ap.parse_args()
+    if args.clients is None:
+        args.clients = 16 if args.device_bound else 4
+    if args.device_bound:
+        import _ray_device
+
+        args.port = _port()
+        _ray_device.run(args, _role)
+        return
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -16,6 +16,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TINY_CACHE = Path(
     os.environ.get("HFP_TEST_MODELS", Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models")
 )
+# Remote code of test models (testing/device_model.py) is copied here by transformers, which reads the variable
+# once at import: beside the tiny models, not in the user's own HF home.
+os.environ.setdefault("HF_MODULES_CACHE", str(TINY_CACHE.parent / "hf-modules"))
 
 
 @pytest.fixture(autouse=True)

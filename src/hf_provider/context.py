@@ -42,3 +42,8 @@ def mark_recorded() -> None:
     """The current HTTP request's outcome is (or will be, at settlement) recorded by the layer calling this."""
     if (call := CALL.get()) is not None:
         call.recorded = True
+
+
+#: How the client being served names the handlers' parameters ({"max_new_tokens": "max_tokens", "inputs":
+#: "input"} on the OpenAI routes): an error raised while parsing its request names what the client sent.
+CLIENT_NAMES: ContextVar[dict[str, str]] = ContextVar("hfp_client_names", default={})  # noqa: B039

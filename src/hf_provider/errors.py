@@ -7,7 +7,9 @@ Errors carry domain fields (model, task, param), never HTTP codes: the server ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import re
+from collections.abc import Iterable, Mapping
 
 
 class ProviderError(Exception):
@@ -65,6 +67,20 @@ class InvalidInput(ProviderError, ValueError):
 
     code = "invalid_input"
 
+    def renamed(self, names: Mapping[str, str]) -> InvalidInput:
+        """The same error in the words of a client that names parameters otherwise (OpenAI's `max_tokens` for
+        the handlers' `max_new_tokens`, `input` for `inputs`): its param and the names quoted in its message."""
+        if not names:
+            return self
+        pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, names)) + r")(?![\w])")
+        out = copy.copy(self)
+        out.message = pattern.sub(lambda m: names[m.group(1)], self.message)
+        out.args = (out.message,)
+        if self.param is not None:
+            head, sep, rest = self.param.partition("[")
+            out.param = names.get(head, head) + sep + rest
+        return out
+
 
 class TooManyItems(InvalidInput):
     code = "too_many_items"
@@ -77,9 +93,16 @@ class InvalidJson(InvalidInput):
 
 
 class UnsupportedField(InvalidInput):
-    """The request body carries a field of the schema this server does not implement (OpenAI's `tools`...)."""
+    """The request body carries a field this server does not implement (OpenAI's `audio`...), at a value other
+    than its default: refused, never ignored."""
 
-    code = "unsupported_field"
+    code = "unsupported_parameter"
+
+
+class UnsupportedContent(InvalidInput):
+    """A message carries content the model cannot take (an image or audio part for a text-only model)."""
+
+    code = "unsupported_content"
 
 
 class InvalidRequest(InvalidInput):
@@ -90,6 +113,18 @@ class InvalidRequest(InvalidInput):
 
 class RequestTooLarge(InvalidInput):
     code = "request_too_large"
+
+
+class InvalidAudio(InvalidInput):
+    """An uploaded audio file that cannot be decoded: corrupt, truncated, not audio (media/audio.py)."""
+
+    code = "invalid_audio"
+
+
+class AudioTooShort(InvalidAudio):
+    """Empty audio, or shorter than the minimum (OpenAI's code and limit: 0.1 s)."""
+
+    code = "audio_too_short"
 
 
 class Unauthorized(ProviderError, PermissionError):
@@ -230,3 +265,27 @@ class Cancelled(ProviderError):
 
 class ShuttingDown(Unavailable):
     code = "shutting_down"
+
+
+class InvalidMedia(InvalidInput):
+    """An image (or other media input) that cannot be decoded: corrupt, truncated, not a supported format."""
+
+    code = "invalid_media"
+
+
+class MediaTypeMismatch(InvalidMedia):
+    """The bytes are of another type than the input claims (a data:image/png URI holding JPEG bytes or text)."""
+
+    code = "media_type_mismatch"
+
+
+class MediaTooLarge(RequestTooLarge):
+    """One media input is over its limit in bytes or, for an image, in pixels (a decompression bomb)."""
+
+    code = "media_too_large"
+
+
+class UrlNotAllowed(InvalidInput):
+    """A media URL whose host the settings do not allow (`[media] url_hosts`): the server fetches nothing."""
+
+    code = "url_not_allowed"

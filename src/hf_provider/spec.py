@@ -36,6 +36,12 @@ class BatchingSpec(BaseModel):
         "refuses earlier, by time)",
     )
     max_items_per_request: int = Field(2048, ge=1, description="inputs accepted in one request")
+    max_documents: int = Field(
+        1000, ge=1, description="rerank: documents in one request; score: texts on either side of one request"
+    )
+    max_candidate_labels: int = Field(
+        100, ge=1, description="zero-shot-classification: candidate labels in one request"
+    )
     generation: Literal["auto", "continuous", "static"] = Field(
         "auto",
         description="text-generation on decoders: 'continuous' lets requests join and leave the running batch at "

@@ -19,7 +19,16 @@ TASKS: tuple[str, ...] = (
     "translation",
     "summarization",
     "question-answering",
+    "rerank",
+    "score",
+    "zero-shot-classification",
+    "image-classification",
+    "zero-shot-image-classification",
+    "automatic-speech-recognition",
 )
+
+#: Tasks whose inputs are images (the CLI reads a file argument's bytes for them).
+IMAGE_TASKS: frozenset[str] = frozenset({"image-classification", "zero-shot-image-classification"})
 
 #: Request priority classes, most urgent first; the value is the queue class index.
 PRIORITIES: dict[str, int] = {"interactive": 0, "batch": 1}
@@ -148,7 +157,11 @@ class GenerationEngine(Protocol):
 
 @runtime_checkable
 class TaskHandler(Protocol):
-    """parse (per request) / preprocess (CPU) / forward (device) / postprocess (CPU) for one task of one model."""
+    """parse (per request) / preprocess (CPU) / forward (device) / postprocess (CPU) for one task of one model.
+
+    A handler whose answer is assembled from all of a request's item results (a ranking, labels grouped per
+    input) also defines `assemble(results, params, single) -> answer`, which the Request calls once at settlement
+    (runtime/tasks/rerank.py, zeroshot.py); without it the answer is the results (the first when single)."""
 
     task: ClassVar[str]
     streaming: ClassVar[bool]

@@ -71,7 +71,7 @@ def test_distinct_generated_request_ids(http: httpx.Client) -> None:
         ("/v1/embeddings", {"model": "minilm", "input": "hi", "encoding_format": "hex"}, "encoding_format"),
         ("/v1/chat/completions", {"model": "lm", "messages": []}, "messages"),
         ("/v1/chat/completions", {"model": "lm", "messages": [{"role": "wizard", "content": "x"}]}, None),
-        ("/v1/completions", {"model": "lm", "prompt": "x", "n": 2}, "n"),
+        ("/v1/completions", {"model": "lm", "prompt": "x", "max_tokens": 0}, "max_tokens"),
         ("/v1/tasks/embeddings", {"model": "minilm"}, "inputs"),
     ],
 )
@@ -161,7 +161,7 @@ def test_oversize_chunked_body_is_413(http: httpx.Client) -> None:
 
 def test_too_many_items_is_413(http: httpx.Client) -> None:
     r = http.post("/v1/embeddings", json={"model": "minilm", "input": ["a"] * (MAX_ITEMS + 1)})
-    err = assert_error(r, 413, param="inputs")
+    err = assert_error(r, 413, param="input")
     assert str(MAX_ITEMS) in err["message"]
     r = http.post("/v1/tasks/text-classification", json={"model": "cls", "inputs": ["a"] * (MAX_ITEMS + 1)})
     assert_error(r, 413)

@@ -181,14 +181,14 @@ def test_three_causes_with_random_content_make_exactly_three_groups_of_30(client
 
 
 def test_a_client_error_is_filed_under_the_model_named_with_the_message_the_client_got(client) -> None:
-    body = {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]}
+    body = {"model": "lm", "messages": [{"role": "user", "content": "hi"}], "audio": {"voice": "x"}}
     r = client.post("/v1/chat/completions", json=body)
-    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_field"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter"
     groups = client.get("/v1/admin/errors").json()["groups"]
     assert len(groups) == 1, [(x["exc_type"], x["model"], x["count"], x["message"]) for x in groups]
     g = groups[0]
     assert g["model"] == "lm" and g["message"] == r.json()["error"]["message"]
-    assert g["message"].startswith("Unsupported field 'tools'")
+    assert g["message"].startswith("Unsupported parameter 'audio'")
 
 
 def _count(metrics: str, model: str, outcome: str) -> float:

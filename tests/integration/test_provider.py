@@ -88,7 +88,7 @@ def test_bad_inputs_are_clear(provider):
     with pytest.raises(InvalidInput, match="non-empty"):
         provider.run("minilm", "embeddings", [])
     with pytest.raises(InvalidInput, match="must be a string"):
-        provider.run("minilm", "embeddings", [1, 2])
+        provider.run("minilm", "embeddings", [1, "a"])  # [1, 2] alone is token ids
     with pytest.raises(TooManyItems, match="at most 16"):
         provider.run("minilm", "embeddings", ["x"] * 17)
     with pytest.raises(InvalidInput, match="truncate"):

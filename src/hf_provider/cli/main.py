@@ -30,6 +30,7 @@ from hf_provider.cli.optimize import register as register_optimize_command
 from hf_provider.cli.ray_cmd import register as register_ray_commands
 from hf_provider.cli.ray_cmd import serve_on_ray
 from hf_provider.cli.report import register as register_report_command
+from hf_provider.cli.run_inputs import parse_param, run_payload
 from hf_provider.cli.tables import MIN_CUT, WideOpt, print_table
 from hf_provider.cli.versions import register as register_version_commands
 from hf_provider.units import format_size
@@ -82,22 +83,16 @@ def _settings(config: Path | None, **overrides: Any):
     return settings
 
 
-def _parse_param(raw: str) -> tuple[str, Any]:
-    if "=" not in raw:
-        fail(f"--param takes key=value, got {raw!r}", 2)
-    key, value = raw.split("=", 1)
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 @app.command()
 def run(
     model: Annotated[str, typer.Argument(help="configured name, local folder or Hub id")],
     task: Annotated[str, typer.Argument(help="embeddings, text-classification, summarization, ...")],
     inputs: Annotated[
-        list[str], typer.Argument(help="one or more inputs; a JSON object for question-answering")
+        list[str],
+        typer.Argument(
+            help="one or more inputs; a JSON object for question-answering; rerank: QUERY DOC...; "
+            "score: TEXT_1 TEXT_2..."
+        ),
     ],
     config: ConfigOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values)")] = None,
@@ -105,15 +100,14 @@ def run(
 ) -> None:
     """Run one task on a model and print the result: text, a table of labels, entities or candidates, or a
     vector's dimension and norm; --json for the full result."""
-    from hf_provider.types import TASKS
+    from hf_provider.types import IMAGE_TASKS, TASKS
 
     if task not in TASKS:  # before any model loads: a typo should not cost a model load to find out
         close = difflib.get_close_matches(task, TASKS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         fail(f"unknown task {task!r}; {hint}tasks: {', '.join(TASKS)}", 2)
-    params = dict(_parse_param(p) for p in param or [])
-    values: list[Any] = [json.loads(i) if i.lstrip().startswith("{") else i for i in inputs]
-    payload: Any = values[0] if len(values) == 1 else values
+    params = dict(parse_param(p) for p in param or [])
+    values, payload = run_payload(task, inputs)
     settings = load(config, load_on_start=False)
     from hf_provider.defaults import DEFAULT_MODEL_NAME
 
@@ -137,7 +131,8 @@ def run(
     else:
         from hf_provider.cli.run_output import show
 
-        show(task, values, result)
+        shown = inputs if task in IMAGE_TASKS or task == "embeddings" else values  # files by their names
+        show(task, shown, result, payload)
 
 
 def _plain(value: Any) -> Any:

@@ -44,7 +44,9 @@ def _raw_config(config: Path | None) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    ray_app = typer.Typer(help="Run on Ray Serve: write the Serve config file for a Ray cluster.")
+    ray_app = typer.Typer(
+        help="Run on Ray Serve: write the Serve config file for a Ray cluster; show what runs where."
+    )
     app.add_typer(ray_app, name="ray")
 
     @ray_app.command("config")
@@ -82,3 +84,33 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
         sys.stdout.write(text)
+
+    @ray_app.command("status")
+    def status_cmd(
+        address: Annotated[
+            str | None,
+            typer.Option(
+                help="the cluster's address (host:port of its head); default: the Ray on this machine"
+            ),
+        ] = None,
+        app_name: Annotated[str, typer.Option("--app", help="the Serve application's name")] = "hfp",
+        as_json: Annotated[bool, typer.Option("--json", help="the figures as JSON")] = False,
+    ) -> None:
+        """The application on a running Ray cluster: its deployment, and per node its replicas and their
+        models (no dashboard address or token needed: read through Serve's controller as a Ray driver)."""
+        _ray_modules()
+        import json
+
+        from hf_provider.scaling.ray_status import collect, connected, render
+
+        try:
+            with connected(address):
+                data = collect(app_name)
+        except ConnectionError as e:
+            where = f"at {address}" if address else "on this machine"
+            fail(f"no Ray cluster reached {where}: {e}; start one or pass --address HEAD:PORT", 1)
+        if as_json:
+            sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+            return
+        for line in render(data):
+            typer.echo(line)

@@ -9,19 +9,26 @@ from typing import Any
 
 import typer
 
+from hf_provider.cli.run_pairs import PAIR_TASKS
+from hf_provider.cli.run_pairs import show as show_pairs
 from hf_provider.cli.tables import print_table
 
 FIRST_VALUES = 5  # of an embedding: enough to tell two vectors apart at a glance
+_LABELS = ("text-classification", "image-classification", "zero-shot-image-classification")
 
 
-def show(task: str, inputs: Sequence[Any], result: Any) -> None:
+def show(task: str, inputs: Sequence[Any], result: Any, request: Any = None) -> None:
     """Print `result` (lists, not numpy: see main._plain) of `task` on `inputs`; with several inputs, one
-    block per input under a header naming it."""
+    block per input under a header naming it. `request`: what was sent (rerank and score print from it)."""
+    if task in PAIR_TASKS and isinstance(result, dict):  # one answer for the whole request
+        show_pairs(task, request, result)
+        return
     if len(inputs) == 1:
         _one(task, result)
         return
     for i, (item, answer) in enumerate(zip(inputs, result, strict=False), start=1):
-        typer.echo(("" if i == 1 else "\n") + typer.style(f"[{i}] {_short(item)}", bold=True))
+        name = f"{len(item)} bytes of audio" if isinstance(item, bytes) else _short(item)
+        typer.echo(("" if i == 1 else "\n") + typer.style(f"[{i}] {name}", bold=True))
         _one(task, answer)
 
 
@@ -30,12 +37,20 @@ def _one(task: str, r: Any) -> None:
         typer.echo(vector_summary(r))
     elif isinstance(r, dict) and "answer" in r:  # question-answering
         typer.echo(f"{r['answer']}  (score {_score(r.get('score'))})")
+    elif task == "automatic-speech-recognition" and isinstance(r, dict):
+        typer.echo(r.get("text", ""))
     elif isinstance(r, dict) and (text := _text(r)) is not None:  # generation, summarization, translation
         typer.echo(text)
-    elif task == "text-classification" and _rows(r, "label"):
+    elif task in _LABELS and _rows(r, "label"):
         rows = sorted(_rows(r, "label"), key=lambda d: -(d.get("score") or 0))
         print_table(
             ["label", "score"], [[d["label"], _score(d.get("score"))] for d in rows], right=("score",)
+        )
+    elif task == "zero-shot-classification" and isinstance(r, dict) and "labels" in r:
+        print_table(
+            ["label", "score"],
+            [[label, _score(s)] for label, s in zip(r["labels"], r.get("scores", []), strict=False)],
+            right=("score",),
         )
     elif task == "token-classification" and isinstance(r, list):
         if not r:

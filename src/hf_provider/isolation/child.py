@@ -109,6 +109,7 @@ def describe(model: Any, cosine: float | None) -> dict[str, Any]:
         "pid": os.getpid(),
         "config": model.config,
         "tokenizer": model.tokenizer,
+        "image_processor": model.image_processor,
         "generation_config": getattr(model.module, "generation_config", None),
         "architecture": model.architecture,
         "commit": model.commit,

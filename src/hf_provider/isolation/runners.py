@@ -236,7 +236,8 @@ def start_isolated(
             architecture=d["architecture"],
             sentence_model=st,
             load_seconds=d["load_seconds"],
-            fast_encoder=fast_encoder(d["tokenizer"]),
+            fast_encoder=fast_encoder(d["tokenizer"]) if d["tokenizer"] is not None else None,
+            image_processor=d.get("image_processor"),
         )
         for task, known in d["facts"].items():
             handler = build_handler(task, model, spec.defaults.get(task))

@@ -47,7 +47,7 @@ from hf_provider.runtime.tasks import supported_tasks
 from hf_provider.scheduling.batcher import ModelScheduler
 from hf_provider.scheduling.observer import NullObserver
 from hf_provider.scheduling.worker import StageRunner
-from hf_provider.settings import MemorySettings
+from hf_provider.settings import MediaSettings, MemorySettings
 from hf_provider.spec import ModelSpec
 from hf_provider.types import TaskHandler
 
@@ -67,8 +67,10 @@ class ModelManager:
         outcomes: Any = None,
         faults: Any = None,
         fetcher: Fetcher | None = None,
+        media: MediaSettings | None = None,
     ) -> None:
         self.memory = memory or MemorySettings()
+        self.media = media or MediaSettings()  # the limits every loaded model checks image inputs against
         self.freeze_heap = self.memory.freeze_heap is True  # None: on in the server only (server/app.py)
         # Hub files: the lock, integrity checks and repair, the disk budget (hub/fetch.py)
         self.fetcher = fetcher or Fetcher()
@@ -349,6 +351,7 @@ class ModelManager:
                 fault=self.fault,
                 faults=faults,
             )
+        model.media = self.media
         yield_point()
         engine = gen.build() if gen is not None else None
         if gen is not None and engine is None:  # it failed its check: static batching, its bytes given back

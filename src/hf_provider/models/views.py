@@ -44,6 +44,7 @@ class ModelState:
     runner: Mapping[str, Any]  # isolation/runners.runner_view: pid, restarts, state "failed"
     # Per task with work: queued, in_flight, share, priority (scheduling/batcher.task_load).
     task_load: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    batches: tuple[int, int] = (0, 0)  # batches run since load, and those holding several requests' items
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ def _state(name: str, e: Entry, clock: Callable[[], float]) -> ModelState:
         quantization_cosine=e.quantization_cosine,
         breaker=breaker,
         runner=runner_view(sched.runner) if sched is not None else {},
+        batches=(sched.batches, sched.shared_batches) if sched is not None else (0, 0),
     )
 
 
@@ -120,6 +122,8 @@ def describe(snap: Snapshot) -> list[dict[str, Any]]:
                 "tasks_load": {t: dict(v) for t, v in m.task_load.items()},
                 "task_share": dict(spec.task_share),
                 "task_priority": dict(spec.task_priority),
+                "batches": m.batches[0],
+                "shared_batches": m.batches[1],
                 # The admission estimate (weights + working memory of a full batch), what the budget holds
                 # (measured weights + that working estimate), and the working memory measured at the peak of a
                 # forward pass since load: estimates and measurements are kept apart.

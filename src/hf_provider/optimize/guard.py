@@ -25,20 +25,23 @@ PROB_TOLERANCE = 0.02
 GEN_TOKENS = 32
 
 _CLASSIFICATION = frozenset({"text-classification", "token-classification", "fill-mask"})
+# tasks read from a head's logits over text pairs (span heads included)
+_PAIR_HEADS = frozenset({"question-answering", "rerank", "score", "zero-shot-classification"})
 
 
 def family(handler: BaseHandler) -> str:
-    if handler.task == "embeddings":
+    if handler.task == "embeddings" or getattr(handler, "method", None) == "cosine":  # rerank/score by cosine
         return "embeddings"
     if handler.generative:
         return "generation"
-    if handler.task in _CLASSIFICATION or handler.task == "question-answering":
+    if handler.task in _CLASSIFICATION or handler.task in _PAIR_HEADS:
         return "classification"
     raise ValueError(f"no accuracy guard for task {handler.task!r}")
 
 
-def probe(handler: BaseHandler, n: int | None = None) -> tuple[list[Any], dict[str, Any]]:
-    """The fixed inputs (GUARD_SENTENCES cycled to n) and parameters for this handler's task."""
+def probe(handler: BaseHandler, n: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The fixed inputs (GUARD_SENTENCES cycled to n; for rerank and score, one request holding them) and
+    parameters for this handler's task."""
     texts = [GUARD_SENTENCES[i % len(GUARD_SENTENCES)] for i in range(n or len(GUARD_SENTENCES))]
     params: dict[str, Any] = {}
     if handler.generative:
@@ -49,12 +52,18 @@ def probe(handler: BaseHandler, n: int | None = None) -> tuple[list[Any], dict[s
     if handler.task == "question-answering":
         nxt = [GUARD_SENTENCES[(i + 1) % len(GUARD_SENTENCES)] for i in range(len(texts))]
         return [{"question": q, "context": f"{c} {q}"} for q, c in zip(texts, nxt, strict=True)], params
+    if handler.task in ("rerank", "score"):  # one request holding every probe text
+        if getattr(handler, "method", None) == "cosine":
+            params["method"] = "cosine"
+        if handler.task == "rerank":
+            return {"query": texts[0], "documents": texts}, params
+        return {"text_1": texts[0], "text_2": texts}, params
+    if handler.task == "zero-shot-classification":
+        params["candidate_labels"] = ["news", "sport", "science"]
     return list(texts), params
 
 
-def run(
-    handler: BaseHandler, inputs: list[Any], params: Mapping[str, Any]
-) -> tuple[Any, Any, dict[str, Any]]:
+def run(handler: BaseHandler, inputs: Any, params: Mapping[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(batch, forward output, resolved params) of one pass through the handler's stages."""
     import torch
 
@@ -154,6 +163,9 @@ def _probabilities(batch: Any, out: Any) -> list[Any]:
             probs.append(torch.softmax(x[mask], dim=-1))
         elif x.shape == mask.shape:  # [batch, tokens] span logits
             probs.append(torch.softmax(x.masked_fill(~mask, float("-inf")), dim=-1))
+        elif x.shape[-1] == 1:  # one-label head (a cross-encoder): its sigmoid, as the two classes it splits
+            p = torch.sigmoid(x)
+            probs.append(torch.cat([1 - p, p], dim=-1))
         else:  # [batch, classes]
             probs.append(torch.softmax(x, dim=-1))
     return probs

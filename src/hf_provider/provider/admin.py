@@ -30,6 +30,7 @@ class Generation(NamedTuple):
     model: str
     task: str
     prompt: str | None
+    template: str | None = None  # the chat template's text (which tool-call format it speaks)
 
 
 class QueueLoad(NamedTuple):
@@ -147,7 +148,12 @@ class Admin:
         attach_tasks(model, [task])
 
     # completions ------------------------------------------------------------------------------------------------
-    def generation(self, model: str, messages: list[dict[str, str]] | None = None) -> Generation:
+    def generation(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> Generation:
         """The generation task of `model` (and with `messages`, the chat prompt its template renders), loading it
         if needed. When `model` cannot be had for a reason of its own health (its load failed, it does not fit),
         the first of its fallbacks that serves generation answers instead, as a request's walk goes
@@ -155,7 +161,7 @@ class Admin:
         served = fallback.serve(
             model,
             self._fallbacks.get(model, ()),
-            lambda name: _generation(name, self._manager.get(name), messages),
+            lambda name: _generation(name, self._manager.get(name), messages, tools),
             serves=self._serves_generation,
             is_open=self._is_open,
         )
@@ -173,7 +179,9 @@ class Admin:
         return sched is not None and sched.breaker is not None and sched.breaker.state == OPEN
 
 
-def _generation(name: str, e: Entry, messages: list[dict[str, str]] | None) -> Generation:
+def _generation(
+    name: str, e: Entry, messages: list[dict[str, Any]] | None, tools: list[dict[str, Any]] | None = None
+) -> Generation:
     handlers = e.model.handlers if e.model is not None else {}
     task = next((t for t in GENERATION_TASKS if t in handlers), None)
     if task is None:
@@ -186,12 +194,13 @@ def _generation(name: str, e: Entry, messages: list[dict[str, str]] | None) -> G
             f"model {name!r} has no chat template; use /v1/completions with a plain prompt", param="messages"
         )
     try:
-        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        kw = {"tools": tools} if tools else {}
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
     except Exception as exc:  # template errors (e.g. roles out of order) are the caller's to fix
         raise InvalidInput(
             f"the model's chat template rejected the messages: {exc}", param="messages"
         ) from exc
-    return Generation(name, task, prompt)
+    return Generation(name, task, prompt, str(tok.chat_template))
 
 
 __all__ = ["GENERATION_TASKS", "Admin", "Generation", "QueueLoad"]

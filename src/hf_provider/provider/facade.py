@@ -127,6 +127,7 @@ class Provider:
             outcomes=self.outcomes,
             faults=self.faults,
             fetcher=fetcher,
+            media=self.settings.media,
         )
         fallbacks = {s.name: list(s.fallbacks) for s in specs if s.fallbacks}
         self.submitter = Submitter(

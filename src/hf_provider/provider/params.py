@@ -35,8 +35,19 @@ def check_params(params: Params) -> Mapping[str, Any]:
 
 
 def input_size(inputs: Any) -> int:
-    if isinstance(inputs, str):
+    """What parsing `inputs` costs, in characters (bytes for an uploaded file, decoded in parse). A URL or an image
+    part counts as large: an image task may fetch or decode it, which must never run on the event loop."""
+    if isinstance(inputs, bytes | bytearray):  # an audio file
         return len(inputs)
+    if isinstance(inputs, str):
+        return _URL_SIZE if inputs.startswith(("http://", "https://")) else len(inputs)
     if isinstance(inputs, list):
-        return sum(len(x) if isinstance(x, str) else 256 for x in inputs)
+        return sum(input_size(x) if isinstance(x, str | dict | bytes | bytearray) else 256 for x in inputs)
+    if isinstance(inputs, dict):
+        if inputs.get("type") == "image_url":
+            return _URL_SIZE
+        return sum(input_size(v) for v in inputs.values())  # rerank's query and documents, score's two sides
     return 256
+
+
+_URL_SIZE = 1 << 20

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from hf_provider.context import REQUEST_ID, TRACE, mark_recorded
+from hf_provider.context import CLIENT_NAMES, REQUEST_ID, TRACE, mark_recorded
 from hf_provider.errors import (
     CircuitOpen,
     InvalidInput,
@@ -216,6 +216,11 @@ class Submitter:
             if self.faults is not None:
                 self.faults.check(model, "parse")
             items, resolved, single = handler.parse(inputs, params)
+        except InvalidInput as exc:
+            # Named as the client named it (context.CLIENT_NAMES): what is recorded is what the client reads.
+            named = exc.renamed(CLIENT_NAMES.get())
+            tag(named, "parse")
+            raise named from None
         except BaseException as exc:
             tag(exc, "parse")
             raise

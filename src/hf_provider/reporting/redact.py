@@ -70,6 +70,8 @@ def mask_value(value: Any, depth: int = 0) -> Any:
 def _text_of(inputs: Any) -> str:
     if isinstance(inputs, str):
         return inputs
+    if isinstance(inputs, bytes | bytearray):  # an uploaded file (audio): its digest, not a repr of megabytes
+        return f"<{len(inputs)} bytes sha256:{hashlib.sha256(inputs).hexdigest()}>"
     if isinstance(inputs, list | tuple):
         return "\x1e".join(_text_of(x) for x in inputs)
     if isinstance(inputs, Mapping):

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hf_provider.settings.media import MediaSettings
+
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -29,12 +31,13 @@ class LoadedModel:
     commit: str | None  # exact Hub commit; None for a plain local folder
     module: torch.nn.Module
     config: PretrainedConfig
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase  # None for a model without one (a ViT reads only images)
     device: torch.device
     dtype: torch.dtype
     weight_bytes: int
     architecture: str  # e.g. "T5ForConditionalGeneration", "BertModel"
     sentence_model: Any = None  # SentenceTransformer | None
+    feature_extractor: Any = None  # speech models: audio -> input features (runtime/tasks/speech.py)
     handlers: dict[str, TaskHandler] = field(default_factory=dict)
     load_seconds: float = 0.0
     # A fast tokenizer keeps truncation/padding settings as state on its Rust backend and every call with other
@@ -48,6 +51,10 @@ class LoadedModel:
     variant: str = "eager"
     # the encoder trunk its handlers share in a mixed batch (runtime/tasks/trunk.py), built on first use
     trunk: Any = None
+    # images (runtime/media, runtime/tasks/vision.py): the checkpoint's image processor (None: it reads no
+    # images) and the `[media]` limits every image input is checked against, set by the model manager
+    image_processor: Any = None
+    media: MediaSettings = field(default_factory=MediaSettings)
 
     @property
     def name(self) -> str:

@@ -1,4 +1,5 @@
-"""The one private Ray API we use, behind one function: telling Ray's router which models a replica holds.
+"""A private Ray API behind one function: telling Ray's router which models a replica holds (the other private
+part we touch, the proxy's answer to a lost replica, is scaling/lost_replica.py).
 
 Ray 2.60 has no public call for it. `@serve.multiplexed` is the only public way, and it keeps its own
 count-limited LRU of models, which our byte budget replaces (scaling/replica.py `Advertiser`); it reports

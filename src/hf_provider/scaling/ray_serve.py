@@ -33,11 +33,13 @@ _DIRECTORY_TTL_S = 5.0  # a replica's entry outlives two missed refreshes, then 
 _REFRESH_S = 1.0
 
 
-@ray.remote(num_cpus=0)
+# Restarted wherever a node is left when its node is lost (its state is rebuilt by the replicas' next refresh,
+# within a second), and calls made meanwhile are retried: a lost node costs the admin view nothing.
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class ReplicaDirectory:
     """Each replica's model view, refreshed every second, so any replica can answer for all of them
-    (GET /v1/admin/replicas). A named actor: replicas find it by name; entries of replicas that stopped
-    refreshing expire."""
+    (GET /v1/admin/replicas, `hfp ray status`). A named actor: replicas find it by name; entries of replicas
+    that stopped refreshing expire."""
 
     def __init__(self) -> None:
         self._views: dict[str, tuple[float, dict[str, Any]]] = {}
@@ -56,6 +58,16 @@ class ReplicaDirectory:
 
 def directory_name(app_name: str) -> str:
     return f"hfp-replicas-{app_name}"
+
+
+def replica_views(app_name: str = APP_NAME) -> list[dict[str, Any]]:
+    """Every replica's view (scaling/replica.py `replica_view`) from a driver connected to the cluster; empty
+    when the application has no directory (not deployed, or no replica started yet)."""
+    try:
+        directory = ray.get_actor(directory_name(app_name), namespace="hfp")
+    except ValueError:
+        return []
+    return list(ray.get(directory.all.remote(), timeout=30))
 
 
 def _directory(app_name: str) -> Any:
@@ -99,6 +111,7 @@ class HFProviderReplica:
         self.hfp_app = build(settings)
         self.provider = self.hfp_app.state.provider
         self.node = ray.util.get_node_ip_address()
+        self.node_id = ray.get_runtime_context().get_node_id()
         if load_now:  # before Ray routes here: a replica added under load serves at once
             preload(self.provider)
         self.advertiser = Advertiser(self.provider, push_models)
@@ -168,7 +181,8 @@ class HFProviderReplica:
         from hf_provider.scaling.replica import replica_view
 
         self.advertiser.sync()
-        self._directory.put.remote(self.replica_id, replica_view(self.provider, self.replica_id, self.node))
+        view = replica_view(self.provider, self.replica_id, self.node, self.node_id)
+        self._directory.put.remote(self.replica_id, view)
         time.sleep(_REFRESH_S)
         return True
 

@@ -109,8 +109,11 @@ def routing_stats(provider: Provider) -> dict[str, list[str]]:
     return {HOT: hot_models(provider)}
 
 
-def replica_view(provider: Provider, replica_id: str, node: str | None) -> dict[str, Any]:
-    """One replica in GET /v1/admin/replicas and in /v1/admin/models' `replicas`."""
+def replica_view(
+    provider: Provider, replica_id: str, node: str | None, node_id: str | None = None
+) -> dict[str, Any]:
+    """One replica in GET /v1/admin/replicas and in /v1/admin/models' `replicas`: `node` is its node's
+    address, `node_id` Ray's id of the node (several nodes on one machine share an address)."""
     keep = ("name", "state", "weight_bytes", "accounted_bytes", "queued", "in_flight", "loads", "error")
     # unloaded models that were loaded once stay listed: their load count tells how often affinity failed
     models = [
@@ -122,6 +125,7 @@ def replica_view(provider: Provider, replica_id: str, node: str | None) -> dict[
     return {
         "replica": replica_id,
         "node": node,
+        "node_id": node_id,
         "models": models,
         "memory": {k: v for k, v in memory.items() if k != "pools"},
         "seen": time.time(),

@@ -19,10 +19,16 @@ from ray.serve.request_router import (
     RunningReplica,
 )
 
+from hf_provider.scaling.lost_replica import install_in_proxy
 from hf_provider.scaling.spread import ReplicaLoad, spread
 
 
 class HotModelRouter(FIFOMixin, LocalityMixin, MultiplexMixin, RequestRouter):
+    def initialize_state(self, **kwargs: object) -> None:
+        # built inside Ray's proxies: a lost replica's requests there end in 503 + Retry-After, not 500
+        install_in_proxy()
+        super().initialize_state(**kwargs)
+
     async def choose_replicas(
         self,
         candidate_replicas: list[RunningReplica],

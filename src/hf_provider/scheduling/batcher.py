@@ -144,6 +144,10 @@ class ModelScheduler:
         return self.completion.batches
 
     @property
+    def shared_batches(self) -> int:
+        return self.completion.shared_batches
+
+    @property
     def last_batch_sizes(self) -> list[int]:
         return self.completion.last_batch_sizes
 

@@ -45,6 +45,9 @@ class Completion:
         self.clock = clock
         self.batches = 0
         self.last_batch_sizes: list[int] = []  # recent sizes, for tests and the admin view
+        # batches that held items of more than one request: dynamic batching at work (the pairs of several
+        # rerank requests, the hypotheses of several zero-shot requests), shown in the admin view
+        self.shared_batches = 0
         self.peak_working_bytes: int | None = None  # largest measured working memory of a pass since load
 
     def control(self, slots: list[Slot]) -> RowControl | None:
@@ -87,6 +90,8 @@ class Completion:
         self.batch_done(batch)
         now = self.clock()
         self.counted(batch.size)
+        if len({id(s.request) for s in batch.slots}) > 1:
+            self.shared_batches += 1
         self.rate.observe(batch.size, batch.started, now)
         if batch.decided is not None and not batch.handler.generative:  # a generation's length is its own
             self.rate.observe_batch(now - batch.decided)

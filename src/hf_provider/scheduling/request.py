@@ -172,7 +172,18 @@ class Request:
             self.remaining -= 1
             if self.remaining:
                 return False
-        return self._settle("ok", now, result=self.results[0] if self.single else self.results)
+        # A task whose answer is more than its items' results side by side (a ranking, labels grouped per
+        # input) assembles it here, once, from all of them; a failure there fails this request alone.
+        assemble = getattr(self.handler, "assemble", None)
+        try:
+            result = (
+                assemble(self.results, self.params, self.single)
+                if assemble is not None
+                else (self.results[0] if self.single else self.results)
+            )
+        except Exception as exc:
+            return self._settle("error", now, error=exc)
+        return self._settle("ok", now, result=result)
 
     def fail(self, error: BaseException, now: float, outcome: str = "error") -> bool:
         return self._settle(outcome, now, error=error)

@@ -21,7 +21,17 @@ from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LagProbe, LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, health, openai, reports, tasks, versions
+from hf_provider.server.routes import (
+    admin,
+    audio,
+    health,
+    openai,
+    reports,
+    rerank,
+    responses,
+    tasks,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +89,18 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.state.started = False
     admin.record_start(app)
     install_error_handlers(app)
-    for r in (health.router, openai.router, tasks.router, admin.router, versions.router, reports.router):
+    for r in (
+        health.router,
+        openai.router,
+        audio.router,
+        responses.router,
+        tasks.router,
+        admin.router,
+        versions.router,
+        reports.router,
+    ):
         app.include_router(r)
+    app.include_router(rerank.router)  # /v1/rerank, /v2/rerank, /v1/score
     if probe is not None:
         from hf_provider.server.routes import looplag
 
@@ -102,7 +122,11 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.add_middleware(ShedOnLoopLag, monitor=lag, limit_s=settings.server.shed_loop_lag_s)
     if settings.server.api_key is not None:
         app.add_middleware(BearerAuth, api_key=settings.server.api_key.get_secret_value(), provider=provider)
-    app.add_middleware(RequestIdAndLimits, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(
+        RequestIdAndLimits,
+        max_body_bytes=settings.server.max_body_bytes,
+        max_audio_bytes=settings.server.max_audio_bytes,
+    )
     if provider.tracing is not None:  # outermost, so its span covers every layer; absent when tracing is off
         from hf_provider.server.tracing import TraceRequests
 

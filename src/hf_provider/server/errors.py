@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -89,23 +89,76 @@ def provider_error_response(exc: E.ProviderError) -> Response:
 
 
 def validation_error(errs: Sequence[Any]) -> E.InvalidInput:
-    """The error of a body that is not JSON or does not fit the schema, naming the first offending field: what
-    the client is told is what its error report keeps."""
+    """The error of a body that is not JSON or does not fit the schema, naming the first offending field as the
+    client wrote it (`messages[0].role`) and what it takes, in our words rather than the validation library's:
+    what the client is told is what its error report keeps."""
     first = errs[0] if errs else {}
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
     if first.get("type") == "json_invalid":
         return E.InvalidJson("Request body is not valid JSON: " + str(first.get("msg", "")))
-    param = ".".join(loc) or None
+    ctx = first.get("ctx") or {}
+    if first.get("type") == "unsupported_parameter":  # server/schemas.py: a field refused by its table
+        return E.UnsupportedField(str(first.get("msg")), param=ctx.get("param"))
+    param = _path(first.get("loc", ()))
     if first.get("type") == "extra_forbidden":
         return E.UnsupportedField(
-            f"Unsupported field {param!r}: hf-provider does not implement it; remove it from the request.",
+            f"Unsupported parameter {param!r}: it is not a field hf-provider takes here; remove it from the "
+            "request.",
             param=param,
         )
-    msgs = "; ".join(
-        f"{'.'.join(str(x) for x in e.get('loc', ()) if x != 'body') or 'body'}: {e.get('msg')}"
-        for e in errs[:5]
-    )
-    return E.InvalidRequest(f"Invalid request: {msgs}", param=param)
+    msgs = "; ".join(_say(e) for e in errs[:5])
+    return E.InvalidRequest(f"Invalid request: {msgs}", param=param or None)
+
+
+_TYPES = {
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be a boolean",
+    "bool_parsing": "must be a boolean",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "missing": "is required",
+}
+_BOUNDS = {"greater_than_equal": ">=", "less_than_equal": "<=", "greater_than": ">", "less_than": "<"}
+
+
+def _path(loc: Sequence[Any]) -> str:
+    """`messages[0].content` from pydantic's ("body", "messages", 0, "content")."""
+    out = ""
+    for x in loc:
+        if x == "body":
+            continue
+        if isinstance(x, int):
+            out += f"[{x}]"
+        else:
+            out += ("." if out else "") + str(x)
+    return out
+
+
+def _say(err: Mapping[str, Any]) -> str:
+    name, kind, ctx = _path(err.get("loc", ())) or "body", err.get("type", ""), err.get("ctx") or {}
+    if kind == "value_error" and "error" in ctx:  # our own validators' messages name the field already
+        return str(ctx["error"])
+    if kind in _TYPES:
+        return f"'{name}' {_TYPES[kind]}"
+    for key, op in _BOUNDS.items():
+        if kind == key:
+            return f"'{name}' must be {op} {ctx.get(_BOUND_CTX[key])}"
+    if kind == "literal_error":
+        return f"'{name}' must be one of {ctx.get('expected')}"
+    if kind == "too_short":
+        return f"'{name}' must have at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"'{name}' must have at most {ctx.get('max_length')} item(s)"
+    return f"'{name}': {err.get('msg')}"
+
+
+_BOUND_CTX = {"greater_than_equal": "ge", "less_than_equal": "le", "greater_than": "gt", "less_than": "lt"}
 
 
 def validation_error_response(errs: Sequence[Any]) -> Response:
@@ -118,14 +171,18 @@ def task_of_path(path: str) -> str:
     if path.startswith("/v1/tasks/"):
         task = path.removeprefix("/v1/tasks/")
         return task if task in E_TASKS else "-"
-    return {"/v1/embeddings": "embeddings", "/v1/completions": "text-generation"}.get(
-        path, "text-generation" if path == "/v1/chat/completions" else "-"
-    )
+    return {
+        "/v1/embeddings": "embeddings",
+        "/v1/completions": "text-generation",
+        "/v1/rerank": "rerank",
+        "/v2/rerank": "rerank",
+        "/v1/score": "score",
+    }.get(path, "text-generation" if path in ("/v1/chat/completions", "/v1/responses") else "-")
 
 
 def is_inference(path: str) -> bool:
     """A route that serves a model's request (what outcomes count), not an admin or health route."""
-    return path.startswith("/v1/") and not path.startswith(("/v1/admin", "/v1/models"))
+    return path.startswith(("/v1/", "/v2/")) and not path.startswith(("/v1/admin", "/v1/models"))
 
 
 def model_named(body: Any) -> str:

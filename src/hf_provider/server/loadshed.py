@@ -115,7 +115,7 @@ class ShedOnLoopLag:
             and self.monitor.lag_s > self.limit_s
             and self.queued() > 0  # idle models: letting requests through is what brings the lag down
             and scope["method"] == "POST"
-            and scope["path"].startswith("/v1/")
+            and scope["path"].startswith(("/v1/", "/v2/"))  # /v2/rerank
             and not scope["path"].startswith("/v1/admin")
         ):
             message = f"the server is overloaded (event loop {self.monitor.lag_s * 1000:.0f} ms behind); retry shortly"

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from hf_provider.context import CALL, REQUEST_ID, Call
 from hf_provider.server.errors import error_body, send_error
 
+AUDIO_PREFIX = "/v1/audio/"
 _RID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 # Request ids: a random per-process prefix and a counter, unique without a uuid4 (os.urandom) per request.
 _RID_PREFIX = os.urandom(6).hex()
@@ -23,9 +24,11 @@ class RequestIdAndLimits:
     """Adds `x-request-id` to every response (the client's own when well-formed, else a new one) and answers 413
     when the body exceeds `max_body_bytes`, by Content-Length up front or by counting a chunked body."""
 
-    def __init__(self, app: Any, max_body_bytes: int) -> None:
+    def __init__(self, app: Any, max_body_bytes: int, max_audio_bytes: int | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # audio uploads (multipart files) have their own limit ([server] max_audio_bytes)
+        self.max_audio_bytes = max_body_bytes if max_audio_bytes is None else max_audio_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,8 +59,13 @@ class RequestIdAndLimits:
                 message["headers"] = [*message["headers"], rid_header]
             await send(message)
 
-        if length is not None and length > self.max_body_bytes:
-            await self._too_large(send_with_id)
+        audio = scope["path"].startswith(AUDIO_PREFIX)
+        limit = self.max_audio_bytes if audio else self.max_body_bytes
+        message = self._too_large_msg(limit, "MAX_AUDIO_BYTES" if audio else "MAX_BODY_BYTES")
+        if length is not None and length > limit:
+            await send_error(
+                send_with_id, 413, error_body(message, "invalid_request_error", "request_too_large")
+            )
             return
 
         seen = 0
@@ -69,20 +77,15 @@ class RequestIdAndLimits:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
-                    raise HTTPException(413, self._too_large_msg)
+                if seen > limit:
+                    raise HTTPException(413, message)
             return message
 
         await self.app(scope, limited_receive, send_with_id)
 
-    @property
-    def _too_large_msg(self) -> str:
+    @staticmethod
+    def _too_large_msg(limit: int, setting: str) -> str:
         return (
-            f"Request body exceeds the {self.max_body_bytes}-byte limit (HFP_SERVER__MAX_BODY_BYTES); "
+            f"Request body exceeds the {limit}-byte limit (HFP_SERVER__{setting}); "
             "send fewer or shorter inputs per request."
-        )
-
-    async def _too_large(self, send: Any) -> None:
-        await send_error(
-            send, 413, error_body(self._too_large_msg, "invalid_request_error", "request_too_large")
         )

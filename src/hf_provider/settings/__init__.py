@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hf_provider.errors import ConfigError
+from hf_provider.settings.media import MediaSettings
 from hf_provider.settings.ray import RaySettings
 from hf_provider.settings.tracing import TracingSettings
 from hf_provider.spec import ModelSpec, check_fallbacks
@@ -33,6 +34,12 @@ class ServerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="bind address; loopback unless told otherwise")
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="larger uploads to /v1/audio/* get 413 (OpenAI's limit is 25 MB); other routes keep "
+        "max_body_bytes",
+    )
     request_timeout_s: float = Field(
         120.0,
         gt=0,
@@ -246,6 +253,9 @@ class Settings(BaseSettings):
         None, description="TESTING ONLY: fault injection (and POST /v1/admin/faults); never set in production"
     )
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    media: MediaSettings = Field(
+        default_factory=MediaSettings, description="limits on image inputs, URL fetching (runtime/media/)"
+    )
     tracing: TracingSettings = Field(
         default_factory=TracingSettings,
         description="OpenTelemetry spans (observability/tracing.py); off by default",

@@ -17,7 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hf_provider.testing.pair_models import tiny_cross_encoder, tiny_nli
 from hf_provider.testing.tiny_tokenizers import bpe_tokenizer, t5_tokenizer, wordpiece_tokenizer
+from hf_provider.testing.tiny_whisper import build_whisper
+from hf_provider.testing.vision_models import build_clip, build_vit
 
 # Bump when the builders change: cached folders with another version are rebuilt.
 BUILDER_VERSION = "2"
@@ -218,6 +221,11 @@ TINY_BUILDERS: dict[str, Callable[[Path], None]] = {
     "bert-ner": _bert_builder("ner"),
     "bert-mlm": _bert_builder("mlm"),
     "bert-qa": _bert_builder("qa"),
+    "bert-rerank": tiny_cross_encoder(),
+    "bert-nli": tiny_nli(),
+    "vit": build_vit,  # image-classification, with its image processor
+    "clip": build_clip,  # embeddings of texts and images, zero-shot-image-classification
+    "whisper": build_whisper,  # WhisperForConditionalGeneration + WhisperProcessor (testing/tiny_whisper.py)
 }
 
 
@@ -246,6 +254,9 @@ def _cached(out_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+cached = _cached  # for builders in other modules (testing/vision_models.py)
 
 
 def _marker_ok(dest: Path, marker: dict[str, str]) -> bool:
@@ -320,6 +331,14 @@ def build_sized_gpt2(
     context lets tests run generations of thousands of tokens, to cancel them halfway)."""
     name = name or f"gpt2-h{hidden}-l{layers}" + (f"-p{positions}" if positions != 256 else "")
     return _cached(Path(out_dir), name, _gpt2(hidden, layers, heads, positions=positions, vocab=vocab))
+
+
+def build_whisper_base_random(out_dir: Path) -> Path:
+    """A random Whisper with whisper-base's dimensions (d_model 512, 6+6 layers; ~50M parameters with the tiny
+    vocabulary) and the tiny Whisper's processor, for memory benchmarks."""
+    return _cached(
+        Path(out_dir), "whisper-base-random", lambda d: build_whisper(d, d_model=512, layers=6, heads=8)
+    )
 
 
 def minilm_path() -> Path:

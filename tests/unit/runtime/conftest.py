@@ -53,6 +53,9 @@ def run_stages(
     if control is not None:
         control.close()
     results = handler.postprocess(batch, outputs, resolved)
+    assemble = getattr(handler, "assemble", None)  # as the Request does at settlement
+    if assemble is not None:
+        return assemble(results, resolved, single)
     return results[0] if single else results
 
 

@@ -56,7 +56,7 @@ def test_minilm_matches_sentence_transformers(handler, loaded, run) -> None:
     [
         ("", {}, "empty"),
         ([], {}, "non-empty"),
-        ([1], {}, "must be a string"),
+        ([1, "a"], {}, "must be a string"),  # [1] alone is one token-id input
         ("hi", {"dimensions": 0}, "dimensions"),
         ("hi", {"dimensions": 33}, "dimensions"),
         ("hi", {"dimensions": "8"}, "integer"),

@@ -97,7 +97,11 @@ def test_streamer_multibyte_and_eos(loaded) -> None:
         ({"stop": ["a", "b", "c", "d", "e"]}, "at most 4"),
         ({"stop": [""]}, "empty"),
         ({"seed": 1.5}, "integer"),
-        ({"beams": 2}, "allowed: do_sample, max_new_tokens, seed, stop, temperature, top_k, top_p, truncate"),
+        (
+            {"beams": 2},
+            "allowed: do_sample, frequency_penalty, grammar, logit_bias, logprobs, max_new_tokens, "
+            "presence_penalty, prompt_logprobs, seed, stop, temperature, top_k, top_p, truncate",
+        ),
     ],
 )
 def test_bad_generation_params(handler, run, params, match) -> None:

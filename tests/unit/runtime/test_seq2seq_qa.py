@@ -18,7 +18,13 @@ TEXTS = ["Alice lives in Paris.", "The weather in Rome was great today, said Car
 def test_seq2seq_tasks(handler, run, task: str, key: str) -> None:
     h = handler("t5", task)
     batch = run(h, TEXTS, {"max_new_tokens": 5})
-    assert all(set(r) == {key} and isinstance(r[key], str) for r in batch)
+    extra = (
+        {"finish_reason", "prompt_tokens", "completion_tokens"} if task == "text2text-generation" else set()
+    )
+    assert all(set(r) == {key} | extra and isinstance(r[key], str) for r in batch)
+    if extra:  # /v1/completions reads them: "length" exactly when the budget was spent
+        assert all(0 < r["completion_tokens"] <= 5 and r["prompt_tokens"] > 0 for r in batch)
+        assert all((r["finish_reason"] == "length") == (r["completion_tokens"] == 5) for r in batch)
     assert any(r[key] for r in batch)
     for text, res in zip(TEXTS, batch, strict=True):
         assert run(h, text, {"max_new_tokens": 5}) == res

@@ -13,7 +13,10 @@ EXPECTED = {
     "bert-ner": ["embeddings", "token-classification"],
     "bert-mlm": ["embeddings", "fill-mask"],
     "bert-qa": ["embeddings", "question-answering"],
-    "minilm": ["embeddings"],
+    "bert-rerank": ["embeddings", "text-classification", "rerank", "score"],
+    "bert-nli": ["embeddings", "text-classification", "zero-shot-classification"],
+    "minilm": ["embeddings", "rerank", "score"],  # rerank and score by cosine, when asked
+    "whisper": ["automatic-speech-recognition"],  # a speech model: no text task claims it
 }
 
 

@@ -29,6 +29,8 @@ AUTO = {
     "bert-ner": AutoModelForTokenClassification,
     "bert-mlm": AutoModelForMaskedLM,
     "bert-qa": AutoModelForQuestionAnswering,
+    "bert-rerank": AutoModelForSequenceClassification,
+    "bert-nli": AutoModelForSequenceClassification,
 }
 
 
@@ -104,6 +106,13 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         tm._cached(tmp_path, "m", build)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pair_models_have_the_heads_their_tasks_need(tiny_models: dict[str, Path]) -> None:
+    assert AutoConfig.from_pretrained(tiny_models["bert-rerank"]).num_labels == 1  # a cross-encoder
+    nli = AutoConfig.from_pretrained(tiny_models["bert-nli"])
+    assert nli.id2label == {0: "contradiction", 1: "neutral", 2: "entailment"}
+    assert nli.label2id["entailment"] == 2
 
 
 def test_minilm_path(minilm_path: Path) -> None:

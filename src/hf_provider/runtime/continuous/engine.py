@@ -30,10 +30,12 @@ from transformers import (
 )
 
 from hf_provider.errors import InvalidInput
+from hf_provider.runtime.continuous import rowhook
 from hf_provider.runtime.continuous.cache import CachePlan, LayerShape, SlotCache
 from hf_provider.runtime.continuous.graphs import DecodeGraphs
 from hf_provider.runtime.continuous.policy import SlotPolicy, StepPlan
 from hf_provider.runtime.tasks.generation import BatchStreamer, eos_ids
+from hf_provider.runtime.tasks.rowlogits import RowLogits
 from hf_provider.types import GenRow, Item, TaskHandler
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class _Live:
     trace: list[torch.Tensor] | None = None  # the logits of each token (the load-time numerics check)
     saved: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # its keys and values while paused
     length: int = 0  # positions written when it was paused
+    hook: RowLogits | None = None  # per-row processing and logprobs (rowhook.py); None: the plain path
 
 
 class Engine:
@@ -133,9 +136,20 @@ class Engine:
         return handler.task == "text-generation" and getattr(handler, "model", None) is self.model
 
     def add_item(self, handler: TaskHandler, item: Item, params: Mapping[str, Any], row: GenRow) -> Hashable:
-        return self.add(item.data["input_ids"], params["_gen"], row)
+        hook = rowhook.make(params["_gen"], item, self.model)
+        return self.add(
+            item.data["input_ids"], params["_gen"], row, hook=hook, seed_offset=rowhook.seed_offset(item)
+        )
 
-    def add(self, prompt: list[int], gp: GenParams, row: GenRow) -> Hashable:
+    def add(
+        self,
+        prompt: list[int],
+        gp: GenParams,
+        row: GenRow,
+        *,
+        hook: RowLogits | None = None,
+        seed_offset: int = 0,
+    ) -> Hashable:
         """Schedule a row: it gets a slot at the next step with one free. ValueError if it cannot fit a slot."""
         if len(prompt) + gp.max_new_tokens > self.max_len:
             raise InvalidInput(
@@ -150,7 +164,7 @@ class Engine:
         if row.streaming or gp.stop:
             streamer = BatchStreamer(self.model.tokenizer, 1, self.eos, gp.stop, _OneRow(row))
             streamer._prompt_seen = True  # the prompt is never pushed: tokens start with the first generated
-        live = _Live(row, list(prompt), gp, streamer)
+        live = _Live(row, list(prompt), gp, streamer, hook=hook)
         if gp.do_sample:
             warpers = LogitsProcessorList()
             if gp.temperature is not None and gp.temperature != 1.0:
@@ -161,7 +175,8 @@ class Engine:
                 warpers.append(TopPLogitsWarper(gp.top_p))
             live.warpers = warpers
             live.generator = torch.Generator(device=self.device)
-            live.generator.manual_seed(gp.seed if gp.seed is not None else self._random.getrandbits(63))
+            seed = gp.seed + seed_offset if gp.seed is not None else self._random.getrandbits(63)
+            live.generator.manual_seed(seed % 2**63)
         self.rows[rid] = live
         return rid
 
@@ -334,7 +349,9 @@ class Engine:
         for i, live in enumerate(lives):
             if live.trace is not None:
                 live.trace.append(logits[i].detach().cpu())
-            if live.warpers is not None:
+            if live.hook is not None:
+                choice[i] = rowhook.sample(live.hook, logits[i : i + 1], live.warpers, live.generator)
+            elif live.warpers is not None:
                 scores = live.warpers(None, logits[i : i + 1])  # type: ignore[arg-type]
                 probs = torch.softmax(scores, dim=-1)
                 choice[i] = torch.multinomial(probs, 1, generator=live.generator)[0, 0]
@@ -374,4 +391,5 @@ class Engine:
             "finish_reason": reason,
             "prompt_tokens": len(live.prompt),
             "completion_tokens": n,
+            **(live.hook.result(self.model.tokenizer, n, self.eos) if live.hook is not None else {}),
         }

@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
+from hf_provider.runtime.continuous import rowhook
 from hf_provider.runtime.tasks.generation import BatchStreamer, eos_ids
 from hf_provider.types import GenRow
 
 if TYPE_CHECKING:
     from hf_provider.runtime.model import LoadedModel
     from hf_provider.runtime.tasks.genparams import GenParams
+    from hf_provider.runtime.tasks.rowlogits import RowLogits
 
 _seeds = random.Random()
 
@@ -39,8 +41,20 @@ class _OneRow:
 
 
 class RowSampler:
-    def __init__(self, model: LoadedModel, row: GenRow, gp: GenParams, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        row: GenRow,
+        gp: GenParams,
+        device: torch.device,
+        *,
+        hook: RowLogits | None = None,
+        seed_offset: int = 0,
+    ) -> None:
+        """`hook`: the row's logit bias, penalties, constraint and logprob capture (rowhook.py), if any;
+        `seed_offset`: row i of a request with n choices draws from seed + i."""
         self.model = model
+        self.hook = hook
         self.row = row
         self.gp = gp
         self.eos = eos_ids(model)
@@ -65,14 +79,17 @@ class RowSampler:
                 warpers.append(TopPLogitsWarper(gp.top_p))
             self.warpers = warpers
             self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(gp.seed if gp.seed is not None else _seeds.getrandbits(63))
+            seed = gp.seed + seed_offset if gp.seed is not None else _seeds.getrandbits(63)
+            self.generator.manual_seed(seed % 2**63)
 
     @staticmethod
     def choose(samplers: Sequence[RowSampler], logits: torch.Tensor) -> list[int]:
         """Each row's next token from its row of `logits` [rows, vocab] (one argmax for the greedy ones)."""
         choice = logits.argmax(dim=-1)
         for i, s in enumerate(samplers):
-            if s.warpers is not None:
+            if s.hook is not None:
+                choice[i] = rowhook.sample(s.hook, logits[i : i + 1], s.warpers, s.generator)
+            elif s.warpers is not None:
                 scores = s.warpers(None, logits[i : i + 1])  # type: ignore[arg-type]
                 probs = torch.softmax(scores, dim=-1)
                 choice[i] = torch.multinomial(probs, 1, generator=s.generator)[0, 0]
@@ -98,4 +115,5 @@ class RowSampler:
         else:
             text = self.model.tokenizer.decode(self.tokens, skip_special_tokens=True)
             reason, n = ("stop" if tok in self.eos else "length"), self.n
-        return {"text": text, "finish_reason": reason, "completion_tokens": n}
+        extra = self.hook.result(self.model.tokenizer, n, self.eos) if self.hook is not None else {}
+        return {"text": text, "finish_reason": reason, "completion_tokens": n, **extra}

@@ -25,6 +25,8 @@ import torch
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
+from hf_provider.errors import InvalidInput
+from hf_provider.runtime.continuous import rowhook
 from hf_provider.runtime.continuous.encdec import Group, merge
 from hf_provider.runtime.continuous.sampling import RowSampler
 from hf_provider.types import GenRow, Item, TaskHandler
@@ -102,12 +104,34 @@ class Seq2SeqEngine:
 
     def add_item(self, handler: TaskHandler, item: Item, params: Mapping[str, Any], row: GenRow) -> int:
         out_key = str(item.data.get("_out") or getattr(handler, "output_key", "generated_text"))
-        return self.add(item.data["input_ids"], params["_gen"], row, handler=handler, out_key=out_key)
+        gp = params["_gen"]
+        if getattr(gp, "prompt_logprobs", False):
+            raise InvalidInput("the prompt's logprobs (echo) need a decoder-only model", param="echo")
+        hook = rowhook.make(gp, item, self.model)
+        return self.add(
+            item.data["input_ids"],
+            gp,
+            row,
+            handler=handler,
+            out_key=out_key,
+            hook=hook,
+            seed_offset=rowhook.seed_offset(item),
+        )
 
-    def add(self, prompt: list[int], gp: GenParams, row: GenRow, *, handler: Any, out_key: str) -> int:
+    def add(
+        self,
+        prompt: list[int],
+        gp: GenParams,
+        row: GenRow,
+        *,
+        handler: Any,
+        out_key: str,
+        hook: Any = None,
+        seed_offset: int = 0,
+    ) -> int:
         rid = self._next_id
         self._next_id += 1
-        sampler = RowSampler(self.model, row, gp, self.device)
+        sampler = RowSampler(self.model, row, gp, self.device, hook=hook, seed_offset=seed_offset)
         self.rows[rid] = _Row(rid, handler.task, out_key, handler, list(prompt), sampler)
         self.new.append(rid)
         return rid

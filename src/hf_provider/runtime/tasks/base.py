@@ -23,6 +23,7 @@ class BaseHandler(ABC):
     task: ClassVar[str]
     streaming: ClassVar[bool] = False
     generative: bool = False
+    audio: ClassVar[bool] = False  # takes audio (runtime/tasks/speech.py); the only tasks of a speech model
 
     def __init__(self, model: LoadedModel, defaults: Mapping[str, Any] | None = None) -> None:
         self.model = model
@@ -104,6 +105,48 @@ class BaseHandler(ABC):
                 raise InvalidInput(f"'{param}[{i}]' is empty", param=param)
         return texts, single
 
+    def token_rows(self, inputs: Any, param: str = "inputs") -> tuple[list[dict[str, Any]], bool] | None:
+        """Token-id inputs (a list of ids: one input; a list of id lists: several) as tokenized rows, checked
+        against the vocabulary; None when `inputs` is not token ids (text goes through `as_text_list`)."""
+
+        def ids(v: Any) -> bool:
+            return isinstance(v, list) and bool(v) and all(type(t) is int for t in v)
+
+        if ids(inputs):
+            seqs, single = [inputs], True
+        elif isinstance(inputs, list) and inputs and all(ids(x) for x in inputs):
+            seqs, single = inputs, False
+        else:
+            return None
+        if len(seqs) > self.max_items:
+            raise TooManyItems(
+                f"'{param}' has {len(seqs)} items; at most {self.max_items} are accepted per request",
+                param=param,
+            )
+        vocab = vocab_size(self.model)
+        for i, seq in enumerate(seqs):
+            bad = next((t for t in seq if not 0 <= t < vocab), None)
+            if bad is not None:
+                where = param if single else f"{param}[{i}]"
+                raise InvalidInput(
+                    f"'{where}' holds token id {bad}, outside this model's vocabulary [0, {vocab})",
+                    param=param,
+                )
+        return [{"input_ids": list(s), "attention_mask": [1] * len(s)} for s in seqs], single
+
+    def check_rows(
+        self, rows: list[dict[str, Any]], truncate: bool, limit: int | None = None, left: bool = False
+    ) -> list[dict[str, Any]]:
+        """Length-check token-id rows as `tokenize` checks text: too long is an error unless `truncate`, which
+        keeps the start, or with `left` the end (what a causal LM continues from)."""
+        limit = self.model.max_length if limit is None else limit
+        return [
+            {k: (v[len(v) - limit :] if left else v[:limit]) for k, v in r.items()}
+            if self.check_length(len(r["input_ids"]), i, truncate, limit)
+            else r
+            for i, r in enumerate(rows)
+        ]
+
     # validation and tokenization helpers -------------------------------------------------------------------
     #: parameter names this handler accepts; anything else is rejected by `check_params`
     allowed_params: ClassVar[frozenset[str]] = frozenset({"truncate"})
@@ -139,7 +182,8 @@ class BaseHandler(ABC):
         if not truncate:
             raise InvalidInput(
                 f"input {index} is {n} tokens long; this model accepts at most {limit} tokens "
-                f"(pass parameter truncate=true to cut it)",
+                f"(send truncate=true to cut it, or set truncate = true in the model's defaults for "
+                f"{self.task!r})",
                 param="inputs",
                 task=self.task,
             )
@@ -211,6 +255,11 @@ class BaseHandler(ABC):
             t = torch.from_numpy(a)
             out[key] = t.pin_memory().to(device, non_blocking=True) if cuda else t.to(device)
         return out
+
+
+def vocab_size(model: LoadedModel) -> int:
+    """The ids a model takes: its embedding rows (the config's vocab_size), else the tokenizer's length."""
+    return int(getattr(model.config, "vocab_size", None) or len(model.tokenizer))
 
 
 def int_param(params: Mapping[str, Any], name: str, default: Any, lo: int, hi: int | None = None) -> Any:

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from hf_provider.errors import InvalidInput
 from hf_provider.runtime.graphs import GraphRunner
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks.base import BaseHandler, bool_param, int_param
@@ -19,12 +20,23 @@ class Embeddings(BaseHandler):
 
     @classmethod
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
-        return None
+        return None if model.tokenizer is not None else f"{model.architecture} has no tokenizer in its files"
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
         merged["normalize"] = bool_param(merged, "normalize", True)
         merged["dimensions"] = int_param(merged, "dimensions", None, 1, self.hidden_size)
+        given = self.token_rows(inputs)
+        if given is not None:
+            if self.model.sentence_model is not None and not self.st_features_from_ids:
+                raise InvalidInput(
+                    f"model {self.model.name!r} tokenizes its inputs with its own modules (prompts, "
+                    "lower-casing...): send text, not token ids",
+                    param="inputs",
+                    task=self.task,
+                )
+            rows, single = self.check_rows(given[0], merged.get("truncate", False)), given[1]
+            return [Item(data=r, n_tokens=len(r["input_ids"])) for r in rows], merged, single
         texts, single = self.as_text_list(inputs, self.max_items)
         rows = self.tokenize(texts, merged.get("truncate", False))
         if self.model.sentence_model is not None and not self.st_features_from_ids:

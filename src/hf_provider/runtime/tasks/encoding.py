@@ -10,6 +10,7 @@ slow path.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +30,6 @@ class FastEncoder:
         self._names = list(getattr(tokenizer, "model_input_names", ["input_ids", "attention_mask"]))
 
     def encode(self, texts: Sequence[str], offsets: bool = False, special_mask: bool = False) -> list[dict]:
-        rows = []
         # One text (most requests): `encode` on this thread. `encode_batch` hands even one text to the Rayon pool,
         # whose threads then wait for a core that the forward pass keeps busy (py-spy, 256 one-sentence clients on
         # 2 busy cores: 46% of the event loop's samples in it; 31% with `encode`, on a shared machine).
@@ -38,6 +38,15 @@ class FastEncoder:
             if len(texts) == 1
             else self._tok.encode_batch(list(texts), add_special_tokens=True)
         )
+        return self._rows(encodings, offsets, special_mask)
+
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[dict]:
+        """Text pairs (query and document, premise and hypothesis), special tokens and token types as the
+        tokenizer's post-processor places them: what `tokenizer(firsts, seconds)` gives."""
+        return self._rows(self._tok.encode_batch(list(pairs), add_special_tokens=True), False, False)
+
+    def _rows(self, encodings: list[Any], offsets: bool, special_mask: bool) -> list[dict]:
+        rows = []
         for e in encodings:
             row: dict[str, list] = {"input_ids": e.ids}
             if "token_type_ids" in self._names:
@@ -55,7 +64,12 @@ class FastEncoder:
         """True when this encoder gives exactly what `tokenizer(texts)` gives on a few probes."""
         ref = tokenizer(list(_PROBES), truncation=False)
         mine = self.encode(_PROBES)
-        return all(list(ref[k][i]) == row[k] for i, row in enumerate(mine) for k in row)
+        pairs = list(itertools.pairwise(_PROBES))
+        ref_pairs = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=False)
+        mine_pairs = self.encode_pairs(pairs)
+        return all(list(ref[k][i]) == row[k] for i, row in enumerate(mine) for k in row) and all(
+            list(ref_pairs[k][i]) == row[k] for i, row in enumerate(mine_pairs) for k in row
+        )
 
 
 def fast_encoder(tokenizer: Any) -> FastEncoder | None:

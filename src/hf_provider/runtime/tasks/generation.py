@@ -9,13 +9,15 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from hf_provider.errors import InvalidInput
+from hf_provider.errors import InvalidInput, TooManyItems
+from hf_provider.runtime.constrained import CACHE, spec_from_param
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import BaseHandler
+from hf_provider.runtime.tasks.base import BaseHandler, vocab_size
+from hf_provider.runtime.tasks.rowlogits import RowLogits, RowsProcessor, prompt_logits, record_scores
 from hf_provider.types import Item, RowControl
 
 
@@ -190,13 +192,44 @@ def run_generate(
         kwargs["streamer"] = streamer
     if streamer is not None or control is not None:
         kwargs["stopping_criteria"] = StoppingCriteriaList([_RowStop(streamer, control, n)])
+    batch = dict(batch)
+    grammars = batch.pop("_grammars", None) or [None] * n  # one output constraint per row, or None
+    hooks: list[RowLogits | None] | None = None
+    start = 1 if model.config.is_encoder_decoder else batch["input_ids"].shape[1]
+    if RowLogits.wanted(gp) or any(grammars):
+        hooks = [
+            RowLogits(gp, constraint=CACHE.matcher(model.tokenizer, g) if g is not None else None)
+            if g is not None or RowLogits.wanted(gp)
+            else None
+            for g in grammars
+        ]
+        if any(h is not None and h.processes for h in hooks):
+            kwargs["logits_processor"] = LogitsProcessorList([RowsProcessor(hooks, start)])
+        if gp.logprobs is not None:  # the scores sampled from: after processors and warpers
+            kwargs.update(output_scores=True, return_dict_in_generate=True)
+        if gp.prompt_logprobs and not model.config.is_encoder_decoder:
+            _score_prompts(model, batch, hooks)
     if gp.seed is not None:
         torch.manual_seed(gp.seed)
     pad = model.tokenizer.pad_token_id
     if pad is None:
         pad = next(iter(eos_ids(model)), 0)
-    sequences = model.module.generate(**batch, pad_token_id=pad, **kwargs)
-    return {"sequences": sequences, "streamer": streamer}
+    out = model.module.generate(**batch, pad_token_id=pad, **kwargs)
+    sequences = out.sequences if kwargs.get("return_dict_in_generate") else out
+    if hooks is not None and kwargs.get("return_dict_in_generate"):
+        record_scores(hooks, out.scores, sequences[:, start:])
+    return {"sequences": sequences, "streamer": streamer, "hooks": hooks}
+
+
+def _score_prompts(model: LoadedModel, batch: Mapping[str, Any], hooks: list[RowLogits | None]) -> None:
+    """The prompt tokens' logprobs (completions' echo with logprobs): one more forward pass over the prompts."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = prompt_logits(model.module, ids, mask)
+    for i, hook in enumerate(hooks):
+        if hook is not None:
+            real = int(mask[i].sum())
+            start = ids.shape[1] - real  # left-padded
+            hook.score_prompt(ids[i, start:].tolist(), logits[i, start:])
 
 
 def finish_rows(
@@ -216,9 +249,17 @@ def finish_rows(
             toks = seq if cut is None else seq[:cut]
             text = model.tokenizer.decode(toks, skip_special_tokens=True)
             rows.append((text, "length" if cut is None else "stop", len(seq) if cut is None else cut + 1))
+    hooks = outputs.get("hooks") or [None] * len(rows)
+    eos = eos_ids(model)
     return [
-        {"text": t, "finish_reason": f, "prompt_tokens": int(p), "completion_tokens": c}
-        for (t, f, c), p in zip(rows, prompt_tokens, strict=True)
+        {
+            "text": t,
+            "finish_reason": f,
+            "prompt_tokens": int(p),
+            "completion_tokens": c,
+            **(h.result(model.tokenizer, c, eos) if h is not None else {}),
+        }
+        for (t, f, c), p, h in zip(rows, prompt_tokens, hooks, strict=True)
     ]
 
 
@@ -236,7 +277,7 @@ class TextGeneration(BaseHandler):
     task = "text-generation"
     streaming = True
     generative = True
-    allowed_params = genparams.GEN_PARAMS | {"truncate"}
+    allowed_params = genparams.GEN_PARAMS | {"truncate", "grammar"}
 
     @classmethod
     def unsupported_reason(cls, model: LoadedModel) -> str | None:
@@ -246,8 +287,10 @@ class TextGeneration(BaseHandler):
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
-        gp = genparams.resolve(merged, self.model.max_length)
-        texts, single = self.as_text_list(inputs, self.max_items)
+        gp = genparams.resolve(merged, self.model.max_length, vocab_size(self.model))
+        grammar = spec_from_param(merged.get("grammar"))
+        if grammar is not None:
+            CACHE.template(self.model.tokenizer, grammar)  # compiled (and cached) now: a bad one is a 400
         limit = self.model.max_length - gp.max_new_tokens
         if limit < 1:
             raise InvalidInput(
@@ -255,9 +298,19 @@ class TextGeneration(BaseHandler):
                 f"model's {self.model.max_length} tokens",
                 param="max_new_tokens",
             )
+        truncate = merged.get("truncate", False)
         try:
-            rows = self.tokenize(texts, merged.get("truncate", False), limit=limit, left=True)
+            given = self.token_rows(inputs)
+            if given is not None:
+                rows, single = self.check_rows(given[0], truncate, limit, left=True), given[1]
+            else:
+                texts, single = self.as_text_list(inputs, self.max_items)
+                rows = self.tokenize(texts, truncate, limit=limit, left=True)
+        except TooManyItems:
+            raise
         except InvalidInput as e:
+            if e.param != "inputs" or "tokens long" not in e.message:
+                raise
             raise InvalidInput(
                 f"{e.message}; the prompt plus max_new_tokens={gp.max_new_tokens} must fit in "
                 f"{self.model.max_length}",
@@ -265,8 +318,13 @@ class TextGeneration(BaseHandler):
                 task=self.task,
             ) from None
         items = [
-            Item(data=r, n_tokens=len(r["input_ids"]) + gp.max_new_tokens, new_tokens=gp.max_new_tokens)
-            for r in rows
+            Item(
+                # the row's index in its request (its seed offset on the engine), its output constraint
+                data={**r, "row": i, **({"grammar": grammar} if grammar is not None else {})},
+                n_tokens=len(r["input_ids"]) + gp.max_new_tokens,
+                new_tokens=gp.max_new_tokens,
+            )
+            for i, r in enumerate(rows)
         ]
         return items, {**merged, "_gen": gp}, single
 
@@ -274,7 +332,11 @@ class TextGeneration(BaseHandler):
         return params["_gen"]
 
     def preprocess(self, items: list[Item], params: Mapping[str, Any]) -> Any:
-        return self.pad([it.data for it in items], side="left")
+        batch = self.pad([it.data for it in items], side="left")
+        grammars = [it.data.get("grammar") for it in items]
+        if any(grammars):  # rows of one batch may be constrained or free: run_generate takes them apart
+            batch["_grammars"] = grammars
+        return batch
 
     def forward(self, batch: Any, params: Mapping[str, Any], control: RowControl | None = None) -> Any:
         return run_generate(self.model, batch, params["_gen"], control)

@@ -14,9 +14,25 @@ from typing import Any
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.tasks.base import bool_param, int_param
 
-GEN_PARAMS = frozenset({"max_new_tokens", "temperature", "top_p", "top_k", "do_sample", "stop", "seed"})
+GEN_PARAMS = frozenset(
+    {
+        "max_new_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "do_sample",
+        "stop",
+        "seed",
+        "logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "prompt_logprobs",
+    }
+)
 MAX_NEW_TOKENS = 4096
 MAX_STOPS = 4
+MAX_LOGPROBS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +44,17 @@ class GenParams:
     top_k: int | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: None: no logprobs; k >= 0: each generated token's logprob and the k most likely tokens' (rowlogits.py)
+    logprobs: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), sorted
+    prompt_logprobs: bool = False  # the prompt tokens' logprobs too (completions' echo with logprobs)
+
+    @property
+    def processes(self) -> bool:
+        """Whether the logits are changed before sampling (penalties, bias): a per-row processor runs."""
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias)
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `generate`; explicit so a checkpoint's generation_config cannot turn on
@@ -53,8 +80,9 @@ def _float(params: Mapping[str, Any], name: str) -> float | None:
     return float(v)
 
 
-def resolve(params: Mapping[str, Any], max_length: int) -> GenParams:
-    """Validate the generation subset of `params` (other names are the caller's business)."""
+def resolve(params: Mapping[str, Any], max_length: int, vocab: int | None = None) -> GenParams:
+    """Validate the generation subset of `params` (other names are the caller's business); `vocab` bounds the
+    token ids of `logit_bias`."""
     limit = min(MAX_NEW_TOKENS, max_length)
     max_new = int_param(params, "max_new_tokens", 64, 1, limit)
     if max_new > limit:  # the default itself can exceed a tiny model's context
@@ -95,8 +123,18 @@ def resolve(params: Mapping[str, Any], max_length: int) -> GenParams:
         if any(not s for s in items):
             raise InvalidInput("'stop' strings must not be empty", param="stop")
         stops = tuple(dict.fromkeys(items))
+    penalties = {}
+    for name in ("presence_penalty", "frequency_penalty"):
+        v = _float(params, name)
+        if v is not None and not -2 <= v <= 2:
+            raise InvalidInput(f"'{name}' must be between -2 and 2, got {v}", param=name)
+        penalties[name] = v or 0.0
     return GenParams(
         max_new_tokens=max_new,
+        logprobs=int_param(params, "logprobs", None, 0, MAX_LOGPROBS),
+        prompt_logprobs=bool_param(params, "prompt_logprobs", False),
+        logit_bias=_logit_bias(params.get("logit_bias"), vocab),
+        **penalties,
         do_sample=do_sample,
         temperature=temperature,
         top_p=top_p,
@@ -104,3 +142,28 @@ def resolve(params: Mapping[str, Any], max_length: int) -> GenParams:
         stop=stops,
         seed=seed,
     )
+
+
+def _logit_bias(value: Any, vocab: int | None) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias: {"token id": bias in [-100, 100]}, as sorted (id, bias) pairs."""
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise InvalidInput("'logit_bias' must be an object of token id -> bias", param="logit_bias")
+    out: dict[int, float] = {}
+    for key, bias in value.items():
+        try:
+            tid = int(key)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"'logit_bias' key {key!r} is not a token id", param="logit_bias") from None
+        if tid < 0 or (vocab is not None and tid >= vocab):
+            raise InvalidInput(
+                f"'logit_bias' token id {tid} is outside this model's vocabulary [0, {vocab})",
+                param="logit_bias",
+            )
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+            raise InvalidInput(
+                f"'logit_bias' values must be numbers in [-100, 100], got {bias!r}", param="logit_bias"
+            )
+        out[tid] = float(bias)
+    return tuple(sorted(out.items()))

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from hf_provider.errors import InvalidInput
 from hf_provider.runtime.model import LoadedModel
 from hf_provider.runtime.tasks import genparams
-from hf_provider.runtime.tasks.base import BaseHandler
+from hf_provider.runtime.tasks.base import BaseHandler, vocab_size
 from hf_provider.runtime.tasks.generation import finish_rows, run_generate
 from hf_provider.types import Item, RowControl
 
@@ -26,6 +26,8 @@ class Text2TextGeneration(BaseHandler):
     generative = True
     output_key: ClassVar[str] = "generated_text"
     batch_group: ClassVar[str] = "seq2seq"  # scheduling/batcher.batch_group: these tasks share batches
+    #: whether a result carries finish_reason and token counts beside the text (as text-generation's do)
+    details: ClassVar[bool] = True
     allowed_params = genparams.GEN_PARAMS | {"truncate"}
 
     @classmethod
@@ -39,10 +41,14 @@ class Text2TextGeneration(BaseHandler):
 
     def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
         merged = self.check_params(params)
-        gp = genparams.resolve(merged, self.model.max_length)
-        texts, single = self.as_text_list(inputs, self.max_items)
+        gp = genparams.resolve(merged, self.model.max_length, vocab_size(self.model))
         prefix = self.prefix(merged)
-        rows = self.tokenize([prefix + t for t in texts], merged.get("truncate", False))
+        given = self.token_rows(inputs)
+        if given is not None:  # token ids are the encoder's input as they are: no task prefix is added
+            rows, single = self.check_rows(given[0], merged.get("truncate", False)), given[1]
+        else:
+            texts, single = self.as_text_list(inputs, self.max_items)
+            rows = self.tokenize([prefix + t for t in texts], merged.get("truncate", False))
         for r in rows:
             r["_out"] = self.output_key  # a batch of several tasks answers each row under its own name
         items = [
@@ -66,13 +72,19 @@ class Text2TextGeneration(BaseHandler):
         return [self.result(r, out) for r, out in zip(rows, batch["out"], strict=True)]
 
     def result(self, row: Mapping[str, Any], out: str | None = None) -> dict[str, Any]:
-        """A row's answer under its task's name (`out`: the row's own task in a mixed batch)."""
-        return {out or self.output_key: row["text"]}
+        """A row's answer under its task's name (`out`: the row's own task in a mixed batch), with the finish
+        reason and token counts where its task answers them (/v1/completions reads usage and "length" there)."""
+        key = out or self.output_key
+        if not _DETAILS.get(key, self.details):
+            return {key: row["text"]}
+        rest = {k: v for k, v in row.items() if k != "text"}
+        return {key: row["text"], **rest}
 
 
 class Summarization(Text2TextGeneration):
     task = "summarization"
     output_key = "summary_text"
+    details = False
 
     def prefix(self, params: Mapping[str, Any]) -> str:
         return str(task_params(self.model).get("summarization", {}).get("prefix", ""))
@@ -81,6 +93,7 @@ class Summarization(Text2TextGeneration):
 class Translation(Text2TextGeneration):
     task = "translation"
     output_key = "translation_text"
+    details = False
     allowed_params = Text2TextGeneration.allowed_params | {"source_lang", "target_lang"}
 
     def prefix(self, params: Mapping[str, Any]) -> str:
@@ -104,3 +117,8 @@ class Translation(Text2TextGeneration):
                 task=self.task,
             )
         return ""  # a single-pair model (such as Marian) needs no prefix
+
+
+#: Whether a task's answer carries the finish reason and token counts, by its output name (a mixed batch's rows
+#: each answer as their own task does).
+_DETAILS = {h.output_key: h.details for h in (Text2TextGeneration, Summarization, Translation)}

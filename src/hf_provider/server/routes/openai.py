@@ -7,17 +7,22 @@ import base64
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from hf_provider.errors import DeadlineExceeded, InvalidInput, ProviderError
+from hf_provider.context import CLIENT_NAMES
+from hf_provider.errors import (
+    InvalidInput,
+    ModelNotFound,
+)
 from hf_provider.provider import Answer, Provider, TextStream
 from hf_provider.provider.admin import Generation
+from hf_provider.server import openai_choices as choices_
+from hf_provider.server import openai_tools
 from hf_provider.server.deps import (
     JSONResponse,
     deadline_of,
@@ -26,7 +31,8 @@ from hf_provider.server.deps import (
     served_headers,
     until_disconnect,
 )
-from hf_provider.server.errors import error_body
+from hf_provider.server.openai_messages import template_messages
+from hf_provider.server.openai_stream import check_stream_options, guarded, sse, usage_chunk
 from hf_provider.server.schemas import ChatRequest, CompletionRequest, EmbeddingsRequest, GenerationBody
 
 router = APIRouter()
@@ -45,10 +51,15 @@ async def embeddings_payload(
     provider: Provider, body: EmbeddingsRequest, priority: str | None, deadline: float
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The response body and its headers (which model served it, see `served_headers`)."""
-    texts = [body.input] if isinstance(body.input, str) else body.input
+    CLIENT_NAMES.set(_EMBEDDING_NAMES)
+    texts = _as_list(body.input)
     params: dict[str, Any] = {}
     if body.dimensions is not None:
         params["dimensions"] = body.dimensions
+    if body.modality is not None:
+        params["modality"] = body.modality
+    if body.truncate is not None:
+        params["truncate"] = body.truncate
     answer = await provider.arun_usage(
         body.model, "embeddings", texts, params, priority=priority, deadline=deadline
     )
@@ -73,79 +84,160 @@ async def embeddings_payload(
 
 
 async def _generation(
-    provider: Provider, model: str, messages: list[dict[str, str]] | None = None
+    provider: Provider,
+    model: str,
+    messages: list[dict[str, Any]] | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> Generation:
     """The task (and chat prompt) of the model that will serve: `model`, or the fallback that serves when its load
     failed. A load runs off the event loop."""
     if provider.admin.is_ready(model):
-        return provider.admin.generation(model, messages)
-    return await asyncio.to_thread(provider.admin.generation, model, messages)
+        return provider.admin.generation(model, messages, tools)
+    return await asyncio.to_thread(provider.admin.generation, model, messages, tools)
 
 
-def _gen_params(
-    max_tokens: int | None, temperature: float | None, top_p: float | None, stop: Any, seed: int | None
-) -> dict[str, Any]:
+#: The handlers' parameter names as each route's clients write them (context.CLIENT_NAMES): errors say `input`
+#: and `max_tokens`, never `inputs` and `max_new_tokens`.
+_EMBEDDING_NAMES = {"inputs": "input"}
+
+
+def _client_names(body: GenerationBody) -> dict[str, str]:
+    if isinstance(body, ChatRequest):
+        max_name = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+        return {"inputs": "messages", "max_new_tokens": max_name, "grammar": "response_format"}
+    return {"inputs": "prompt", "max_new_tokens": "max_tokens", "grammar": "response_format"}
+
+
+def _as_list(value: Any) -> list[Any]:
+    """One input (a string or a list of token ids) as a list of one; a list of inputs as it is."""
+    if isinstance(value, str) or (value and isinstance(value[0], int)):
+        return [value]
+    return list(value)
+
+
+def _gen_params(body: GenerationBody, max_tokens: int | None) -> dict[str, Any]:
     p: dict[str, Any] = {}
     if max_tokens is not None:
         p["max_new_tokens"] = max_tokens
-    if temperature is not None:
-        p["temperature"] = temperature
-        p["do_sample"] = temperature > 0
-    if top_p is not None:
-        p["top_p"] = top_p
-    if stop:
-        p["stop"] = stop
-    if seed is not None:
-        p["seed"] = seed
+    if body.temperature is not None:
+        p["temperature"] = body.temperature
+        p["do_sample"] = body.temperature > 0
+    if body.top_p is not None:
+        p["top_p"] = body.top_p
+    if body.stop:
+        p["stop"] = body.stop
+    if body.seed is not None:
+        p["seed"] = body.seed
+    if body.truncate is not None:
+        p["truncate"] = body.truncate
+    if body.presence_penalty:
+        p["presence_penalty"] = body.presence_penalty
+    if body.frequency_penalty:
+        p["frequency_penalty"] = body.frequency_penalty
+    if body.logit_bias:
+        p["logit_bias"] = body.logit_bias
+    grammar = _grammar(body.response_format)
+    if grammar is not None:
+        p["grammar"] = grammar
     return p
 
 
-def _sse(obj: Any) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+def _grammar(fmt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenAI's response_format as the text-generation parameter `grammar` (runtime/constrained.py)."""
+    if fmt is None or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name", ""), str):
+            raise InvalidInput(
+                "response_format.json_schema must be an object with a name and a schema",
+                param="response_format.json_schema",
+            )
+        schema = spec.get("schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise InvalidInput(
+                "response_format.json_schema.schema must be a JSON schema (an object)",
+                param="response_format.json_schema.schema",
+            )
+        return {"type": "json_schema", "schema": schema} if schema is not None else {"type": "json_object"}
+    raise InvalidInput(
+        "response_format.type must be one of text, json_object, json_schema", param="response_format.type"
+    )
+
+
+def _check_choices(body: GenerationBody, rows: int, logprobs: bool) -> None:
+    """What a stream cannot carry: its chunks hold one choice's text."""
+    if not body.stream:
+        return
+    if rows > 1:
+        name = "best_of" if isinstance(body, CompletionRequest) and (body.best_of or 1) > 1 else "n"
+        raise InvalidInput(f"stream=true streams one choice: send {name}=1, or stream=false", param=name)
+    if logprobs:
+        raise InvalidInput("logprobs are not streamed: send stream=false for them", param="logprobs")
 
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    _check_stream_options(body)
+    check_stream_options(body)
     provider = provider_of(request)
+    CLIENT_NAMES.set(_client_names(body))
     task = (await _generation(provider, body.model)).task
-    params = _gen_params(body.max_tokens, body.temperature, body.top_p, body.stop, body.seed)
+    params = _gen_params(body, body.max_tokens)
+    prompts = _as_list(body.prompt)
+    if body.echo and not all(isinstance(p, str) for p in prompts):
+        raise InvalidInput("echo=true takes prompts as text, not token ids", param="echo")
+    n = body.n or 1
+    if body.best_of is not None and body.best_of < n:
+        raise InvalidInput(f"best_of ({body.best_of}) must be at least n ({n})", param="best_of")
+    rows = choices_.rows_per_prompt(n, body.best_of)
+    _check_choices(body, rows, body.logprobs is not None)
+    if body.echo and body.logprobs is not None:
+        if task != "text-generation":
+            raise InvalidInput(
+                "logprobs of echoed prompt tokens are computed for decoder-only models", param="echo"
+            )
+        params["prompt_logprobs"] = True  # the echoed prompt's tokens get theirs (evaluation harnesses)
+    if body.logprobs is not None:
+        params["logprobs"] = body.logprobs
+    elif rows > n:
+        params["logprobs"] = 0  # best_of ranks rows by their logprob per token
     cid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        if not isinstance(body.prompt, str):
-            raise InvalidInput("stream=true takes a single prompt string", param="prompt")
-        stream = await _open(provider, request, body.model, task, body.prompt, params)
+        if len(prompts) != 1:
+            raise InvalidInput("stream=true takes a single prompt", param="prompt")
+        stream = await _open(provider, request, body.model, task, prompts[0], params)
         base = {"id": cid, "object": "text_completion", "created": created, "model": body.model}
 
         def chunk(text: str, finish: str | None) -> bytes:
-            return _sse(
+            return sse(
                 {**base, "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
             )
 
         async def events() -> AsyncIterator[bytes]:
             if body.echo:
-                yield chunk(body.prompt, None)
-            async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
+                yield chunk(prompts[0], None)
+            async for piece in guarded(stream, chunk, usage_chunk(body, base)):
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_stream_headers(stream))
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    answer = await _run(provider, request, body.model, task, prompts, params)
+    inputs = [p for p in prompts for _ in range(rows)]
+    answer = await _run(provider, request, body.model, task, inputs, params)
     outs = answer.result
-    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0}
-    for i, (prompt, out) in enumerate(zip(prompts, outs, strict=True)):
-        text = out.get("generated_text", "")
-        choices.append(
-            {
-                "index": i,
-                "text": (prompt + text) if body.echo else text,
-                "logprobs": None,
-                "finish_reason": out.get("finish_reason", "stop"),
-            }
-        )
-        usage["prompt_tokens"] += out.get("prompt_tokens", 0)
-        usage["completion_tokens"] += out.get("completion_tokens", 0)
-    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    choices = []
+    for i, group in enumerate(choices_.pick(outs, len(prompts), rows, n)):
+        for j, out in enumerate(group):
+            text = out.get("generated_text", "")
+            echo = prompts[i] if body.echo else ""
+            choices.append(
+                {
+                    "index": i * n + j,
+                    "text": echo + text,
+                    "logprobs": (choices_.completion_logprobs(out) if body.logprobs is not None else None),
+                    "finish_reason": out.get("finish_reason", "stop"),
+                }
+            )
     return JSONResponse(
         {
             "id": cid,
@@ -153,44 +245,64 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             "created": created,
             "model": body.model,
             "choices": choices,
-            "usage": usage,
+            "usage": choices_.usage(outs, rows),
         },
         headers=served_headers(answer.served_by, answer.fallback_reason, answer.revision),
     )
 
 
-def _messages(body: ChatRequest) -> list[dict[str, str]]:
-    messages = []
-    for m in body.messages:
-        content = m.content
-        if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if p.get("type") == "text")
-        messages.append({"role": m.role, "content": content or ""})
-    return messages
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatRequest, request: Request) -> Response:
-    _check_stream_options(body)
+    check_stream_options(body)
+    CLIENT_NAMES.set(_client_names(body))
     provider = provider_of(request)
     # the task and template of the model that serves: the fallback's when the model's load failed
-    gen = await _generation(provider, body.model, _messages(body))
+    gen = await _generation(provider, body.model, template_messages(body), body.tools or None)
     task, prompt = gen.task, gen.prompt
     assert prompt is not None  # given messages, a Generation carries its prompt
-    params = _gen_params(
-        body.max_completion_tokens or body.max_tokens, body.temperature, body.top_p, body.stop, body.seed
-    )
+    tools = openai_tools.plan(body.tools, body.tool_choice, body.parallel_tool_calls, gen.template)
+    params = _gen_params(body, body.max_completion_tokens or body.max_tokens)
+    forced = openai_tools.grammar(tools) if tools is not None else None
+    if forced is not None:
+        if "grammar" in params:
+            raise InvalidInput(
+                "response_format cannot be combined with a required or named tool_choice",
+                param="response_format",
+            )
+        params["grammar"] = forced
+    n = body.n or 1
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidInput("top_logprobs needs logprobs=true", param="top_logprobs")
+    _check_choices(body, n, bool(body.logprobs))
+    if body.logprobs:
+        params["logprobs"] = body.top_logprobs or 0
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     base = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": body.model}
     if body.stream:
         stream = await _open(provider, request, body.model, task, prompt, params)
 
-        def chunk(text: str, finish: str | None) -> bytes:
+        def plain(text: str, finish: str | None) -> bytes:
             delta = {"content": text} if finish is None else {}
-            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+        chunk = plain
+        if tools is not None and tools.parses:
+            split = openai_tools.StreamSplit(tools)
+
+            def chunk(text: str, finish: str | None) -> bytes:
+                if finish is None:
+                    shown = split.feed(text)
+                    return plain(shown, None) if shown else b""
+                tail, calls = split.end()
+                out = plain(tail, None) if tail else b""
+                if calls:
+                    delta = {"tool_calls": openai_tools.stream_deltas(calls)}
+                    out += sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+                    finish = "tool_calls"
+                return out + plain("", finish)
 
         async def events() -> AsyncIterator[bytes]:
-            yield _sse(
+            yield sse(
                 {
                     **base,
                     "choices": [
@@ -198,49 +310,67 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
                     ],
                 }
             )
-            async for piece in _guarded(stream, chunk, _usage_chunk(body, base)):
+            async for piece in guarded(stream, chunk, usage_chunk(body, base)):
                 yield piece
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_stream_headers(stream))
-    answer = await _run(provider, request, body.model, task, prompt, params)
-    out = answer.result
-    pt, ct = out.get("prompt_tokens", 0), out.get("completion_tokens", 0)
+    answer = await _run(provider, request, body.model, task, [prompt] * n, params)
+    outs = answer.result
     return JSONResponse(
         {
             "id": cid,
             "object": "chat.completion",
             "created": created,
             "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": out.get("generated_text", "")},
-                    "finish_reason": out.get("finish_reason", "stop"),
-                    "logprobs": None,
-                }
-            ],
-            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+            "choices": [_chat_choice(j, out, tools) for j, out in enumerate(outs)],
+            "usage": choices_.usage(outs, n),
         },
         headers=served_headers(answer.served_by, answer.fallback_reason, answer.revision),
     )
 
 
+def _chat_choice(index: int, out: dict[str, Any], tools: openai_tools.ToolPlan | None) -> dict[str, Any]:
+    text, finish = out.get("generated_text", ""), out.get("finish_reason", "stop")
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tools is not None and tools.parses:
+        content, calls = openai_tools.parse(tools, text)
+        if calls:
+            message = {"role": "assistant", "content": content, "tool_calls": calls}
+            finish = "tool_calls" if finish == "stop" else finish
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish,
+        "logprobs": choices_.chat_logprobs(out),
+    }
+
+
+def _model_object(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": d["name"],
+        "object": "model",
+        "created": 0,
+        "owned_by": "hf-provider",
+        "tasks": d["tasks"],
+        "state": d["state"],
+        **({"error": d["error"]} if d["state"] == "failed" else {}),  # why it is not serving
+    }
+
+
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     provider = provider_of(request)
-    data = [
-        {
-            "id": d["name"],
-            "object": "model",
-            "created": 0,
-            "owned_by": "hf-provider",
-            "tasks": d["tasks"],
-            "state": d["state"],
-            **({"error": d["error"]} if d["state"] == "failed" else {}),  # why it is not serving
-        }
-        for d in provider.admin.describe()
-    ]
-    return JSONResponse({"object": "list", "data": data})
+    return JSONResponse({"object": "list", "data": [_model_object(d) for d in provider.admin.describe()]})
+
+
+@router.get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, request: Request) -> Response:
+    """OpenAI's `client.models.retrieve`: one configured model, or 404 `model_not_found`."""
+    described = provider_of(request).admin.describe()
+    for d in described:
+        if d["name"] == model_id:
+            return JSONResponse(_model_object(d))
+    raise ModelNotFound(model_id, [d["name"] for d in described])
 
 
 def _stream_headers(stream: TextStream) -> dict[str, str]:
@@ -253,11 +383,16 @@ async def _run(
     work = provider.arun_usage(
         model, task, inputs, params, priority=priority_of(request), deadline=deadline_of(request)
     )
-    return await until_disconnect(request.receive, work)
+    try:
+        return await until_disconnect(request.receive, work)
+    except (
+        InvalidInput
+    ) as e:  # raised past parsing (a continuous-batching slot too short): the client's names
+        raise e.renamed(CLIENT_NAMES.get()) from None
 
 
 async def _open(
-    provider: Provider, request: Request, model: str, task: str, prompt: str, params: dict[str, Any]
+    provider: Provider, request: Request, model: str, task: str, prompt: Any, params: dict[str, Any]
 ) -> TextStream:
     """Queue a streamed generation and wait for its first delta before the response starts, so an error or a
     deadline met before anything was generated still gets its status code (504 for the deadline)."""
@@ -273,48 +408,3 @@ async def _open(
         stream.close()
         stream.request.future.result()  # raises the request's error (DeadlineExceeded -> 504)
     return stream
-
-
-def _check_stream_options(body: GenerationBody) -> None:
-    if body.stream_options is not None and not body.stream:
-        raise InvalidInput("stream_options is only allowed with stream=true", param="stream_options")
-
-
-def _usage_chunk(body: GenerationBody, base: dict[str, Any]) -> Callable[[dict[str, Any]], bytes] | None:
-    """OpenAI's stream_options.include_usage: one more chunk, with no choices and the request's token usage."""
-    if body.stream_options is None or not body.stream_options.include_usage:
-        return None
-
-    def chunk(result: dict[str, Any]) -> bytes:
-        pt, ct = result.get("prompt_tokens", 0), result.get("completion_tokens", 0)
-        usage = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-        return _sse({**base, "choices": [], "usage": usage})
-
-    return chunk
-
-
-async def _guarded(
-    stream: TextStream,
-    chunk: Callable[[str, str | None], bytes],
-    usage: Callable[[dict[str, Any]], bytes] | None = None,
-) -> AsyncIterator[bytes]:
-    """The deltas as SSE chunks, then the final chunk with the real finish_reason and [DONE]. An error after the
-    response has started cannot change its status: a deadline ends the stream with finish_reason "timeout",
-    other errors are sent as an OpenAI-style error event instead of cutting the connection. A client that
-    disconnects cancels the generation (Starlette cancels this generator; `close` cancels the request)."""
-    try:
-        async for delta in stream:
-            yield chunk(delta, None)
-        yield chunk("", (stream.result or {}).get("finish_reason", "stop"))
-        if usage is not None:
-            yield usage(stream.result or {})
-    except DeadlineExceeded:
-        yield chunk("", "timeout")
-    except ProviderError as e:
-        yield _sse(error_body(e.message, "server_error", e.code, e.param))
-    except Exception as e:
-        log.error("stream failed with %s", type(e).__name__, exc_info=e)
-        yield _sse(error_body("Internal server error while streaming.", "server_error", "internal_error"))
-    finally:
-        stream.close()
-    yield b"data: [DONE]\n\n"

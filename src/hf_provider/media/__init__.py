@@ -1,0 +1,1 @@
+"""Decoding of uploaded media (audio) into arrays the runtime's processors take."""
