@@ -58,6 +58,11 @@ def text_or_ids(v: Any, name: str) -> Any:
     raise ValueError(f"{what}; got a list mixing other types")
 
 
+def _content_part(x: Any) -> bool:
+    """An OpenAI content part an image-text model reads: {'type': 'text' | 'image_url', ...}."""
+    return isinstance(x, dict) and x.get("type") in ("text", "image_url")
+
+
 class EmbeddingsRequest(_OpenAIBody):
     FIELDS: ClassVar[Mapping[str, F.Field]] = F.EMBEDDINGS
     model: str
@@ -79,7 +84,7 @@ class EmbeddingsRequest(_OpenAIBody):
     @classmethod
     def _input(cls, v: Any) -> Any:
         parts = isinstance(v, list) and any(isinstance(x, dict) for x in v)
-        if parts and all(isinstance(x, str | dict) for x in v):
+        if parts and all(isinstance(x, str) or _content_part(x) for x in v):
             return v  # content parts: the image-text handler reads them (runtime/tasks/image_text.py)
         return text_or_ids(v, "input")
 
