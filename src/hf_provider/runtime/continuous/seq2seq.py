@@ -283,8 +283,9 @@ class Seq2SeqEngine:
             mask.new_ones((len(rids), 1)),
         )
         made = 0
-        for key in dict.fromkeys(self._key(self.rows[r]) for r in rids):
-            idx = [i for i, r in enumerate(rids) if self._key(self.rows[r]) == key]
+        keys = [self._key(self.rows[r]) for r in rids]  # before any row ends (and leaves `rows`)
+        for key in dict.fromkeys(keys):
+            idx = [i for i, k in enumerate(keys) if k == key]
             part = g.keep(idx) if len(idx) < len(rids) else g
             self.groups[key] = merge([x for x in (self.groups.get(key), part) if x is not None])
             made += self._tokens(key, logits[idx], only=[rids[i] for i in idx])
