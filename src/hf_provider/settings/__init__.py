@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, V
 from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from hf_provider.errors import ConfigError
+from hf_provider.settings.pipelines import PipelineSpec
 from hf_provider.settings.ray import RaySettings
 from hf_provider.settings.tracing import TracingSettings
 from hf_provider.spec import ModelSpec, check_fallbacks
@@ -258,6 +259,9 @@ class Settings(BaseSettings):
     )
     lock_file: Path | None = Field(None, description="hfp.lock; default: beside the config file (`hfp lock`)")
     models: list[ModelSpec] = Field(default_factory=list)
+    pipelines: list[PipelineSpec] = Field(
+        default_factory=list, description="`[[pipelines]]`: steps over the models, served as one request"
+    )
 
     @field_validator("models")
     @classmethod
