@@ -35,13 +35,13 @@ class Pipelines:
         *,
         deadline: Callable[[float | None], float],
         on_done: DoneHook | None = None,
-        tracing: Any = None,
+        tracing: Callable[[], Any] | None = None,
     ) -> None:
         self.plans: dict[str, Plan] = compile_all(specs, models)  # ConfigError naming pipeline, step, field
         self.runner = runner
         self._deadline = deadline  # the Provider's: request_timeout_s, shortened by a caller's timeout
         self.on_done = on_done
-        self.tracing = tracing
+        self.tracing = tracing  # the Provider's Tracing, read at each call (a server may set it after start)
         self.last: Execution | None = None  # the latest run (tests count the steps it submitted)
 
     def describe(self) -> list[dict[str, Any]]:
@@ -53,18 +53,21 @@ class Pipelines:
             raise PipelineNotFound(name, self.plans)
         return plan
 
-    def check_served(self, tasks_of: Callable[[str], Collection[str] | None]) -> list[str]:
+    def check_served(self, tasks_of: Callable[[str], Collection[str] | None]) -> list[tuple[str, str]]:
         """Steps whose model, now loaded, does not serve their task (`tasks_of`: a loaded model's tasks, None
-        when it is not loaded): one message each, naming pipeline, step and field. Models that declare their
-        tasks were checked at start; the others only once their architecture is known."""
+        when it is not loaded): (pipeline, message) each, naming pipeline, step and field. Models that declare
+        their tasks were checked at start; the others only once their architecture is known."""
         problems = []
         for plan in self.plans.values():
             for s in plan.steps:
                 tasks = tasks_of(s.model)
                 if tasks is not None and s.task not in tasks:
                     problems.append(
-                        f"pipeline {plan.name!r}, step {s.name!r}, field 'task': model {s.model!r} does not serve "
-                        f"task {s.task!r}; it serves {', '.join(tasks) or 'none'}"
+                        (
+                            plan.name,
+                            f"pipeline {plan.name!r}, step {s.name!r}, field 'task': model {s.model!r} does not "
+                            f"serve task {s.task!r}; it serves {', '.join(tasks) or 'none'}",
+                        )
                     )
         return problems
 
@@ -158,9 +161,10 @@ class Pipelines:
 
     def _traced(self) -> Any:
         """A Python call's steps share one trace (the server's requests have theirs already)."""
-        if self.tracing is None or TRACE.get() is not None:
+        tracing = None if self.tracing is None else self.tracing()
+        if tracing is None or TRACE.get() is not None:
             return nullcontext()
-        return self.tracing.python_call()
+        return tracing.python_call()
 
 
 def _step_parameters(plan: Plan, parameters: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:

@@ -138,11 +138,9 @@ class Provider:
         # OpenTelemetry spans of every request when `[tracing] otlp_endpoint` is set (observability/tracing.py)
         self.tracing: Tracing | None = Tracing.from_settings(self.settings.tracing)
         # `[[pipelines]]` checked now (ConfigError naming pipeline, step, field); steps run through our request API
-        done = getattr(observer, "pipeline_done", None)
-        pipes, models = list(self.settings.pipelines), {s.name: s for s in specs}
-        self.pipelines = Pipelines(
-            pipes, models, self, deadline=self.deadline, on_done=done, tracing=self.tracing
-        )
+        done, models = getattr(observer, "pipeline_done", None), {s.name: s for s in specs}
+        pipes = Pipelines(list(self.settings.pipelines), models, self, deadline=self.deadline, on_done=done)
+        self.pipelines, pipes.tracing = pipes, lambda: self.tracing
 
     @classmethod
     def from_config(cls, config: Path | str | Mapping[str, Any], **kwargs: Any) -> Provider:

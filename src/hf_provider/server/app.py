@@ -21,7 +21,7 @@ from hf_provider.server.errors import install_error_handlers
 from hf_provider.server.fastpath import EmbeddingsFastPath
 from hf_provider.server.loadshed import LagProbe, LoopLag, ShedOnLoopLag
 from hf_provider.server.middleware import RequestIdAndLimits
-from hf_provider.server.routes import admin, health, openai, reports, tasks, versions
+from hf_provider.server.routes import admin, health, openai, pipelines, reports, tasks, versions
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
     app.state.started = False
     admin.record_start(app)
     install_error_handlers(app)
-    for r in (health.router, openai.router, tasks.router, admin.router, versions.router, reports.router):
+    routers = (health, openai, tasks, pipelines, admin, versions, reports)
+    for r in (m.router for m in routers):
         app.include_router(r)
     if probe is not None:
         from hf_provider.server.routes import looplag
@@ -129,4 +130,9 @@ async def _load_all(provider: Provider, app: FastAPI) -> None:
             sv.mark_down(component, e.message)  # until a later load of it succeeds (manager clears it)
         except Exception as e:  # a bug, not a bad model: counted, and the other models still load
             sv.report(component, e)
+    # a pipeline step's model that declares no tasks is checked once loaded (pipelines/plan.py checked the rest)
+    ready = {d["name"]: d["tasks"] for d in provider.admin.describe() if d["state"] == "ready"}
+    for pipeline, problem in provider.pipelines.check_served(ready.get):
+        log.error("%s", problem)
+        sv.mark_down(f"pipeline/{pipeline}", problem)
     app.state.started = True
