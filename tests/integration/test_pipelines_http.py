@@ -90,7 +90,7 @@ def served(tiny_models: dict[str, Path], tmp_path_factory: pytest.TempPathFactor
 
 @pytest.fixture
 def server(served: Any) -> Any:
-    client, provider, exporter = served
+    _client, provider, exporter = served
     provider.faults.set([])
     exporter.clear()
     return served
@@ -220,7 +220,7 @@ def test_a_bad_parameter_of_step_2_is_a_400_naming_the_step(server: Any) -> None
 
 
 def test_two_steps_answer_with_every_steps_output_and_are_counted(server: Any) -> None:
-    client, provider, exporter = server
+    client, _provider, _exporter = server
     r = client.post("/v1/pipelines/digest", json={"inputs": "The cat sat on the mat.", "return_steps": True})
     assert r.status_code == 200, r.text
     body = r.json()
