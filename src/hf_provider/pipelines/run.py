@@ -107,8 +107,7 @@ def name_step(exc: BaseException, pipeline: str, step: Step) -> ProviderError:
     if not isinstance(exc, ProviderError):
         rid = REQUEST_ID.get()
         err = StepFailed(
-            f"pipeline {pipeline!r}, step {step.name!r} (model {step.model!r}, task {step.task!r}) failed with "
-            f"an internal error{f' (request id {rid})' if rid else ''}; the server's log has the details",
+            f"failed with an internal error{f' (request id {rid})' if rid else ''}; the server's log has the details",
             model=step.model,
             task=step.task,
         )
@@ -141,8 +140,10 @@ class Execution:
         deadline: float,
         on_done: DoneHook | None = None,
         sink: DeltaSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.plan = plan
+        self.clock = clock  # the deadline's clock (time.monotonic, as the Provider's); tests step it by hand
         self.runner = runner
         self.parameters = parameters
         self.priority = priority
@@ -155,7 +156,7 @@ class Execution:
         self._done: dict[str, asyncio.Future[None]] = {}
 
     async def run(self) -> Result:
-        begun = time.monotonic()
+        begun = self.clock()
         loop = asyncio.get_running_loop()
         self._done = {s.name: loop.create_future() for s in self.plan.steps}
         tasks = [asyncio.ensure_future(self._step(s)) for s in self.plan.steps]
@@ -166,10 +167,10 @@ class Execution:
                 raise failed.exception()  # type: ignore[misc]
         except BaseException as exc:
             await _cancel_all(tasks)
-            self._record(None, outcome_of(exc), time.monotonic() - begun)
+            self._record(None, outcome_of(exc), self.clock() - begun)
             raise
         output = self._output()
-        self._record(None, "ok", time.monotonic() - begun)
+        self._record(None, "ok", self.clock() - begun)
         return Result(
             output, {s.name: self.results[s.name] for s in self.plan.steps if s.name in self.results}
         )
@@ -228,7 +229,7 @@ class Execution:
                 span.end()
 
     async def _execute(self, step: Step) -> None:
-        begun = time.monotonic()
+        begun = self.clock()
         try:
             inputs = self._inputs(step)
         except Skipped:
@@ -238,7 +239,7 @@ class Execution:
         except ProviderError as exc:
             self._record(step.name, "client_error", 0.0)
             raise name_step(exc, self.plan.name, step) from None
-        if time.monotonic() >= self.deadline:  # its turn came too late: never submitted
+        if self.clock() >= self.deadline:  # its turn came too late: never submitted
             exc = DeadlineExceeded(
                 "the pipeline's deadline passed before this step could start; nothing more was computed "
                 "(a longer X-Request-Timeout, or timeout= in Python, gives the pipeline more time)"
@@ -256,11 +257,12 @@ class Execution:
                 )
                 output, served_by = answer.result, answer.served_by
         except BaseException as exc:
-            self._record(step.name, outcome_of(exc), time.monotonic() - begun)
+            self._record(step.name, outcome_of(exc), self.clock() - begun)
             if isinstance(exc, Exception):
-                raise name_step(exc, self.plan.name, step) from None
+                named = name_step(exc, self.plan.name, step)
+                raise named from (exc if named is not exc else None)  # StepFailed keeps the real error
             raise
-        latency = time.monotonic() - begun
+        latency = self.clock() - begun
         self.scope[step.name] = output
         self.results[step.name] = StepResult(output, step.model, step.task, served_by, latency)
         self._record(step.name, "ok", latency)
