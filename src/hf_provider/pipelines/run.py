@@ -165,11 +165,11 @@ class Execution:
             failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
             if failed is not None:
                 raise failed.exception()  # type: ignore[misc]
+            output = self._output()
         except BaseException as exc:
             await _cancel_all(tasks)
             self._record(None, outcome_of(exc), self.clock() - begun)
             raise
-        output = self._output()
         self._record(None, "ok", self.clock() - begun)
         return Result(
             output, {s.name: self.results[s.name] for s in self.plan.steps if s.name in self.results}

@@ -4,6 +4,7 @@ no traceback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,39 @@ def test_hfp_serve_stops_on_the_mistake_before_serving(
     assert res.exit_code == 2, out
     assert "error: pipeline 'digest', step 'translate', field 'model': unknown model 't6'" in out
     assert "Traceback" not in out and not served
+
+
+def test_hfp_run_pipeline_prints_the_answer_and_with_steps_every_step(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "hfp.toml"
+    cfg.write_text(
+        f'[[models]]\nname = "t5"\nsource = "{tiny_models["t5"]}"\ndevice = "cpu"\n'
+        'tasks = ["translation", "summarization"]\n\n'
+        '[[pipelines]]\nname = "digest"\nsteps = [\n'
+        '  { name = "translate", model = "t5", task = "translation" },\n'
+        '  { name = "summary", model = "t5", task = "summarization" },\n]\n',
+        encoding="utf-8",
+    )
+    args = [
+        "run",
+        "--pipeline",
+        "digest",
+        "The cat sat.",
+        "--config",
+        str(cfg),
+        "-p",
+        "summary.max_new_tokens=3",
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() and "{" not in res.output  # the summary's text
+    res = runner.invoke(app, [*args, "--steps"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.output)
+    assert (
+        list(body["steps"]) == ["translate", "summary"]
+        and body["outputs"] == body["steps"]["summary"]["output"]
+    )
+    res = runner.invoke(app, [*args[:-1], "max_new_tokens=3"])
+    assert res.exit_code == 2 and "step.name=value" in res.output
