@@ -1,13 +1,14 @@
 """What a pipeline costs over HTTP against its steps called in-process, and what it saves against a client that
 chains the steps itself (pipelines/).
 
-    python bench/pipelines.py [--requests 40] [--rounds 3] [--tokens 4]
+    python bench/pipelines.py [--requests 60] [--tokens 4]
 
 One `hfp serve` (a subprocess) serves the tiny T5 of hf_provider.testing (translation and summarization, fp32 on
 the CPU) with two pipelines: `digest` (translate, then summarize the translation) and `fan` (two summaries of two
 inputs, independent steps). In the bench process, a Provider on the same model gives the in-process baseline.
-Rounds alternate the phases so a shared CPU's drift hits them alike; one lean keep-alive client (bench/_http.py)
-sends every HTTP request, one at a time:
+Each iteration runs every path once, back to back, so a shared CPU's drift hits them alike (figures are p50s, and
+medians of the per-iteration ratios); one lean keep-alive client (bench/_http.py) sends every HTTP request, one
+at a time:
 
 - in-process: p50 of `provider.run(translation)` and of `provider.run(summarization)` on the translation;
 - pipeline: p50 of POST /v1/pipelines/digest (`return_steps`: the server's own step latencies, for the overhead);
@@ -74,70 +75,71 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1000.0
 
 
-async def http_phase(url: str, n: int, tokens: int, out: dict[str, list[float]]) -> None:
+class Timer:
+    """Latencies (seconds) by name."""
+
+    def __init__(self) -> None:
+        self.out: dict[str, list[float]] = {}
+
+    def add(self, key: str, seconds: float) -> None:
+        self.out.setdefault(key, []).append(seconds)
+
+
+async def one_iteration(p: Provider, conn: Conn, tokens: int, translated: str, t: Timer) -> None:
+    """Every measured path once, back to back, so a shared CPU's drift falls on all of them alike."""
+    params = {"max_new_tokens": tokens}
+    # in-process: the Provider's own synchronous API, off the loop (nothing else runs meanwhile)
+    t0 = time.perf_counter()
+    p.run("t5", "translation", TEXT, params)
+    t.add("translate", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    p.run("t5", "summarization", translated, params)
+    t.add("summary", time.perf_counter() - t0)
+    # the pipeline over HTTP, with the server's own step latencies
+    t0 = time.perf_counter()
+    status, body = await conn.post("/v1/pipelines/digest", {"inputs": TEXT, "return_steps": True})
+    t.add("pipeline", time.perf_counter() - t0)
+    assert status == 200, body
+    steps = orjson.loads(body)["steps"]
+    t.add("in_pipeline_translate", steps["translate"]["latency_ms"] / 1000)
+    t.add("in_pipeline_summary", steps["summary"]["latency_ms"] / 1000)
+    # the same two steps chained by the client
+    t0 = time.perf_counter()
+    s1, b1 = await conn.post("/v1/tasks/translation", {"model": "t5", "inputs": TEXT, "parameters": params})
+    text = orjson.loads(b1)["outputs"]["translation_text"]
+    s2, b2 = await conn.post("/v1/tasks/summarization", {"model": "t5", "inputs": text, "parameters": params})
+    t.add("chained", time.perf_counter() - t0)
+    assert s1 == 200 and s2 == 200, (b1, b2)
+    # fan-out, and each of its steps alone
+    for key, path, payload in (
+        ("fan", "/v1/pipelines/fan", {"inputs": {"a": TEXT, "b": OTHER}}),
+        ("alone_a", "/v1/tasks/summarization", {"model": "t5", "inputs": TEXT, "parameters": params}),
+        ("alone_b", "/v1/tasks/summarization", {"model": "t5", "inputs": OTHER, "parameters": params}),
+    ):
+        t0 = time.perf_counter()
+        status, body = await conn.post(path, payload)
+        t.add(key, time.perf_counter() - t0)
+        assert status == 200, body
+
+
+async def measure(p: Provider, url: str, n: int, tokens: int, translated: str, t: Timer) -> None:
     host, port = url.removeprefix("http://").split(":")
     conn = Conn(host, int(port))
-    params = {"max_new_tokens": tokens}
     try:
-        for _ in range(n):  # the pipeline
-            t0 = time.perf_counter()
-            status, body = await conn.post("/v1/pipelines/digest", {"inputs": TEXT, "return_steps": True})
-            out["pipeline"].append(time.perf_counter() - t0)
-            assert status == 200, body
-            steps = orjson.loads(body)["steps"]
-            out["in_pipeline_translate"].append(steps["translate"]["latency_ms"] / 1000)
-            out["in_pipeline_summary"].append(steps["summary"]["latency_ms"] / 1000)
-        for _ in range(n):  # the same two steps, chained by the client
-            t0 = time.perf_counter()
-            s1, b1 = await conn.post(
-                "/v1/tasks/translation", {"model": "t5", "inputs": TEXT, "parameters": params}
-            )
-            text = orjson.loads(b1)["outputs"]["translation_text"]
-            s2, b2 = await conn.post(
-                "/v1/tasks/summarization", {"model": "t5", "inputs": text, "parameters": params}
-            )
-            out["chained"].append(time.perf_counter() - t0)
-            assert s1 == 200 and s2 == 200, (b1, b2)
-        for _ in range(n):  # fan-out, and each of its steps alone
-            for key, path, payload in (
-                ("fan", "/v1/pipelines/fan", {"inputs": {"a": TEXT, "b": OTHER}}),
-                ("alone_a", "/v1/tasks/summarization", {"model": "t5", "inputs": TEXT, "parameters": params}),
-                (
-                    "alone_b",
-                    "/v1/tasks/summarization",
-                    {"model": "t5", "inputs": OTHER, "parameters": params},
-                ),
-            ):
-                t0 = time.perf_counter()
-                status, body = await conn.post(path, payload)
-                out[key].append(time.perf_counter() - t0)
-                assert status == 200, body
+        for _ in range(n):
+            await one_iteration(p, conn, tokens, translated, t)
     finally:
         conn.close()
 
 
-def inproc_phase(p: Provider, n: int, tokens: int, translated: str, out: dict[str, list[float]]) -> None:
-    params = {"max_new_tokens": tokens}
-    for _ in range(n):
-        t0 = time.perf_counter()
-        p.run("t5", "translation", TEXT, params)
-        out["translate"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        p.run("t5", "summarization", translated, params)
-        out["summary"].append(time.perf_counter() - t0)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=40, help="requests per phase and round")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=60, help="iterations; each sends every request once")
     ap.add_argument("--tokens", type=int, default=4, help="max_new_tokens of every step")
     args = ap.parse_args()
     default = Path(__file__).resolve().parent.parent / ".hfp" / "tiny-models"
     models = build_tiny_models(Path(os.environ.get("HFP_TEST_MODELS", default)))  # the tests' cache
-    keys = ("translate", "summary", "pipeline", "chained", "fan", "alone_a", "alone_b")
-    out: dict[str, list[float]] = {k: [] for k in (*keys, "in_pipeline_translate", "in_pipeline_summary")}
-    rounds: list[dict[str, float]] = []
+    t = Timer()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "hfp.toml"
         cfg.write_text(config(models["t5"], Path(tmp) / "home", args.tokens), encoding="utf-8")
@@ -146,25 +148,14 @@ def main() -> int:
             with Provider(settings=load_settings(cfg)) as p:
                 params = {"max_new_tokens": args.tokens}
                 translated = p.run("t5", "translation", TEXT, params)["translation_text"]
-                inproc_phase(p, 5, args.tokens, translated, {k: [] for k in keys})  # warm-up
-                asyncio.run(http_phase(url, 5, args.tokens, {k: [] for k in out}))
-                for r in range(args.rounds):
-                    mark = {k: len(v) for k, v in out.items()}
-                    inproc_phase(p, args.requests, args.tokens, translated, out)
-                    asyncio.run(http_phase(url, args.requests, args.tokens, out))
-                    rounds.append({k: p50(out[k][mark[k] :]) for k in keys})
-                    print(
-                        f"round {r + 1}: "
-                        + "  ".join(f"{k} {v:.2f}" for k, v in rounds[-1].items())
-                        + " (ms)"
-                    )
+                asyncio.run(measure(p, url, 5, args.tokens, translated, Timer()))  # warm-up
+                asyncio.run(measure(p, url, args.requests, args.tokens, translated, t))
         finally:
             stop_server(proc)
+    out = t.out
     m = {k: p50(out[k]) for k in out}
     inproc = m["translate"] + m["summary"]
-    print(
-        f"\nall rounds, p50 in ms ({args.requests * args.rounds} requests each, tiny T5, {args.tokens} tokens a step)"
-    )
+    print(f"\np50 in ms ({args.requests} requests each, tiny T5, {args.tokens} tokens a step)")
     print(f"  in-process: translate {m['translate']:.2f} + summary {m['summary']:.2f} = {inproc:.2f}")
     print(
         f"  pipeline over HTTP: {m['pipeline']:.2f}  (margin over in-process: {m['pipeline'] - inproc:+.2f} ms, "
@@ -187,12 +178,16 @@ def main() -> int:
         f"  fan-out of 2 steps: {m['fan']:.2f} vs the slower step alone {slower:.2f}: {m['fan'] / slower:.2f}x "
         "(target <= 1.2x)"
     )
-    per_round = [1 - r["pipeline"] / r["chained"] for r in rounds]
+    n = len(out["pipeline"])
+    pairs = [
+        (out["pipeline"][i], out["chained"][i], out["translate"][i] + out["summary"][i]) for i in range(n)
+    ]
+    fan = [out["fan"][i] / max(out["alone_a"][i], out["alone_b"][i]) for i in range(n)]
+    saving_med = 100 * statistics.median([1 - a / b for a, b, _ in pairs])
+    margin_med = 1000 * statistics.median([a - c for a, _, c in pairs])
     print(
-        f"  per round: saving {', '.join(f'{100 * s:.1f}%' for s in per_round)}; margin "
-        + ", ".join(f"{r['pipeline'] - r['translate'] - r['summary']:+.2f}" for r in rounds)
-        + "; fan-out "
-        + ", ".join(f"{r['fan'] / max(r['alone_a'], r['alone_b']):.2f}x" for r in rounds)
+        f"  paired, median over the {n} iterations: saving {saving_med:.1f}%, margin {margin_med:+.2f} ms, "
+        f"fan-out {statistics.median(fan):.2f}x"
     )
     ok = m["pipeline"] <= inproc + 2.0 and saving >= 0.20 and m["fan"] <= 1.2 * slower
     print("targets met" if ok else "targets NOT met")
