@@ -49,6 +49,11 @@ class Plan:
         return self.steps[-1]
 
     @property
+    def chain(self) -> bool:
+        """Every step needs at most the one before it: nothing can run at the same time as anything else."""
+        return all(s.needs <= {p.name for p in self.steps[i - 1 : i]} for i, s in enumerate(self.steps))
+
+    @property
     def streams(self) -> bool:
         """Whether the last step generates text token by token (a stream of the pipeline is its stream)."""
         return self.last.task in STREAMING_TASKS and self.last.map is None and self.output is None

@@ -158,13 +158,20 @@ class Execution:
     async def run(self) -> Result:
         begun = self.clock()
         loop = asyncio.get_running_loop()
-        self._done = {s.name: loop.create_future() for s in self.plan.steps}
-        tasks = [asyncio.ensure_future(self._step(s)) for s in self.plan.steps]
+        tasks: list[asyncio.Task[None]] = []
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
-            if failed is not None:
-                raise failed.exception()  # type: ignore[misc]
+            if self.plan.chain:
+                # Each step needs the one before: run them in this task. A task per step would add event-loop
+                # turns between steps, each of which can wait for the GIL a stage thread holds (bench/pipelines.py).
+                for s in self.plan.steps:
+                    await self._traced(s)
+            else:
+                self._done = {s.name: loop.create_future() for s in self.plan.steps}
+                tasks = [asyncio.ensure_future(self._step(s)) for s in self.plan.steps]
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                failed = next((t for t in tasks if t.done() and not t.cancelled() and t.exception()), None)
+                if failed is not None:
+                    raise failed.exception()  # type: ignore[misc]
             output = self._output()
         except BaseException as exc:
             await _cancel_all(tasks)
@@ -193,7 +200,6 @@ class Execution:
         try:
             for need in step.needs:  # a failed need ends the run before this one's turn: it is cancelled
                 await self._done[need]
-            PIPELINE_STEP.set((self.plan.name, step.name))  # this task's own context: its request and report
             await self._traced(step)
         except BaseException:
             done.cancel()  # the steps that need this one end without running (the run is failing)
@@ -201,6 +207,14 @@ class Execution:
         done.set_result(None)
 
     async def _traced(self, step: Step) -> None:
+        # Its requests (and their error reports) know the step; reset after, for the next step of a chain.
+        token = PIPELINE_STEP.set((self.plan.name, step.name))
+        try:
+            await self._spanned(step)
+        finally:
+            PIPELINE_STEP.reset(token)
+
+    async def _spanned(self, step: Step) -> None:
         trace = TRACE.get()
         child = getattr(trace, "child", None)
         if child is None:
@@ -215,7 +229,7 @@ class Execution:
                 "hfp.task": step.task,
             },
         )
-        TRACE.set(sub)  # the step's request spans hang under its span
+        token = TRACE.set(sub)  # the step's request spans hang under its span
         outcome = "error"
         try:
             await self._execute(step)
@@ -224,6 +238,7 @@ class Execution:
             outcome = outcome_of(exc)
             raise
         finally:
+            TRACE.reset(token)
             if span is not None:
                 span.set_attribute("hfp.outcome", outcome)
                 span.end()
