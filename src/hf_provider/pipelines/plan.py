@@ -50,8 +50,8 @@ class Plan:
 
     @property
     def chain(self) -> bool:
-        """Every step needs at most the one before it: nothing can run at the same time as anything else."""
-        return all(s.needs <= {p.name for p in self.steps[i - 1 : i]} for i, s in enumerate(self.steps))
+        """Every step needs exactly the one before it: nothing can run at the same time as anything else."""
+        return all(s.needs == {p.name for p in self.steps[i - 1 : i]} for i, s in enumerate(self.steps))
 
     @property
     def streams(self) -> bool:

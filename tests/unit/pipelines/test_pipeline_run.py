@@ -104,6 +104,24 @@ def test_independent_steps_are_submitted_together_and_a_gatherer_waits_for_both(
     assert result.output == {"text": "join(a(x) + b(x))"}
 
 
+def test_two_steps_that_need_nothing_of_each_other_are_submitted_together() -> None:
+    script = Script()
+    p = plan({"name": "a", "input": "{inputs}"}, {"name": "b", "input": "{inputs}"})
+    assert not p.chain
+
+    async def main() -> Any:
+        script.gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+        run = asyncio.ensure_future(execution(p, script).run())
+        await script.started_event("b").wait()  # b is submitted while a has not answered
+        assert [s[0] for s in script.submitted] == ["a", "b"]
+        script.gates["a"].set()
+        script.gates["b"].set()
+        return await run
+
+    assert go(main()).output == {"text": "b(x)"}
+    assert plan({"name": "one"}, {"name": "two"}).chain  # the default input: the previous step's text
+
+
 def test_a_failed_step_cancels_its_running_sibling_and_nothing_after_is_submitted() -> None:
     script = Script()
     p = plan(
