@@ -21,10 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from hf_provider.errors import (
-    ConfigError,
-    InvalidInput,
-)
+from hf_provider.errors import ConfigError, InvalidInput
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import VersionHistory
