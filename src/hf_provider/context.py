@@ -34,6 +34,10 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("hfp_request_id", default=None)
 #: observability.tracing.Trace, or None when not traced. Typed Any here so this leaf imports nothing.
 TRACE: ContextVar[Any] = ContextVar("hfp_trace", default=None)
 
+#: (pipeline, step) of the pipeline step a request belongs to (pipelines/run.py sets it in the step's task): the
+#: Request keeps it, so its error report names the pipeline and step. None outside a pipeline.
+PIPELINE_STEP: ContextVar[tuple[str, str] | None] = ContextVar("hfp_pipeline_step", default=None)
+
 #: The HTTP request being served, set by the server's outermost middleware; None for a Python call.
 CALL: ContextVar[Call | None] = ContextVar("hfp_call", default=None)
 

@@ -48,6 +48,16 @@ class ModelNotFound(ProviderError, LookupError):
         super().__init__(msg, model=model, param="model")
 
 
+class PipelineNotFound(ProviderError, LookupError):
+    """No pipeline of that name is configured (`[[pipelines]]` in hfp.toml)."""
+
+    code = "pipeline_not_found"
+
+    def __init__(self, name: str, available: Iterable[str] = ()) -> None:
+        listing = ", ".join(sorted(available)) or "none"
+        super().__init__(f"Unknown pipeline {name!r}. Configured pipelines: {listing}.", param="name")
+
+
 class TaskNotSupported(ProviderError, ValueError):
     """The model's architecture cannot serve the task, or the task is not enabled for it."""
 
@@ -261,6 +271,13 @@ class Cancelled(ProviderError):
     """The caller went away (client disconnected, asyncio cancellation, a stream closed early)."""
 
     code = "cancelled"
+
+
+class StepFailed(ProviderError, RuntimeError):
+    """A pipeline's step failed with an error that is no ProviderError (a bug, a device error): the message names
+    the pipeline, step, model and task; the original error is its `__cause__` (in the log and the report)."""
+
+    code = "internal_error"
 
 
 class ShuttingDown(Unavailable):

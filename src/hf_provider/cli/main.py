@@ -85,22 +85,38 @@ def _settings(config: Path | None, **overrides: Any):
 
 @app.command()
 def run(
-    model: Annotated[str, typer.Argument(help="configured name, local folder or Hub id")],
-    task: Annotated[str, typer.Argument(help="embeddings, text-classification, summarization, ...")],
-    inputs: Annotated[
+    args: Annotated[
         list[str],
         typer.Argument(
-            help="one or more inputs; a JSON object for question-answering; rerank: QUERY DOC...; "
-            "score: TEXT_1 TEXT_2..."
+            metavar="MODEL TASK INPUTS...",
+            help="a model (configured name, local folder or Hub id), a task (embeddings, summarization, ...) and "
+            "one or more inputs (a JSON object for question-answering; rerank: QUERY DOC...; score: TEXT_1 "
+            "TEXT_2...); with --pipeline, the inputs only",
         ),
     ],
     config: ConfigOpt = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="key=value (JSON values)")] = None,
     as_json: JsonOpt = False,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", help="run this configured pipeline; --param step.key=value")
+    ] = None,
+    steps: Annotated[
+        bool, typer.Option("--steps", help="with --pipeline: print every step's output")
+    ] = False,
 ) -> None:
     """Run one task on a model and print the result: text, a table of labels, entities or candidates, or a
-    vector's dimension and norm; --json for the full result."""
+    vector's dimension and norm; --json for the full result. With --pipeline NAME, run a configured pipeline."""
     from hf_provider.types import IMAGE_TASKS, TASKS
+
+    if pipeline is not None:
+        from hf_provider.cli.pipeline_cmd import run_pipeline
+
+        pairs = [parse_param(p) for p in param or []]
+        values = [json.loads(i) if i.lstrip().startswith(("{", "[")) else i for i in args]
+        return run_pipeline(pipeline, values, config, pairs, as_json=as_json, steps=steps)
+    if len(args) < 3:
+        fail("hfp run takes MODEL TASK INPUTS... (or --pipeline NAME INPUTS...)", 2)
+    model, task, inputs = args[0], args[1], args[2:]
 
     if task not in TASKS:  # before any model loads: a typo should not cost a model load to find out
         close = difflib.get_close_matches(task, TASKS, n=1)

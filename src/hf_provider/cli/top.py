@@ -161,7 +161,44 @@ def frame(client: httpx.Client) -> Group:
         for name, row in models.items()
         if row.get("state") == "failed"
     ]
-    return Group(head, table, *failed, *_alerts(client))
+    return Group(head, table, *_pipelines(client), *failed, *_alerts(client))
+
+
+def _pipelines(client: httpx.Client) -> list[Table]:
+    """One row per pipeline and one per step under it (GET /v1/admin/stats' `pipelines`), when any ran."""
+    try:
+        r = client.get("/v1/admin/stats", params={"window": WINDOW_S})
+        found = r.json().get("pipelines") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return []  # older servers have no pipelines part
+    if not found:
+        return []
+    table = Table(
+        title="pipelines",
+        caption="per step: requests/s, p50/p95 in ms, and how runs ended (ok, timed_out, error, skipped...)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        padding=(0, 0),
+    )
+    table.add_column("pipeline / step", no_wrap=True)
+    for col in ("req/s", "p50", "p95"):
+        table.add_column(col, justify="right", min_width=len(col))
+    table.add_column("ends")
+
+    def row(label: str, f: dict[str, Any]) -> None:
+        ends = " ".join(f"{k} {v}" for k, v in sorted((f.get("outcomes") or {}).items()))
+        lat = f.get("latency_ms") or {}
+        table.add_row(
+            label, f"{f.get('per_s', 0):.2f}", _latency(lat.get("p50")), _latency(lat.get("p95")), ends
+        )
+
+    for name, p in sorted(found.items()):
+        if "count" in p:
+            row(name, p)
+        for step, f in (p.get("steps") or {}).items():
+            row(f"  {step}", f)
+    return [table]
 
 
 def _alerts(client: httpx.Client) -> list[Text]:

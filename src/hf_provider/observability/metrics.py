@@ -283,6 +283,21 @@ class Metrics:
         self.system_memory_available_bytes = Gauge(
             f"{p}_system_memory_available_bytes", "System memory available to new allocations.", registry=r
         )
+        # Pipelines (pipelines/): configured names only, so the labels stay bounded. step "" is the whole run.
+        self.pipeline_runs = Counter(
+            f"{p}_pipeline_requests",
+            'Pipeline runs and their steps ended, by outcome (step "" is the whole run; a step is skipped when '
+            "its condition did not hold).",
+            ["pipeline", "step", "outcome"],
+            registry=r,
+        )
+        self.pipeline_latency = Histogram(
+            f"{p}_pipeline_latency_seconds",
+            'Latency of pipeline runs (step "") and of each step, submission to answer.',
+            ["pipeline", "step"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         # GPU gauges exist only once a GPU is seen: absent GPU means absent series.
         self.gpu_memory_used_bytes: Gauge | None = None
         self.gpu_memory_total_bytes: Gauge | None = None

@@ -25,6 +25,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from hf_provider.observability.metrics import Metrics
+from hf_provider.observability.pipelines import PipelineStats
 from hf_provider.observability.profiler import StageProfiler
 from hf_provider.observability.resources import ModelBytes, ResourceSampler
 from hf_provider.observability.store import RequestHistoryStore, RequestRow, ResourceRow
@@ -67,6 +68,9 @@ class Observer:
         self.clock = clock
         self.metrics = Metrics(registry)
         self.profiler = StageProfiler()
+        self.pipelines = PipelineStats(
+            clock
+        )  # per pipeline and step, in memory (GET /v1/admin/stats, hfp top)
         self._requests: deque[RequestRow] = deque(maxlen=MAX_BUFFERED)
         self._resources: deque[ResourceRow] = deque(maxlen=MAX_BUFFERED)
         self._state_lock = threading.Lock()  # guards the small per-model dicts below, held for a dict update
@@ -208,6 +212,20 @@ class Observer:
         """Reports folded into an overflow group by the error store (reporting/store.py max_groups)."""
         if self.enabled and n:
             self.metrics.child(self.metrics.error_groups_folded, error_class).inc(n)
+
+    def pipeline_done(self, pipeline: str, step: str | None, outcome: str, seconds: float) -> None:
+        """A pipeline run (`step` None) or one of its steps ended (pipelines/run.py)."""
+        if not self.enabled:
+            return
+        try:
+            m = self.metrics
+            label = step or ""
+            m.child(m.pipeline_runs, pipeline, label, outcome).inc()
+            if outcome != "skipped":
+                m.child(m.pipeline_latency, pipeline, label).observe(seconds)
+            self.pipelines.add(pipeline, step, outcome, seconds)
+        except Exception:
+            self._hook_failed("pipeline_done")
 
     def breaker_changed(self, model: str, old: str | None, new: str) -> None:
         """The model's circuit breaker moved (resilience/breaker.py); `old` None: a fresh one at load."""

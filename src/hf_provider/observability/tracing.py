@@ -4,6 +4,7 @@ What a traced request looks like (one trace per HTTP request; the client's W3C `
 answer's `traceparent` names the server span)::
 
     POST /v1/embeddings                 server/tracing.py: receive to the last byte sent (streams included)
+      hfp.pipeline.step                 pipelines/run.py: one per step of a pipeline, its requests' spans under it
       hfp.parse                         provider: the handler's parse of the inputs into items
       hfp.request                       scheduling: submit to settlement; model, revision, task, outcome
         hfp.queue_wait                  submit to the batch that took it
@@ -161,6 +162,12 @@ class Trace:
     def request(self, submitted: float) -> RequestTrace:
         return RequestTrace(self, submitted)
 
+    def child(self, name: str, attributes: dict[str, Any]) -> tuple[Trace, Any]:
+        """A live span under this trace's context (a pipeline's step) and the Trace its requests hang from; the
+        caller ends the span."""
+        span = self.tracing.tracer.start_span(name, context=self.context, attributes=attributes)
+        return Trace(self.tracing, self.tracing.in_context(span)), span
+
 
 class Unsampled(Trace):
     """An HTTP request the sampler left out: no spans, and the Provider must not start a trace of its own."""
@@ -175,6 +182,9 @@ class Unsampled(Trace):
 
     def request(self, submitted: float) -> None:  # type: ignore[override]
         return None
+
+    def child(self, name: str, attributes: dict[str, Any]) -> tuple[Trace, Any]:
+        return self, None
 
 
 UNSAMPLED = Unsampled()

@@ -19,21 +19,19 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from hf_provider.errors import (
-    ConfigError,
-    InvalidInput,
-)
+from hf_provider.errors import ConfigError, InvalidInput
 from hf_provider.hub.fetch import Fetcher, FetchPolicy
 from hf_provider.lifecycle.controller import Lifecycle
 from hf_provider.lifecycle.history import VersionHistory
 from hf_provider.models.manager import ModelManager
 from hf_provider.observability.outcomes import Recorder, observer_listener
 from hf_provider.observability.tracing import TRACE, Tracing, trace_outcome
+from hf_provider.pipelines import Pipelines, PipelineStream
 from hf_provider.provider.admin import Admin
 from hf_provider.provider.params import Params, check_params, input_size
-from hf_provider.provider.streams import TextStream, cancel_orphan, expire
+from hf_provider.provider.streams import Answer, TextStream, cancel_orphan, expire
 from hf_provider.provider.submission import Submitter
 from hf_provider.reporting.reporter import Reporter
 from hf_provider.reporting.store import ErrorStore
@@ -47,16 +45,6 @@ from hf_provider.types import DeltaSink
 # Inputs this small are parsed (tokenized) inline: a thread hop costs more than the work. Larger ones go to a
 # worker thread so an async server's event loop never tokenizes a big request.
 _INLINE_PARSE_CHARS = 2048
-
-
-class Answer(NamedTuple):
-    """A request's result with what a server reports beside it."""
-
-    result: Any
-    tokens: int  # input tokens (OpenAI `usage`)
-    served_by: str  # the model that computed it
-    fallback_reason: str | None  # why a fallback computed it (resilience/fallback.py); None: the model asked
-    revision: str | None = None  # the commit of the version that computed it (lifecycle/: swaps, canaries)
 
 
 class Provider:
@@ -147,6 +135,10 @@ class Provider:
         self.lifecycle = Lifecycle(self.manager, history, self.settings.versioning, faults=self.faults)
         # OpenTelemetry spans of every request when `[tracing] otlp_endpoint` is set (observability/tracing.py)
         self.tracing: Tracing | None = Tracing.from_settings(self.settings.tracing)
+        # `[[pipelines]]` checked now (ConfigError naming pipeline, step, field); steps run through our request API
+        done, models = getattr(observer, "pipeline_done", None), {s.name: s for s in specs}
+        pipes = Pipelines(list(self.settings.pipelines), models, self, deadline=self.deadline, on_done=done)
+        self.pipelines, pipes.tracing = pipes, lambda: self.tracing
 
     @classmethod
     def from_config(cls, config: Path | str | Mapping[str, Any], **kwargs: Any) -> Provider:
@@ -212,6 +204,20 @@ class Provider:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # pipelines: `params` is {step: {name: value}}; return_steps=, priority=, timeout= as in Pipelines.arun -----
+    def pipeline(self, name: str, inputs: Any, params: Params = None, **kw: Any) -> Any:
+        """Run a configured pipeline: its output (with return_steps=True, every step's too)."""
+        return self.pipelines.run(name, inputs, params, **kw)
+
+    async def apipeline(self, name: str, inputs: Any, params: Params = None, **kw: Any) -> Any:
+        return await self.pipelines.arun(name, inputs, params, **kw)
+
+    async def pipeline_stream(
+        self, name: str, inputs: Any, params: Params = None, **kw: Any
+    ) -> PipelineStream:
+        """The last step's text deltas as it generates them (earlier steps done), then `.result`."""
+        return await self.pipelines.open_stream(name, inputs, params, **kw)
 
     # requests ---------------------------------------------------------------------------------------------------
     def deadline(self, timeout: float | None = None, since: float | None = None) -> float:

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from hf_provider.scheduling.request import Request
+
+
+class Answer(NamedTuple):
+    """A request's result with what a server reports beside it."""
+
+    result: Any
+    tokens: int  # input tokens (OpenAI `usage`)
+    served_by: str  # the model that computed it
+    fallback_reason: str | None  # why a fallback computed it (resilience/fallback.py); None: the model asked
+    revision: str | None = None  # the commit of the version that computed it (lifecycle/: swaps, canaries)
 
 
 class TextStream:

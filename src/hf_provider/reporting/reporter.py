@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
+from hf_provider.context import PIPELINE_STEP
 from hf_provider.errors import Overloaded
 from hf_provider.reporting.redact import digest
 from hf_provider.reporting.reports import (
@@ -115,6 +116,8 @@ class Reporter:
             dtype=o.dtype,
             input_shape=None if o.input_shape is None else list(o.input_shape),
             inputs=_UNSET if o.inputs is None else o.inputs,
+            # a queued request keeps its step; a refusal is recorded in the submitting step's own context
+            step=getattr(o.request, "pipeline_step", None) if o.request is not None else PIPELINE_STEP.get(),
         )
 
     def report(
@@ -130,13 +133,16 @@ class Reporter:
         batch_size: int | None = None,
         input_shape: list[int] | None = None,
         inputs: Any = _UNSET,
+        step: tuple[str, str] | None = None,
     ) -> Report | None:
         """Record one failure of `exc` (None when it was folded into a pending report of the same refusal)."""
         try:
             label = self._label(model)
             if isinstance(exc, Overloaded) and self._fold(exc, label, phase):
                 return None
-            r = self._build(exc, label, phase, revision, request_id, device, dtype, batch_size, input_shape)
+            r = self._build(
+                exc, label, phase, revision, request_id, device, dtype, batch_size, input_shape, step
+            )
             if inputs is not _UNSET:
                 r.inputs = digest(inputs, include=self.include_inputs)
             self._pending.append(r)
@@ -180,13 +186,14 @@ class Reporter:
         dtype: str | None,
         batch_size: int | None,
         input_shape: list[int] | None,
+        step: tuple[str, str] | None = None,
     ) -> Report:
         where = phase_of(exc) or phase or "-"
         frames = frames_of(exc)
         error_class = classify(exc)
         # Groups are kept per revision: after a swap or during a canary, the candidate's errors are its own.
         who = label if revision is None or label == "-" else f"{label}@{revision}"
-        fp = fingerprint(error_class, code_of(exc), frames, who, where)
+        fp = fingerprint(error_class, code_of(exc), frames, who, where, step)
         return Report(
             error_class=error_class,
             exc_type=type(exc).__name__,
@@ -203,6 +210,8 @@ class Reporter:
             input_shape=input_shape,
             memory=_memory(),
             frames=frames,
+            pipeline=None if step is None else step[0],
+            step=None if step is None else step[1],
         )
 
     # -- writer thread --

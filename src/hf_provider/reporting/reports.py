@@ -56,6 +56,8 @@ class Report:
     inputs: dict[str, Any] | None = None  # redact.digest(...): length and hash, never the text by default
     memory: dict[str, int] = field(default_factory=dict)
     frames: list[str] = field(default_factory=list)
+    pipeline: str | None = None  # the pipeline and step the failed request was a step of (pipelines/)
+    step: str | None = None
     repeats: int = 0  # later occurrences folded into this report (Reporter: refusals under overload)
     last_ts: float | None = None  # the last of them
 
@@ -162,10 +164,18 @@ def code_of(exc: BaseException) -> str:
     return code if isinstance(code, str) else type(exc).__name__
 
 
-def fingerprint(error_class: str, code: str, frames: list[str], model: str, phase: str) -> str:
+def fingerprint(
+    error_class: str,
+    code: str,
+    frames: list[str],
+    model: str,
+    phase: str,
+    step: tuple[str, str] | None = None,
+) -> str:
     """The group key. `model` is a configured name (with `@revision` when known) or "-": unknown names are
-    collapsed by the reporter before this, so a request cannot choose its group."""
-    key = "\n".join([error_class, code, *frames, model, phase])
+    collapsed by the reporter before this, so a request cannot choose its group. A pipeline's step (configured
+    names too) makes groups of its own: the same error in two steps is two places to look."""
+    key = "\n".join([error_class, code, *frames, model, phase, *(step or ())])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from hf_provider.dbfile import Store
 from hf_provider.reporting.reports import Report
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_SAMPLES = 5
 MAX_GROUPS = 1000  # the default of `[reporting] max_groups`
 OVERFLOW = "overflow:"  # fingerprint prefix of the overflow groups; they do not count towards max_groups
@@ -28,16 +28,23 @@ CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS error_groups (
     fingerprint TEXT PRIMARY KEY, error_class TEXT NOT NULL, exc_type TEXT NOT NULL, model TEXT NOT NULL,
     revision TEXT, phase TEXT NOT NULL, message TEXT NOT NULL, count INTEGER NOT NULL,
-    first_seen REAL NOT NULL, last_seen REAL NOT NULL);
+    first_seen REAL NOT NULL, last_seen REAL NOT NULL, pipeline TEXT, step TEXT);
 CREATE INDEX IF NOT EXISTS error_groups_last ON error_groups (last_seen);
 CREATE TABLE IF NOT EXISTS error_samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT, fingerprint TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS error_samples_fp ON error_samples (fingerprint, id);
 """
 
+# Schema 2: the pipeline and step of a failed pipeline step (NULL for a plain request), in its fingerprint.
+_UPGRADE_1 = (
+    "ALTER TABLE error_groups ADD COLUMN pipeline TEXT",
+    "ALTER TABLE error_groups ADD COLUMN step TEXT",
+)
+
 _UPSERT = (
     "INSERT INTO error_groups (fingerprint, error_class, exc_type, model, revision, phase, message, count, "
-    "first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE SET "
+    "first_seen, last_seen, pipeline, step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (fingerprint) DO UPDATE SET "
     "count = count + excluded.count, first_seen = min(first_seen, excluded.first_seen), "
     "last_seen = max(last_seen, excluded.last_seen), "
     "revision = CASE WHEN excluded.last_seen >= last_seen THEN excluded.revision ELSE revision END, "
@@ -46,7 +53,7 @@ _UPSERT = (
 
 
 class ErrorStore(Store):
-    SCHEMA, VERSION = _SCHEMA, SCHEMA_VERSION
+    SCHEMA, VERSION, STEPS = _SCHEMA, SCHEMA_VERSION, {1: _UPGRADE_1}
 
     # -- writes --
 
@@ -63,7 +70,7 @@ class ErrorStore(Store):
             if g is None:
                 groups[r.fingerprint] = [
                     r.fingerprint, r.error_class, r.exc_type, r.model, r.revision, r.phase, r.message,
-                    1 + r.repeats, r.ts, last,
+                    1 + r.repeats, r.ts, last, r.pipeline, r.step,
                 ]  # fmt: skip
             else:
                 _merge(g, 1 + r.repeats, r.ts, last, r.revision, r.message)
@@ -133,7 +140,10 @@ class ErrorStore(Store):
         if since is not None:
             where.append("last_seen >= ?")
             args.append(since)
-        cols = "fingerprint, error_class, exc_type, model, revision, phase, message, count, first_seen, last_seen"
+        cols = (
+            "fingerprint, error_class, exc_type, model, revision, phase, message, count, first_seen, last_seen, "
+            "pipeline, step"
+        )
         with self._lock:
             rows = self._db.execute(
                 f"SELECT {cols} FROM error_groups WHERE {' AND '.join(where)} "
@@ -190,7 +200,7 @@ def _bound(
         if key in groups:
             _merge(groups[key], count, g[8], g[9], None, message)
         else:
-            groups[key] = [key, error_class, "-", "-", None, "-", message, count, g[8], g[9]]
+            groups[key] = [key, error_class, "-", "-", None, "-", message, count, g[8], g[9], None, None]
         merged = samples.get(key, []) + samples.pop(fp)
         samples[key] = sorted(merged, key=lambda row: row[0])[-MAX_SAMPLES:]
     return folded

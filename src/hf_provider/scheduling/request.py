@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from typing import Any
 
-from hf_provider.context import CALL, REQUEST_ID, TRACE
+from hf_provider.context import CALL, PIPELINE_STEP, REQUEST_ID, TRACE
 from hf_provider.errors import Cancelled, DeadlineExceeded
 from hf_provider.reporting.reports import tag
 from hf_provider.types import DeltaSink, Item, TaskHandler
@@ -48,6 +48,7 @@ class Request:
         "model",
         "outcome",
         "params",
+        "pipeline_step",
         "priority",
         "remaining",
         "request_id",
@@ -88,6 +89,8 @@ class Request:
         self.model = model
         # the HTTP request's id, for its error report (None outside a server)
         self.request_id = REQUEST_ID.get()
+        # (pipeline, step) when a pipeline's step submitted it (pipelines/run.py): its error report names them
+        self.pipeline_step = PIPELINE_STEP.get()
         # Who set its deadline, and from when: an HTTP request's counts from its arrival (X-Request-Timeout), a
         # Python call's from just before its submission (timeout=); its message names the one the caller can set.
         call = CALL.get()

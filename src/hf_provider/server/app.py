@@ -26,6 +26,7 @@ from hf_provider.server.routes import (
     audio,
     health,
     openai,
+    pipelines,
     reports,
     rerank,
     responses,
@@ -95,6 +96,7 @@ def create_app(provider: Provider, *, load_on_start: bool | None = None) -> Fast
         audio.router,
         responses.router,
         tasks.router,
+        pipelines.router,
         admin.router,
         versions.router,
         reports.router,
@@ -153,4 +155,9 @@ async def _load_all(provider: Provider, app: FastAPI) -> None:
             sv.mark_down(component, e.message)  # until a later load of it succeeds (manager clears it)
         except Exception as e:  # a bug, not a bad model: counted, and the other models still load
             sv.report(component, e)
+    # a pipeline step's model that declares no tasks is checked once loaded (pipelines/plan.py checked the rest)
+    ready = {d["name"]: d["tasks"] for d in provider.admin.describe() if d["state"] == "ready"}
+    for pipeline, problem in provider.pipelines.check_served(ready.get):
+        log.error("%s", problem)
+        sv.mark_down(f"pipeline/{pipeline}", problem)
     app.state.started = True

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # (error class, HTTP status, OpenAI error type). First match wins, so subclasses come before their bases.
 ERROR_TABLE: tuple[tuple[type[E.ProviderError], int, str], ...] = (
     (E.ModelNotFound, 404, "invalid_request_error"),
+    (E.PipelineNotFound, 404, "invalid_request_error"),
     (E.TaskNotSupported, 400, "invalid_request_error"),
     (E.Unauthorized, 401, "invalid_request_error"),
     (E.RequestTooLarge, 413, "invalid_request_error"),
@@ -84,7 +85,14 @@ def provider_error_response(exc: E.ProviderError) -> Response:
             retry = getattr(exc, "retry_after", None)
             if status in (429, 503) and retry is not None:
                 headers = {"Retry-After": str(max(1, math.ceil(retry)))}
-            return json_error(status, exc.message, type_, exc.code, exc.param, headers)
+            body = error_body(exc.message, type_, exc.code, exc.param)
+            if (
+                step := getattr(exc, "pipeline_step", None)
+            ) is not None:  # pipelines/run.py: which step failed
+                body["error"].update(step)
+            return Response(
+                orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+            )
     raise AssertionError("ProviderError is the table's last row")  # pragma: no cover
 
 
@@ -212,6 +220,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _provider(request: Request, exc: E.ProviderError) -> Response:
         if isinstance(exc, E.ModelLoadError | E.ConfigError):
             log.error("request %s: %s", getattr(request.state, "request_id", "-"), exc.message)
+        elif isinstance(exc, E.StepFailed):  # a pipeline step's internal error: the client saw none of it
+            rid = getattr(request.state, "request_id", "-")
+            log.error("request %s: %s", rid, exc.message, exc_info=exc.__cause__)
         _refuse(request, exc, exc.model or "-")
         return provider_error_response(exc)
 

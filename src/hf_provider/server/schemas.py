@@ -171,3 +171,13 @@ class TaskRequest(BaseModel):
     model: str
     inputs: Any
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineRequest(BaseModel):
+    """POST /v1/pipelines/{name}: `parameters` per step ({step: {name: value}}) over the configured ones."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: Any
+    parameters: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    return_steps: bool = Field(False, description="add every step's output, model, task and latency")
+    stream: bool = Field(False, description="stream the last step's text (server-sent events)")

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, InitSettingsSource, PydanticBaseSett
 
 from hf_provider.errors import ConfigError
 from hf_provider.settings.media import MediaSettings
+from hf_provider.settings.pipelines import PipelineSpec
 from hf_provider.settings.ray import RaySettings
 from hf_provider.settings.tracing import TracingSettings
 from hf_provider.spec import ModelSpec, check_fallbacks
@@ -268,6 +269,9 @@ class Settings(BaseSettings):
     )
     lock_file: Path | None = Field(None, description="hfp.lock; default: beside the config file (`hfp lock`)")
     models: list[ModelSpec] = Field(default_factory=list)
+    pipelines: list[PipelineSpec] = Field(
+        default_factory=list, description="`[[pipelines]]`: steps over the models, served as one request"
+    )
 
     @field_validator("models")
     @classmethod

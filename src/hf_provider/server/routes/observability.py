@@ -104,7 +104,11 @@ def build_router(
         except ValueError as exc:
             return _error(400, str(exc), code="invalid_window", param="window")
         # SQLite reads off the event loop.
-        return await run_in_threadpool(queries.stats, observer_getter(), model or None, task or None, w)
+        obs = observer_getter()
+        out = await run_in_threadpool(queries.stats, obs, model or None, task or None, w)
+        if not model and not task:  # per pipeline and step (observability/pipelines.py), beside the models'
+            out["pipelines"] = obs.pipelines.window(w)
+        return out
 
     @router.get("/v1/admin/series")
     async def series(window: str | None = None, step: str | None = None, model: str | None = None) -> Any:
