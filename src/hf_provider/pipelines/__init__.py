@@ -104,7 +104,7 @@ class Pipelines:
         parameters: Mapping[str, Any] | None = None,
         *,
         return_steps: bool = False,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> Any:
@@ -131,7 +131,7 @@ class Pipelines:
         inputs: Any,
         parameters: Mapping[str, Any] | None = None,
         *,
-        priority: str = "interactive",
+        priority: str | None = None,
         timeout: float | None = None,
         deadline: float | None = None,
     ) -> PipelineStream:

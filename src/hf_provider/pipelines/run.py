@@ -44,11 +44,11 @@ class StepRunner(Protocol):
     """What a step needs of the Provider (facade.py): its public request API, nothing below it."""
 
     async def arun_usage(
-        self, model: str, task: str, inputs: Any, params: Any, *, priority: str, deadline: float | None
+        self, model: str, task: str, inputs: Any, params: Any, *, priority: str | None, deadline: float | None
     ) -> Any: ...
 
     async def open_stream(
-        self, model: str, task: str, prompt: str, params: Any, *, priority: str, deadline: float | None
+        self, model: str, task: str, prompt: str, params: Any, *, priority: str | None, deadline: float | None
     ) -> Any: ...
 
 
@@ -136,7 +136,7 @@ class Execution:
         inputs: Any,
         parameters: Mapping[str, Mapping[str, Any]],
         *,
-        priority: str,
+        priority: str | None,
         deadline: float,
         on_done: DoneHook | None = None,
         sink: DeltaSink | None = None,
