@@ -77,7 +77,7 @@ class Pipelines:
         inputs: Any,
         parameters: Mapping[str, Any] | None,
         *,
-        priority: str,
+        priority: str | None,
         timeout: float | None,
         deadline: float | None,
         sink: Callable[[str], None] | None = None,
