@@ -253,3 +253,34 @@ def test_static_batches_mix_seq2seq_tasks_only_with_cross_task_on(varied: dict[s
 def _parsed(handler: Any, text: str) -> tuple[list[Any], dict[str, Any]]:
     items, params, _ = handler.parse([text], {"max_new_tokens": 8})
     return items, params
+
+
+def test_a_row_paused_before_its_prefill_waits_for_it(varied: dict[str, Path]) -> None:
+    with _provider(_spec(varied["t5-varied"], batching={"generation": "static"})) as p:
+        p.load("s2s")
+        eng = _engine(p)
+        tok = eng.model.tokenizer
+        rows = [RecordingRow(), RecordingRow()]
+        a = eng.add(
+            tok("Alice lives in Rome")["input_ids"],
+            GenParams(max_new_tokens=6),
+            rows[0],
+            handler=_Handler,
+            out_key="x",
+        )
+        b = eng.add(
+            tok("blue river")["input_ids"],
+            GenParams(max_new_tokens=6),
+            rows[1],
+            handler=_Handler,
+            out_key="x",
+        )
+        assert eng.pause(b)
+        with torch.inference_mode():
+            while eng.busy:
+                eng.step()
+            assert rows[0].result is not None and rows[1].tokens == 0  # b computed nothing while paused
+            assert eng.resume(b) and eng.busy
+            while eng.busy:
+                eng.step()
+        assert rows[1].result["text"] == reference(eng.model, "blue river", 6) and a != b

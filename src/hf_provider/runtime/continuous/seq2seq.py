@@ -137,13 +137,13 @@ class Seq2SeqEngine:
         return rid
 
     def pause(self, rid: int) -> bool:
-        """Stop stepping a decoding row, its caches kept; False when it cannot be (not decoding yet). The row
-        leaves its group at the start of the next step, with every other row paused or ended meanwhile (one
-        split of the group, not one per row)."""
+        """Stop stepping a row, its caches kept (a row not prefilled yet: its prefill waits). The row leaves its
+        group at the start of the next step, with every other row paused or ended meanwhile (one split of the
+        group, not one per row). False when it is already paused or gone."""
         r = self.rows.get(rid)
-        if r is None or r.paused or rid in self.new:
+        if r is None or r.paused:
             return False
-        r.paused = True
+        r.paused = True  # a row not prefilled yet stays in `new`, its prefill deferred until it resumes
         self.stats["pauses"] += 1
         return True
 
@@ -178,7 +178,7 @@ class Seq2SeqEngine:
         for key in list(self.groups):
             if key in self.groups:  # a group whose rows all ended in this step's earlier forward is gone
                 made += self._decode(key)
-        if self.new:
+        if any(not self.rows[r].paused for r in self.new):
             made += self._prefill()
         if made:
             self.steps += 1
@@ -256,7 +256,8 @@ class Seq2SeqEngine:
     def _prefill(self) -> int:
         """The new rows' encoder pass and first decoder token, together; then each joins its group."""
         t0 = time.perf_counter()
-        rids, self.new = self.new, []
+        rids = [r for r in self.new if not self.rows[r].paused]
+        self.new = [r for r in self.new if self.rows[r].paused]
         prompts = [self.rows[rid].prompt for rid in rids]
         width = max(len(p) for p in prompts)
         pad = self.model.tokenizer.pad_token_id or 0
