@@ -163,7 +163,7 @@ def test_bad_uploads_answer_4xx_and_the_next_request_succeeds(url: str) -> None:
         ({"response_format": "xml"}, ("a.wav", wav), 400, "invalid_input"),
         ({"language": "klingon"}, ("a.wav", wav), 400, "invalid_input"),
         ({"temperature": "hot"}, ("a.wav", wav), 400, "invalid_input"),
-        ({"chunking_strategy": "auto"}, ("a.wav", wav), 400, "unsupported_field"),
+        ({"chunking_strategy": "auto"}, ("a.wav", wav), 400, "unsupported_parameter"),
         ({"timestamp_granularities[]": "word"}, ("a.wav", wav), 400, "invalid_input"),  # needs verbose_json
         (
             {"response_format": "verbose_json", "timestamp_granularities[]": "char"},

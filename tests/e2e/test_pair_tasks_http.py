@@ -179,7 +179,7 @@ OK_ZS = {"model": "nli", "inputs": "Alice went to Paris.", "parameters": {"candi
             "documents",
         ),
         ("/v1/rerank", {**OK_RERANK, "top_n": 0}, 400, "invalid_request", "top_n"),
-        ("/v1/rerank", {**OK_RERANK, "rank_fields": ["text"]}, 400, "unsupported_field", "rank_fields"),
+        ("/v1/rerank", {**OK_RERANK, "rank_fields": ["text"]}, 400, "unsupported_parameter", "rank_fields"),
         ("/v1/rerank", {**OK_RERANK, "method": "bm25"}, 400, "invalid_request", "method"),
         ("/v1/rerank", {**OK_RERANK, "method": "cosine"}, 400, "invalid_input", "method"),
         ("/v1/rerank", {**OK_RERANK, "model": "nli"}, 400, "task_not_supported", None),  # 3-label classifier
