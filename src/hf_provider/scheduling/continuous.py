@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from hf_provider.reporting.reports import tag
 from hf_provider.resilience.supervisor import Supervisor
 from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.scheduling.completion import Completion
@@ -192,9 +193,13 @@ class ContinuousLoop:
     def _step(self, engine: GenerationEngine) -> None:
         t0 = time.perf_counter()
         try:
+            # Injected faults (TESTING ONLY, resilience/faults.py) reach a step as they reach a static forward.
+            if (faults := getattr(self.runner, "faults", None)) is not None:
+                faults.check(self.name, "forward")
             with FOREGROUND.forward_pass():
                 made = engine.step(self.completion.tokens_counter("text-generation"))
         except Exception as e:
+            tag(e, "forward", len(getattr(engine, "rows", ())))
             log.warning("a generation step of %s failed: %s", self.name, type(e).__name__)
             engine.abort(e)
             return

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import random
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from hf_provider.runtime.continuous import rowhook
 from hf_provider.runtime.continuous.cache import CachePlan, LayerShape, SlotCache
 from hf_provider.runtime.continuous.graphs import DecodeGraphs
 from hf_provider.runtime.continuous.policy import SlotPolicy, StepPlan
+from hf_provider.runtime.continuous.sampling import OneRow as _OneRow
 from hf_provider.runtime.tasks.generation import BatchStreamer, eos_ids
 from hf_provider.runtime.tasks.rowlogits import RowLogits
 from hf_provider.types import GenRow, Item, TaskHandler
@@ -41,23 +42,6 @@ from hf_provider.types import GenRow, Item, TaskHandler
 if TYPE_CHECKING:
     from hf_provider.runtime.model import LoadedModel
     from hf_provider.runtime.tasks.genparams import GenParams
-
-
-class _OneRow:
-    """The `RowControl` a one-row `BatchStreamer` streams through."""
-
-    def __init__(self, row: GenRow) -> None:
-        self.row = row
-        self.streaming = row.streaming
-
-    def emit(self, i: int, delta: str) -> None:
-        self.row.emit(delta)
-
-    def stop_reason(self, i: int) -> str | None:
-        return None
-
-    def generated(self, rows: Sequence[int]) -> None:
-        return None
 
 
 @dataclass(eq=False)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _seeds = random.Random()
 
 
-class _OneRow:
+class OneRow:
     """The `RowControl` a one-row `BatchStreamer` streams through."""
 
     def __init__(self, row: GenRow) -> None:
@@ -63,7 +63,7 @@ class RowSampler:
         self.next_token = -1  # the last token chosen: fed at the next step
         self.streamer: BatchStreamer | None = None
         if row.streaming or gp.stop:
-            self.streamer = BatchStreamer(model.tokenizer, 1, self.eos, gp.stop, _OneRow(row))
+            self.streamer = BatchStreamer(model.tokenizer, 1, self.eos, gp.stop, OneRow(row))
             self.streamer._prompt_seen = (
                 True  # the prompt is never pushed: tokens start with the first generated
             )
