@@ -24,9 +24,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import (
     LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
 )
 
 from hf_provider.errors import InvalidInput
@@ -35,6 +32,7 @@ from hf_provider.runtime.continuous.cache import CachePlan, LayerShape, SlotCach
 from hf_provider.runtime.continuous.graphs import DecodeGraphs
 from hf_provider.runtime.continuous.policy import SlotPolicy, StepPlan
 from hf_provider.runtime.continuous.sampling import OneRow as _OneRow
+from hf_provider.runtime.continuous.sampling import sampling_for
 from hf_provider.runtime.tasks.generation import BatchStreamer, eos_ids
 from hf_provider.runtime.tasks.rowlogits import RowLogits
 from hf_provider.types import GenRow, Item, TaskHandler
@@ -149,18 +147,7 @@ class Engine:
             streamer = BatchStreamer(self.model.tokenizer, 1, self.eos, gp.stop, _OneRow(row))
             streamer._prompt_seen = True  # the prompt is never pushed: tokens start with the first generated
         live = _Live(row, list(prompt), gp, streamer, hook=hook)
-        if gp.do_sample:
-            warpers = LogitsProcessorList()
-            if gp.temperature is not None and gp.temperature != 1.0:
-                warpers.append(TemperatureLogitsWarper(gp.temperature))
-            if gp.top_k:
-                warpers.append(TopKLogitsWarper(gp.top_k))
-            if gp.top_p is not None and gp.top_p < 1.0:
-                warpers.append(TopPLogitsWarper(gp.top_p))
-            live.warpers = warpers
-            live.generator = torch.Generator(device=self.device)
-            seed = gp.seed + seed_offset if gp.seed is not None else self._random.getrandbits(63)
-            live.generator.manual_seed(seed % 2**63)
+        live.warpers, live.generator = sampling_for(gp, self.device, seed_offset, self._random)
         self.rows[rid] = live
         return rid
 

@@ -40,6 +40,27 @@ class OneRow:
         return None
 
 
+def sampling_for(
+    gp: GenParams, device: torch.device, seed_offset: int, seeds: random.Random
+) -> tuple[LogitsProcessorList | None, torch.Generator | None]:
+    """A sampled row's warpers (temperature, top-k, top-p: the order `generate` applies them) and its own
+    generator, seeded from the request's seed (+ the row's offset among n choices) or at random; (None, None) for
+    a greedy row. Both engines' rows use it, so a seeded request samples alike on either."""
+    if not gp.do_sample:
+        return None, None
+    warpers = LogitsProcessorList()
+    if gp.temperature is not None and gp.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(gp.temperature))
+    if gp.top_k:
+        warpers.append(TopKLogitsWarper(gp.top_k))
+    if gp.top_p is not None and gp.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(gp.top_p))
+    generator = torch.Generator(device=device)
+    seed = gp.seed + seed_offset if gp.seed is not None else seeds.getrandbits(63)
+    generator.manual_seed(seed % 2**63)
+    return warpers, generator
+
+
 class RowSampler:
     def __init__(
         self,
@@ -67,20 +88,7 @@ class RowSampler:
             self.streamer._prompt_seen = (
                 True  # the prompt is never pushed: tokens start with the first generated
             )
-        self.warpers: LogitsProcessorList | None = None
-        self.generator: torch.Generator | None = None
-        if gp.do_sample:
-            warpers = LogitsProcessorList()
-            if gp.temperature is not None and gp.temperature != 1.0:
-                warpers.append(TemperatureLogitsWarper(gp.temperature))
-            if gp.top_k:
-                warpers.append(TopKLogitsWarper(gp.top_k))
-            if gp.top_p is not None and gp.top_p < 1.0:
-                warpers.append(TopPLogitsWarper(gp.top_p))
-            self.warpers = warpers
-            self.generator = torch.Generator(device=device)
-            seed = gp.seed + seed_offset if gp.seed is not None else _seeds.getrandbits(63)
-            self.generator.manual_seed(seed % 2**63)
+        self.warpers, self.generator = sampling_for(gp, device, seed_offset, _seeds)
 
     @staticmethod
     def choose(samplers: Sequence[RowSampler], logits: torch.Tensor) -> list[int]:
