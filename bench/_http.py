@@ -71,12 +71,19 @@ class Conn:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, payload: dict, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    async def get(self, path: str) -> tuple[int, bytes]:
+        return await self.post(path, None)
+
+    async def post(
+        self, path: str, payload: dict | None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """POST `payload` as JSON to `path`; None sends a GET."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        body = orjson.dumps(payload)
+        body = b"" if payload is None else orjson.dumps(payload)
+        method = "GET" if payload is None else "POST"
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n"
             + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
             + "\r\n"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -142,6 +142,12 @@ class ModelSpec(BaseModel):
         "variant name such as 'onnx', 'openvino', 'int8' (optimize/, `hfp optimize`)",
     )
     fallback_to_cpu: bool = False
+    cpu_threads: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = Field(
+        "auto",
+        description="CPU threads of this model's forward passes (its own threads only; others keep torch's "
+        "count). 'auto': torch's count (one a core), except continuous-decoding steps, which measure 1 thread "
+        "against it on the model's first steps and keep 1 unless it is over 15% slower (scheduling/threads.py)",
+    )
     cuda_graphs: bool = Field(
         True,
         description="on CUDA, encoder forward passes (embeddings) replay CUDA graphs captured per batch-size and "

@@ -284,3 +284,30 @@ def test_a_row_paused_before_its_prefill_waits_for_it(varied: dict[str, Path]) -
             while eng.busy:
                 eng.step()
         assert rows[1].result["text"] == reference(eng.model, "blue river", 6) and a != b
+
+
+def test_decoding_threads_are_measured_or_configured_and_outputs_stay_exact(varied: dict[str, Path]) -> None:
+    from hf_provider.scheduling.threads import process_threads
+
+    auto, one = _spec(varied["t5-varied"]), _spec(varied["t5-varied"], name="one", cpu_threads=1)
+    with _provider(auto, one) as p:
+        p.load("s2s")
+        p.load("one")
+        model = p.manager.entry("s2s").model
+        choice = p.manager.entry("s2s").scheduler.cpu_threads
+        # one request at a time: every step has one row, so the auto model's steps pair up (1 thread against
+        # the process's count) until it decides; outputs are exact on either count
+        for w in WORDS:
+            text = f"{w} lives in Rome after the storm"
+            want = {"translation_text": reference(model, T5_PREFIX["translation"] + text, 24)}
+            assert p.run("s2s", "translation", text, {"max_new_tokens": 24}) == want
+            assert p.run("one", "translation", text, {"max_new_tokens": 24}) == want
+            if choice()["decoding"] is not None:
+                break
+        views = {m["name"]: m["cpu_threads"] for m in p.admin.describe()}
+    default = process_threads()
+    assert views["s2s"]["setting"] == "auto" and views["s2s"]["forward"] == default
+    if default > 1:
+        how = views["s2s"]["decoding_how"]
+        assert views["s2s"]["decoding"] in (1, default) and how.startswith("measured")
+    assert views["one"] == {"setting": 1, "forward": 1, "decoding": 1, "decoding_how": "configured"}

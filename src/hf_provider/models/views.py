@@ -45,6 +45,7 @@ class ModelState:
     # Per task with work: queued, in_flight, share, priority (scheduling/batcher.task_load).
     task_load: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     batches: tuple[int, int] = (0, 0)  # batches run since load, and those holding several requests' items
+    cpu_threads: Mapping[str, Any] | None = None  # scheduling/batcher.cpu_threads
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ def _state(name: str, e: Entry, clock: Callable[[], float]) -> ModelState:
         breaker=breaker,
         runner=runner_view(sched.runner) if sched is not None else {},
         batches=(sched.batches, sched.shared_batches) if sched is not None else (0, 0),
+        cpu_threads=sched.cpu_threads() if sched is not None else None,
     )
 
 
@@ -122,6 +124,7 @@ def describe(snap: Snapshot) -> list[dict[str, Any]]:
                 "tasks_load": {t: dict(v) for t, v in m.task_load.items()},
                 "task_share": dict(spec.task_share),
                 "task_priority": dict(spec.task_priority),
+                "cpu_threads": dict(m.cpu_threads or {}) or None,
                 "batches": m.batches[0],
                 "shared_batches": m.batches[1],
                 # The admission estimate (weights + working memory of a full batch), what the budget holds

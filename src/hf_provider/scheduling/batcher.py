@@ -30,6 +30,7 @@ from hf_provider.scheduling.queue import BatchQueue
 from hf_provider.scheduling.request import Request
 from hf_provider.scheduling.shedding import ServiceRate
 from hf_provider.scheduling.stages import StaticStages
+from hf_provider.scheduling.threads import StepThreads, process_threads
 from hf_provider.types import DeltaSink, GenerationEngine, Item, Outcome, TaskHandler
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class ModelScheduler:
         common = {"observer": self.observer, "supervisor": self.supervisor, "clock": clock}
         self.completion = Completion(self.name, self.pending, self.rate, runner, **common)
         stages: StaticStages | ContinuousLoop
+        cpu_threads = getattr(model.spec, "cpu_threads", "auto")
+        static_threads = cpu_threads if isinstance(cpu_threads, int) else process_threads()
         if engine is not None:
             mode = getattr(b, "yield_to_interactive", "auto")
             always = mode == "always" or (mode == "auto" and getattr(model.device, "type", "cpu") != "cuda")
@@ -114,6 +117,8 @@ class ModelScheduler:
                 runner,
                 yield_always=always,
                 preempt_for_share=bool(getattr(model.spec, "task_share", None)),
+                threads=StepThreads(cpu_threads, device=getattr(model.device, "type", "cpu"), name=self.name),
+                static_threads=static_threads,
                 **common,
             )
         else:
@@ -125,8 +130,11 @@ class ModelScheduler:
                 runner,
                 max_wait_s=self.max_wait_s,
                 follow_bursts=self._max_wait_s is None,
+                threads=static_threads,
                 **common,
             )
+        self._static_threads = static_threads
+        self._stages = stages
         self._threads = stages.start()
         _open.add(self)
 
@@ -158,6 +166,19 @@ class ModelScheduler:
     @property
     def peak_working_bytes(self) -> int | None:
         return self.completion.peak_working_bytes
+
+    def cpu_threads(self) -> dict[str, Any]:
+        """The spec's `cpu_threads`, the count static forward passes use, and for continuous decoding the count
+        its steps use (None while it measures) and how it was chosen (scheduling/threads.py)."""
+        view: dict[str, Any] = {
+            "setting": getattr(self.model.spec, "cpu_threads", "auto"),
+            "forward": self._static_threads,
+        }
+        if isinstance(self._stages, ContinuousLoop):
+            choice = self._stages.threads.choice
+            view["decoding"] = choice.threads
+            view["decoding_how"] = choice.how
+        return view
 
     def task_load(self) -> dict[str, dict[str, Any]]:
         """Per task with work: items queued, requests in flight, and its share and default priority (the

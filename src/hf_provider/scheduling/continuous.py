@@ -26,6 +26,7 @@ from hf_provider.scheduling.observer import SchedulerObserver
 from hf_provider.scheduling.pending import Pending
 from hf_provider.scheduling.preempt import RowView, decide
 from hf_provider.scheduling.queue import Batch, Slot
+from hf_provider.scheduling.threads import StepThreads
 from hf_provider.types import GenerationEngine
 
 if TYPE_CHECKING:
@@ -90,8 +91,11 @@ class ContinuousLoop:
         clock: Callable[[], float],
         yield_always: bool = False,
         preempt_for_share: bool = False,
+        threads: StepThreads | None = None,
+        static_threads: int | None = None,
     ) -> None:
-        """`yield_always`: batch rows pause while interactive ones run (the model's `yield_to_interactive`)."""
+        """`yield_always`: batch rows pause while interactive ones run (the model's `yield_to_interactive`);
+        `threads` chooses each step's CPU thread count, `static_threads` is the count for inline batches."""
         self.name = name
         self.engine = engine
         self.pending = pending
@@ -103,6 +107,9 @@ class ContinuousLoop:
         self.yield_always = yield_always
         self.preempt_for_share = preempt_for_share  # the model sets task shares: rows pause to honour them
         self.rows: dict[int, _RequestRow] = {}  # a pausable engine's rows by id (scheduling/preempt.py)
+        # without `threads` (tests): the process count, never measured
+        self.threads = threads or StepThreads("auto", device="other")
+        self.static_threads = static_threads or self.threads.default
 
     def start(self) -> list[threading.Thread]:
         n = self.name
@@ -191,6 +198,9 @@ class ContinuousLoop:
         return slots
 
     def _step(self, engine: GenerationEngine) -> None:
+        # the rows this step computes (paused ones not)
+        rows = getattr(engine, "slots", 0) - engine.free_slots
+        self.threads.before(rows)
         t0 = time.perf_counter()
         try:
             # Injected faults (TESTING ONLY, resilience/faults.py) reach a step as they reach a static forward.
@@ -204,6 +214,7 @@ class ContinuousLoop:
             engine.abort(e)
             return
         dt = time.perf_counter() - t0
+        self.threads.after(rows, dt)
         if made:
             self.completion.counted(made)
             self.supervisor.call(
@@ -236,6 +247,7 @@ class ContinuousLoop:
         groups: dict[int, list[Slot]] = {}
         for s in slots:
             groups.setdefault(id(s.request), []).append(s)
+        self.threads.use(self.static_threads)
         for group in groups.values():
             req = group[0].request
             batch = Batch(slots=group, handler=req.handler, params=req.params, formed_at=self.clock())

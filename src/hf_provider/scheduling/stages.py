@@ -24,6 +24,7 @@ from hf_provider.scheduling.mixed import batch_of
 from hf_provider.scheduling.observer import SchedulerObserver
 from hf_provider.scheduling.pending import Pending
 from hf_provider.scheduling.queue import Batch, Slot
+from hf_provider.scheduling.threads import ThreadSetting
 from hf_provider.types import TaskHandler
 
 if TYPE_CHECKING:
@@ -47,7 +48,9 @@ class StaticStages:
         observer: SchedulerObserver,
         supervisor: Supervisor,
         clock: Callable[[], float],
+        threads: int | None = None,
     ) -> None:
+        """`threads`: the forward thread's CPU thread count (the spec's `cpu_threads`); None leaves it as is."""
         self.name = name
         self.pending = pending
         self.admission = admission
@@ -59,6 +62,8 @@ class StaticStages:
         self.supervisor = supervisor
         self.clock = clock
         self._handoff = threading.Semaphore(1)  # at most one preprocessed batch waits for the device
+        self.threads = threads
+        self._thread_setting = ThreadSetting()
         self._to_forward: queue.Queue[Any] = queue.Queue()
         self._to_post: queue.Queue[Any] = queue.Queue()
 
@@ -150,6 +155,8 @@ class StaticStages:
             if live is None:
                 return True  # every request of the batch ended while it waited: nothing to compute
             batch = live
+            if self.threads is not None:
+                self._thread_setting.ensure(self.threads)
             self.pending.set_busy(True)
             try:
                 with FOREGROUND.forward_pass():
