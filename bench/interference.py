@@ -37,9 +37,8 @@ few percent of one core (printed as "client CPU" after the table), so the server
 client bench/loadgen.c is built for 1000 connections and one workload, while here the probe and the flood
 need different requests, headers and phases under one clock.
 
-Duration on the shared 2-core CPU: --quick about 1 minute; the full run 4-6 minutes with the tiny T5 (221 s
-on a quiet machine, 364 s on a busy one); with --t5-small --torch-threads 1 (fewer requests by default),
---quick about 4 minutes and the full run about 13 (estimated from the quick run's rounds).
+Duration on the shared 2-core CPU: --quick about 1 minute; the full run 9-10 minutes with the tiny T5 (556 s
+on 2026-12-07) and about 12 with --t5-small (706 s; fewer requests by default).
 """
 
 from __future__ import annotations
@@ -353,8 +352,8 @@ def main() -> int:
     ap.add_argument(
         "--torch-threads",
         type=int,
-        help="the server's OMP_NUM_THREADS (default: torch's, one a core); on a CPU other processes share, "
-        "1 thread avoids the OpenMP barrier stalls that 2 threads meet whenever one is descheduled",
+        help="the server's OMP_NUM_THREADS for every model (default: torch's, one a core, and each model's "
+        "cpu_threads = auto choosing for its decoding steps)",
     )
     ap.add_argument(
         "--only",

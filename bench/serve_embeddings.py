@@ -99,14 +99,17 @@ def main() -> None:
             )  # warm-up
         # Rounds interleave the raw baseline with the served runs (servers idle while raw runs), so a drift in
         # this machine's speed moves both sides of each ratio together.
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             add("raw_rate", raw.batch_rate(texts[:n]))
             add("raw_single_ms", raw.single_ms(texts[:100]))
-            for name, (_, url) in servers.items():
+            # the servers' order flips every round: the one measured right after the raw baseline (its caches
+            # cold, the CPU hot) is not always the same one
+            order = list(servers.items()) if i % 2 == 0 else list(reversed(servers.items()))
+            for name, (_, url) in order:
                 r = c32x1(url, texts[:n])
                 add(f"{name}_c32x1", r["rate"])
                 errors += r["errors"]
-            for name in [k for k in ("on", "before") if k in servers]:
+            for name in [k for k, _ in order if k in ("on", "before")]:
                 r = c1x1(servers[name][1], texts[:100])
                 add(f"{name}_c1x1_p50_ms", r["p50_ms"])
                 r2 = c8x32(servers[name][1], texts[: n // 2])

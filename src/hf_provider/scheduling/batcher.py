@@ -105,7 +105,9 @@ class ModelScheduler:
         self.completion = Completion(self.name, self.pending, self.rate, runner, **common)
         stages: StaticStages | ContinuousLoop
         cpu_threads = getattr(model.spec, "cpu_threads", "auto")
-        static_threads = cpu_threads if isinstance(cpu_threads, int) else process_threads()
+        # "auto" leaves static forward threads as torch starts them (the process count): setting their count
+        # explicitly, even to the same number, cost served MiniLM 7-16% (bench/serve_embeddings.py, same run)
+        static_threads = cpu_threads if isinstance(cpu_threads, int) else None
         if engine is not None:
             mode = getattr(b, "yield_to_interactive", "auto")
             always = mode == "always" or (mode == "auto" and getattr(model.device, "type", "cpu") != "cuda")
@@ -172,7 +174,7 @@ class ModelScheduler:
         its steps use (None while it measures) and how it was chosen (scheduling/threads.py)."""
         view: dict[str, Any] = {
             "setting": getattr(self.model.spec, "cpu_threads", "auto"),
-            "forward": self._static_threads,
+            "forward": self._static_threads or process_threads(),
         }
         if isinstance(self._stages, ContinuousLoop):
             choice = self._stages.threads.choice

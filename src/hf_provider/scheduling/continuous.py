@@ -109,7 +109,7 @@ class ContinuousLoop:
         self.rows: dict[int, _RequestRow] = {}  # a pausable engine's rows by id (scheduling/preempt.py)
         # without `threads` (tests): the process count, never measured
         self.threads = threads or StepThreads("auto", device="other")
-        self.static_threads = static_threads or self.threads.default
+        self.static_threads = static_threads  # None: the process count
 
     def start(self) -> list[threading.Thread]:
         n = self.name
@@ -247,7 +247,10 @@ class ContinuousLoop:
         groups: dict[int, list[Slot]] = {}
         for s in slots:
             groups.setdefault(id(s.request), []).append(s)
-        self.threads.use(self.static_threads)
+        if self.static_threads is not None:
+            self.threads.use(self.static_threads)
+        elif self.threads.touched:
+            self.threads.use(self.threads.default)  # decoding set its own count: batches run on the process's
         for group in groups.values():
             req = group[0].request
             batch = Batch(slots=group, handler=req.handler, params=req.params, formed_at=self.clock())

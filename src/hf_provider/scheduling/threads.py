@@ -63,13 +63,13 @@ class ThreadSetting:
 
     def __init__(self, apply: Callable[[int], None] = use_threads) -> None:
         self._apply = apply
-        self._set: tuple[int, int] | None = None  # (thread id, count) last applied
+        self.applied: tuple[int, int] | None = None  # (thread id, count) last applied
 
     def ensure(self, n: int) -> None:
         key = (threading.get_ident(), n)
-        if self._set != key:
+        if self.applied != key:
             self._apply(n)
-            self._set = key
+            self.applied = key
 
 
 @dataclass
@@ -108,16 +108,23 @@ class StepThreads:
         self._threads = ThreadSetting(apply)
         self.choice = ThreadChoice()
         self.fixed = True
+        self._leave = False  # the process count, never changed: the thread's count is left as torch starts it
         if isinstance(setting, int):
             self.choice = ThreadChoice(setting, "configured")
         elif device != "cpu" or self.default <= 1:
             self.choice = ThreadChoice(self.default, "process count")
+            self._leave = True
         else:
             self.fixed = False
         self.measuring = not self.fixed
         self._steps = 0  # steps since the measurement (or the wait for the next) began
         self._last: tuple[int, int, float] | None = None  # (rows, threads, seconds) of an open pair
         self._next = self.default
+
+    @property
+    def touched(self) -> bool:
+        """Whether this loop has set its thread's count."""
+        return self._threads.applied is not None
 
     @property
     def current(self) -> int:
@@ -129,6 +136,8 @@ class StepThreads:
 
     def before(self, rows: int) -> int:
         """Sets and returns the count the coming step of `rows` rows runs on."""
+        if self._leave:
+            return self.default
         if not self.measuring or (self.choice.measures == 0 and self._steps < self.WARM_STEPS):
             n = self.current
         elif self._last is not None and self._last[0] == rows:

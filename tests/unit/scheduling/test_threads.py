@@ -65,9 +65,11 @@ def test_a_configured_count_is_used_for_every_step_and_never_measured():
 
 @pytest.mark.parametrize("device,default", [("cuda", 8), ("cpu", 1)])
 def test_nothing_is_measured_off_the_cpu_or_with_one_thread(device, default):
-    st = StepThreads("auto", device=device, default=default, apply=lambda n: None)
+    applied = []
+    st = StepThreads("auto", device=device, default=default, apply=applied.append)
     assert set(_run(st, lambda n: 1.0, steps=20)) == {default}
     assert st.choice.how == "process count"
+    assert applied == [] and not st.touched  # the thread is left as torch started it
 
 
 def test_auto_keeps_one_thread_when_it_is_about_as_fast():
