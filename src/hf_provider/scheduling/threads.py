@@ -9,7 +9,7 @@ products per token, where an OpenMP team pays a fork and a barrier per operation
 threads is descheduled (on a small CPU the HTTP, tokenizing and settling threads take turns on the same cores).
 So on the model's first steps it times one thread against the process's count, step against step at the same
 number of rows, and keeps one thread unless one is clearly slower (a tiny T5 on 2 cores: the same speed alone,
-and twice the decoding throughput under load; t5-small: 1.6x slower on one thread, so it keeps both).
+and 1.5-1.7x a flood's throughput under load; t5-small alone: 1.6x slower on one thread, so it keeps both).
 Written here because threadpoolctl sets a library's count without torch's per-thread bookkeeping, which resets
 a thread's team on its first parallel operation.
 """
