@@ -94,7 +94,7 @@ async def over_link(conn: Conn, rtt: float, tokens: int, t: Timer) -> None:
     """The pipeline and the chained client through the latency proxy of `rtt` ms (and the round trip itself)."""
     params = {"max_new_tokens": tokens}
     t0 = time.perf_counter()
-    status, body = await conn.get("/healthz")
+    await conn.get("/healthz")
     t.add(f"healthz@{rtt:g}", time.perf_counter() - t0)
     t0 = time.perf_counter()
     status, body = await conn.post("/v1/pipelines/digest", {"inputs": TEXT})
