@@ -311,3 +311,73 @@ def test_decoding_threads_are_measured_or_configured_and_outputs_stay_exact(vari
         how = views["s2s"]["decoding_how"]
         assert views["s2s"]["decoding"] in (1, default) and how.startswith("measured")
     assert views["one"] == {"setting": 1, "forward": 1, "decoding": 1, "decoding_how": "configured"}
+
+
+@pytest.mark.parametrize(
+    ("shares", "with_translation"),
+    [
+        ({"translation": 3, "summarization": 1}, False),
+        ({"translation": 3, "summarization": 1}, True),
+        ({}, False),
+    ],
+    ids=["held", "joins-a-prefill", "no-shares"],
+)
+def test_a_smaller_shares_items_join_a_larger_shares_running_rows_late_and_together(
+    varied: dict[str, Path], shares: dict[str, int], with_translation: bool
+) -> None:
+    """While a translation row (3 shares) decodes, summarization's items (1 share) wait to join: HOLD_STEPS steps,
+    then all in one prefill; or sooner, in the prefill of translation items queued with them."""
+    from hf_provider.scheduling.continuous import HOLD_STEPS
+
+    with _provider(_spec(varied["t5-varied"], task_share=shares)) as p:
+        p.load("s2s")
+        sched = p.manager.entry("s2s").scheduler
+        eng, model = sched.engine, p.manager.entry("s2s").model
+        prefills: list[tuple[int, list[str]]] = []  # (the engine's step count, the tasks prefilled)
+        real = eng._prefill
+
+        def prefill() -> int:
+            prefills.append((eng.steps, [eng.rows[r].task for r in eng.new if not eng.rows[r].paused]))
+            return real()
+
+        eng._prefill = prefill  # type: ignore[method-assign]
+        long = p.submit("s2s", "translation", "Alice lives in Rome", {"max_new_tokens": 60})
+        deadline = time.monotonic() + 30
+
+        def decoding() -> bool:  # translation's row joined two steps ago or more
+            return any("translation" in tasks and eng.steps >= s + 2 for s, tasks in list(prefills))
+
+        while not decoding() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        texts = ["one two harbour", "blue green storm", "the harbour was rebuilt"]
+        with sched.pending.cv:  # the loop decides nothing until both are queued
+            pushed = eng.steps
+            bulk = p.submit("s2s", "summarization", texts, {"max_new_tokens": 5})
+            short = (
+                p.submit("s2s", "translation", "blue river", {"max_new_tokens": 4})
+                if with_translation
+                else None
+            )
+        results = bulk.future.result(30)
+        joined = [(s, tasks) for s, tasks in prefills if "summarization" in tasks]
+        started = next(s for s, tasks in prefills if "translation" in tasks)
+        assert len(joined) == 1  # one prefill for the three rows
+        (step, tasks) = joined[0]
+        assert step < started + 59  # the translation row still ran when summarization joined
+        waited = step - pushed
+        if with_translation:
+            assert "translation" in tasks and waited <= 2  # it joined the translation item's prefill
+        elif shares:
+            assert HOLD_STEPS - 1 <= waited <= HOLD_STEPS + 2  # held, but bounded
+        else:
+            assert waited <= 2  # without shares: the next step
+        assert long.future.result(30) == {
+            "translation_text": reference(model, T5_PREFIX["translation"] + "Alice lives in Rome", 60)
+        }
+        if short is not None:
+            assert short.future.result(30) == {
+                "translation_text": reference(model, T5_PREFIX["translation"] + "blue river", 4)
+            }
+        assert results == [
+            {"summary_text": reference(model, T5_PREFIX["summarization"] + t, 5)} for t in texts
+        ]

@@ -24,7 +24,7 @@ from hf_provider.runtime.foreground import FOREGROUND
 from hf_provider.scheduling.completion import Completion
 from hf_provider.scheduling.observer import SchedulerObserver
 from hf_provider.scheduling.pending import Pending
-from hf_provider.scheduling.preempt import RowView, decide
+from hf_provider.scheduling.preempt import Hold, RowView, decide
 from hf_provider.scheduling.queue import Batch, Slot
 from hf_provider.scheduling.threads import StepThreads
 from hf_provider.types import GenerationEngine
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
     from hf_provider.scheduling.worker import StageRunner
 
 log = logging.getLogger(__name__)
+
+# At most this many steps in a row may a smaller share's queued items wait while a larger share's rows run
+# (scheduling/preempt.py): a 32-token row then loses at most a third of its own decoding time to it, and an
+# 8-token interactive row (most of a translation or a chat turn's first sentence) steps alone-fast to its end.
+HOLD_STEPS = 12
 
 
 class _RequestRow:
@@ -107,6 +112,7 @@ class ContinuousLoop:
         self.yield_always = yield_always
         self.preempt_for_share = preempt_for_share  # the model sets task shares: rows pause to honour them
         self.rows: dict[int, _RequestRow] = {}  # a pausable engine's rows by id (scheduling/preempt.py)
+        self.held: dict[tuple[int, str], int] = {}  # steps in a row each queue has waited to join late
         # without `threads` (tests): the process count, never measured
         self.threads = threads or StepThreads("auto", device="other")
         self.static_threads = static_threads  # None: the process count
@@ -117,8 +123,8 @@ class ContinuousLoop:
 
     def run_once(self) -> bool:
         engine = self.engine
-        take, urgent_only = self._preempt(engine) if self.rows else (engine.free_slots, False)
-        slots = self._take_rows(take, idle=not engine.busy, urgent_only=urgent_only)
+        take, urgent_only, hold = self._preempt(engine) if self.rows else (engine.free_slots, False, Hold())
+        slots = self._take_rows(take, idle=not engine.busy, urgent_only=urgent_only, hold=hold)
         if slots is None:
             return False
         now = self.clock()
@@ -146,9 +152,9 @@ class ContinuousLoop:
             self._step(engine)
         return True
 
-    def _preempt(self, engine: Any) -> tuple[int, bool]:
-        """Pause and resume rows (scheduling/preempt.py); returns how many queued items to take, and whether
-        only urgent ones."""
+    def _preempt(self, engine: Any) -> tuple[int, bool, Hold]:
+        """Pause and resume rows (scheduling/preempt.py); returns how many queued items to take, whether only
+        urgent ones, and the queues that wait this step."""
         with self.pending.cv:
             queued = self.pending.queue.waiting()
             share = self.pending.queue.share
@@ -165,14 +171,20 @@ class ContinuousLoop:
             now=self.clock(),
             aging_s=aging,
             by_share=self.preempt_for_share,
+            held=self.held,
+            hold_steps=HOLD_STEPS,
         )
+        # a queue that waited this step counts one more; any other starts again at 0
+        self.held = {k: self.held.get(k, 0) + 1 for k, n in queued.items() if n and k in d.hold}
         for rid in d.pause:
             engine.pause(rid)
         for rid in d.resume:
             engine.resume(rid)
-        return min(d.take, engine.free_slots), d.urgent_only
+        return min(d.take, engine.free_slots), d.urgent_only, d.hold
 
-    def _take_rows(self, free: int, *, idle: bool, urgent_only: bool = False) -> list[Slot] | None:
+    def _take_rows(
+        self, free: int, *, idle: bool, urgent_only: bool = False, hold: Hold | None = None
+    ) -> list[Slot] | None:
         """Up to `free` queued items; waits for work only while the engine is idle. None: closed and drained."""
         p = self.pending
         with p.cv:
@@ -180,14 +192,18 @@ class ContinuousLoop:
                 if len(p.queue) and free > 0:
                     now = self.clock()
                     p.expire_due(now)
-                    slots = p.queue.take_first(now, free, urgent_only=urgent_only)
+                    slots = p.queue.take_first(now, free, urgent_only=urgent_only, hold=hold or Hold())
+                    if slots and hold is not None and len(slots) < free:
+                        # a prefill runs this step anyway: waiting items join it (one prefill costs
+                        # about the same for one row or a few), so a smaller share only waits for nothing
+                        slots += p.queue.take_first(now, free - len(slots), urgent_only=urgent_only)
                     if slots:
                         p.running_items += len(slots)
                         depth = len(p.queue)
                         break
                     if not idle:
-                        return []  # only bulk work waits and interactive rows run: it waits for them
-                    urgent_only = False  # nothing runs: whatever waits is served
+                        return []  # only bulk or smaller-share work waits while rows run: it waits for them
+                    urgent_only, hold = False, None  # nothing runs: whatever waits is served
                     continue
                 if not idle:
                     return []

@@ -12,6 +12,12 @@ returns: rows to pause (the engine keeps their state), paused rows to resume, an
   Within one priority class, when every slot is taken and a task with items waiting holds fewer rows
   than its share of the slots (scheduling/share.py) while another holds more, one row of the most over-share task
   is paused per step, newest first (the one that has done the least work).
+- Joining late (also only with `task_share`). A new row's prefill stalls every running row for one step, and on
+  a CPU one prefill of a few rows costs far less than a few prefills of one. So while rows of a task with a
+  larger share run, queued items of a smaller-share task (in the same or a less urgent class) wait to join: until
+  a prefill runs anyway (other items are taken: they join it), or at most `hold_steps` steps in a row, then
+  together. TGI's router coalesces every request's joins this way (`max_waiting_tokens`); here it is kept to the
+  work the operator ranked lower, so the larger share's rows step as if alone.
 - Resuming. Paused rows come back before queued items take free slots (they are older), interactive first.
 """
 
@@ -34,12 +40,36 @@ class RowView:
         return 0 if self.priority == 0 or now - self.submitted >= aging_s else 1
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The (priority class, task) queues that wait this step: a task whose share is smaller than that of a
+    running row of the same or a more urgent class, unless `released` (it has waited `hold_steps` already).
+    A rule, not a list: an item queued after the decision, before the loop takes items, waits by it too."""
+
+    # per class: the largest share among the running rows of that class or a more urgent one
+    top: tuple[int, ...] = ()
+    share: FairShare | None = None
+    released: frozenset[tuple[int, str]] = frozenset()
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or self.share is None:
+            return False
+        c, task = key
+        return (
+            isinstance(c, int)
+            and c < len(self.top)
+            and self.share.share(task) < self.top[c]
+            and key not in self.released
+        )
+
+
 @dataclass
 class Decision:
     pause: list[int] = field(default_factory=list)
     resume: list[int] = field(default_factory=list)
     take: int = 0  # queued items to take into free slots
     urgent_only: bool = False  # take interactive (or aged) items only
+    hold: Hold = field(default_factory=Hold)  # the queues that wait this step
 
 
 def decide(
@@ -54,8 +84,11 @@ def decide(
     aging_s: float,
     max_paused: int | None = None,
     by_share: bool = True,
+    held: Mapping[tuple[int, str], int] | None = None,
+    hold_steps: int = 0,
 ) -> Decision:
-    """`queued`: items waiting per (priority class, task); `slots`: rows the engine can run at once."""
+    """`queued`: items waiting per (priority class, task); `slots`: rows the engine can run at once; `held`: how
+    many steps in a row each queue has been held so far (the loop counts them)."""
     max_paused = slots if max_paused is None else max_paused
     d = Decision()
     eff = {r.rid: r.effective(now, aging_s) for r in (*running, *paused)}
@@ -72,6 +105,10 @@ def decide(
         d.pause = [r.rid for r in batch_rows[: min(waiting_urgent - free, room_to_pause)]]
     free += len(d.pause)
     left = [r for r in running if r.rid not in d.pause]
+
+    if by_share and hold_steps > 0:
+        d.hold = _late_joiners(left, share, eff, held or {}, hold_steps)
+        queued = {k: n for k, n in queued.items() if k not in d.hold}
 
     if by_share and not d.pause and free <= 0 and room_to_pause:
         victim = _over_share(left, queued, slots, share, eff)
@@ -90,6 +127,19 @@ def decide(
         free -= 1
     d.take = max(0, free)
     return d
+
+
+def _late_joiners(
+    running: list[RowView],
+    share: FairShare,
+    eff: Mapping[int, int],
+    held: Mapping[tuple[int, str], int],
+    hold_steps: int,
+) -> Hold:
+    top: list[int] = []
+    for cls in (0, 1):
+        top.append(max([*top, *(share.share(r.task) for r in running if eff[r.rid] == cls)], default=0))
+    return Hold(tuple(top), share, frozenset(k for k, n in held.items() if n >= hold_steps))
 
 
 def _over_share(

@@ -10,7 +10,7 @@ infinity do the same), anchoring keeps FIFO order within a task.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Container, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,14 +143,14 @@ class BatchQueue:
             if s.request.handler.generative
         )
 
-    def _head(self, c: int) -> Slot | None:
-        heads = [q[0] for q in self._classes[c].values() if q]
+    def _head(self, c: int, hold: Container[tuple[int, str]] = ()) -> Slot | None:
+        heads = [q[0] for t, q in self._classes[c].items() if q and (c, t) not in hold]
         return min(heads, key=lambda s: s.enqueued) if heads else None
 
-    def _anchor_class(self, now: float) -> int | None:
+    def _anchor_class(self, now: float, hold: Container[tuple[int, str]] = ()) -> int | None:
         # The batch class is served first only when its head has waited past aging_s, so bulk work cannot
         # starve interactive work, yet is not starved by it either.
-        heads = [(i, h) for i in range(len(self._classes)) if (h := self._head(i)) is not None]
+        heads = [(i, h) for i in range(len(self._classes)) if (h := self._head(i, hold)) is not None]
         if not heads:
             return None
         for i, head in heads[1:]:
@@ -158,9 +158,9 @@ class BatchQueue:
                 return i
         return heads[0][0]
 
-    def _next_in(self, c: int) -> Slot:
-        """The next item of class `c` by fair share between its tasks (the class holds some)."""
-        heads = {t: q[0].enqueued for t, q in self._classes[c].items() if q}
+    def _next_in(self, c: int, hold: Container[tuple[int, str]] = ()) -> Slot:
+        """The next item of class `c` by fair share between its tasks (the class holds some not in `hold`)."""
+        heads = {t: q[0].enqueued for t, q in self._classes[c].items() if q and (c, t) not in hold}
         task = next(iter(heads)) if len(heads) == 1 else self.share.pick(heads)
         return self._classes[c][task][0]
 
@@ -207,16 +207,19 @@ class BatchQueue:
             self.share.served(s.request.handler.task, 1)
         return chosen
 
-    def take_first(self, now: float, n: int, *, urgent_only: bool = False) -> list[Slot]:
+    def take_first(
+        self, now: float, n: int, *, urgent_only: bool = False, hold: Container[tuple[int, str]] = ()
+    ) -> list[Slot]:
         """Remove and return up to `n` items in service order (the anchor class first, tasks by fair share,
         oldest first within a task), whatever their parameters: continuous batching runs rows of any parameters
-        side by side. `urgent_only`: interactive items and batch items that waited past aging_s only."""
+        side by side. `urgent_only`: interactive items and batch items that waited past aging_s only; `hold`:
+        (priority class, task) queues that wait this time (scheduling/preempt.py)."""
         out: list[Slot] = []
         while len(out) < n:
-            c = self._anchor_class(now)
+            c = self._anchor_class(now, hold)
             if c is None:
                 break
-            s = self._next_in(c)
+            s = self._next_in(c, hold)
             if urgent_only and c > 0 and now - s.enqueued < self.aging_s:
                 break
             self._classes[c][s.request.handler.task].popleft()

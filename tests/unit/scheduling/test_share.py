@@ -4,6 +4,7 @@ continuous batching (scheduling/preempt.py): pure, with explicit times."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,81 @@ def test_paused_rows_are_bounded() -> None:
         max_paused=4,
     )
     assert len(d.pause) == 1  # one more fits under the cap of 4 paused rows
+
+
+# joining late (preempt._late_joiners) ------------------------------------------------------------------------------
+SHARE_3_1 = FairShare({"translation": 3, "summarization": 1})
+
+
+def _hold(
+    running: list[RowView],
+    queued: dict[tuple[int, str], int],
+    held: dict[tuple[int, str], int] | None = None,
+    *,
+    slots: int = 8,
+    by_share: bool = True,
+    share: FairShare = SHARE_3_1,
+) -> Any:
+    return decide(
+        running,
+        [],
+        queued,
+        slots=slots,
+        always=False,
+        share=share,
+        now=1.0,
+        aging_s=9,
+        by_share=by_share,
+        held=held,
+        hold_steps=12,
+    )
+
+
+def test_a_smaller_share_waits_while_a_larger_shares_rows_run_then_joins_after_hold_steps() -> None:
+    running = _rows((1, "translation", 0, 0.5), (2, "summarization", 0, 0.1))
+    queued = {(0, "summarization"): 3, (0, "translation"): 1}
+    d = _hold(running, queued)
+    assert (0, "summarization") in d.hold and (0, "translation") not in d.hold and d.take == 6
+    assert (0, "text2text-generation") in d.hold  # a rule: a task queued after the decision waits too
+    assert (0, "summarization") in _hold(running, queued, {(0, "summarization"): 11}).hold
+    assert (0, "summarization") not in _hold(running, queued, {(0, "summarization"): 12}).hold  # it joins now
+
+
+def test_nothing_waits_without_a_larger_share_running_or_without_shares() -> None:
+    queued = {(0, "summarization"): 3}
+    key = (0, "summarization")
+    assert key not in _hold(_rows((2, "summarization", 0, 0.1)), queued).hold  # its own task only
+    assert key not in _hold([], queued).hold  # an idle engine
+    equal = FairShare({"translation": 1})
+    assert key not in _hold(_rows((1, "translation", 0, 0.5)), queued, share=equal).hold
+    assert key not in _hold(_rows((1, "translation", 0, 0.5)), queued, by_share=False).hold
+
+
+def test_only_a_running_row_of_the_same_or_a_more_urgent_class_makes_a_queue_wait() -> None:
+    queued = {(0, "summarization"): 2, (1, "summarization"): 2}
+    bulk = _hold(_rows((1, "translation", 1, 0.5)), queued).hold
+    assert (1, "summarization") in bulk and (0, "summarization") not in bulk  # interactive items do not wait
+    inter = _hold(_rows((1, "translation", 0, 0.5)), queued).hold
+    assert (0, "summarization") in inter and (1, "summarization") in inter
+
+
+def test_a_waiting_queue_does_not_make_a_full_engine_pause_rows_for_it() -> None:
+    # Summarization is under its share (0 of 2 fair slots) but waits to join: pausing a translation row for it
+    # would only free a slot nobody takes, and resume it the next step.
+    running = _rows(*[(i, "translation", 0, float(i)) for i in range(8)])
+    d = _hold(running, {(0, "summarization"): 4})
+    assert (0, "summarization") in d.hold and d.pause == [] and d.take == 0
+    d = _hold(running, {(0, "summarization"): 4}, {(0, "summarization"): 12})
+    assert (
+        (0, "summarization") not in d.hold and d.pause == [7] and d.take == 1
+    )  # it may join: it gets a slot
+
+
+def test_take_first_skips_held_queues_and_keeps_their_order() -> None:
+    q = BatchQueue(max_batch_size=8, max_batch_tokens=10_000, shares={"translation": 3})
+    for i in range(3):
+        q.push(_req("summarization"), 0.1 * i)
+    q.push(_req("translation"), 1.0)
+    got = q.take_first(2.0, 4, hold={(0, "summarization")})
+    assert [s.request.handler.task for s in got] == ["translation"]
+    assert [s.enqueued for s in q.take_first(2.0, 4)] == [0.0, 0.1, 0.2]  # released: oldest first, together
