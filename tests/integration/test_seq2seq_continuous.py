@@ -326,10 +326,11 @@ def test_a_smaller_shares_items_join_a_larger_shares_running_rows_late_and_toget
     varied: dict[str, Path], shares: dict[str, int], with_translation: bool
 ) -> None:
     """While a translation row (3 shares) decodes, summarization's items (1 share) wait to join: HOLD_STEPS steps,
-    then all in one prefill; or sooner, in the prefill of translation items queued with them."""
+    then all in one prefill; or sooner, in the prefill of as many translation items queued with them."""
     from hf_provider.scheduling.continuous import HOLD_STEPS
 
-    with _provider(_spec(varied["t5-varied"], task_share=shares)) as p:
+    spec = _spec(varied["t5-varied"], task_share=shares, batching={"max_batch_size": 8})  # room for 7 joiners
+    with _provider(spec) as p:
         p.load("s2s")
         sched = p.manager.entry("s2s").scheduler
         eng, model = sched.engine, p.manager.entry("s2s").model
@@ -353,11 +354,7 @@ def test_a_smaller_shares_items_join_a_larger_shares_running_rows_late_and_toget
         with sched.pending.cv:  # the loop decides nothing until both are queued
             pushed = eng.steps
             bulk = p.submit("s2s", "summarization", texts, {"max_new_tokens": 5})
-            short = (
-                p.submit("s2s", "translation", "blue river", {"max_new_tokens": 4})
-                if with_translation
-                else None
-            )
+            short = p.submit("s2s", "translation", texts, {"max_new_tokens": 4}) if with_translation else None
         results = bulk.future.result(30)
         joined = [(s, tasks) for s, tasks in prefills if "summarization" in tasks]
         started = next(s for s, tasks in prefills if "translation" in tasks)
@@ -366,7 +363,7 @@ def test_a_smaller_shares_items_join_a_larger_shares_running_rows_late_and_toget
         assert step < started + 59  # the translation row still ran when summarization joined
         waited = step - pushed
         if with_translation:
-            assert "translation" in tasks and waited <= 2  # it joined the translation item's prefill
+            assert tasks.count("translation") == 3 and waited <= 2  # joined the translation items' prefill
         elif shares:
             assert HOLD_STEPS - 1 <= waited <= HOLD_STEPS + 2  # held, but bounded
         else:
@@ -375,9 +372,9 @@ def test_a_smaller_shares_items_join_a_larger_shares_running_rows_late_and_toget
             "translation_text": reference(model, T5_PREFIX["translation"] + "Alice lives in Rome", 60)
         }
         if short is not None:
-            assert short.future.result(30) == {
-                "translation_text": reference(model, T5_PREFIX["translation"] + "blue river", 4)
-            }
+            assert short.future.result(30) == [
+                {"translation_text": reference(model, T5_PREFIX["translation"] + t, 4)} for t in texts
+            ]
         assert results == [
             {"summary_text": reference(model, T5_PREFIX["summarization"] + t, 5)} for t in texts
         ]

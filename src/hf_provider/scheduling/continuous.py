@@ -43,7 +43,7 @@ HOLD_STEPS = 12
 class _RequestRow:
     """A `types.GenRow`: one item of a request, running in the engine."""
 
-    __slots__ = ("_loop", "ended", "rid", "slot", "started")
+    __slots__ = ("_loop", "ended", "paused_at", "rid", "slot", "started", "waited")
 
     def __init__(self, loop: ContinuousLoop, slot: Slot, started: float) -> None:
         self._loop = loop
@@ -51,11 +51,21 @@ class _RequestRow:
         self.started = started
         self.ended = False  # counted out of the running items (once, however the row ends)
         self.rid: int | None = None  # the engine's id for it (a pausable engine's rows are tracked by it)
+        self.waited = max(0.0, started - slot.enqueued)  # seconds waited so far: queued, then paused
+        self.paused_at: float | None = None
 
-    def view(self) -> RowView:
+    def view(self, now: float) -> RowView:
         req = self.slot.request
         assert self.rid is not None
-        return RowView(self.rid, req.handler.task, req.priority, req.submitted)
+        waited = self.waited + (now - self.paused_at if self.paused_at is not None else 0.0)
+        return RowView(self.rid, req.handler.task, req.priority, req.submitted, waited)
+
+    def paused(self, now: float, paused: bool) -> None:
+        if paused and self.paused_at is None:
+            self.paused_at = now
+        elif not paused and self.paused_at is not None:
+            self.waited += now - self.paused_at
+            self.paused_at = None
 
     @property
     def streaming(self) -> bool:
@@ -160,7 +170,8 @@ class ContinuousLoop:
             share = self.pending.queue.share
             aging = self.pending.queue.aging_s
         paused = set(engine.paused)
-        views = [r.view() for r in self.rows.values()]
+        now = self.clock()
+        views = [r.view(now) for r in self.rows.values()]
         d = decide(
             [v for v in views if v.rid not in paused],
             [v for v in views if v.rid in paused],
@@ -168,7 +179,6 @@ class ContinuousLoop:
             slots=engine.slots,
             always=self.yield_always,
             share=share,
-            now=self.clock(),
             aging_s=aging,
             by_share=self.preempt_for_share,
             held=self.held,
@@ -178,8 +188,10 @@ class ContinuousLoop:
         self.held = {k: self.held.get(k, 0) + 1 for k, n in queued.items() if n and k in d.hold}
         for rid in d.pause:
             engine.pause(rid)
+            self.rows[rid].paused(now, True)
         for rid in d.resume:
             engine.resume(rid)
+            self.rows[rid].paused(now, False)
         return min(d.take, engine.free_slots), d.urgent_only, d.hold
 
     def _take_rows(
@@ -194,9 +206,10 @@ class ContinuousLoop:
                     p.expire_due(now)
                     slots = p.queue.take_first(now, free, urgent_only=urgent_only, hold=hold or Hold())
                     if slots and hold is not None and len(slots) < free:
-                        # a prefill runs this step anyway: waiting items join it (one prefill costs
-                        # about the same for one row or a few), so a smaller share only waits for nothing
-                        slots += p.queue.take_first(now, free - len(slots), urgent_only=urgent_only)
+                        # A prefill runs this step anyway: as many waiting items join it (a prefill of a
+                        # few rows costs far less than a few of one, and at most doubles this one's).
+                        more = min(len(slots), free - len(slots))
+                        slots += p.queue.take_first(now, more, urgent_only=urgent_only)
                     if slots:
                         p.running_items += len(slots)
                         depth = len(p.queue)

@@ -3,21 +3,23 @@
 Between two steps the loop (scheduling/continuous.py) describes its rows and queue and applies what `decide`
 returns: rows to pause (the engine keeps their state), paused rows to resume, and how many queued items to take.
 
-- Priority. A batch-priority row is *effective* batch until it has waited `aging_s` since it was submitted;
-  after that it counts as interactive (so bulk work is delayed, never starved). With `always` (the CPU default,
-  where a step's cost grows with its rows), while any interactive row runs or waits, batch rows are paused and
-  only urgent items are taken: interactive rows step as fast as alone. With `when-full` (a GPU, where a step costs
-  about the same for 1 row or 32), batch rows are paused only to give a waiting interactive item a slot.
+- Priority. A batch-priority row is *effective* batch until it has waited `aging_s` in all (queued before it
+  joined, and paused since); after that it counts as interactive (so bulk work is delayed, never starved). Time
+  spent running is service, not waiting: a long bulk row that runs for seconds still steps aside. With `always`
+  (the CPU default, where a step's cost grows with its rows), while any interactive row runs or waits, batch rows
+  are paused and only urgent items are taken: interactive rows step as fast as alone. With `when-full` (a GPU,
+  where a step costs about the same for 1 row or 32), batch rows are paused only to give a waiting interactive
+  item a slot.
 - Fair share (when the model sets `task_share`; otherwise tasks only take free slots in fair order, queue.py).
   Within one priority class, when every slot is taken and a task with items waiting holds fewer rows
   than its share of the slots (scheduling/share.py) while another holds more, one row of the most over-share task
   is paused per step, newest first (the one that has done the least work).
 - Joining late (also only with `task_share`). A new row's prefill stalls every running row for one step, and on
   a CPU one prefill of a few rows costs far less than a few prefills of one. So while rows of a task with a
-  larger share run, queued items of a smaller-share task (in the same or a less urgent class) wait to join: until
-  a prefill runs anyway (other items are taken: they join it), or at most `hold_steps` steps in a row, then
-  together. TGI's router coalesces every request's joins this way (`max_waiting_tokens`); here it is kept to the
-  work the operator ranked lower, so the larger share's rows step as if alone.
+  larger share run or join, queued items of a smaller-share task (in the same or a less urgent class) wait to
+  join: until a prefill runs anyway (other items are taken: as many join it), or at most `hold_steps` steps in a
+  row, then together. TGI's router coalesces every request's joins this way (`max_waiting_tokens`); here it is
+  kept to the work the operator ranked lower, so the larger share's rows step as if alone.
 - Resuming. Paused rows come back before queued items take free slots (they are older), interactive first.
 """
 
@@ -35,9 +37,10 @@ class RowView:
     task: str
     priority: int  # 0 interactive, 1 batch: as submitted
     submitted: float
+    waited: float = 0.0  # seconds it has waited so far: queued before it joined, and paused
 
-    def effective(self, now: float, aging_s: float) -> int:
-        return 0 if self.priority == 0 or now - self.submitted >= aging_s else 1
+    def effective(self, aging_s: float) -> int:
+        return 0 if self.priority == 0 or self.waited >= aging_s else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,6 @@ def decide(
     slots: int,
     always: bool,
     share: FairShare,
-    now: float,
     aging_s: float,
     max_paused: int | None = None,
     by_share: bool = True,
@@ -91,7 +93,7 @@ def decide(
     many steps in a row each queue has been held so far (the loop counts them)."""
     max_paused = slots if max_paused is None else max_paused
     d = Decision()
-    eff = {r.rid: r.effective(now, aging_s) for r in (*running, *paused)}
+    eff = {r.rid: r.effective(aging_s) for r in (*running, *paused)}
     waiting_urgent = sum(n for (c, _), n in queued.items() if c == 0)
     interactive_running = sum(1 for r in running if eff[r.rid] == 0)
     room_to_pause = max(0, max_paused - len(paused))
@@ -107,7 +109,7 @@ def decide(
     left = [r for r in running if r.rid not in d.pause]
 
     if by_share and hold_steps > 0:
-        d.hold = _late_joiners(left, share, eff, held or {}, hold_steps)
+        d.hold = _late_joiners(left, queued, share, eff, held or {}, hold_steps)
         queued = {k: n for k, n in queued.items() if k not in d.hold}
 
     if by_share and not d.pause and free <= 0 and room_to_pause:
@@ -131,14 +133,19 @@ def decide(
 
 def _late_joiners(
     running: list[RowView],
+    queued: Mapping[tuple[int, str], int],
     share: FairShare,
     eff: Mapping[int, int],
     held: Mapping[tuple[int, str], int],
     hold_steps: int,
 ) -> Hold:
+    """Larger shares that run, or are queued (they join now), make smaller ones of the same or a less urgent
+    class wait."""
     top: list[int] = []
     for cls in (0, 1):
-        top.append(max([*top, *(share.share(r.task) for r in running if eff[r.rid] == cls)], default=0))
+        shares = [share.share(r.task) for r in running if eff[r.rid] == cls]
+        shares += [share.share(t) for (c, t), n in queued.items() if c == cls and n]
+        top.append(max([*top, *shares], default=0))
     return Hold(tuple(top), share, frozenset(k for k, n in held.items() if n >= hold_steps))
 
 

@@ -107,32 +107,51 @@ def _rows(*spec: tuple[int, str, int, float]) -> list[RowView]:
 
 def test_always_pauses_every_batch_row_while_interactive_work_waits_or_runs() -> None:
     running = _rows((1, "summarization", 1, 0.0), (2, "summarization", 1, 0.5), (3, "translation", 0, 0.9))
-    d = decide(running, [], {}, slots=8, always=True, share=FairShare(), now=1.0, aging_s=2.0)
+    d = decide(running, [], {}, slots=8, always=True, share=FairShare(), aging_s=2.0)
     assert sorted(d.pause) == [1, 2] and d.urgent_only and d.take == 7
     # No interactive work: nothing pauses, paused batch rows come back (oldest first) before new items.
     paused = _rows((1, "summarization", 1, 0.0), (2, "summarization", 1, 0.5))
-    d = decide(
-        [], paused, {(1, "summarization"): 4}, slots=8, always=True, share=FairShare(), now=1.2, aging_s=2.0
-    )
+    d = decide([], paused, {(1, "summarization"): 4}, slots=8, always=True, share=FairShare(), aging_s=2.0)
     assert d.pause == [] and d.resume == [1, 2] and d.take == 6 and not d.urgent_only
 
 
-def test_an_aged_batch_row_is_not_paused_and_is_resumed_even_under_interactive_load() -> None:
-    running = _rows((1, "summarization", 1, 0.0), (2, "translation", 0, 2.4))
-    paused = _rows((3, "summarization", 1, 0.1))
-    d = decide(running, paused, {}, slots=4, always=True, share=FairShare(), now=2.5, aging_s=2.0)
+def test_a_batch_row_that_waited_past_aging_is_not_paused_and_is_resumed_even_under_interactive_load() -> (
+    None
+):
+    aged = RowView(1, "summarization", 1, 0.0, waited=2.1)  # queued 2.1 s before it joined
+    running = [aged, RowView(2, "translation", 0, 2.4)]
+    paused = [RowView(3, "summarization", 1, 0.1, waited=2.0)]  # paused for 2 s
+    d = decide(running, paused, {}, slots=4, always=True, share=FairShare(), aging_s=2.0)
     assert d.pause == [] and d.resume == [3]
+
+
+def test_a_long_running_batch_row_has_not_waited_and_still_steps_aside() -> None:
+    # Submitted 30 s ago but served since: running is not waiting, so it pauses for interactive work.
+    running = [RowView(1, "summarization", 1, 0.0, waited=0.3), RowView(2, "translation", 0, 29.9)]
+    d = decide(running, [], {}, slots=4, always=True, share=FairShare(), aging_s=2.0)
+    assert d.pause == [1]
+
+
+def test_a_rows_waiting_time_counts_its_queueing_and_its_pauses_not_its_running() -> None:
+    from hf_provider.scheduling.continuous import _RequestRow
+    from hf_provider.scheduling.queue import Slot
+
+    req = _req("summarization", priority=1)
+    row = _RequestRow(None, Slot(req, 0, enqueued=0.5), started=1.5)  # type: ignore[arg-type]
+    row.rid = 7
+    assert row.view(9.0).waited == 1.0  # queued 1 s; running since is not waiting
+    row.paused(10.0, True)
+    row.paused(10.5, True)  # paused twice: the first time counts
+    assert row.view(11.0).waited == 2.0
+    row.paused(11.5, False)
+    assert row.view(40.0).waited == 2.5 and row.view(40.0).effective(2.0) == 0  # aged by waiting 2.5 s
 
 
 def test_when_full_pauses_only_as_many_batch_rows_as_interactive_items_need() -> None:
     running = _rows(*[(i, "summarization", 1, float(i)) for i in range(4)])
-    d = decide(
-        running, [], {(0, "translation"): 1}, slots=4, always=False, share=FairShare(), now=1.0, aging_s=9
-    )
+    d = decide(running, [], {(0, "translation"): 1}, slots=4, always=False, share=FairShare(), aging_s=9)
     assert d.pause == [3] and d.take == 1  # the newest batch row: it has done the least work
-    d = decide(
-        running, [], {(0, "translation"): 1}, slots=5, always=False, share=FairShare(), now=1.0, aging_s=9
-    )
+    d = decide(running, [], {(0, "translation"): 1}, slots=5, always=False, share=FairShare(), aging_s=9)
     assert d.pause == [] and d.take == 1  # a free slot: nobody pauses
 
 
@@ -149,7 +168,6 @@ def test_a_full_engine_gives_an_under_share_task_a_slot_by_pausing_the_most_over
         slots=8,
         always=True,
         share=share,
-        now=9.0,
         aging_s=2,
         by_share=by_share,
     )
@@ -160,7 +178,7 @@ def test_a_full_engine_gives_an_under_share_task_a_slot_by_pausing_the_most_over
         (6, "summarization", 0, 0.0),
         (7, "summarization", 0, 0.0),
     )
-    d = decide(running, [], {(0, "translation"): 5}, slots=8, always=True, share=share, now=9.0, aging_s=2)
+    d = decide(running, [], {(0, "translation"): 5}, slots=8, always=True, share=share, aging_s=2)
     assert d.pause == []
 
 
@@ -174,7 +192,6 @@ def test_paused_rows_are_bounded() -> None:
         slots=4,
         always=True,
         share=FairShare(),
-        now=1.0,
         aging_s=9,
         max_paused=4,
     )
@@ -201,7 +218,6 @@ def _hold(
         slots=slots,
         always=False,
         share=share,
-        now=1.0,
         aging_s=9,
         by_share=by_share,
         held=held,
@@ -217,6 +233,11 @@ def test_a_smaller_share_waits_while_a_larger_shares_rows_run_then_joins_after_h
     assert (0, "text2text-generation") in d.hold  # a rule: a task queued after the decision waits too
     assert (0, "summarization") in _hold(running, queued, {(0, "summarization"): 11}).hold
     assert (0, "summarization") not in _hold(running, queued, {(0, "summarization"): 12}).hold  # it joins now
+
+
+def test_a_larger_share_that_joins_now_makes_a_smaller_one_wait_on_an_idle_engine() -> None:
+    d = _hold([], {(0, "summarization"): 3, (0, "translation"): 1})
+    assert (0, "summarization") in d.hold and (0, "translation") not in d.hold and d.take == 8
 
 
 def test_nothing_waits_without_a_larger_share_running_or_without_shares() -> None:
