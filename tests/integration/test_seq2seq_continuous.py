@@ -378,3 +378,42 @@ def test_a_smaller_shares_items_join_a_larger_shares_running_rows_late_and_toget
         assert results == [
             {"summary_text": reference(model, T5_PREFIX["summarization"] + t, 5)} for t in texts
         ]
+
+
+def test_a_held_request_that_is_cancelled_or_times_out_is_settled_once_and_never_prefilled(
+    varied: dict[str, Path],
+) -> None:
+    from hf_provider.errors import Cancelled, DeadlineExceeded
+
+    spec = _spec(varied["t5-varied"], task_share={"translation": 3})
+    with _provider(spec) as p:
+        p.load("s2s")
+        sched = p.manager.entry("s2s").scheduler
+        eng, model = sched.engine, p.manager.entry("s2s").model
+        prefilled: list[str] = []
+        real = eng._prefill
+
+        def prefill() -> int:
+            prefilled.extend(eng.rows[r].task for r in eng.new if not eng.rows[r].paused)
+            return real()
+
+        eng._prefill = prefill  # type: ignore[method-assign]
+        long = p.submit("s2s", "translation", "Alice lives in Rome", {"max_new_tokens": 60})
+        deadline = time.monotonic() + 30
+        while "translation" not in prefilled and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with sched.pending.cv:  # both are queued, and held, before the loop decides again
+            gone = p.submit("s2s", "summarization", "one two harbour", {"max_new_tokens": 5})
+            late = p.submit("s2s", "summarization", "blue green storm", {"max_new_tokens": 5}, timeout=0.001)
+            assert sched.pending.queue.task_counts() == {"summarization": 2}
+            assert gone.cancel(sched.clock())
+        with pytest.raises(Cancelled):
+            gone.future.result(30)
+        with pytest.raises(DeadlineExceeded):
+            late.future.result(30)
+        assert (gone.outcome, late.outcome) == ("cancelled", "timed_out")
+        assert long.future.result(30) == {
+            "translation_text": reference(model, T5_PREFIX["translation"] + "Alice lives in Rome", 60)
+        }
+        assert "summarization" not in prefilled  # neither ever took a row
+        assert sched.in_flight == 0 and not sched.pending.queue.task_counts() and not eng.rows

@@ -205,7 +205,7 @@ class ContinuousLoop:
                     now = self.clock()
                     p.expire_due(now)
                     slots = p.queue.take_first(now, free, urgent_only=urgent_only, hold=hold or Hold())
-                    if slots and hold is not None and len(slots) < free:
+                    if slots and hold and len(slots) < free:
                         # A prefill runs this step anyway: as many waiting items join it (a prefill of a
                         # few rows costs far less than a few of one, and at most doubles this one's).
                         more = min(len(slots), free - len(slots))

@@ -46,13 +46,17 @@ class RowView:
 @dataclass(frozen=True, slots=True)
 class Hold:
     """The (priority class, task) queues that wait this step: a task whose share is smaller than that of a
-    running row of the same or a more urgent class, unless `released` (it has waited `hold_steps` already).
-    A rule, not a list: an item queued after the decision, before the loop takes items, waits by it too."""
+    running row or a queued item (it joins now) of the same or a more urgent class, unless `released` (it has
+    waited `hold_steps` already). A rule, not a list: an item queued after the decision, before the loop takes
+    items, waits by it too. Empty (falsy) without shares."""
 
-    # per class: the largest share among the running rows of that class or a more urgent one
+    # per class: the largest share among the running rows and queued items of that class or a more urgent one
     top: tuple[int, ...] = ()
     share: FairShare | None = None
     released: frozenset[tuple[int, str]] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.share is not None
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, tuple) or self.share is None:
