@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from tests.unit.scheduling.test_scheduler import Clock, Echo
 
 from hf_provider.observability.outcomes import Recorder as OutcomeRecorder
 from hf_provider.resilience.supervisor import Supervisor
@@ -27,14 +28,6 @@ from hf_provider.types import GenRow, Item
 WAIT = 10.0  # a bound on waiting for the loop's thread; never a sleep
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Gen:
     """A generation handler of a given task: each input is how many tokens its row makes."""
 
@@ -44,12 +37,8 @@ class Gen:
     def __init__(self, task: str) -> None:
         self.task = task
 
-    def parse(self, inputs: Any, params: Mapping[str, Any]) -> tuple[list[Item], dict[str, Any], bool]:
-        single = not isinstance(inputs, list)
-        return [Item(n, 1) for n in ([inputs] if single else inputs)], dict(params), single
-
-    def batch_key(self, params: Mapping[str, Any]) -> Any:
-        return ()
+    parse = Echo.parse  # an item's data is its token count
+    batch_key = Echo.batch_key
 
 
 class FakeEngine:
